@@ -1,0 +1,138 @@
+"""Event-driven replay of a Program: each node starts when its stream is free and its inputs are done.
+
+Streams are in-order queues (compute, TP, DP and PP communication per rank), so a node's start is
+max(stream free, inputs finished). A collective's members all belong to one role (ranks of a role
+run the same graph in lockstep), so it completes when the role reaches it; a receive completes
+when the peer role's matching send does. Roles are advanced in turn until each is blocked on a
+send not yet simulated; no progress means the schedule deadlocks, which is a builder bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphgen.ir import CollectiveNode, ComputeNode, RecvNode, SendNode
+from graphgen.program import Program
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Start and finish time (seconds) of every node of every role."""
+
+    start: tuple[tuple[float, ...], ...]
+    finish: tuple[tuple[float, ...], ...]
+
+    @property
+    def step_time(self) -> float:
+        return max((max(f) for f in self.finish if f), default=0.0)
+
+
+class DeadlockError(RuntimeError):
+    pass
+
+
+def simulate(prog: Program) -> Timeline:
+    roles = prog.roles
+    n_roles = len(roles)
+    unset = -1.0
+    start = [[unset] * len(r.nodes) for r in roles]
+    finish = [[unset] * len(r.nodes) for r in roles]
+    send_at = {(r.id, n.tag): n.id for r in roles for n in r.nodes if isinstance(n, SendNode)}
+    free = [dict() for _ in roles]
+    ptr = [0] * n_roles
+    while True:
+        progressed = False
+        for r in range(n_roles):
+            nodes, fin, st, fr = roles[r].nodes, finish[r], start[r], free[r]
+            i = ptr[r]
+            while i < len(nodes):
+                node = nodes[i]
+                ready = 0.0
+                for d in node.deps:
+                    if fin[d] > ready:
+                        ready = fin[d]
+                if type(node) is RecvNode:
+                    sid = send_at.get((node.peer_role, node.tag))
+                    if sid is None:
+                        raise DeadlockError(f"{roles[r].name}: {node.name} has no matching send")
+                    sent = finish[node.peer_role][sid]
+                    if sent == unset:
+                        break
+                    st[i] = ready
+                    fin[i] = max(ready, sent)
+                else:
+                    s = fr.get(node.stream, 0.0)
+                    if ready > s:
+                        s = ready
+                    st[i] = s
+                    fin[i] = fr[node.stream] = s + node.duration
+                i += 1
+            if i != ptr[r]:
+                progressed = True
+                ptr[r] = i
+        if all(ptr[r] == len(roles[r].nodes) for r in range(n_roles)):
+            break
+        if not progressed:
+            stuck = [f"{roles[r].name} at {roles[r].nodes[ptr[r]].name}" for r in range(n_roles)
+                     if ptr[r] < len(roles[r].nodes)]
+            raise DeadlockError("pipeline schedule deadlocks: " + "; ".join(stuck))
+    return Timeline(tuple(map(tuple, start)), tuple(map(tuple, finish)))
+
+
+def attribute(prog: Program, tl: Timeline, role: int) -> tuple[float, dict[str, float], float]:
+    """Split one role's step into compute, exposed communication per axis, and pipeline bubble.
+
+    Every gap on the compute stream is charged to the input that arrived last: a collective's
+    axis, or for a receive the peer's send time (pipeline communication) and the wait before it
+    (bubble). Time after the role's last compute is charged to whatever finished last.
+    """
+    nodes = prog.roles[role].nodes
+    st, fin = tl.start[role], tl.finish[role]
+    step = tl.step_time
+    compute = 0.0
+    exposed: dict[str, float] = {"tp": 0.0, "dp": 0.0, "pp": 0.0}
+    bubble = 0.0
+    t = 0.0
+    send_at = {(r.id, n.tag): n.id for r in prog.roles for n in r.nodes if isinstance(n, SendNode)}
+
+    def charge(node, gap: float) -> float:
+        nonlocal bubble
+        if gap <= 0:
+            return 0.0
+        if isinstance(node, CollectiveNode):
+            exposed[node.axis] = exposed.get(node.axis, 0.0) + gap
+        elif isinstance(node, RecvNode):
+            dur = prog.roles[node.peer_role].nodes[send_at[(node.peer_role, node.tag)]].duration
+            pp = min(gap, dur)
+            exposed["pp"] += pp
+            bubble += gap - pp
+        elif isinstance(node, SendNode):
+            exposed["pp"] += gap
+        else:
+            bubble += gap
+        return gap
+
+    def blocker(node):
+        best, best_t = None, -1.0
+        for d in node.deps:
+            if fin[d] > best_t:
+                best, best_t = nodes[d], fin[d]
+        return best
+
+    for i, node in enumerate(nodes):
+        if type(node) is not ComputeNode:
+            continue
+        gap = st[i] - t
+        if gap > 1e-15:
+            charge(blocker(node), gap)
+        compute += node.duration
+        t = fin[i]
+    tail = step - t
+    if tail > 1e-15:
+        last = max(range(len(nodes)), key=lambda k: fin[k]) if nodes else None
+        if last is not None and fin[last] > t:
+            charge(nodes[last], tail)
+        else:
+            bubble += tail  # other roles finish later: this role idles at the end
+    return compute, exposed, bubble
+

@@ -1,0 +1,138 @@
+"""The Backend protocol, its registry, and the one Result every backend returns.
+
+Result is plain data (dataclasses) so that reports can serialise it without knowing the backend.
+The JSON layout is documented in README.md ("Output schema") and versioned by SCHEMA_VERSION:
+bump the major part when a field changes meaning or disappears, the minor part when one is added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from graphgen.memory import MemoryBreakdown
+from graphgen.program import Program
+
+SCHEMA_VERSION = "1.0"
+
+MFU_DEFINITION = (
+    "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
+    "per token = 6 x matmul parameters (all linears and the LM head) + 12 x layers x heads x head_dim x "
+    "seq_len (attention scores, non-causal), recompute not counted (PaLM, Chowdhery et al. 2022, App. B)")
+HFU_DEFINITION = (
+    "HFU = hardware FLOPs per step / (step time x GPUs x peak); hardware FLOPs = model FLOPs + the "
+    "forward FLOPs re-executed by activation recompute, counted in the same convention")
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Where the critical role's step time goes, seconds; the parts add up to the step time."""
+
+    compute: float
+    exposed_comm: dict[str, float]
+    pipeline_bubble: float
+
+    @property
+    def total(self) -> float:
+        return self.compute + sum(self.exposed_comm.values()) + self.pipeline_bubble
+
+
+@dataclass(frozen=True)
+class RoleTiming:
+    role: str
+    finish_s: float
+    compute_s: float
+    nodes: int
+
+
+@dataclass(frozen=True)
+class Result:
+    backend: str
+    model: str
+    hardware: str
+    device: str
+    plan: dict[str, object]
+    gpus: int
+    step_time_s: float
+    tokens_per_step: int
+    global_batch: int
+    microbatches: int
+    model_flops_per_step: float
+    hardware_flops_per_step: float
+    peak_flops_per_gpu: float
+    breakdown: Breakdown
+    critical_role: str
+    roles: tuple[RoleTiming, ...]
+    memory: tuple[MemoryBreakdown, ...]
+    layer_table: tuple[dict[str, object], ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_per_step / self.step_time_s
+
+    @property
+    def tokens_per_s_per_gpu(self) -> float:
+        return self.tokens_per_s / self.gpus
+
+    @property
+    def model_tflops_per_gpu(self) -> float:
+        return self.model_flops_per_step / self.step_time_s / self.gpus / 1e12
+
+    @property
+    def hardware_tflops_per_gpu(self) -> float:
+        return self.hardware_flops_per_step / self.step_time_s / self.gpus / 1e12
+
+    @property
+    def mfu(self) -> float:
+        return self.model_tflops_per_gpu * 1e12 / self.peak_flops_per_gpu
+
+    @property
+    def hfu(self) -> float:
+        return self.hardware_tflops_per_gpu * 1e12 / self.peak_flops_per_gpu
+
+    @property
+    def fits(self) -> bool:
+        return all(m.fits for m in self.memory)
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, program: Program) -> tuple[Result, object]:
+        """Evaluate a Program; return the Result and a backend-specific timeline (or None)."""
+        ...
+
+
+def get_backend(name: str) -> Backend:
+    from backends.analytical import AnalyticalBackend
+
+    registry: dict[str, type] = {"analytical": AnalyticalBackend}
+    return registry[name]()
+
+
+def assemble_result(program: Program, backend: str, step_time: float, breakdown: Breakdown,
+                    critical_role: str, roles: tuple[RoleTiming, ...], notes: tuple[str, ...] = ()) -> Result:
+    """Everything in a Result that does not depend on how the DAG was timed."""
+    from graphgen.costs.compute import ComputeModel
+    from graphgen.memory import role_memory
+    from graphgen.model.flops import model_flops_per_token, recompute_flops_per_token
+
+    sc = program.scenario
+    p, w, m = sc.plan, sc.workload, sc.model
+    tokens = sc.tokens_per_step
+    model_flops = model_flops_per_token(m, w.seq_len) * tokens
+    hw_flops = model_flops + recompute_flops_per_token(m, w.seq_len, p.recompute, w.flash_attention) * tokens
+    peak = ComputeModel(sc.hardware.device, w.precision).matmul_peak
+    table = tuple({"op": c.name, "kind": c.kind, "fwd_ms": c.fwd_s * 1e3, "bwd_ms": c.bwd_s * 1e3,
+                   "fwd_gflop": c.fwd_flops / 1e9, "bwd_gflop": c.bwd_flops / 1e9}
+                  for c in program.layer_costs)
+    plan = {"tp": p.tp, "sp": p.sp, "pp": p.pp, "dp": p.dp, "schedule": p.schedule,
+            "virtual_stages": p.virtual_stages, "zero_stage": p.zero_stage, "recompute": p.recompute,
+            "micro_batch": w.micro_batch, "seq_len": w.seq_len, "precision": w.precision}
+    return Result(backend=backend, model=m.name, hardware=sc.hardware.name, device=sc.hardware.device.name,
+                  plan=plan, gpus=sc.world, step_time_s=step_time, tokens_per_step=tokens,
+                  global_batch=sc.global_batch, microbatches=sc.microbatches, model_flops_per_step=model_flops,
+                  hardware_flops_per_step=hw_flops, peak_flops_per_gpu=peak, breakdown=breakdown,
+                  critical_role=critical_role, roles=roles, memory=role_memory(program), layer_table=table,
+                  notes=notes)

@@ -1,0 +1,70 @@
+"""Compute cost: roofline of the device's peak and HBM bandwidth, scaled by measured efficiency.
+
+time = max(FLOPs / (peak x eff_kind(size)), bytes / (HBM bw x eff_mem)) + launch overhead
+Efficiency curves come from the hardware config, each with its source, interpolated in log(GFLOP).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from graphgen.config import DeviceSpec, EfficiencyCurve
+from graphgen.model.ops import OpKind
+from graphgen.units import GB, TERA, US
+
+
+def interpolate(curve: EfficiencyCurve, gflop: float) -> float:
+    pts = curve.points
+    if gflop <= pts[0][0]:
+        return pts[0][1]
+    if gflop >= pts[-1][0]:
+        return pts[-1][1]
+    lx = math.log(gflop)
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if gflop <= x1:
+            f = (lx - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + f * (y1 - y0)
+    return pts[-1][1]
+
+
+@dataclass(frozen=True)
+class ComputeModel:
+    device: DeviceSpec
+    precision: str
+
+    @property
+    def matmul_peak(self) -> float:
+        """Peak FLOP/s for the workload's GEMMs (fp32 uses TF32 tensor cores when listed)."""
+        pk = self.device.peak_tflops
+        key = "tf32" if self.precision == "fp32" and "tf32" in pk else self.precision
+        return pk[key] * TERA
+
+    @property
+    def vector_peak(self) -> float:
+        """Peak for attention and non-GEMM math: fp8 recipes keep these in bf16."""
+        pk = self.device.peak_tflops
+        if self.precision == "fp8":
+            return pk.get("bf16", pk["fp8"] / 2) * TERA
+        return self.matmul_peak
+
+    @property
+    def hbm(self) -> float:
+        return self.device.hbm_bandwidth_gbs * GB
+
+    def memory_time(self, nbytes: float) -> float:
+        return nbytes / (self.hbm * self.device.efficiency.memory_bound)
+
+    def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1) -> float:
+        """Seconds for `kernels` launches that together do `flops` and move `nbytes`."""
+        eff = self.device.efficiency
+        launch = kernels * self.device.launch_overhead_us * US
+        if kind is OpKind.MATMUL:
+            per_kernel = flops / max(kernels, 1) / 1e9
+            curve = eff.matmul_fp8 if self.precision == "fp8" and eff.matmul_fp8 else eff.matmul
+            t_math = flops / (self.matmul_peak * interpolate(curve, per_kernel))
+        elif kind is OpKind.ATTENTION:
+            t_math = flops / (self.vector_peak * interpolate(eff.attention, flops / max(kernels, 1) / 1e9))
+        else:
+            t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
+        return max(t_math, self.memory_time(nbytes)) + launch

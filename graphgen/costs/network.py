@@ -1,0 +1,71 @@
+"""Collective and point-to-point cost on a two-dimensional network (scale-up x scale-out).
+
+Bus-bandwidth model, as NCCL reports and SimAI uses: a collective over N ranks moves
+coef(N) x S bytes through each rank's slowest dimension, where coef is 2(N-1)/N for an
+all-reduce, (N-1)/N for an all-gather, reduce-scatter or all-to-all, and S the full buffer.
+A group with m members in each of k nodes drains its scale-out traffic through the m NICs of
+its members in a node, so the scale-out dimension offers m x NIC bandwidth (rail-optimised,
+one NIC per GPU). Latency: one hop latency per algorithm step on the slowest dimension used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from graphgen.config import HardwareConfig, LinkSpec
+from graphgen.costs.compute import interpolate
+from graphgen.parallel.layout import Collective
+from graphgen.units import GB, MIB, US
+
+
+def link_bandwidth(link: LinkSpec, nbytes: float | None = None) -> float:
+    """Achievable bytes/s of one GPU's port on a dimension (efficiency and derate applied),
+    for a message of nbytes when the link has a message-size curve."""
+    bw = link.bandwidth_gbs * GB * link.efficiency * link.derate
+    if nbytes is not None and link.message_efficiency is not None:
+        bw *= interpolate(link.message_efficiency, max(nbytes, 1.0) / MIB)
+    return bw
+
+
+def _steps(kind: Collective, n: int, algorithm: str) -> int:
+    if n <= 1:
+        return 0
+    if algorithm == "direct":
+        base = 1
+    elif algorithm == "tree":
+        base = max(1, math.ceil(math.log2(n)))
+    else:
+        base = n - 1
+    return 2 * base if kind is Collective.ALL_REDUCE else base
+
+
+def bus_coefficient(kind: Collective, n: int) -> float:
+    if n <= 1:
+        return 0.0
+    return (2.0 if kind is Collective.ALL_REDUCE else 1.0) * (n - 1) / n
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    hardware: HardwareConfig
+
+    def collective_time(self, kind: Collective, nbytes: float, per_node: int, nodes: int) -> float:
+        """Seconds for a collective of `nbytes` (full buffer) over per_node x nodes ranks."""
+        n = per_node * nodes
+        if n <= 1 or nbytes <= 0:
+            return 0.0
+        intra, inter = self.hardware.node.intra, self.hardware.scale_out
+        dims: list[tuple[int, float, LinkSpec]] = []
+        if per_node > 1:
+            dims.append((per_node, link_bandwidth(intra, nbytes), intra))
+        if nodes > 1:
+            dims.append((nodes, link_bandwidth(inter, nbytes) * per_node, inter))
+        bw = min(d[1] for d in dims)
+        # Each dimension's algorithm sets how many latency-bound steps it contributes.
+        latency = sum(_steps(kind, size, link.algorithm) * link.latency_us * US for size, _, link in dims)
+        return bus_coefficient(kind, n) * nbytes / bw + latency
+
+    def p2p_time(self, nbytes: float, same_node: bool) -> float:
+        link = self.hardware.node.intra if same_node else self.hardware.scale_out
+        return link.latency_us * US + nbytes / link_bandwidth(link, nbytes)

@@ -1,0 +1,136 @@
+"""ModelSpec + plan -> LayerGraph: the forward ops of one tensor-parallel rank for one microbatch.
+
+Where tensor parallelism communicates is decided by the placements written on each op here:
+column-parallel linears (qkv, fc1, lm_head) take a Replicate input and give a Shard output;
+row-parallel linears (out_proj, fc2) give a Partial output; the residual stream is Replicate, or
+Shard(seq) under sequence parallelism. graphgen.parallel.layout.transition turns each mismatch into
+its all-reduce, reduce-scatter or all-gather when the program is built. Backward is derived by rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphgen.model.ops import Op, OpKind
+from graphgen.parallel.layout import PARTIAL, REPLICATE, Placement, shard
+from graphgen.scenario import Scenario
+from graphgen.units import dtype_bytes
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    """Forward ops per microbatch on one TP rank; the layer list repeats for every block."""
+
+    embed: tuple[Op, ...]
+    layer: tuple[Op, ...]
+    head: tuple[Op, ...]
+    residual: Placement       # placement of the residual stream between ops and across stages
+    head_out: Placement       # placement the loss must reach (Replicate: every rank has the loss)
+    layers: int
+
+    @property
+    def layer_params(self) -> float:
+        return sum(op.weight_params for op in self.layer)
+
+
+def activation_bytes(precision: str) -> float:
+    """fp8 training keeps activations and communication in bf16; only GEMM inputs are cast."""
+    return dtype_bytes("bf16") if precision == "fp8" else dtype_bytes(precision)
+
+
+def build_layer_graph(sc: Scenario) -> LayerGraph:
+    m, w, p = sc.model, sc.workload, sc.plan
+    t = p.tp
+    e = activation_bytes(w.precision)
+    b, s, h = w.micro_batch, w.seq_len, m.hidden
+    a, kv, d, f, V = m.heads, m.n_kv_heads, m.d_head, m.ffn_hidden, sc.padded_vocab
+    T = b * s
+    sp = p.sp and t > 1
+    Tn = T / t if sp else T  # tokens each rank holds in the residual stream
+    drop = m.dropout > 0
+    gated = m.activation == "swiglu"
+
+    if t > 1:
+        resid, heads, hid, vocab = (shard("seq") if sp else REPLICATE), shard("heads"), shard("hidden"), shard("vocab")
+        row_out = PARTIAL
+    else:
+        resid = heads = hid = vocab = row_out = REPLICATE
+    mask = Tn * h if drop else 0.0  # 1-byte dropout masks (Korthikanti et al. 2022)
+    norm_w = h * (2 if m.norm == "layernorm" else 1)
+    qkv_out = (a + 2 * kv) * d
+    col_in_saved = e * T * h / (t if sp else 1)  # SP saves the shard and re-gathers in backward
+
+    def norm(name: str) -> Op:
+        return Op(name, OpKind.NORM, flops=8 * Tn * h, bytes=2 * e * Tn * h, in_layout=resid,
+                  out_layout=resid, out_bytes=e * T * h, weight_params=norm_w, saved_bytes=e * Tn * h)
+
+    def residual_add(name: str) -> Op:
+        return Op(name, OpKind.ELEMENTWISE, flops=Tn * h, bytes=3 * e * Tn * h + mask, in_layout=resid,
+                  out_layout=resid, out_bytes=e * T * h, saved_bytes=mask)
+
+    ops: list[Op] = [norm("ln_attn")]
+    ops.append(Op("qkv_proj", OpKind.MATMUL, flops=2 * T * h * qkv_out / t,
+                  bytes=e * (T * h + h * qkv_out / t + T * qkv_out / t), in_layout=REPLICATE,
+                  out_layout=heads, shards_input=True, out_bytes=e * T * qkv_out,
+                  weight_params=h * qkv_out / t + (qkv_out / t if m.bias else 0), saved_bytes=col_in_saved))
+    if m.position_encoding == "rope":
+        ops.append(Op("rope", OpKind.ELEMENTWISE, flops=3 * T * (a + kv) * d / t,
+                      bytes=2 * e * T * (a + kv) * d / t, in_layout=heads, out_layout=heads,
+                      out_bytes=e * T * qkv_out))
+    score = 2 * b * a * s * s * d / t  # one s x s x d product over all heads of this rank
+    if w.flash_attention:
+        # Causal flash attention skips the masked half; backward runs 5 products to forward's 2.
+        ops.append(Op("flash_attention", OpKind.ATTENTION, flops=2 * score * 0.5,
+                      bytes=e * T * (2 * a + 2 * kv) * d / t, in_layout=heads, out_layout=heads,
+                      out_bytes=e * T * a * d, saved_bytes=e * T * qkv_out / t + 4 * b * a * s / t,
+                      bwd_flops_factor=2.5, bwd_bytes_factor=2.5))
+    else:
+        probs = b * a * s * s / t
+        ops.append(Op("attn_scores", OpKind.MATMUL, flops=score, bytes=e * (T * (a + kv) * d / t + probs),
+                      in_layout=heads, out_layout=heads, out_bytes=e * probs * t,
+                      saved_bytes=e * T * (a + kv) * d / t, recompute_selective=True))
+        ops.append(Op("softmax", OpKind.ELEMENTWISE, flops=5 * probs,
+                      bytes=(2 * e + (1 if drop else 0)) * probs, in_layout=heads, out_layout=heads,
+                      out_bytes=e * probs * t, saved_bytes=(e + (1 if drop else 0)) * probs,
+                      recompute_selective=True, selective_freed_bytes=(e + (1 if drop else 0)) * probs))
+        ops.append(Op("attn_values", OpKind.MATMUL, flops=score, bytes=e * (probs + 2 * T * a * d / t),
+                      in_layout=heads, out_layout=heads, out_bytes=e * T * a * d,
+                      saved_bytes=(e * probs if drop else 0) + e * T * kv * d / t, recompute_selective=True,
+                      selective_freed_bytes=e * probs if drop else 0))
+    ops.append(Op("out_proj", OpKind.MATMUL, flops=2 * T * a * d * h / t,
+                  bytes=e * (T * a * d / t + a * d * h / t + T * h), in_layout=heads, out_layout=row_out,
+                  out_bytes=e * T * h, weight_params=a * d * h / t + (h if m.bias else 0),
+                  saved_bytes=e * T * a * d / t))
+    ops.append(residual_add("attn_residual"))
+    ops.append(norm("ln_mlp"))
+    up = f * (2 if gated else 1)
+    ops.append(Op("fc1", OpKind.MATMUL, flops=2 * T * h * up / t, bytes=e * (T * h + h * up / t + T * up / t),
+                  in_layout=REPLICATE, out_layout=hid, shards_input=True, out_bytes=e * T * up,
+                  weight_params=h * up / t + (up / t if m.bias else 0), saved_bytes=col_in_saved))
+    ops.append(Op("swiglu" if gated else m.activation, OpKind.ELEMENTWISE, flops=8 * T * f / t,
+                  bytes=e * T * f / t * (3 if gated else 2), in_layout=hid, out_layout=hid,
+                  out_bytes=e * T * f, saved_bytes=e * T * up / t))
+    ops.append(Op("fc2", OpKind.MATMUL, flops=2 * T * f * h / t, bytes=e * (T * f / t + f * h / t + T * h),
+                  in_layout=hid, out_layout=row_out, out_bytes=e * T * h,
+                  weight_params=f * h / t + (h if m.bias else 0), saved_bytes=e * T * f / t))
+    ops.append(residual_add("mlp_residual"))
+
+    embed_params = V * h / t + (m.max_position or s) * h * (m.position_encoding == "learned")
+    embed = (Op("embedding", OpKind.EMBEDDING, flops=0.0, bytes=2 * e * T * h, in_layout=REPLICATE,
+                out_layout=row_out, out_bytes=e * T * h, weight_params=embed_params, saved_bytes=mask,
+                bwd_flops_factor=0.0, bwd_bytes_factor=3.0),)
+    # A tied LM head reuses the embedding table on the same rank only when one stage holds both.
+    head_params = 0.0 if (m.tied_embeddings and p.pp == 1) else V * h / t
+    head = (
+        norm("ln_final"),
+        Op("lm_head", OpKind.MATMUL, flops=2 * T * h * V / t, bytes=e * (T * h + V * h / t + T * V / t),
+           in_layout=REPLICATE, out_layout=vocab, shards_input=True, out_bytes=e * T * V,
+           weight_params=head_params, saved_bytes=col_in_saved),
+        # Vocab-parallel cross-entropy: fp32 logits; per-token max, sum-exp and target logit are
+        # partial sums over the vocab shards (3 fp32 values per token to all-reduce).
+        Op("cross_entropy", OpKind.LOSS, flops=6 * T * V / t, bytes=(e + 8) * T * V / t, in_layout=vocab,
+           out_layout=row_out, out_bytes=12 * T, saved_bytes=4 * T * V / t, bwd_flops_factor=0.5,
+           bwd_bytes_factor=1.0),
+    )
+    return LayerGraph(embed=embed, layer=tuple(ops), head=head, residual=resid, head_out=REPLICATE,
+                      layers=m.layers)

@@ -1,0 +1,90 @@
+"""Placements of a tensor on one mesh axis, and the one table that turns a change into a collective.
+
+Megatron TP and sequence parallelism are not coded as rules: each op states the placement it
+wants for its input and the one it gives its output; wherever a producer's placement differs
+from its consumer's, `transition` names the collective. Backward grads follow `grad_required`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(str, Enum):
+    REPLICATE = "R"
+    SHARD = "S"
+    PARTIAL = "P"
+
+
+@dataclass(frozen=True)
+class Placement:
+    kind: Kind
+    dim: str | None = None  # the sharded dimension's name ("seq", "hidden", "heads", "vocab")
+
+    def __str__(self) -> str:
+        return f"S({self.dim})" if self.kind is Kind.SHARD else self.kind.value
+
+
+REPLICATE = Placement(Kind.REPLICATE)
+PARTIAL = Placement(Kind.PARTIAL)
+
+
+def shard(dim: str) -> Placement:
+    return Placement(Kind.SHARD, dim)
+
+
+class Collective(str, Enum):
+    ALL_REDUCE = "all_reduce"
+    ALL_GATHER = "all_gather"
+    REDUCE_SCATTER = "reduce_scatter"
+    ALL_TO_ALL = "all_to_all"
+
+
+class LayoutError(ValueError):
+    pass
+
+
+def transition(src: Placement, dst: Placement) -> Collective | None:
+    """The collective that turns a tensor placed as `src` into one placed as `dst` (None: local).
+
+    | from \\ to  | Replicate  | Shard(b)       | Partial |
+    | Replicate  | -          | local slice    | illegal |
+    | Shard(a)   | all-gather | all-to-all/-   | illegal |
+    | Partial    | all-reduce | reduce-scatter | -       |
+    """
+    if src == dst:
+        return None
+    if src.kind is Kind.PARTIAL:
+        if dst.kind is Kind.REPLICATE:
+            return Collective.ALL_REDUCE
+        if dst.kind is Kind.SHARD:
+            return Collective.REDUCE_SCATTER
+    if src.kind is Kind.SHARD:
+        if dst.kind is Kind.REPLICATE:
+            return Collective.ALL_GATHER
+        if dst.kind is Kind.SHARD:
+            return Collective.ALL_TO_ALL
+    if src.kind is Kind.REPLICATE and dst.kind is Kind.SHARD:
+        return None  # each rank keeps its slice: no communication
+    raise LayoutError(f"no collective turns {src} into {dst}")
+
+
+def grad_required(out: Placement) -> Placement:
+    """Placement an op needs for the gradient of its output.
+
+    The grad of a partial sum is needed in full by every contributor; any other placement's
+    grad arrives placed like the tensor itself.
+    """
+    return REPLICATE if out.kind is Kind.PARTIAL else out
+
+
+def grad_produced(inp: Placement, shards_input: bool) -> Placement:
+    """Placement of the grad an op produces for its input.
+
+    An op that consumes a replicated input with sharded weights (column-parallel linear,
+    vocab-parallel LM head) produces only this rank's contribution to that grad: Partial.
+    """
+    if shards_input and inp.kind is Kind.REPLICATE:
+        return PARTIAL
+    return inp

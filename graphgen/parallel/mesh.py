@@ -1,0 +1,75 @@
+"""Rank <-> mesh coordinates in Megatron order (tp innermost, then cp, ep, dp, pp), and groups.
+
+Keeping tp innermost puts each tensor-parallel group inside one node, on the fast fabric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AXES: tuple[str, ...] = ("tp", "cp", "ep", "dp", "pp")
+
+
+@dataclass(frozen=True)
+class Mesh:
+    tp: int = 1
+    cp: int = 1
+    ep: int = 1
+    dp: int = 1
+    pp: int = 1
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(getattr(self, a) for a in AXES)
+
+    @property
+    def world(self) -> int:
+        n = 1
+        for s in self.sizes:
+            n *= s
+        return n
+
+    def stride(self, axis: str) -> int:
+        st = 1
+        for a in AXES:
+            if a == axis:
+                return st
+            st *= getattr(self, a)
+        raise KeyError(axis)
+
+    def coords(self, rank: int) -> dict[str, int]:
+        out = {}
+        for a in AXES:
+            size = getattr(self, a)
+            out[a] = rank % size
+            rank //= size
+        return out
+
+    def rank(self, **coords: int) -> int:
+        r = 0
+        for a in reversed(AXES):
+            r = r * getattr(self, a) + coords.get(a, 0)
+        return r
+
+    def group(self, axis: str, rank: int) -> tuple[int, ...]:
+        """Ranks that share every coordinate of `rank` except `axis`, in axis order."""
+        st, size = self.stride(axis), getattr(self, axis)
+        base = rank - self.coords(rank)[axis] * st
+        return tuple(base + i * st for i in range(size))
+
+    def groups(self, axis: str) -> list[tuple[int, ...]]:
+        """All groups of an axis, each once, ordered by their first rank."""
+        seen: dict[int, tuple[int, ...]] = {}
+        for r in range(self.world):
+            g = self.group(axis, r)
+            seen.setdefault(g[0], g)
+        return [seen[k] for k in sorted(seen)]
+
+
+def span(members: tuple[int, ...], gpus_per_node: int) -> tuple[int, int]:
+    """(members per node, nodes) of a group: how it splits over the scale-up and scale-out dims.
+
+    Groups made by `Mesh.group` are regular, so every node holds the same number of members.
+    """
+    nodes = len({r // gpus_per_node for r in members})
+    return len(members) // nodes, nodes

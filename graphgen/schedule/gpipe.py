@@ -1,0 +1,10 @@
+"""GPipe (Huang et al. 2019): every forward, then every backward in reverse microbatch order."""
+
+from __future__ import annotations
+
+from graphgen.schedule import Step
+
+
+def gpipe(microbatches: int) -> list[Step]:
+    return [Step("F", m, 0) for m in range(microbatches)] + [
+        Step("B", m, 0) for m in reversed(range(microbatches))]

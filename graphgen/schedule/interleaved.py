@@ -1,0 +1,34 @@
+"""Interleaved 1F1B (Narayanan et al. 2021, Megatron-LM `forward_backward_pipelining_with_interleaving`).
+
+Each stage holds `v` model chunks; microbatches advance in groups of pp through the chunks.
+The warm-up length and the chunk/microbatch of the k-th virtual step follow Megatron's code.
+"""
+
+from __future__ import annotations
+
+from graphgen.schedule import Step
+
+
+def _chunk(k: int, pp: int, v: int, forward: bool) -> int:
+    c = (k // pp) % v
+    return c if forward else v - 1 - c
+
+
+def _microbatch(k: int, pp: int, v: int) -> int:
+    return (k // (pp * v)) * pp + k % pp
+
+
+def interleaved(pp: int, stage: int, microbatches: int, v: int) -> list[Step]:
+    total = microbatches * v
+    if microbatches == pp:
+        warmup = total  # Megatron runs all forwards first when microbatches == pp
+    else:
+        warmup = min((pp - stage - 1) * 2 + (v - 1) * pp, total)
+    order = [Step("F", _microbatch(k, pp, v), _chunk(k, pp, v, True)) for k in range(warmup)]
+    for i in range(total - warmup):
+        k = warmup + i
+        order.append(Step("F", _microbatch(k, pp, v), _chunk(k, pp, v, True)))
+        order.append(Step("B", _microbatch(i, pp, v), _chunk(i, pp, v, False)))
+    for i in range(total - warmup, total):
+        order.append(Step("B", _microbatch(i, pp, v), _chunk(i, pp, v, False)))
+    return order
