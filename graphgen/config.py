@@ -83,6 +83,10 @@ class Workload(_Strict):
     precision: Precision = Field(
         "bf16", description="Matmul precision; fp8 runs GEMMs in fp8 and the rest in bf16.")
     flash_attention: bool = Field(True, description="Fused attention kernel (no s x s scores).")
+    fused_kernels: bool = Field(
+        True, description="Norms, rotary embedding and SwiGLU run as fused kernels (Megatron/TE, "
+                          "torch.compile); false models eager PyTorch, which runs them as chains of "
+                          "element-wise kernels with fp32 round trips.")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer for the step.")
 
 

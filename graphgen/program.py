@@ -328,7 +328,7 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
         return net.p2p_time(boundary, (stage * stride) // gpn == (other * stride) // gpn)
 
     def param_gather(g: int, b: Bucket, deps: tuple[int, ...], phase: Phase, mb: int) -> int:
-        nb = b.params * e * dp_n
+        nb = b.params * e  # the gathered (full) buffer of this unit on this TP rank
         return add(CollectiveNode, name=f"dp_all_gather_params.c{g}.b{b.index}", kind=Collective.ALL_GATHER,
                    bytes=nb, axis="dp", group_size=dp_n, duration=dp_time(Collective.ALL_GATHER, nb),
                    deps=deps, phase=phase, microbatch=mb, chunk=g, layers=_layer_span(b.units, L),
@@ -338,7 +338,7 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
 
     def grad_sync(g: int, b: Bucket, dep: int, mb: int) -> None:
         kind = grad_collective(zero)
-        nb = b.params * grad_bytes * (dp_n if zero >= 1 else 1)
+        nb = b.params * grad_bytes  # the full gradient buffer, all-reduced or reduce-scattered
         grad_syncs.append(add(
             CollectiveNode, name=f"dp_{kind.value}_grads.c{g}.b{b.index}.mb{mb}", kind=kind, bytes=nb,
             axis="dp", group_size=dp_n, duration=dp_time(kind, nb), deps=(dep,), phase=Phase.GRAD_SYNC,

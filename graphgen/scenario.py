@@ -103,6 +103,9 @@ def make_scenario(mc: ModelConfig, hw: HardwareConfig, model_file: str = "<model
                   "change workload.global_batch or parallelism.pp")
 
     gpn = hw.node.gpus_per_node
+    if gpn % p.tp and p.tp % gpn:
+        raise bad("parallelism.tp", f"tp={p.tp} groups would straddle {gpn}-GPU nodes unevenly",
+                  "choose tp that divides node.gpus_per_node (or a multiple of it)")
     if p.world > gpn and p.world % gpn:
         raise bad("parallelism.dp", f"world size {p.world} is not a whole number of {gpn}-GPU nodes",
                   "make tp x pp x dp a multiple of node.gpus_per_node")

@@ -5,7 +5,8 @@ coef(N) x S bytes through each rank's slowest dimension, where coef is 2(N-1)/N 
 all-reduce, (N-1)/N for an all-gather, reduce-scatter or all-to-all, and S the full buffer.
 A group with m members in each of k nodes drains its scale-out traffic through the m NICs of
 its members in a node, so the scale-out dimension offers m x NIC bandwidth (rail-optimised,
-one NIC per GPU). Latency: one hop latency per algorithm step on the slowest dimension used.
+one NIC per GPU). Latency: hierarchical, each dimension contributes its algorithm's steps at its own
+per-step latency (ring: 2(m-1) steps for an all-reduce over m members of that dimension).
 """
 
 from __future__ import annotations

@@ -40,4 +40,4 @@ class Op:
     bwd_bytes_factor: float = 2.0   # backward HBM traffic / forward traffic
     recompute_selective: bool = False  # recomputed under selective recompute (attention core)
     selective_freed_bytes: float = 0.0  # part of saved_bytes not kept under selective recompute
-    gemm_kernels: int = 1           # kernels launched in forward
+    gemm_kernels: int = 1           # kernels launched in forward (GEMMs or element-wise passes)

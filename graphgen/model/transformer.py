@@ -60,9 +60,19 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
     qkv_out = (a + 2 * kv) * d
     col_in_saved = e * T * h / (t if sp else 1)  # SP saves the shard and re-gathers in backward
 
+    # Eager PyTorch (fused_kernels=false) runs RMSNorm as cast, square, mean, rsqrt, scale, cast and
+    # weight multiply: about 18 activation-sized passes instead of 2 (LayerNorm is one native kernel).
+    # Rotary embedding in complex arithmetic reads and writes fp32 copies (about 10 passes instead
+    # of 2), SwiGLU runs silu and multiply separately (5 passes instead of 3).
+    eager = not w.fused_kernels
+    norm_passes, norm_kernels = (18, 7) if eager and m.norm == "rmsnorm" else (2, 1)
+    rope_passes, rope_kernels = (10, 6) if eager else (2, 1)
+    glu_passes, glu_kernels = (5, 2) if eager else (3, 1)
+
     def norm(name: str) -> Op:
-        return Op(name, OpKind.NORM, flops=8 * Tn * h, bytes=2 * e * Tn * h, in_layout=resid,
-                  out_layout=resid, out_bytes=e * T * h, weight_params=norm_w, saved_bytes=e * Tn * h)
+        return Op(name, OpKind.NORM, flops=8 * Tn * h, bytes=norm_passes * e * Tn * h, in_layout=resid,
+                  out_layout=resid, out_bytes=e * T * h, weight_params=norm_w, saved_bytes=e * Tn * h,
+                  gemm_kernels=norm_kernels)
 
     def residual_add(name: str) -> Op:
         return Op(name, OpKind.ELEMENTWISE, flops=Tn * h, bytes=3 * e * Tn * h + mask, in_layout=resid,
@@ -75,8 +85,8 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
                   weight_params=h * qkv_out / t + (qkv_out / t if m.bias else 0), saved_bytes=col_in_saved))
     if m.position_encoding == "rope":
         ops.append(Op("rope", OpKind.ELEMENTWISE, flops=3 * T * (a + kv) * d / t,
-                      bytes=2 * e * T * (a + kv) * d / t, in_layout=heads, out_layout=heads,
-                      out_bytes=e * T * qkv_out))
+                      bytes=rope_passes * e * T * (a + kv) * d / t, in_layout=heads, out_layout=heads,
+                      out_bytes=e * T * qkv_out, gemm_kernels=rope_kernels))
     score = 2 * b * a * s * s * d / t  # one s x s x d product over all heads of this rank
     if w.flash_attention:
         # Causal flash attention skips the masked half; backward runs 5 products to forward's 2.
@@ -108,8 +118,8 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
                   in_layout=REPLICATE, out_layout=hid, shards_input=True, out_bytes=e * T * up,
                   weight_params=h * up / t + (up / t if m.bias else 0), saved_bytes=col_in_saved))
     ops.append(Op("swiglu" if gated else m.activation, OpKind.ELEMENTWISE, flops=8 * T * f / t,
-                  bytes=e * T * f / t * (3 if gated else 2), in_layout=hid, out_layout=hid,
-                  out_bytes=e * T * f, saved_bytes=e * T * up / t))
+                  bytes=e * T * f / t * (glu_passes if gated else 2), in_layout=hid, out_layout=hid,
+                  out_bytes=e * T * f, saved_bytes=e * T * up / t, gemm_kernels=glu_kernels if gated else 1))
     ops.append(Op("fc2", OpKind.MATMUL, flops=2 * T * f * h / t, bytes=e * (T * f / t + f * h / t + T * h),
                   in_layout=hid, out_layout=row_out, out_bytes=e * T * h,
                   weight_params=f * h / t + (h if m.bias else 0), saved_bytes=e * T * f / t))

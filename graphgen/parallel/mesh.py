@@ -71,5 +71,9 @@ def span(members: tuple[int, ...], gpus_per_node: int) -> tuple[int, int]:
 
     Groups made by `Mesh.group` are regular, so every node holds the same number of members.
     """
-    nodes = len({r // gpus_per_node for r in members})
-    return len(members) // nodes, nodes
+    counts: dict[int, int] = {}
+    for r in members:
+        counts[r // gpus_per_node] = counts.get(r // gpus_per_node, 0) + 1
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"group {members[:4]}... holds unequal numbers of ranks per node: {sorted(counts.values())}")
+    return len(members) // len(counts), len(counts)

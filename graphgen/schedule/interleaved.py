@@ -1,7 +1,9 @@
 """Interleaved 1F1B (Narayanan et al. 2021, Megatron-LM `forward_backward_pipelining_with_interleaving`).
 
 Each stage holds `v` model chunks; microbatches advance in groups of pp through the chunks.
-The warm-up length and the chunk/microbatch of the k-th virtual step follow Megatron's code.
+The warm-up length and the chunk/microbatch of the k-th virtual step follow Megatron's code. When
+microbatches == pp we run every forward first, as Megatron did until late 2024 (commit 4295be1);
+later Megatron keeps the regular warm-up there, which differs only on stages after the first.
 """
 
 from __future__ import annotations

@@ -1,0 +1,327 @@
+"""Validation harness: predict every row of a published-measurements CSV and report the error.
+
+    python -m benchmarks.validate ../shared/validation/training.csv [--json OUT] [--quiet]
+
+Each row is mapped to a model config, a hardware config from hardware_configs/ and a plan, then
+simulated. Metrics are compared like with like: each source's own FLOP-counting convention is
+applied to the predicted step time (see DEFINITIONS). Nothing here is fitted to the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from backends.analytical import AnalyticalBackend
+from backends.base import Result
+from graphgen.config import load_hardware_config, parse_model_config
+from graphgen.errors import RankflowError
+from graphgen.model.flops import model_flops_per_token
+from graphgen.program import build_program
+from graphgen.scenario import make_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+HW_DIR = ROOT / "hardware_configs"
+
+HARDWARE = [  # (substring of the CSV's gpu column, hardware config file)
+    ("A100-40GB", "A100-SXM4-40GB.yaml"), ("A100-SXM4-40GB", "A100-SXM4-40GB.yaml"),
+    ("A100", "A100-SXM4-80GB.yaml"), ("H200", "H200-SXM-141GB.yaml"), ("H100", "H100-SXM5-80GB.yaml"),
+    ("B200", "B200.yaml"), ("V100", "V100-SXM2-32GB.yaml"), ("MI300X", "MI300X.yaml"),
+]
+
+DEFINITIONS = {
+    "megatron": "Megatron/Narayanan eq. 3: 72*l*h^2*(1 + s/(6h) + V/(16*l*h)) per token, x4/3 under full "
+                "recompute (hardware FLOPs); % of peak = that / 312 TF",
+    "llmfoundry": "llm-foundry: 6 x all parameters + 12 x layers x hidden x seq per token (model FLOPs)",
+    "torchtitan": "torchtitan: 6 x non-embedding parameters + 12 x layers x heads x head_dim x seq (model FLOPs)",
+    "standard": "Rankflow standard model FLOPs (README: MFU definition), recompute not counted",
+}
+
+# Framework facts, not fitted: FlashAttention appeared in 2022, after Megatron-LM 2021 and ZeRO
+# (2019-2020) ran; torchtitan's 2024 numbers ran eager PyTorch (RMSNorm and RoPE unfused).
+PRE_FLASH_SOURCES = {"narayanan2021", "zero"}
+EAGER_SOURCES = {"torchtitan"}
+
+MOE_NAMES = ("mixtral", "deepseek", "qwen3", "gpt-oss", "moe")
+
+
+def source_key(source: str) -> str:
+    s = source.lower()
+    for key, pat in (("narayanan2021", "narayanan"), ("llm-foundry", "llm-foundry"), ("nemo", "nemo"),
+                     ("torchtitan", "torchtitan"), ("simumax", "simumax"), ("zero", "zero:")):
+        if pat in s:
+            return key
+    return s.split()[0] if s else "unknown"
+
+
+def flops_definition(key: str) -> str:
+    return {"narayanan2021": "megatron", "llm-foundry": "llmfoundry", "torchtitan": "torchtitan"}.get(key, "standard")
+
+
+@dataclass
+class Row:
+    id: str
+    source: str
+    metric: str
+    measured: float
+    predicted: float | None
+    skipped: str | None
+    definition: str | None = None
+    bf16_dense: bool = False
+
+    @property
+    def error_pct(self) -> float | None:
+        if self.predicted is None or self.measured == 0:
+            return None
+        return 100.0 * (self.predicted - self.measured) / self.measured
+
+
+class Skip(Exception):
+    pass
+
+
+def _int(text: str, field: str, default: int | None = None) -> int:
+    text = (text or "").strip()
+    m = re.match(r"\d+", text)
+    if not m:
+        if default is None:
+            raise Skip(f"{field} not stated")
+        return default
+    return int(m.group())
+
+
+def _architecture(r: dict, models: dict[str, dict]) -> dict:
+    name = r["model"]
+    low = name.lower()
+    if any(k in low for k in MOE_NAMES) or _int(r.get("ep", ""), "ep", 1) > 1:
+        raise Skip("MoE model: expert parallelism is not supported yet")
+    arch = {k: r.get(k, "") for k in ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab")}
+    if not arch["layers"]:
+        ref = models.get(re.sub(r"[^a-z0-9.]", "", low))
+        if ref is None:
+            raise Skip("architecture not stated")
+        arch = {k: ref[k] for k in arch}
+    a = {k: _int(v, k) for k, v in arch.items() if k != "kv_heads"}
+    a["kv_heads"] = _int(arch["kv_heads"], "kv_heads", a["heads"])
+    llama_like = any(k in low for k in ("llama", "mistral", "qwen", "nemotron")) or a["ffn_hidden"] != 4 * a["hidden"]
+    mpt = low.startswith("mpt")
+    spec = dict(name=name, **a, activation="swiglu" if llama_like and "nemotron" not in low else "gelu",
+                norm="rmsnorm" if llama_like else "layernorm", tied_embeddings=mpt or low.startswith("gpt"),
+                position_encoding="rope" if llama_like else ("alibi" if mpt else "learned"),
+                bias=low.startswith("gpt") and not mpt)
+    if spec["position_encoding"] == "learned":
+        spec["max_position"] = 2048
+    if "nemotron" in low:
+        spec["activation"] = "relu"  # Nemotron-4 uses squared ReLU: two matrices like GELU
+    return spec
+
+
+def _precision(r: dict) -> str:
+    text = (r["notes"] + " " + r["source"]).lower()
+    if "fp8" in text and "amp_bf16" not in text and "bf16 (pure)" not in text:
+        return "fp8"
+    if "v100" in r["gpu"].lower():
+        return "fp16"
+    return "bf16"
+
+
+def _hardware_file(gpu: str) -> Path:
+    for key, fname in HARDWARE:
+        if key.lower() in gpu.lower():
+            return HW_DIR / fname
+    raise Skip(f"no hardware config for GPU '{gpu}'")
+
+
+def row_scenario(r: dict, models: dict[str, dict]):
+    arch = _architecture(r, models)
+    low = r["model"].lower()
+    seq = _int(r["seq_len"], "seq_len", 8192 if "llama 3" in low else (4096 if "llama 2" in low else None))
+    n = _int(r["num_gpus"], "num_gpus")
+    tp, pp = _int(r["tp"], "tp", None), _int(r["pp"], "pp", None)
+    cp = _int(r["cp"], "cp", 1)
+    if cp > 1:
+        raise Skip("context parallelism is not supported yet")
+    dp = _int(r["dp"], "dp", 0) or n // (tp * pp * cp)
+    if tp * pp * dp * cp != n:
+        raise Skip(f"tp x pp x dp x cp = {tp * pp * dp * cp} != num_gpus {n}")
+    gb = _int(r["global_batch"], "global_batch")
+    mb = _int(r["micro_batch"], "micro_batch", 1)
+    vpp = _int(r["vpp"], "vpp", 1)
+    zero = _int(r["zero_stage"], "zero_stage", 0)
+    recompute = (r["recompute"] or "none").strip().lower()
+    if recompute not in ("none", "selective", "full"):
+        recompute = "none"
+    schedule, v = "1f1b", 1
+    if vpp > 1:
+        schedule, v = "interleaved", vpp
+    elif "interleaved" in r["notes"].lower() and pp > 1:
+        # Chunks per stage not stated: use 2 where Megatron's divisibility rules allow it.
+        mbs = gb // (mb * dp)
+        if arch["layers"] % (pp * 2) == 0 and mbs % pp == 0:
+            schedule, v = "interleaved", 2
+    precision = _precision(r)
+    hw_path = _hardware_file(r["gpu"])
+    overrides = [(["parallelism", k], val) for k, val in dict(
+        tp=tp, pp=pp, dp=dp, sp=(r["sequence_parallel"] or "").lower().startswith("y"), zero_stage=min(zero, 3),
+        recompute=recompute, schedule=schedule, virtual_stages=v).items()]
+    hw = load_hardware_config(hw_path, overrides)
+    key = source_key(r["source"])
+    mc = parse_model_config({"model": arch, "workload": {
+        "seq_len": seq, "global_batch": gb, "micro_batch": mb, "precision": precision,
+        "flash_attention": key not in PRE_FLASH_SOURCES, "fused_kernels": key not in EAGER_SOURCES}},
+        f"row {r['id']}")
+    return make_scenario(mc, hw, f"row {r['id']}", str(hw_path))
+
+
+def _convention_flops_per_token(definition: str, sc, recompute: str) -> float:
+    m, s = sc.model, sc.workload.seq_len
+    h, L, V = m.hidden, m.layers, m.vocab
+    if definition == "megatron":
+        f = 72.0 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
+        return f * (4.0 / 3.0 if recompute == "full" else 1.0)
+    if definition == "llmfoundry":
+        from graphgen.model.flops import total_params
+        return 6.0 * total_params(m) + 12.0 * L * h * s
+    if definition == "torchtitan":
+        from graphgen.model.flops import total_params
+        return 6.0 * (total_params(m) - m.vocab * h) + 12.0 * L * m.heads * m.d_head * s
+    return model_flops_per_token(m, s)
+
+
+def predict(metric: str, res: Result, sc, definition: str) -> float:
+    if metric == "step_time_s":
+        return res.step_time_s
+    if metric == "tokens_per_s_per_gpu":
+        return res.tokens_per_s_per_gpu
+    if metric == "mem_gib_per_gpu":
+        return max(m.total for m in res.memory) / 2**30
+    per_token = _convention_flops_per_token(definition, sc, sc.plan.recompute)
+    tflops = per_token * res.tokens_per_s_per_gpu / 1e12
+    if metric == "tflops_per_gpu":
+        return tflops
+    if metric == "mfu":
+        peak = 312.0 if definition == "megatron" else res.peak_flops_per_gpu / 1e12
+        return 100.0 * tflops / peak
+    raise Skip(f"metric {metric} not predicted")
+
+
+def _load_models(csv_path: Path) -> dict[str, dict]:
+    path = csv_path.parent / "models.csv"
+    if not path.exists():
+        return {}
+    out = {}
+    with path.open() as fh:
+        for r in csv.DictReader(fh):
+            out[re.sub(r"[^a-z0-9.]", "", r["model"].lower())] = r
+    return out
+
+
+def validate(csv_path: Path) -> list[Row]:
+    models = _load_models(csv_path)
+    cache: dict[tuple, tuple] = {}
+    rows: list[Row] = []
+    with csv_path.open() as fh:
+        data = list(csv.DictReader(fh))
+    for r in data:
+        key = source_key(r["source"])
+        definition = flops_definition(key)
+        measured = float(r["value"]) if r["value"] else float("nan")
+        row = Row(r["id"], key, r["metric"], measured, None, None, definition)
+        try:
+            sc = row_scenario(r, models)
+            row.bf16_dense = sc.workload.precision == "bf16"
+            ck = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.hardware.model_dump_json())
+            if ck not in cache:
+                cache[ck] = AnalyticalBackend().run(build_program(sc))[0]
+            row.predicted = predict(r["metric"], cache[ck], sc, definition)
+        except Skip as exc:
+            row.skipped = str(exc)
+        except RankflowError as exc:
+            row.skipped = f"invalid plan: {exc.one_line()}"
+        rows.append(row)
+    return rows
+
+
+TARGET_METRICS = ("step_time_s", "tflops_per_gpu", "mfu", "tokens_per_s_per_gpu")
+
+
+def summarize(rows: list[Row]) -> dict:
+    def mape(rs: list[Row]) -> dict:
+        errs = [abs(r.error_pct) for r in rs if r.error_pct is not None]
+        return {"rows": len(errs), "mape_pct": sum(errs) / len(errs) if errs else None}
+
+    done = [r for r in rows if r.skipped is None]
+    by_metric, by_source = defaultdict(list), defaultdict(list)
+    for r in done:
+        by_metric[r.metric].append(r)
+        by_source[r.source].append(r)
+    skipped = defaultdict(int)
+    for r in rows:
+        if r.skipped:
+            skipped[r.skipped] += 1
+    target = [r for r in done if r.bf16_dense and r.metric in TARGET_METRICS]
+    return {
+        "overall": mape(done),
+        "target_bf16_dense_time_metrics": mape(target),
+        "by_metric": {k: mape(v) for k, v in sorted(by_metric.items())},
+        "by_source": {k: mape(v) for k, v in sorted(by_source.items())},
+        "definitions_by_source": {k: DEFINITIONS[flops_definition(k)] for k in sorted(by_source)},
+        "skipped": {"rows": sum(skipped.values()), "reasons": dict(sorted(skipped.items(), key=lambda kv: -kv[1]))},
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.validate", description=__doc__.splitlines()[0])
+    ap.add_argument("csv", help="measurements CSV in the layout of ../shared/validation/training.csv")
+    ap.add_argument("--json", metavar="OUT", help="write rows and summary as JSON")
+    ap.add_argument("--quiet", action="store_true", help="print only the summary")
+    args = ap.parse_args(argv)
+    path = Path(args.csv)
+    if not path.exists():
+        sys.stderr.write(f"validate: error: {path}: file not found (fix: pass the path of a validation CSV)\n")
+        return 2
+    rows = validate(path)
+    summary = summarize(rows)
+    out = sys.stdout
+    if not args.quiet:
+        out.write(f"{'id':62} {'metric':22} {'measured':>10} {'predicted':>10} {'error %':>8}\n")
+        for r in rows:
+            if r.skipped:
+                out.write(f"{r.id[:62]:62} {r.metric:22} {r.measured:10.4g} {'skipped':>10}  {r.skipped}\n")
+            else:
+                out.write(f"{r.id[:62]:62} {r.metric:22} {r.measured:10.4g} {r.predicted:10.4g} "
+                          f"{r.error_pct:8.1f}\n")
+    out.write("\nMAPE (mean absolute percentage error)\n")
+    out.write(f"  overall: {_fmt(summary['overall']['mape_pct'])} % over {summary['overall']['rows']} rows\n")
+    t = summary["target_bf16_dense_time_metrics"]
+    out.write(f"  BF16 dense rows, step time / TFLOP/s / MFU / tokens/s: {_fmt(t['mape_pct'])} % over {t['rows']} rows\n")
+    for name in ("by_metric", "by_source"):
+        out.write(f"  {name.replace('_', ' ')}:\n")
+        for k, v in summary[name].items():
+            out.write(f"    {k:28} {_fmt(v['mape_pct']):>7} %  ({v['rows']} rows)\n")
+    out.write("  FLOP conventions applied:\n")
+    for k, v in summary["definitions_by_source"].items():
+        out.write(f"    {k}: {v}\n")
+    out.write(f"  skipped: {summary['skipped']['rows']} rows\n")
+    for reason, count in summary["skipped"]["reasons"].items():
+        out.write(f"    {count:4} {reason}\n")
+    if args.json:
+        doc = {"rows": [{"id": r.id, "metric": r.metric, "measured": r.measured, "predicted": r.predicted,
+                         "error_pct": r.error_pct, "skipped": r.skipped, "source": r.source,
+                         "flops_definition": r.definition} for r in rows], "summary": summary}
+        Path(args.json).write_text(json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Result -> the human-readable summary printed by run_perf.py."""
+
+from __future__ import annotations
+
+from backends.base import HFU_DEFINITION, MFU_DEFINITION, Result
+from graphgen.units import GIB
+
+
+def _pct(x: float, total: float) -> str:
+    return f"{100 * x / total:5.1f} %" if total > 0 else "   - %"
+
+
+def summary(r: Result, layer_table: bool = False) -> str:
+    b = r.breakdown
+    p = r.plan
+    lines = [
+        f"Rankflow ({r.backend} backend): {r.model} on {r.gpus} x {r.device} ({r.hardware})",
+        f"  plan: tp={p['tp']} sp={'on' if p['sp'] else 'off'} pp={p['pp']} dp={p['dp']} "
+        f"schedule={p['schedule']} v={p['virtual_stages']} zero={p['zero_stage']} recompute={p['recompute']} "
+        f"{p['precision']}",
+        f"  batch: {r.global_batch} sequences x {p['seq_len']} tokens = {r.tokens_per_step:,} tokens/step; "
+        f"micro batch {p['micro_batch']}, {r.microbatches} microbatches per replica",
+        "",
+        f"Step time            {r.step_time_s:12.4f} s",
+        f"Throughput           {r.tokens_per_s:12,.0f} tokens/s   ({r.tokens_per_s_per_gpu:,.1f} tokens/s per GPU)",
+        f"Model TFLOP/s/GPU    {r.model_tflops_per_gpu:12.1f} TFLOP/s    MFU {100 * r.mfu:5.1f} %",
+        f"Hardware TFLOP/s/GPU {r.hardware_tflops_per_gpu:12.1f} TFLOP/s    HFU {100 * r.hfu:5.1f} %"
+        f"   (peak {r.peak_flops_per_gpu / 1e12:.0f} TFLOP/s)",
+        "",
+        f"Time breakdown of the critical role ({r.critical_role}), seconds:",
+        f"  compute                 {b.compute:10.4f} s  {_pct(b.compute, r.step_time_s)}",
+    ]
+    for axis, t in b.exposed_comm.items():
+        lines.append(f"  exposed {axis + ' comm':15} {t:10.4f} s  {_pct(t, r.step_time_s)}")
+    lines.append(f"  pipeline bubble         {b.pipeline_bubble:10.4f} s  {_pct(b.pipeline_bubble, r.step_time_s)}")
+    lines += ["", "Memory per GPU (GiB):",
+              f"  {'role':8} {'weights':>8} {'grads':>8} {'optim':>8} {'activ':>8} {'buffers':>8} "
+              f"{'reserved':>8} {'total':>8} {'capacity':>8}  verdict"]
+    for m in r.memory:
+        verdict = (f"fits ({m.headroom / GIB:.1f} GiB free)" if m.fits
+                   else f"DOES NOT FIT (short by {-m.headroom / GIB:.1f} GiB)")
+        lines.append(f"  {m.role:8} {m.weights / GIB:8.2f} {m.gradients / GIB:8.2f} {m.optimizer_states / GIB:8.2f} "
+                     f"{m.activations / GIB:8.2f} {m.comm_buffers / GIB:8.2f} {m.reserved / GIB:8.2f} "
+                     f"{m.total / GIB:8.2f} {m.capacity / GIB:8.2f}  {verdict}")
+    if layer_table:
+        lines += ["", "One transformer layer, one microbatch, one GPU:",
+                  f"  {'op':16} {'kind':12} {'fwd ms':>9} {'bwd ms':>9} {'fwd GFLOP':>10}"]
+        for row in r.layer_table:
+            lines.append(f"  {row['op']:16} {row['kind']:12} {row['fwd_ms']:9.3f} {row['bwd_ms']:9.3f} "
+                         f"{row['fwd_gflop']:10.2f}")
+    lines += ["", "Definitions:", f"  {MFU_DEFINITION}.", f"  {HFU_DEFINITION}."]
+    lines += [f"Note: {n}" for n in r.notes]
+    return "\n".join(lines) + "\n"
