@@ -59,7 +59,12 @@ class NetworkModel:
         intra, inter = self.hardware.node.intra, self.hardware.scale_out
         dims: list[tuple[int, float, LinkSpec]] = []
         if per_node > 1:
-            dims.append((per_node, link_bandwidth(intra, nbytes), intra))
+            bw_intra = link_bandwidth(intra, nbytes)
+            gpn = self.hardware.node.gpus_per_node
+            if intra.topology == "fully_connected" and gpn > 1:
+                # A full mesh gives each peer its own link: a group uses only its members' links.
+                bw_intra *= (per_node - 1) / (gpn - 1)
+            dims.append((per_node, bw_intra, intra))
         if nodes > 1:
             dims.append((nodes, link_bandwidth(inter, nbytes) * per_node, inter))
         bw = min(d[1] for d in dims)

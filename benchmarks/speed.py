@@ -1,0 +1,58 @@
+"""Speed benchmark: wall time and peak RSS of whole `run_perf.py` processes (start-up included).
+
+    python -m benchmarks.speed
+
+Prints one line per case: `<case> wall_s=<seconds> peak_rss_mib=<MiB>`. Targets (2-core machine):
+gpt3-175b-1024gpu under 2 s and llama3.1-405b-16384gpu under 5 s.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CASES: list[tuple[str, str, str, list[str]]] = [
+    ("llama2-7b-8xA100-tp1-dp8", "A100-SXM4-80GB.yaml", "llama2-7b.yaml",
+     ["parallelism.tp=1", "parallelism.pp=1", "parallelism.dp=8"]),
+    ("gpt3-175b-1024xA100-tp8-pp8-dp16-interleaved", "A100-SXM4-80GB.yaml", "gpt3-175b.yaml",
+     ["parallelism.tp=8", "parallelism.pp=8", "parallelism.dp=16", "parallelism.sp=true",
+      "parallelism.schedule=interleaved", "parallelism.virtual_stages=2", "workload.global_batch=1536",
+      "workload.micro_batch=1"]),
+    ("llama3.1-405b-16384xH100-tp8-pp16-dp128", "H100-SXM5-80GB.yaml", "llama3.1-405b.yaml",
+     ["parallelism.tp=8", "parallelism.pp=16", "parallelism.dp=128", "parallelism.sp=true",
+      "workload.seq_len=8192", "workload.global_batch=2048", "workload.micro_batch=1"]),
+]
+
+
+def run_case(hw: str, model: str, sets: list[str]) -> tuple[float, float, int]:
+    cmd = [sys.executable, str(ROOT / "run_perf.py"), "--hardware_config", str(ROOT / "hardware_configs" / hw),
+           "--model_config", str(ROOT / "model_configs" / model), "--quiet"]
+    for s in sets:
+        cmd += ["--set", s]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode().strip() if proc.stderr else ""
+    if proc.returncode:
+        print(f"  failed: {err}", file=sys.stderr)
+    return wall, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def main() -> int:
+    rc = 0
+    for name, hw, model, sets in CASES:
+        wall, rss, code = run_case(hw, model, sets)
+        rc |= code
+        print(f"{name} wall_s={wall:.2f} peak_rss_mib={rss:.0f}")
+    return 1 if rc else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

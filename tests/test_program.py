@@ -1,0 +1,190 @@
+"""The program builder: golden structure, conservation laws and DAG invariants."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends.analytical import AnalyticalBackend
+from graphgen.ir import CollectiveNode, ComputeNode, Phase, RecvNode, SendNode
+from graphgen.memory import layer_activation_bytes
+from graphgen.model.transformer import build_layer_graph
+from graphgen.parallel.layout import Collective
+from graphgen.program import build_program
+from tests.helpers import TINY_GPT, TINY_LLAMA, scenario
+
+
+def tp_collectives(role) -> Counter:
+    return Counter((n.phase, n.kind) for n in role.nodes if isinstance(n, CollectiveNode) and n.axis == "tp")
+
+
+def test_golden_dp2_tp2_pp2_without_sequence_parallelism():
+    # 4 layers over 2 stages, 2 microbatches per replica (global batch 4 = 1 x 2 x dp 2).
+    sc = scenario(TINY_GPT, {"global_batch": 4}, tp=2, pp=2, dp=2, zero_stage=0, bucket_mb=1e6)
+    prog = build_program(sc)
+    s0, s1 = prog.roles
+    AR = Collective.ALL_REDUCE
+    # Stage 0: embedding (vocab-parallel, Partial -> all-reduce) + 2 layers x 2 all-reduces forward,
+    # 2 per layer backward (Megatron's g and f operators), for each of 2 microbatches.
+    assert tp_collectives(s0) == {(Phase.FORWARD, AR): 2 * 5, (Phase.BACKWARD, AR): 2 * 4}
+    # Stage 1: 2 layers + the vocab-parallel loss all-reduce forward; backward adds the LM head's
+    # input-grad all-reduce.
+    assert tp_collectives(s1) == {(Phase.FORWARD, AR): 2 * 5, (Phase.BACKWARD, AR): 2 * 5}
+    assert [n.name for n in s0.nodes if isinstance(n, SendNode)] == ["send_act.c0.mb0", "send_act.c0.mb1"]
+    assert [n.name for n in s1.nodes if isinstance(n, SendNode)] == ["send_grad.c1.mb0", "send_grad.c1.mb1"]
+    # One data-parallel bucket per stage, all-reduced once after the last microbatch's backward.
+    for role in prog.roles:
+        dp = [n for n in role.nodes if isinstance(n, CollectiveNode) and n.axis == "dp"]
+        assert [(n.kind, n.microbatch) for n in dp] == [(AR, 1)]
+        assert role.nodes[-1].name == "optimizer_step"
+
+
+def test_sequence_parallelism_turns_all_reduces_into_gather_scatter_pairs():
+    sc = scenario(TINY_LLAMA, {"global_batch": 2}, tp=2, pp=1, dp=1, sp=True)
+    (role,) = build_program(sc).roles
+    c = tp_collectives(role)
+    AG, RS = Collective.ALL_GATHER, Collective.REDUCE_SCATTER
+    layers, mbs = 4, 2
+    # Per layer: forward AG before qkv and fc1, RS after out_proj and fc2; backward mirrored.
+    # Embedding: RS forward. LM head: AG before it, and the loss all-reduce of the vocab partials.
+    assert c[(Phase.FORWARD, AG)] == mbs * (2 * layers + 1)
+    assert c[(Phase.FORWARD, RS)] == mbs * (2 * layers + 1)
+    assert c[(Phase.BACKWARD, RS)] == mbs * (2 * layers + 1)
+    # ... and the embedding's backward gathers the full grad it scatters forward.
+    assert c[(Phase.BACKWARD, AG)] == mbs * (2 * layers + 1)
+    assert c[(Phase.FORWARD, Collective.ALL_REDUCE)] == mbs
+
+
+def total_flops(prog, phases=(Phase.FORWARD, Phase.BACKWARD)) -> float:
+    total = 0.0
+    for role in prog.roles:
+        ranks = len(prog.ranks_of_role(role.id))
+        total += ranks * sum(n.flops for n in role.nodes if isinstance(n, ComputeNode) and n.phase in phases)
+    return total
+
+
+PLANS = [dict(tp=1, pp=1, dp=1), dict(tp=2, pp=1, dp=1, sp=True), dict(tp=4, pp=2, dp=1, sp=True),
+         dict(tp=1, pp=2, dp=2), dict(tp=2, pp=2, dp=2, sp=True, schedule="interleaved", virtual_stages=2)]
+
+
+@pytest.mark.parametrize("plan", PLANS[1:])
+def test_flops_are_conserved_across_plans(plan):
+    """Every sharded op splits its work exactly, so the cluster's FLOPs do not depend on the plan."""
+    base = total_flops(build_program(scenario(TINY_LLAMA, {"global_batch": 4}, **PLANS[0])))
+    other = total_flops(build_program(scenario(TINY_LLAMA, {"global_batch": 4}, **plan)))
+    assert other == pytest.approx(base, rel=1e-9)
+
+
+def test_matmul_flops_match_6NT_plus_attention():
+    sc = scenario(TINY_LLAMA, {"global_batch": 4, "flash_attention": False})
+    lg = build_layer_graph(sc)
+    T = sc.workload.seq_len * sc.workload.micro_batch
+    m = sc.model
+    linear = sum(op.flops for op in lg.layer if op.name in {"qkv_proj", "out_proj", "fc1", "fc2"})
+    q, kv, d, h, f = m.heads, m.n_kv_heads, m.d_head, m.hidden, m.ffn_hidden
+    params = h * (q + 2 * kv) * d + q * d * h + 3 * h * f
+    assert linear == pytest.approx(2 * params * T)
+    scores = sum(op.flops for op in lg.layer if op.name in {"attn_scores", "attn_values"})
+    assert scores == pytest.approx(4 * T * sc.workload.seq_len * q * d)
+
+
+def test_full_recompute_adds_exactly_one_forward_of_every_block():
+    plain = build_program(scenario(TINY_LLAMA, {"global_batch": 2}))
+    full = build_program(scenario(TINY_LLAMA, {"global_batch": 2}, recompute="full"))
+    fwd_layers = sum(n.flops for r in plain.roles for n in r.nodes
+                     if isinstance(n, ComputeNode) and n.phase is Phase.FORWARD and n.layers[0] >= 0)
+    assert total_flops(full, (Phase.RECOMPUTE,)) == pytest.approx(fwd_layers)
+
+
+def invariants(prog):
+    for role in prog.roles:
+        for n in role.nodes:
+            assert all(d < n.id for d in n.deps), f"{n.name} depends on a later node"
+        for n in role.nodes:
+            if isinstance(n, RecvNode):
+                peer = prog.roles[n.peer_role]
+                sends = [s for s in peer.nodes if isinstance(s, SendNode) and s.tag == n.tag]
+                assert len(sends) == 1 and sends[0].peer_role == role.id
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tp=st.sampled_from([1, 2, 4]), pp=st.sampled_from([1, 2, 4]), dp=st.sampled_from([1, 2]),
+       mb_per_pp=st.integers(1, 3), schedule=st.sampled_from(["gpipe", "1f1b", "interleaved"]),
+       zero=st.sampled_from([0, 1, 2, 3]), recompute=st.sampled_from(["none", "selective", "full"]))
+def test_dag_invariants_and_breakdown(tp, pp, dp, mb_per_pp, schedule, zero, recompute):
+    """Acyclic (every edge points back), every receive has exactly one send, the replay finishes,
+    and the breakdown adds up to the step time."""
+    v = 2 if schedule == "interleaved" and pp > 1 else 1
+    if schedule == "interleaved" and pp == 1:
+        schedule = "1f1b"
+    model = dict(TINY_LLAMA, layers=8)
+    sc = scenario(model, {"global_batch": dp * pp * mb_per_pp}, tp=tp, pp=pp, dp=dp, schedule=schedule,
+                  virtual_stages=v, zero_stage=zero, recompute=recompute, sp=tp > 1)
+    prog = build_program(sc)
+    invariants(prog)
+    res, _ = AnalyticalBackend().run(prog)
+    assert res.breakdown.total == pytest.approx(res.step_time_s, rel=1e-9)
+    assert res.step_time_s > 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.floats(0.1, 10.0), st.sampled_from(["node.intra", "scale_out"]))
+def test_more_bandwidth_is_never_slower(factor, link):
+    plan = dict(tp=4, pp=2, dp=2, zero_stage=3)
+    slow = scenario(TINY_LLAMA, {"global_batch": 8}, **plan)
+    hw = slow.hardware
+    section = hw.node.intra if link == "node.intra" else hw.scale_out
+    faster = section.model_copy(update={"bandwidth_gbs": section.bandwidth_gbs * (1 + factor)})
+    if link == "node.intra":
+        hw2 = hw.model_copy(update={"node": hw.node.model_copy(update={"intra": faster})})
+    else:
+        hw2 = hw.model_copy(update={"scale_out": faster})
+    fast = slow.__class__(slow.model, slow.workload, hw2, slow.microbatches)
+    t_slow = AnalyticalBackend().run(build_program(slow))[0].step_time_s
+    t_fast = AnalyticalBackend().run(build_program(fast))[0].step_time_s
+    assert t_fast <= t_slow * (1 + 1e-12)
+
+
+def test_pipeline_bubble_shrinks_with_more_microbatches():
+    def bubble_fraction(m):
+        res, _ = AnalyticalBackend().run(build_program(scenario(TINY_LLAMA, {"global_batch": m}, pp=4, dp=1)))
+        return res.breakdown.pipeline_bubble / res.step_time_s
+    assert bubble_fraction(16) < bubble_fraction(4) < bubble_fraction(1) + 1e-12
+
+
+def test_interleaving_reduces_the_bubble():
+    def step(schedule, v):
+        sc = scenario(dict(TINY_LLAMA, layers=8), {"global_batch": 8}, pp=4, schedule=schedule, virtual_stages=v)
+        return AnalyticalBackend().run(build_program(sc))[0].step_time_s
+    assert step("interleaved", 2) < step("1f1b", 1) < step("gpipe", 1) + 1e-12
+
+
+# Korthikanti et al. 2022, Table 2: activation bytes per layer (fp16, with dropout, no flash).
+def korthikanti(s, b, h, a, t, variant):
+    if variant == "none":
+        return s * b * h * (34 + 5 * a * s / h)
+    if variant == "tp":
+        return s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
+    if variant == "tp+sp":
+        return s * b * h / t * (34 + 5 * a * s / h)
+    if variant == "tp+sp+selective":
+        return s * b * h / t * 34
+    if variant == "full":
+        return 2 * s * b * h / t  # with SP the checkpointed input is sharded too
+    raise ValueError(variant)
+
+
+@pytest.mark.parametrize("variant,plan", [
+    ("none", dict(tp=1)), ("tp", dict(tp=4)), ("tp+sp", dict(tp=4, sp=True)),
+    ("tp+sp+selective", dict(tp=4, sp=True, recompute="selective")), ("full", dict(tp=4, sp=True, recompute="full"))])
+def test_activation_memory_reproduces_korthikanti(variant, plan):
+    wl = {"global_batch": 2, "micro_batch": 2, "flash_attention": False, "precision": "fp16"}
+    sc = scenario(TINY_GPT, wl, dp=1, **plan)
+    lg = build_layer_graph(sc)
+    s, b, h, a, t = 512, 2, TINY_GPT["hidden"], TINY_GPT["heads"], plan["tp"]
+    resid = 2 * s * b * h / (t if plan.get("sp") else 1)
+    got = layer_activation_bytes(lg, sc.plan.recompute, resid)
+    assert got == pytest.approx(korthikanti(s, b, h, a, t, variant))
