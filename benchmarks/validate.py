@@ -113,10 +113,12 @@ def _architecture(r: dict, models: dict[str, dict]) -> dict:
     mpt = low.startswith("mpt")
     spec = dict(name=name, **a, activation="swiglu" if llama_like and "nemotron" not in low else "gelu",
                 norm="rmsnorm" if llama_like else "layernorm", tied_embeddings=mpt or low.startswith("gpt"),
-                position_encoding="rope" if llama_like else ("alibi" if mpt else "learned"),
+                position_encoding="rope" if llama_like else "learned",
                 bias=low.startswith("gpt") and not mpt)
     if spec["position_encoding"] == "learned":
-        spec["max_position"] = 2048
+        # llm-foundry's benchmark MPTs keep MPT's default learned position table (NumParams grows
+        # with max_seq_len in the source), so the table has seq_len rows; GPT rows use 2048.
+        spec["max_position"] = _int(r.get("seq_len", ""), "seq_len", 2048) if mpt else 2048
     if "nemotron" in low:
         spec["activation"] = "relu"  # Nemotron-4 uses squared ReLU: two matrices like GELU
     return spec
@@ -179,29 +181,30 @@ def row_scenario(r: dict, models: dict[str, dict]):
     return make_scenario(mc, hw, f"row {r['id']}", str(hw_path))
 
 
-def _convention_flops_per_token(definition: str, sc, recompute: str) -> float:
+def _convention_flops_per_token(definition: str, sc, recompute: str, stated_params: float | None) -> float:
     m, s = sc.model, sc.workload.seq_len
     h, L, V = m.hidden, m.layers, m.vocab
     if definition == "megatron":
         f = 72.0 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
         return f * (4.0 / 3.0 if recompute == "full" else 1.0)
     if definition == "llmfoundry":
+        # The source's own NumParams (it includes MPT's learned position table, which grows with seq).
         from graphgen.model.flops import total_params
-        return 6.0 * total_params(m) + 12.0 * L * h * s
+        return 6.0 * (stated_params or total_params(m)) + 12.0 * L * h * s
     if definition == "torchtitan":
         from graphgen.model.flops import total_params
         return 6.0 * (total_params(m) - m.vocab * h) + 12.0 * L * m.heads * m.d_head * s
     return model_flops_per_token(m, s)
 
 
-def predict(metric: str, res: Result, sc, definition: str) -> float:
+def predict(metric: str, res: Result, sc, definition: str, stated_params: float | None = None) -> float:
     if metric == "step_time_s":
         return res.step_time_s
     if metric == "tokens_per_s_per_gpu":
         return res.tokens_per_s_per_gpu
     if metric == "mem_gib_per_gpu":
         return max(m.total for m in res.memory) / 2**30
-    per_token = _convention_flops_per_token(definition, sc, sc.plan.recompute)
+    per_token = _convention_flops_per_token(definition, sc, sc.plan.recompute, stated_params)
     tflops = per_token * res.tokens_per_s_per_gpu / 1e12
     if metric == "tflops_per_gpu":
         return tflops
@@ -239,7 +242,8 @@ def validate(csv_path: Path) -> list[Row]:
             ck = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.hardware.model_dump_json())
             if ck not in cache:
                 cache[ck] = AnalyticalBackend().run(build_program(sc))[0]
-            row.predicted = predict(r["metric"], cache[ck], sc, definition)
+            stated = float(r["params_b"]) * 1e9 if r.get("params_b") else None
+            row.predicted = predict(r["metric"], cache[ck], sc, definition, stated)
         except Skip as exc:
             row.skipped = str(exc)
         except RankflowError as exc:

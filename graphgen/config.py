@@ -83,6 +83,9 @@ class Workload(_Strict):
     precision: Precision = Field(
         "bf16", description="Matmul precision; fp8 runs GEMMs in fp8 and the rest in bf16.")
     flash_attention: bool = Field(True, description="Fused attention kernel (no s x s scores).")
+    attention_kernel: str | None = Field(
+        None, description="Named fused-attention implementation whose efficiency curve the device lists "
+                          "under efficiency.attention_kernels (e.g. 'triton'); unset: efficiency.attention.")
     fused_kernels: bool = Field(
         True, description="Norms, rotary embedding and SwiGLU run as fused kernels (Megatron/TE, "
                           "torch.compile); false models eager PyTorch, which runs them as chains of "
@@ -124,6 +127,8 @@ class Efficiency(_Strict):
     matmul_fp8: EfficiencyCurve | None = Field(
         None, description="FP8 GEMM efficiency versus size (defaults to the matmul curve).")
     attention: EfficiencyCurve = Field(description="Fused attention efficiency versus kernel size.")
+    attention_kernels: dict[str, EfficiencyCurve] = Field(
+        default_factory=dict, description="Other fused-attention implementations by name (workload.attention_kernel).")
     memory_bound: Annotated[float, Field(gt=0, le=1)] = Field(
         0.8, description="Fraction of HBM bandwidth reached by element-wise kernels and norms.")
     memory_bound_source: str = ""

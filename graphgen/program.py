@@ -230,7 +230,7 @@ def build_program(sc: Scenario) -> Program:
     hw = sc.hardware
     mesh = Mesh(tp=p.tp, cp=p.cp, ep=p.ep, dp=p.dp, pp=p.pp)
     lg = build_layer_graph(sc)
-    cm = ComputeModel(hw.device, w.precision)
+    cm = ComputeModel(hw.device, w.precision, w.attention_kernel)
     net = NetworkModel(hw)
     gpn = hw.node.gpus_per_node
 

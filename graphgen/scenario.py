@@ -102,6 +102,11 @@ def make_scenario(mc: ModelConfig, hw: HardwareConfig, model_file: str = "<model
                   f"interleaved schedule needs microbatches={mbs} to be a multiple of pp={p.pp}",
                   "change workload.global_batch or parallelism.pp")
 
+    kernels = hw.device.efficiency.attention_kernels
+    if w.attention_kernel is not None and w.attention_kernel not in kernels:
+        known = ", ".join(sorted(kernels)) or "none listed"
+        raise bad("workload.attention_kernel", f"{hw.device.name} has no efficiency curve for "
+                  f"attention kernel '{w.attention_kernel}'", f"use one of: {known}, or unset it", model_file)
     gpn = hw.node.gpus_per_node
     if gpn % p.tp and p.tp % gpn:
         raise bad("parallelism.tp", f"tp={p.tp} groups would straddle {gpn}-GPU nodes unevenly",

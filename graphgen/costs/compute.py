@@ -32,6 +32,12 @@ def interpolate(curve: EfficiencyCurve, gflop: float) -> float:
 class ComputeModel:
     device: DeviceSpec
     precision: str
+    attention_kernel: str | None = None
+
+    @property
+    def attention_curve(self) -> EfficiencyCurve:
+        eff = self.device.efficiency
+        return eff.attention_kernels[self.attention_kernel] if self.attention_kernel else eff.attention
 
     @property
     def matmul_peak(self) -> float:
@@ -64,7 +70,7 @@ class ComputeModel:
             curve = eff.matmul_fp8 if self.precision == "fp8" and eff.matmul_fp8 else eff.matmul
             t_math = flops / (self.matmul_peak * interpolate(curve, per_kernel))
         elif kind is OpKind.ATTENTION:
-            t_math = flops / (self.vector_peak * interpolate(eff.attention, flops / max(kernels, 1) / 1e9))
+            t_math = flops / (self.vector_peak * interpolate(self.attention_curve, flops / max(kernels, 1) / 1e9))
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
         return max(t_math, self.memory_time(nbytes)) + launch
