@@ -47,6 +47,8 @@ DEFINITIONS = {
 # (2019-2020) ran; torchtitan's 2024 numbers ran eager PyTorch (RMSNorm and RoPE unfused).
 PRE_FLASH_SOURCES = {"narayanan2021", "zero"}
 EAGER_SOURCES = {"torchtitan"}
+# llm-foundry's benchmark sweep ran attn_impl=triton (scripts/train/benchmarking/submit_benchmarks.py).
+ATTENTION_KERNEL = {"llm-foundry": "triton"}
 
 MOE_NAMES = ("mixtral", "deepseek", "qwen3", "gpt-oss", "moe")
 
@@ -174,9 +176,13 @@ def row_scenario(r: dict, models: dict[str, dict]):
         recompute=recompute, schedule=schedule, virtual_stages=v).items()]
     hw = load_hardware_config(hw_path, overrides)
     key = source_key(r["source"])
+    kernel = ATTENTION_KERNEL.get(key)
+    if kernel not in hw.device.efficiency.attention_kernels:
+        kernel = None
     mc = parse_model_config({"model": arch, "workload": {
         "seq_len": seq, "global_batch": gb, "micro_batch": mb, "precision": precision,
-        "flash_attention": key not in PRE_FLASH_SOURCES, "fused_kernels": key not in EAGER_SOURCES}},
+        "flash_attention": key not in PRE_FLASH_SOURCES, "fused_kernels": key not in EAGER_SOURCES,
+        "attention_kernel": kernel}},
         f"row {r['id']}")
     return make_scenario(mc, hw, f"row {r['id']}", str(hw_path))
 
