@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--graph-rank", type=int, default=0, help="rank whose DAG --graph writes (default 0)")
     ap.add_argument("--graph-max-nodes", type=int, default=3000,
                     help="cap on nodes drawn by --graph (default 3000; the graph is cut, not sampled)")
+    ap.add_argument("--chakra-out", metavar="DIR",
+                    help="write Chakra traces (<DIR>/rankflow.<rank>.et) and the comm-group JSON for ASTRA-sim")
     ap.add_argument("--layers", action="store_true", help="also print the per-op table of one layer")
     ap.add_argument("--quiet", action="store_true", help="print nothing (use with --json)")
     return ap
@@ -103,9 +105,14 @@ def run(argv: list[str]) -> int:
         outputs.append((prefix + ".html", graph.to_html(prog, timeline, role, args.graph_max_nodes)))
     for path, body in outputs:
         _write_atomic(path, body)
+    written = [path for path, _ in outputs]
+    if args.chakra_out:
+        from backends.chakra.writer import write_traces
+        prefix, groups, total = write_traces(prog, args.chakra_out)
+        written.append(f"{prefix}.<0..{prog.mesh.world - 1}>.et and {groups} ({total / 2**20:.1f} MiB)")
     if not args.quiet:
         sys.stdout.write(text.summary(result, layer_table=args.layers))
-        for path, _ in outputs:
+        for path in written:
             sys.stdout.write(f"wrote {path}\n")
     return 0
 

@@ -1,0 +1,1 @@
+"""Chakra execution traces: Program -> <prefix>.<rank>.et (writer) and back (reader)."""
