@@ -104,11 +104,13 @@ class Backend(Protocol):
         ...
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, **options) -> Backend:
+    """The backend registered under `name` ('analytical' or 'astra'); options go to its constructor."""
     from backends.analytical import AnalyticalBackend
+    from backends.astra.backend import AstraBackend
 
-    registry: dict[str, type] = {"analytical": AnalyticalBackend}
-    return registry[name]()
+    registry: dict[str, type] = {"analytical": AnalyticalBackend, "astra": AstraBackend}
+    return registry[name](**options)
 
 
 def assemble_result(program: Program, backend: str, step_time: float, breakdown: Breakdown,

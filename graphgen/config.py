@@ -202,9 +202,21 @@ class ParallelPlan(_Strict):
         return self.tp * self.cp * self.ep * self.dp * self.pp
 
 
+class AstraOptions(_Strict):
+    mode: Literal["full", "scalable"] = Field(
+        "full", description="full: every rank and node replayed by ASTRA-sim; scalable: every distinct "
+                            "communication op timed by ASTRA-sim at full scale, the DAG replayed analytically.")
+    network: Literal["aware", "unaware"] = Field(
+        "aware", description="Congestion-aware build (one-dimensional networks only; multi-dimensional "
+                             "ones fall back to unaware, with a note) or congestion-unaware.")
+    timeout_s: Annotated[float, Field(gt=0)] = Field(600.0, description="Wall-clock limit for ASTRA-sim, seconds.")
+    binary: str | None = Field(None, description="ASTRA-sim binary or bin directory (else $ASTRA_SIM_BIN).")
+
+
 class ExecutionBackend(_Strict):
-    model: Literal["analytical"] = Field(
-        "analytical", description="Evaluator of the DAG ('astra' arrives with the Chakra backend).")
+    model: Literal["analytical", "astra"] = Field(
+        "analytical", description="Evaluator of the DAG: built-in analytical replay, or ASTRA-sim.")
+    astra: AstraOptions = AstraOptions()
 
 
 class HardwareConfig(_Strict):

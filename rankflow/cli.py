@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="cap on nodes drawn by --graph (default 3000; the graph is cut, not sampled)")
     ap.add_argument("--chakra-out", metavar="DIR",
                     help="write Chakra traces (<DIR>/rankflow.<rank>.et) and the comm-group JSON for ASTRA-sim")
+    ap.add_argument("--backend", choices=["analytical", "astra"], default=None,
+                    help="override execution_backend.model")
+    ap.add_argument("--astra-bin", metavar="PATH", help="ASTRA-sim binary or its bin directory (else $ASTRA_SIM_BIN)")
+    ap.add_argument("--astra-network", choices=["aware", "unaware"], default=None,
+                    help="ASTRA-sim network build (default: execution_backend.astra.network, 'aware')")
+    ap.add_argument("--astra-mode", choices=["full", "scalable"], default=None,
+                    help="ASTRA-sim replay mode (default: execution_backend.astra.mode, 'full')")
     ap.add_argument("--layers", action="store_true", help="also print the per-op table of one layer")
     ap.add_argument("--quiet", action="store_true", help="print nothing (use with --json)")
     return ap
@@ -86,7 +93,14 @@ def run(argv: list[str]) -> int:
     hw = load_hardware_config(args.hardware_config, hw_ov)
     sc = make_scenario(mc, hw, args.model_config, args.hardware_config)
     prog = build_program(sc)
-    result, timeline = get_backend(hw.execution_backend.model).run(prog)
+    backend = args.backend or hw.execution_backend.model
+    options = {}
+    if backend == "astra":
+        options = dict(binary=args.astra_bin, network=args.astra_network, mode=args.astra_mode)
+    if args.trace and backend == "astra" and (args.astra_mode or hw.execution_backend.astra.mode) == "full":
+        raise RankflowError("a full ASTRA-sim replay reports finish times only, no timeline", field="--trace",
+                            fix="use --astra-mode scalable or the analytical backend for a trace")
+    result, timeline = get_backend(backend, **options).run(prog)
 
     outputs: list[tuple[str, str]] = []
     if args.json:
@@ -102,6 +116,9 @@ def run(argv: list[str]) -> int:
         role = prog.role_of_rank(args.graph_rank)
         prefix = args.graph.removesuffix(".dot").removesuffix(".html")
         outputs.append((prefix + ".dot", graph.to_dot(prog, role, args.graph_max_nodes)))
+        if timeline is None:
+            from backends.analytical.scheduler import simulate
+            timeline = simulate(prog)  # the page places nodes by the analytical timeline
         outputs.append((prefix + ".html", graph.to_html(prog, timeline, role, args.graph_max_nodes)))
     for path, body in outputs:
         _write_atomic(path, body)

@@ -1,0 +1,121 @@
+"""ASTRA-sim backend: input generation and runner error paths (with a stand-in binary), and,
+when ASTRA_SIM_BIN is set, the real thing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from backends.analytical import AnalyticalBackend
+from backends.astra import inputs
+from backends.astra.backend import AstraBackend, probe_program
+from graphgen.errors import RankflowError
+from graphgen.ir import CollectiveNode, SendNode
+from graphgen.program import build_program
+from tests.helpers import ROOT, TINY_LLAMA, scenario
+
+FAKE = str(ROOT / "tests" / "data" / "fake_astra.py")
+REAL = os.environ.get("ASTRA_SIM_BIN")
+needs_astra = pytest.mark.skipif(not REAL, reason="ASTRA_SIM_BIN is not set: no ASTRA-sim build to run")
+
+
+def small(**plan):
+    return build_program(scenario(TINY_LLAMA, {"global_batch": 8}, **plan))
+
+
+def test_network_yaml_units_and_dimensions():
+    prog = build_program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 4}, tp=8, dp=2))
+    net = yaml.safe_load(inputs.network_yaml(prog, congestion_aware=False))
+    hw = prog.scenario.hardware
+    assert net["npus_count"] == [8, 2]
+    assert net["topology"] == ["Switch", "Switch"]
+    link = hw.node.intra
+    assert net["bandwidth"][0] == pytest.approx(link.bandwidth_gbs * 1e9 * link.efficiency / 2**30, rel=1e-6)
+    assert net["latency"][1] == pytest.approx(hw.scale_out.latency_us * 1000)
+    with pytest.raises(ValueError):
+        inputs.network_yaml(prog, congestion_aware=True)
+
+
+def test_full_mode_parses_finish_times_with_a_stand_in(monkeypatch):
+    prog = small(tp=2, pp=2, dp=2, sp=True)
+    res, timeline = AstraBackend(binary=FAKE, network="unaware", mode="full").run(prog)
+    assert timeline is None
+    assert res.step_time_s == pytest.approx(8000e-9)  # rank 7 finishes last at 8000 cycles = ns
+    assert res.breakdown.exposed_comm == {"all": pytest.approx(800e-9)}
+    assert res.backend == "astra"
+
+
+@pytest.mark.parametrize("mode,words", [("crash", "exited with code"), ("garbage", "reported 0 of 8"),
+                                        ("hang", "did not finish")])
+def test_runner_failures_are_one_line_errors(monkeypatch, mode, words):
+    monkeypatch.setenv("FAKE_ASTRA_MODE", mode)
+    sc = scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2)
+    if mode == "hang":
+        sc = scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2)
+        hw = sc.hardware.model_copy(update={"execution_backend": sc.hardware.execution_backend.model_copy(
+            update={"astra": sc.hardware.execution_backend.astra.model_copy(update={"timeout_s": 1.0})})})
+        sc = dataclasses.replace(sc, hardware=hw)
+    with pytest.raises(RankflowError, match=words) as exc:
+        AstraBackend(binary=FAKE, network="unaware", mode="full").run(build_program(sc))
+    assert "\n" not in exc.value.one_line() and "fix:" in exc.value.one_line()
+
+
+def test_missing_binary_via_cli_is_exit_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ASTRA_SIM_BIN"}
+    p = subprocess.run([sys.executable, str(ROOT / "run_perf.py"), "--hardware_config",
+                        str(ROOT / "hardware_configs" / "A100-SXM4-80GB.yaml"), "--model_config",
+                        str(ROOT / "model_configs" / "llama2-7b.yaml"), "--backend", "astra", "--json",
+                        str(tmp_path / "r.json")], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2 and "ASTRA_SIM_BIN" in p.stderr and "github.com/astra-sim" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.json").exists()
+
+
+def test_probe_program_times_each_distinct_op_once():
+    prog = small(tp=2, pp=2, dp=2, sp=True, zero_stage=1)
+    probe, keys = probe_program(prog)
+    for role, pr in zip(prog.roles, probe.roles, strict=True):
+        comm = {(n.kind, n.axis, round(n.bytes)) for n in role.nodes if isinstance(n, CollectiveNode)}
+        assert len([n for n in pr.nodes if isinstance(n, CollectiveNode)]) == len(comm)
+        assert all(d < n.id for n in pr.nodes for d in n.deps)
+    sends = [n for r in probe.roles for n in r.nodes if isinstance(n, SendNode)]
+    assert sends and len({n.tag for n in sends}) == len(sends)
+
+
+@needs_astra
+def test_single_all_reduce_on_8_npus_agrees_with_the_analytical_ring(tmp_path):
+    """One all-reduce of 64 MiB over 8 GPUs of one node: ASTRA-sim (full replay) against Rankflow's ring."""
+    from backends.astra.backend import AstraBackend as Astra
+    from graphgen.ir import Phase, Role, Stream
+    from graphgen.parallel.layout import Collective
+
+    prog = build_program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 1}, tp=8))
+    n = 64 * 2**20
+    node = CollectiveNode(id=0, name="ar", kind=Collective.ALL_REDUCE, bytes=n, axis="tp", group_size=8,
+                          duration=0.0, deps=(), phase=Phase.FORWARD, microbatch=0, chunk=0, layers=(-1, -1),
+                          stream=Stream.TP)
+    from graphgen.costs.network import NetworkModel
+    analytical = NetworkModel(prog.scenario.hardware).collective_time(Collective.ALL_REDUCE, n, 8, 1)
+    single = dataclasses.replace(prog, roles=(Role(0, "stage0", 0, (0,), (), [node]),))
+    res, _ = Astra(binary=REAL, network="aware", mode="full").run(single)
+    assert res.step_time_s == pytest.approx(analytical, rel=0.05)
+
+
+@needs_astra
+def test_dp2_tp2_pp2_llama_step_runs_end_to_end():
+    prog = small(tp=2, pp=2, dp=2, sp=True, zero_stage=1)
+    res, _ = AstraBackend(binary=REAL, network="unaware", mode="full").run(prog)
+    ana, _ = AnalyticalBackend().run(prog)
+    assert res.step_time_s > 0
+    assert res.step_time_s == pytest.approx(ana.step_time_s, rel=0.5)
+    scal, tl = AstraBackend(binary=REAL, network="unaware", mode="scalable").run(prog)
+    assert tl is not None and scal.step_time_s == pytest.approx(ana.step_time_s, rel=0.5)
+
+
+def test_fake_binary_is_a_stand_in_only():
+    assert Path(FAKE).read_text().startswith("#!/usr/bin/env python3")
