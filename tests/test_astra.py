@@ -66,6 +66,13 @@ def test_runner_failures_are_one_line_errors(monkeypatch, mode, words):
     assert "\n" not in exc.value.one_line() and "fix:" in exc.value.one_line()
 
 
+def test_crash_after_every_rank_reported_keeps_the_numbers_with_a_note(monkeypatch):
+    monkeypatch.setenv("FAKE_ASTRA_MODE", "crash_at_exit")
+    res, _ = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2))
+    assert res.step_time_s == pytest.approx(8000e-9)
+    assert any("during shutdown" in n for n in res.notes)
+
+
 def test_missing_binary_via_cli_is_exit_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ASTRA_SIM_BIN"}
     p = subprocess.run([sys.executable, str(ROOT / "run_perf.py"), "--hardware_config",
@@ -94,7 +101,11 @@ def test_single_all_reduce_on_8_npus_agrees_with_the_analytical_ring(tmp_path):
     from graphgen.ir import Phase, Role, Stream
     from graphgen.parallel.layout import Collective
 
-    prog = build_program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 1}, tp=8))
+    sc = scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 1}, tp=8)
+    hw = sc.hardware
+    ring = hw.node.intra.model_copy(update={"topology": "ring", "message_efficiency": None})
+    sc = dataclasses.replace(sc, hardware=hw.model_copy(update={"node": hw.node.model_copy(update={"intra": ring})}))
+    prog = build_program(sc)
     n = 64 * 2**20
     node = CollectiveNode(id=0, name="ar", kind=Collective.ALL_REDUCE, bytes=n, axis="tp", group_size=8,
                           duration=0.0, deps=(), phase=Phase.FORWARD, microbatch=0, chunk=0, layers=(-1, -1),

@@ -79,7 +79,7 @@ class AstraBackend:
             RoleTiming(role.name, max(finish[r] for r in prog.ranks_of_role(role.id)),
                        sum(n.duration for n in role.nodes if type(n) is ComputeNode), len(role.nodes))
             for role in prog.roles)
-        notes = [*notes, f"ASTRA-sim ({network} network, full replay) reports exposed time per rank without "
+        notes = [*notes, *out.notes, f"ASTRA-sim ({network} network, full replay) reports exposed time per rank without "
                  "splitting communication from pipeline waits: it is given as exposed_comm.all"]
         breakdown = Breakdown(step - exposed, {"all": exposed}, 0.0)
         role = prog.roles[prog.role_of_rank(critical)].name
@@ -106,7 +106,7 @@ class AstraBackend:
         timings = tuple(RoleTiming(r.name, finishes[i], sum(n.duration for n in r.nodes if type(n) is ComputeNode),
                                    len(r.nodes)) for i, r in enumerate(timed.roles))
         missing = sum(1 for role in prog.roles for n in role.nodes if _key(n) is not None and _key(n) not in durations)
-        notes = [*notes, f"ASTRA-sim ({network} network, scalable mode) timed {len(durations)} distinct "
+        notes = [*notes, *out.notes, f"ASTRA-sim ({network} network, scalable mode) timed {len(durations)} distinct "
                  "communication ops at full scale; the DAG was replayed analytically with those times"]
         if missing:
             notes.append(f"{missing} communication nodes kept their analytical cost (no ASTRA-sim timing)")

@@ -37,8 +37,6 @@ def system_json(prog: Program, template: Path = TEMPLATES / "system.json") -> st
         if coll in ("all-gather", "reduce-scatter", "all-to-all"):
             algos = ["ring" if a == "doubleBinaryTree" else a for a in algos]  # tree is all-reduce only
         cfg[f"{coll}-implementation"] = algos
-    dev = prog.scenario.hardware.device
-    cfg["local-mem-bw"] = dev.hbm_bandwidth_gbs
     cfg["peak-perf"] = prog.compute_model.matmul_peak / 1e12
     return json.dumps(cfg, indent=2) + "\n"
 
