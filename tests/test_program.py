@@ -58,6 +58,11 @@ def test_sequence_parallelism_turns_all_reduces_into_gather_scatter_pairs():
     assert c[(Phase.FORWARD, Collective.ALL_REDUCE)] == mbs
 
 
+def test_no_tensor_parallel_collectives_without_tensor_parallelism():
+    prog = build_program(scenario(TINY_LLAMA, {"global_batch": 4}, tp=1, pp=2, dp=2))
+    assert not any(isinstance(n, CollectiveNode) and n.axis == "tp" for r in prog.roles for n in r.nodes)
+
+
 def total_flops(prog, phases=(Phase.FORWARD, Phase.BACKWARD)) -> float:
     total = 0.0
     for role in prog.roles:

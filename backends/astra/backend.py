@@ -29,10 +29,12 @@ from graphgen.program import Program
 class AstraBackend:
     name = "astra"
 
-    def __init__(self, binary: str | None = None, network: str | None = None, mode: str | None = None) -> None:
+    def __init__(self, binary: str | None = None, network: str | None = None, mode: str | None = None,
+                 timeout_s: float | None = None) -> None:
         self.binary = binary
         self.network = network
         self.mode = mode
+        self.timeout_s = timeout_s
 
     def _options(self, prog: Program) -> tuple[str, str, float, list[str]]:
         opts = prog.scenario.hardware.execution_backend.astra
@@ -42,7 +44,7 @@ class AstraBackend:
             network = "unaware"
             notes.append("ASTRA-sim's congestion-aware build takes one-dimensional networks only; this "
                          "two-dimensional network (scale-up x scale-out) ran on the congestion-unaware build")
-        return self.mode or opts.mode, network, opts.timeout_s, notes
+        return self.mode or opts.mode, network, self.timeout_s or opts.timeout_s, notes
 
     def run(self, prog: Program) -> tuple[Result, Timeline | None]:
         mode, network, timeout, notes = self._options(prog)

@@ -81,7 +81,7 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
     ops: list[Op] = [norm("ln_attn")]
     ops.append(Op("qkv_proj", OpKind.MATMUL, flops=2 * T * h * qkv_out / t,
                   bytes=e * (T * h + h * qkv_out / t + T * qkv_out / t), in_layout=REPLICATE,
-                  out_layout=heads, shards_input=True, out_bytes=e * T * qkv_out,
+                  out_layout=heads, shards_input=t > 1, out_bytes=e * T * qkv_out,
                   weight_params=h * qkv_out / t + (qkv_out / t if m.bias else 0), saved_bytes=col_in_saved))
     if m.position_encoding == "rope":
         ops.append(Op("rope", OpKind.ELEMENTWISE, flops=3 * T * (a + kv) * d / t,
@@ -115,7 +115,7 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
     ops.append(norm("ln_mlp"))
     up = f * (2 if gated else 1)
     ops.append(Op("fc1", OpKind.MATMUL, flops=2 * T * h * up / t, bytes=e * (T * h + h * up / t + T * up / t),
-                  in_layout=REPLICATE, out_layout=hid, shards_input=True, out_bytes=e * T * up,
+                  in_layout=REPLICATE, out_layout=hid, shards_input=t > 1, out_bytes=e * T * up,
                   weight_params=h * up / t + (up / t if m.bias else 0), saved_bytes=col_in_saved))
     ops.append(Op("swiglu" if gated else m.activation, OpKind.ELEMENTWISE, flops=8 * T * f / t,
                   bytes=e * T * f / t * (glu_passes if gated else 2), in_layout=hid, out_layout=hid,
@@ -134,7 +134,7 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
     head = (
         norm("ln_final"),
         Op("lm_head", OpKind.MATMUL, flops=2 * T * h * V / t, bytes=e * (T * h + V * h / t + T * V / t),
-           in_layout=REPLICATE, out_layout=vocab, shards_input=True, out_bytes=e * T * V,
+           in_layout=REPLICATE, out_layout=vocab, shards_input=t > 1, out_bytes=e * T * V,
            weight_params=head_params, saved_bytes=col_in_saved),
         # Vocab-parallel cross-entropy: fp32 logits; per-token max, sum-exp and target logit are
         # partial sums over the vocab shards (3 fp32 values per token to all-reduce).
