@@ -1,9 +1,11 @@
 """Speed benchmark: wall time and peak RSS of whole `run_perf.py` processes (start-up included).
 
-    python -m benchmarks.speed
+    python -m benchmarks.speed [--no-astra]
 
-Prints one line per case: `<case> wall_s=<seconds> peak_rss_mib=<MiB>`. Targets (2-core machine):
-gpt3-175b-1024gpu under 2 s and llama3.1-405b-16384gpu under 5 s.
+Prints one line per case: `<case> wall_s=<seconds> peak_rss_mib=<MiB>` (trace cases add
+`trace_mib=`). Targets (2-core machine): gpt3-175b-1024gpu under 2 s, llama3.1-405b-16384gpu under
+5 s, writing the GPT-3 175B traces for 1024 GPUs (8 microbatches) under 30 s. With ASTRA_SIM_BIN set,
+ASTRA-sim cases (8, 64 and 1024 GPUs, full and scalable modes) follow.
 """
 
 from __future__ import annotations
@@ -29,9 +31,23 @@ CASES: list[tuple[str, str, str, list[str]]] = [
 ]
 
 
-def run_case(hw: str, model: str, sets: list[str]) -> tuple[float, float, int]:
+GPT3_1024 = ["parallelism.tp=8", "parallelism.pp=8", "parallelism.dp=16", "parallelism.sp=true",
+             "workload.global_batch=128", "workload.micro_batch=1"]
+TRACE_CASE = ("chakra-traces gpt3-175b-1024xA100-8mb", "A100-SXM4-80GB.yaml", "gpt3-175b.yaml", GPT3_1024)
+ASTRA_CASES: list[tuple[str, str, str, list[str]]] = [
+    ("astra llama2-7b-8xA100-tp2-pp2-dp2", "A100-SXM4-80GB.yaml", "llama2-7b.yaml",
+     ["parallelism.tp=2", "parallelism.pp=2", "parallelism.dp=2", "parallelism.sp=true", "workload.global_batch=16",
+      "model.layers=8"]),
+    ("astra llama3.1-70b-64xH100-tp8-pp4-dp2", "H100-SXM5-80GB.yaml", "llama3.1-70b.yaml",
+     ["parallelism.tp=8", "parallelism.pp=4", "parallelism.dp=2", "parallelism.sp=true", "workload.global_batch=16",
+      "workload.seq_len=4096", "model.layers=16"]),
+    ("astra gpt3-175b-1024xA100-8mb", "A100-SXM4-80GB.yaml", "gpt3-175b.yaml", GPT3_1024),
+]
+
+
+def run_case(hw: str, model: str, sets: list[str], extra: tuple[str, ...] = ()) -> tuple[float, float, int]:
     cmd = [sys.executable, str(ROOT / "run_perf.py"), "--hardware_config", str(ROOT / "hardware_configs" / hw),
-           "--model_config", str(ROOT / "model_configs" / model), "--quiet"]
+           "--model_config", str(ROOT / "model_configs" / model), "--quiet", *extra]
     for s in sets:
         cmd += ["--set", s]
     t0 = time.perf_counter()
@@ -45,12 +61,36 @@ def run_case(hw: str, model: str, sets: list[str]) -> tuple[float, float, int]:
     return wall, usage.ru_maxrss / 1024.0, proc.returncode
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import shutil
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.speed")
+    ap.add_argument("--no-astra", action="store_true", help="skip the ASTRA-sim cases")
+    args = ap.parse_args(argv)
     rc = 0
     for name, hw, model, sets in CASES:
         wall, rss, code = run_case(hw, model, sets)
         rc |= code
-        print(f"{name} wall_s={wall:.2f} peak_rss_mib={rss:.0f}")
+        print(f"{name} wall_s={wall:.2f} peak_rss_mib={rss:.0f}", flush=True)
+    out = Path(tempfile.mkdtemp(prefix="rankflow-speed-"))
+    try:
+        name, hw, model, sets = TRACE_CASE
+        wall, rss, code = run_case(hw, model, sets, ("--chakra-out", str(out)))
+        rc |= code
+        size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+        print(f"{name} wall_s={wall:.2f} peak_rss_mib={rss:.0f} trace_mib={size:.0f}", flush=True)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    if args.no_astra or not os.environ.get("ASTRA_SIM_BIN"):
+        print("astra cases skipped: ASTRA_SIM_BIN is not set")
+        return 1 if rc else 0
+    for name, hw, model, sets in ASTRA_CASES:
+        for mode in ("scalable", "full"):
+            wall, rss, code = run_case(hw, model, sets, ("--backend", "astra", "--astra-mode", mode))
+            rc |= code
+            print(f"{name}-{mode} wall_s={wall:.2f} peak_rss_mib={rss:.0f}", flush=True)
     return 1 if rc else 0
 
 

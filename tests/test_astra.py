@@ -40,6 +40,12 @@ def test_network_yaml_units_and_dimensions():
     assert net["latency"][1] == pytest.approx(hw.scale_out.latency_us * 1000)
     with pytest.raises(ValueError):
         inputs.network_yaml(prog, congestion_aware=True)
+    # A degraded scale-out dimension reaches ASTRA-sim as the same derate the analytical backend uses.
+    slow = hw.scale_out.model_copy(update={"derate": 0.5})
+    prog2 = build_program(dataclasses.replace(prog.scenario, hardware=hw.model_copy(update={"scale_out": slow})))
+    net2 = yaml.safe_load(inputs.network_yaml(prog2, congestion_aware=False))
+    assert net2["bandwidth"][1] == pytest.approx(net["bandwidth"][1] / 2)
+    assert net2["bandwidth"][0] == net["bandwidth"][0]
 
 
 def test_full_mode_parses_finish_times_with_a_stand_in(monkeypatch):
