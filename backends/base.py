@@ -13,7 +13,7 @@ from typing import Protocol
 from graphgen.memory import MemoryBreakdown
 from graphgen.program import Program
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "

@@ -71,6 +71,26 @@ class ModelSpec(_Strict):
         return self.head_dim or self.hidden // self.heads
 
 
+LORA_TARGETS = ("qkv_proj", "out_proj", "fc1", "fc2")
+
+
+class FineTune(_Strict):
+    """How the weights are trained. Pretraining is `full`."""
+
+    method: Literal["full", "freeze", "lora", "qlora", "dora"] = Field(
+        "full", description="full: all weights train; freeze: the first frozen_layers blocks (and the "
+                            "embedding) are frozen; lora/qlora/dora: base weights frozen, low-rank adapters train "
+                            "(qlora: NF4 base weights; dora: plus a trained magnitude vector).")
+    frozen_layers: Annotated[int, Field(ge=0)] = Field(0, description="Blocks frozen from the input side (freeze).")
+    lora_rank: Annotated[int, Field(gt=0)] = Field(16, description="Adapter rank r.")
+    lora_alpha: Annotated[float, Field(gt=0)] = Field(32.0, description="Adapter scale numerator (alpha / r).")
+    target_modules: list[Literal["qkv_proj", "out_proj", "fc1", "fc2"]] = Field(
+        default_factory=lambda: list(LORA_TARGETS), description="Linears that get adapters.")
+    double_quant: bool = Field(True, description="QLoRA: quantise the NF4 block scales again (8-bit).")
+    quant_block: Annotated[int, Field(gt=0)] = Field(64, description="QLoRA: NF4 block size.")
+    train_embeddings: bool = Field(False, description="Adapter methods: also train embedding and LM head.")
+
+
 class Workload(_Strict):
     """What one optimizer step processes."""
 
@@ -90,7 +110,12 @@ class Workload(_Strict):
         True, description="Norms, rotary embedding and SwiGLU run as fused kernels (Megatron/TE, "
                           "torch.compile); false models eager PyTorch, which runs them as chains of "
                           "element-wise kernels with fp32 round trips.")
-    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer for the step.")
+    optimizer: Literal["adamw", "adam8bit", "sgd", "adafactor"] = Field(
+        "adamw", description="adamw: fp32 m and v; adam8bit: 8-bit m and v (bitsandbytes); sgd: fp32 "
+                             "momentum; adafactor: factored second moment, no momentum.")
+    fused_cross_entropy: bool = Field(
+        True, description="Loss fused with the LM head's softmax (no fp32 copy of the logits).")
+    finetune: FineTune = FineTune()
 
 
 class ModelConfig(_Strict):

@@ -1,17 +1,35 @@
-"""Per-GPU memory of each role: model states, activations kept along the schedule, buffers.
+"""Per-GPU memory of each role (pipeline stage): model states, activations along the schedule,
+transient buffers, communication buffers and the runtime's reserve.
 
-Activations come from each op's saved tensors (Korthikanti et al. 2022 accounting) times the
-microbatches the role's schedule keeps in flight, read off the schedule order itself.
+- Model states follow ZeRO's accounting (Rajbhandari et al. 2020, Table 1): weights in the compute
+  dtype (NF4 for QLoRA base weights), fp32 master weights, gradients in their accumulation dtype and
+  the optimizer's states, sharded by TP and PP through the ops themselves and by ZeRO's stage over
+  data parallelism. Frozen weights have no master copy, gradient or optimizer state.
+- Activations are each op's saved tensors (Korthikanti et al. 2022 accounting, extended to GQA,
+  SwiGLU, flash attention, the loss and adapters) times the microbatches the role's own schedule keeps
+  in flight, read off the schedule order, so 1F1B, interleaved and GPipe differ as they do.
+- Transient: the largest working set of one op's backward (its output gradient and input gradient
+  alive at once, or the recomputed block under full recompute) on top of the saved activations.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphgen.model.ops import OpKind
 from graphgen.model.transformer import LayerGraph, activation_bytes
-from graphgen.program import EMBED, Program, _unit_params
+from graphgen.scenario import Scenario
 from graphgen.schedule import stage_order
 from graphgen.units import GIB, MIB, dtype_bytes
+
+EMBED = -1
+
+# Optimizer state bytes per trainable parameter (beyond the fp32 master copy).
+OPTIMIZER_BYTES = {
+    "adamw": 8.0,      # m and v in fp32
+    "adam8bit": 2.0,   # m and v in 8 bits (Dettmers et al. 2022), block scales neglected (<1 %)
+    "sgd": 4.0,        # momentum in fp32
+}
 
 
 @dataclass(frozen=True)
@@ -20,17 +38,25 @@ class MemoryBreakdown:
 
     role: str
     weights: float
+    master_weights: float
     gradients: float
     optimizer_states: float
     activations: float
+    transient: float
     comm_buffers: float
     reserved: float
     capacity: float
+    trainable_params: float = 0.0
+
+    @property
+    def allocated(self) -> float:
+        """What the framework's allocator holds at the peak (PyTorch's max_memory_allocated)."""
+        return (self.weights + self.master_weights + self.gradients + self.optimizer_states + self.activations
+                + self.transient + self.comm_buffers)
 
     @property
     def total(self) -> float:
-        return (self.weights + self.gradients + self.optimizer_states + self.activations
-                + self.comm_buffers + self.reserved)
+        return self.allocated + self.reserved
 
     @property
     def headroom(self) -> float:
@@ -39,6 +65,39 @@ class MemoryBreakdown:
     @property
     def fits(self) -> bool:
         return self.headroom >= 0
+
+
+@dataclass(frozen=True)
+class ModelStates:
+    weights: float
+    master: float
+    grads: float
+    optimizer: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.master + self.grads + self.optimizer
+
+
+def model_states(weight_bytes: float, trainable: float, *, precision: str, optimizer: str, grad_dtype: str,
+                 dp: int, zero: int, adafactor_elems: float = 0.0) -> ModelStates:
+    """Bytes per GPU of weights, master weights, gradients and optimizer states.
+
+    weight_bytes: bytes of all weights on this rank before ZeRO sharding; trainable: trainable
+    parameters on this rank. ZeRO-1 shards optimizer states (with the master copy), ZeRO-2 also
+    gradients, ZeRO-3 also weights.
+    """
+    master = 0.0 if precision == "fp32" else 4.0
+    if optimizer == "adafactor":
+        opt = adafactor_elems * 4.0
+    else:
+        opt = trainable * OPTIMIZER_BYTES[optimizer]
+    return ModelStates(
+        weights=weight_bytes / (dp if zero >= 3 else 1),
+        master=trainable * master / (dp if zero >= 1 else 1),
+        grads=trainable * dtype_bytes(grad_dtype) / (dp if zero >= 2 else 1),
+        optimizer=opt / (dp if zero >= 1 else 1),
+    )
 
 
 def layer_activation_bytes(lg: LayerGraph, recompute: str, tokens_resid_bytes: float) -> float:
@@ -53,57 +112,95 @@ def layer_activation_bytes(lg: LayerGraph, recompute: str, tokens_resid_bytes: f
 
 def peak_in_flight(order, chunks: list[int], weight: dict[int, float]) -> float:
     """Max over the schedule of sum(chunk weight x microbatches forwarded but not yet backwarded)."""
-    live = dict.fromkeys(chunks, 0)
     peak = cur = 0.0
     for st in order:
         g = chunks[st.chunk]
         if st.phase == "F":
-            live[g] += 1
             cur += weight[g]
             peak = max(peak, cur)
         else:
-            live[g] -= 1
             cur -= weight[g]
     return peak
 
 
-def role_memory(prog: Program) -> tuple[MemoryBreakdown, ...]:
-    sc, lg = prog.scenario, prog.layer_graph
+def _unit_weight_bytes(lg: LayerGraph, unit: int, pbytes: float) -> float:
+    return sum(op.weight_params * (op.weight_bytes or pbytes) for op in lg.unit_ops(unit))
+
+
+def _adafactor_elems(lg: LayerGraph, unit: int) -> float:
+    """Adafactor keeps a row and a column second moment per matrix, a full one per vector."""
+    if not lg.unit_trainable(unit):
+        return 0.0
+    total = 0.0
+    for op in lg.unit_ops(unit):
+        if not op.trainable or op.weight_params <= 0:
+            continue
+        fin, fout = op.shape
+        total += fin + fout if fin and fout else op.weight_params
+    return total
+
+
+def _transient(lg: LayerGraph, recompute: str, e: float, last_stage: bool) -> float:
+    """Largest extra working set during one op's backward: the gradient arriving at its output and
+    the one it produces (a tensor of each op's output size), or a recomputed block's activations."""
+    worst = max((2 * op.out_bytes for op in lg.layer if op.kind in (OpKind.MATMUL, OpKind.ELEMENTWISE)),
+                default=0.0)
+    if recompute == "full":
+        worst += sum(op.saved_bytes for op in lg.layer)
+    if last_stage:
+        logits = next((op for op in lg.head if op.name == "lm_head"), None)
+        if logits is not None:
+            worst = max(worst, 2 * logits.out_bytes)
+    return worst
+
+
+def chunk_units(prog, g: int) -> list[int]:
+    lg = prog.layer_graph
+    G = len(prog.chunk_layers)
+    return ([EMBED] if g == 0 else []) + list(prog.chunk_layers[g]) + ([lg.layers] if g == G - 1 else [])
+
+
+def role_memory(prog) -> tuple[MemoryBreakdown, ...]:
+    """Memory of every role of a Program (graphgen.program.Program)."""
+    return role_memory_of(prog.scenario, prog.layer_graph, prog.chunk_layers, [r.chunks for r in prog.roles])
+
+
+def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> tuple[MemoryBreakdown, ...]:
     p, w = sc.plan, sc.workload
     e = activation_bytes(w.precision)
     pbytes = dtype_bytes("fp32") if w.precision == "fp32" else e
-    gbytes = dtype_bytes(p.grad_reduce_dtype)
-    master = 0.0 if w.precision == "fp32" else 4.0
-    opt_state = master + (8.0 if w.optimizer == "adamw" else 4.0)
     dp, zero = p.dp, p.zero_stage
     sp = p.sp and p.tp > 1
     resid = e * w.micro_batch * w.seq_len * sc.model.hidden / (p.tp if sp else 1)
     per_layer = layer_activation_bytes(lg, p.recompute, resid)
-    embed_saved = sum(op.saved_bytes for op in lg.embed)
-    head_saved = sum(op.saved_bytes for op in lg.head)
-    G = p.pp * p.virtual_stages
+    G = len(chunk_layers)
     out = []
-    for role in prog.roles:
-        units = [u for g in role.chunks for u in
-                 ([EMBED] if g == 0 else []) + list(prog.chunk_layers[g]) + ([lg.layers] if g == G - 1 else [])]
-        params = sum(_unit_params(lg, u) for u in units)
-        weight = {g: len(prog.chunk_layers[g]) * per_layer + (embed_saved if g == 0 else 0)
-                  + (head_saved if g == G - 1 else 0) for g in role.chunks}
-        order = stage_order(p.schedule, p.pp, role.stage, sc.microbatches, p.virtual_stages)
-        acts = peak_in_flight(order, list(role.chunks), weight)
-        if p.recompute == "full":
-            acts += sum(op.saved_bytes for op in lg.layer)  # the block being recomputed
-        buffers = p.bucket_mb * MIB if dp > 1 else 0.0
+    for stage, chunks in enumerate(role_chunks):
+        units = [u for g in chunks for u in
+                 ([EMBED] if g == 0 else []) + list(chunk_layers[g]) + ([lg.layers] if g == G - 1 else [])]
+        states = model_states(
+            sum(_unit_weight_bytes(lg, u, pbytes) for u in units), sum(lg.unit_trainable(u) for u in units),
+            precision=w.precision, optimizer=w.optimizer, grad_dtype=p.grad_reduce_dtype, dp=dp, zero=zero,
+            adafactor_elems=sum(_adafactor_elems(lg, u) for u in units))
+
+        def saved(unit: int) -> float:
+            if not lg.has_backward(unit):
+                return 0.0  # a frozen prefix keeps nothing for a backward that never runs
+            if 0 <= unit < lg.layers:
+                return per_layer
+            return sum(op.saved_bytes for op in lg.unit_ops(unit))
+
+        weight = {g: sum(saved(u) for u in ([EMBED] if g == 0 else []) + list(chunk_layers[g])
+                         + ([lg.layers] if g == G - 1 else [])) for g in chunks}
+        order = stage_order(p.schedule, p.pp, stage, sc.microbatches, p.virtual_stages)
+        acts = peak_in_flight(order, list(chunks), weight)
+        buffers = p.bucket_mb * MIB if dp > 1 and states.grads > 0 else 0.0
         if zero == 3 and dp > 1:
-            buffers += 2 * lg.layer_params * pbytes  # gathered unit in use + one prefetched
+            buffers += 2 * _unit_weight_bytes(lg, 0, pbytes)  # gathered unit in use + one prefetched
         out.append(MemoryBreakdown(
-            role=role.name,
-            weights=params * pbytes / (dp if zero == 3 else 1),
-            gradients=params * gbytes / (dp if zero >= 2 else 1),
-            optimizer_states=params * opt_state / (dp if zero >= 1 else 1),
-            activations=acts,
-            comm_buffers=buffers,
-            reserved=sc.hardware.device.memory_reserved_gib * GIB,
-            capacity=sc.hardware.device.hbm_gib * GIB,
-        ))
+            role=f"stage{stage}", weights=states.weights, master_weights=states.master, gradients=states.grads,
+            optimizer_states=states.optimizer, activations=acts,
+            transient=_transient(lg, p.recompute, e, (G - 1) in chunks), comm_buffers=buffers,
+            reserved=sc.hardware.device.memory_reserved_gib * GIB, capacity=sc.hardware.device.hbm_gib * GIB,
+            trainable_params=sum(lg.unit_trainable(u) for u in units)))
     return tuple(out)

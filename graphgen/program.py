@@ -140,6 +140,8 @@ class _Atoms:
 
     def template(self) -> _Template:
         self._flush()
+        if not self.items:  # a pass with nothing to do (a fully frozen stage's backward) still orders the schedule
+            self.items.append(_Item(False, "noop", 0.0, 0.0, 0.0, Phase.BACKWARD, -2, (-1, -1), ("noop",)))
         first: dict[int, int] = {}
         last: dict[int, int] = {}
         for idx, it in enumerate(self.items):
@@ -189,8 +191,9 @@ def _forward(at: _Atoms, stream: list[tuple[Op, int]], start, end, phase: Phase)
 
 
 def _backward(at: _Atoms, stream: list[tuple[Op, int]], grad_in, resid, full_recompute: bool,
-              n_layers: int) -> None:
-    """Reverse pass: each op's grad placement is derived from its forward placements."""
+              n_layers: int, has_backward) -> None:
+    """Reverse pass: each op's grad placement is derived from its forward placements. Units that
+    need no gradient (a frozen prefix) get no backward at all."""
     cur = grad_in
     by_unit: list[tuple[int, list[Op]]] = []
     for op, unit in stream:
@@ -198,6 +201,8 @@ def _backward(at: _Atoms, stream: list[tuple[Op, int]], grad_in, resid, full_rec
             by_unit.append((unit, []))
         by_unit[-1][1].append(op)
     for unit, ops in reversed(by_unit):
+        if not has_backward(unit):
+            continue
         if full_recompute and 0 <= unit < n_layers:
             # Checkpointed block: rerun its forward (TP collectives included) before its backward.
             _forward(at, [(op, unit) for op in ops], resid, resid, Phase.RECOMPUTE)
@@ -256,7 +261,7 @@ def build_program(sc: Scenario) -> Program:
         _forward(at, stream, start, end, Phase.FORWARD)
         fwd_t.append(at.template())
         at = _Atoms(costs, axis_time("tp"), p.tp, lg.layers)
-        _backward(at, stream, grad_required(end), lg.residual, p.recompute == "full", lg.layers)
+        _backward(at, stream, grad_required(end), lg.residual, p.recompute == "full", lg.layers, lg.has_backward)
         bwd_t.append(at.template())
 
     layer_costs = tuple(
@@ -267,14 +272,6 @@ def build_program(sc: Scenario) -> Program:
         _build_role(sc, mesh, lg, cm, net, axis_time, stage, chunk_layers, fwd_t, bwd_t)
         for stage in range(p.pp))
     return Program(sc, mesh, roles, lg, layer_costs, axes, tuple(chunk_layers), cm)
-
-
-def _unit_params(lg: LayerGraph, unit: int) -> float:
-    if unit == EMBED:
-        return sum(op.weight_params for op in lg.embed)
-    if unit == lg.layers:
-        return sum(op.weight_params for op in lg.head)
-    return lg.layer_params
 
 
 def _tag(kind: int, g: int, mb: int, G: int, M: int) -> int:
@@ -309,7 +306,7 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
     buckets: dict[int, list[Bucket]] = {}
     bucket_of: dict[int, Bucket] = {}
     for g in chunks:
-        units = [(u, _unit_params(lg, u)) for u in reversed(units_of(g))]
+        units = [(u, lg.unit_trainable(u), lg.unit_params(u)) for u in reversed(units_of(g))]
         buckets[g] = make_buckets(units, p.bucket_mb, grad_bytes, per_unit=zero == 3)
         bucket_of.update({u: b for b in buckets[g] for u in b.units})
 
@@ -328,7 +325,9 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
         return net.p2p_time(boundary, (stage * stride) // gpn == (other * stride) // gpn)
 
     def param_gather(g: int, b: Bucket, deps: tuple[int, ...], phase: Phase, mb: int) -> int:
-        nb = b.params * e  # the gathered (full) buffer of this unit on this TP rank
+        # The gathered (full) buffer on this TP rank: every parameter under ZeRO-3/FSDP, only the
+        # updated (trainable) ones when ZeRO-1/2 re-gathers after the optimizer step.
+        nb = (b.gather_params if zero == 3 else b.params) * e
         return add(CollectiveNode, name=f"dp_all_gather_params.c{g}.b{b.index}", kind=Collective.ALL_GATHER,
                    bytes=nb, axis="dp", group_size=dp_n, duration=dp_time(Collective.ALL_GATHER, nb),
                    deps=deps, phase=phase, microbatch=mb, chunk=g, layers=_layer_span(b.units, L),
@@ -337,6 +336,8 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
     grad_syncs: list[int] = []
 
     def grad_sync(g: int, b: Bucket, dep: int, mb: int) -> None:
+        if b.params <= 0:
+            return
         kind = grad_collective(zero)
         nb = b.params * grad_bytes  # the full gradient buffer, all-reduced or reduce-scattered
         grad_syncs.append(add(
@@ -370,8 +371,9 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
         after: dict[int, list[Bucket]] = {}
         if not fwd and sync and (grads_every_microbatch(zero) or (i == last_b[g] and p.overlap_grad_reduce)):
             for b in buckets[g]:
-                ready = max(tpl.last_use[u] for u in b.units if u in tpl.last_use)
-                after.setdefault(ready, []).append(b)
+                done = [tpl.last_use[u] for u in b.units if u in tpl.last_use]
+                if done:
+                    after.setdefault(max(done), []).append(b)
         fsdp = zero == 3 and sync
         ids = _emit(add, tpl, first_deps, before, after, mb, g, grad_sync,
                     (param_gather, bucket_of) if fsdp else None)
@@ -392,7 +394,7 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
 
     # Optimizer (memory-bound): AdamW reads grad, fp32 master, m, v, writes master, m, v and the
     # bf16 copy (4 x 4 + 3 x 4 + 2 = 30 bytes) plus a grad-norm read (4): 34 bytes per parameter.
-    role_params = sum(_unit_params(lg, u) for g in chunks for u in units_of(g))
+    role_params = sum(lg.unit_trainable(u) for g in chunks for u in units_of(g))
     local = role_params / (dp_n if zero >= 1 else 1)
     per_param = 34.0 if w.optimizer == "adamw" else 22.0
     opt = add(ComputeNode, name="optimizer_step", duration=cm.time(OpKind.ELEMENTWISE, 0, local * per_param),

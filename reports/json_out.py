@@ -47,11 +47,13 @@ def result_to_dict(r: Result) -> dict[str, Any]:
         "memory": {
             "fits": r.fits,
             "roles": [{
-                "role": m.role, "weights_gib": m.weights / GIB, "gradients_gib": m.gradients / GIB,
-                "optimizer_states_gib": m.optimizer_states / GIB, "activations_gib": m.activations / GIB,
-                "comm_buffers_gib": m.comm_buffers / GIB, "reserved_gib": m.reserved / GIB,
-                "total_gib": m.total / GIB, "capacity_gib": m.capacity / GIB,
-                "headroom_gib": m.headroom / GIB, "fits": m.fits} for m in r.memory],
+                "role": m.role, "weights_gib": m.weights / GIB, "master_weights_gib": m.master_weights / GIB,
+                "gradients_gib": m.gradients / GIB, "optimizer_states_gib": m.optimizer_states / GIB,
+                "activations_gib": m.activations / GIB, "transient_gib": m.transient / GIB,
+                "comm_buffers_gib": m.comm_buffers / GIB, "allocated_gib": m.allocated / GIB,
+                "reserved_gib": m.reserved / GIB, "total_gib": m.total / GIB, "capacity_gib": m.capacity / GIB,
+                "headroom_gib": m.headroom / GIB, "fits": m.fits,
+                "trainable_params": m.trainable_params} for m in r.memory],
         },
         "layer_table": [dict(row) for row in r.layer_table],
         "notes": list(r.notes),

@@ -10,6 +10,21 @@ def _pct(x: float, total: float) -> str:
     return f"{100 * x / total:5.1f} %" if total > 0 else "   - %"
 
 
+def memory_table(memory) -> str:
+    cols = ("weights", "master", "grads", "optim", "activ", "transnt", "buffers", "reserved", "total", "capacity")
+    lines = ["Memory per GPU (GiB):", f"  {'role':8} " + " ".join(f"{c:>8}" for c in cols) + "  verdict"]
+    for m in memory:
+        verdict = (f"fits ({m.headroom / GIB:.1f} GiB free)" if m.fits
+                   else f"DOES NOT FIT (short by {-m.headroom / GIB:.1f} GiB)")
+        vals = (m.weights, m.master_weights, m.gradients, m.optimizer_states, m.activations, m.transient,
+                m.comm_buffers, m.reserved, m.total, m.capacity)
+        lines.append(f"  {m.role:8} " + " ".join(f"{v / GIB:8.2f}" for v in vals) + f"  {verdict}")
+    peak = max(memory, key=lambda m: m.total)
+    lines.append(f"  peak {peak.total / GIB:.2f} GiB on {peak.role} of {peak.capacity / GIB:.2f} GiB; "
+                 f"trainable parameters per GPU on {peak.role}: {peak.trainable_params:,.0f}")
+    return "\n".join(lines)
+
+
 def summary(r: Result, layer_table: bool = False) -> str:
     b = r.breakdown
     p = r.plan
@@ -33,15 +48,7 @@ def summary(r: Result, layer_table: bool = False) -> str:
     for axis, t in b.exposed_comm.items():
         lines.append(f"  exposed {axis + ' comm':15} {t:10.4f} s  {_pct(t, r.step_time_s)}")
     lines.append(f"  pipeline bubble         {b.pipeline_bubble:10.4f} s  {_pct(b.pipeline_bubble, r.step_time_s)}")
-    lines += ["", "Memory per GPU (GiB):",
-              f"  {'role':8} {'weights':>8} {'grads':>8} {'optim':>8} {'activ':>8} {'buffers':>8} "
-              f"{'reserved':>8} {'total':>8} {'capacity':>8}  verdict"]
-    for m in r.memory:
-        verdict = (f"fits ({m.headroom / GIB:.1f} GiB free)" if m.fits
-                   else f"DOES NOT FIT (short by {-m.headroom / GIB:.1f} GiB)")
-        lines.append(f"  {m.role:8} {m.weights / GIB:8.2f} {m.gradients / GIB:8.2f} {m.optimizer_states / GIB:8.2f} "
-                     f"{m.activations / GIB:8.2f} {m.comm_buffers / GIB:8.2f} {m.reserved / GIB:8.2f} "
-                     f"{m.total / GIB:8.2f} {m.capacity / GIB:8.2f}  {verdict}")
+    lines += ["", memory_table(r.memory)]
     if layer_table:
         lines += ["", "One transformer layer, one microbatch, one GPU:",
                   f"  {'op':16} {'kind':12} {'fwd ms':>9} {'bwd ms':>9} {'fwd GFLOP':>10}"]

@@ -41,3 +41,6 @@ class Op:
     recompute_selective: bool = False  # recomputed under selective recompute (attention core)
     selective_freed_bytes: float = 0.0  # part of saved_bytes not kept under selective recompute
     gemm_kernels: int = 1           # kernels launched in forward (GEMMs or element-wise passes)
+    trainable: bool = True          # its weights get gradients and optimizer states
+    shape: tuple[float, float] = (0.0, 0.0)  # (in, out) features of a linear on this rank
+    weight_bytes: float | None = None  # bytes per weight when not the compute dtype (NF4 base weights)

@@ -27,10 +27,32 @@ class LayerGraph:
     residual: Placement       # placement of the residual stream between ops and across stages
     head_out: Placement       # placement the loss must reach (Replicate: every rank has the loss)
     layers: int
+    frozen_layers: int = 0    # blocks at the input side with no backward at all (freeze fine-tuning)
+    embed_trainable: bool = True
 
     @property
     def layer_params(self) -> float:
         return sum(op.weight_params for op in self.layer)
+
+    def unit_ops(self, unit: int) -> tuple[Op, ...]:
+        """Ops of a unit: the embedding (-1), a block (0..layers-1) or the LM head (layers)."""
+        if unit < 0:
+            return self.embed
+        return self.head if unit == self.layers else self.layer
+
+    def has_backward(self, unit: int) -> bool:
+        """Frozen units with nothing trainable before them need no backward pass at all."""
+        if unit < 0:
+            return self.embed_trainable
+        return unit >= self.frozen_layers or unit == self.layers
+
+    def unit_params(self, unit: int) -> float:
+        return sum(op.weight_params for op in self.unit_ops(unit))
+
+    def unit_trainable(self, unit: int) -> float:
+        if 0 <= unit < self.frozen_layers:
+            return 0.0
+        return sum(op.weight_params for op in self.unit_ops(unit) if op.trainable)
 
 
 def activation_bytes(precision: str) -> float:
@@ -82,7 +104,8 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
     ops.append(Op("qkv_proj", OpKind.MATMUL, flops=2 * T * h * qkv_out / t,
                   bytes=e * (T * h + h * qkv_out / t + T * qkv_out / t), in_layout=REPLICATE,
                   out_layout=heads, shards_input=t > 1, out_bytes=e * T * qkv_out,
-                  weight_params=h * qkv_out / t + (qkv_out / t if m.bias else 0), saved_bytes=col_in_saved))
+                  weight_params=h * qkv_out / t + (qkv_out / t if m.bias else 0), saved_bytes=col_in_saved,
+                  shape=(h, qkv_out / t)))
     if m.position_encoding == "rope":
         ops.append(Op("rope", OpKind.ELEMENTWISE, flops=3 * T * (a + kv) * d / t,
                       bytes=rope_passes * e * T * (a + kv) * d / t, in_layout=heads, out_layout=heads,
@@ -109,20 +132,20 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
                       selective_freed_bytes=e * probs if drop else 0))
     ops.append(Op("out_proj", OpKind.MATMUL, flops=2 * T * a * d * h / t,
                   bytes=e * (T * a * d / t + a * d * h / t + T * h), in_layout=heads, out_layout=row_out,
-                  out_bytes=e * T * h, weight_params=a * d * h / t + (h if m.bias else 0),
+                  out_bytes=e * T * h, weight_params=a * d * h / t + (h if m.bias else 0), shape=(a * d / t, h),
                   saved_bytes=e * T * a * d / t))
     ops.append(residual_add("attn_residual"))
     ops.append(norm("ln_mlp"))
     up = f * (2 if gated else 1)
     ops.append(Op("fc1", OpKind.MATMUL, flops=2 * T * h * up / t, bytes=e * (T * h + h * up / t + T * up / t),
                   in_layout=REPLICATE, out_layout=hid, shards_input=t > 1, out_bytes=e * T * up,
-                  weight_params=h * up / t + (up / t if m.bias else 0), saved_bytes=col_in_saved))
+                  weight_params=h * up / t + (up / t if m.bias else 0), saved_bytes=col_in_saved, shape=(h, up / t)))
     ops.append(Op("swiglu" if gated else m.activation, OpKind.ELEMENTWISE, flops=8 * T * f / t,
                   bytes=e * T * f / t * (glu_passes if gated else 2), in_layout=hid, out_layout=hid,
                   out_bytes=e * T * f, saved_bytes=e * T * up / t, gemm_kernels=glu_kernels if gated else 1))
     ops.append(Op("fc2", OpKind.MATMUL, flops=2 * T * f * h / t, bytes=e * (T * f / t + f * h / t + T * h),
                   in_layout=hid, out_layout=row_out, out_bytes=e * T * h,
-                  weight_params=f * h / t + (h if m.bias else 0), saved_bytes=e * T * f / t))
+                  weight_params=f * h / t + (h if m.bias else 0), saved_bytes=e * T * f / t, shape=(f / t, h)))
     ops.append(residual_add("mlp_residual"))
 
     embed_params = V * h / t + (m.max_position or s) * h * (m.position_encoding == "learned")
@@ -135,12 +158,74 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
         norm("ln_final"),
         Op("lm_head", OpKind.MATMUL, flops=2 * T * h * V / t, bytes=e * (T * h + V * h / t + T * V / t),
            in_layout=REPLICATE, out_layout=vocab, shards_input=t > 1, out_bytes=e * T * V,
-           weight_params=head_params, saved_bytes=col_in_saved),
+           weight_params=head_params, saved_bytes=col_in_saved, shape=(h, V / t)),
         # Vocab-parallel cross-entropy: fp32 logits; per-token max, sum-exp and target logit are
         # partial sums over the vocab shards (3 fp32 values per token to all-reduce).
-        Op("cross_entropy", OpKind.LOSS, flops=6 * T * V / t, bytes=(e + 8) * T * V / t, in_layout=vocab,
-           out_layout=row_out, out_bytes=12 * T, saved_bytes=4 * T * V / t, bwd_flops_factor=0.5,
-           bwd_bytes_factor=1.0),
+        # Fused: the kernel keeps only the logits' gradient in bf16; unfused: an fp32 softmax copy.
+        Op("cross_entropy", OpKind.LOSS, flops=6 * T * V / t,
+           bytes=(2 * e if w.fused_cross_entropy else e + 8) * T * V / t, in_layout=vocab,
+           out_layout=row_out, out_bytes=12 * T, saved_bytes=(e if w.fused_cross_entropy else 4) * T * V / t,
+           bwd_flops_factor=0.5, bwd_bytes_factor=1.0),
     )
-    return LayerGraph(embed=embed, layer=tuple(ops), head=head, residual=resid, head_out=REPLICATE,
-                      layers=m.layers)
+    ft = w.finetune
+    adapters = ft.method in ("lora", "qlora", "dora")
+    train_ends = ft.method == "full" or (adapters and ft.train_embeddings)
+    return LayerGraph(embed=apply_finetune(embed, ft, train_ends, T, e), layer=apply_finetune(tuple(ops), ft, not adapters, T, e),
+                      head=apply_finetune(head, ft, train_ends or ft.method == "freeze", T, e), residual=resid,
+                      head_out=REPLICATE, layers=m.layers,
+                      frozen_layers=ft.frozen_layers if ft.method == "freeze" else 0,
+                      embed_trainable=train_ends)
+
+
+def nf4_bytes_per_param(ft) -> float:
+    """QLoRA storage (Dettmers et al. 2023): 4-bit codes plus one absmax per block; double
+    quantisation stores those as 8-bit with one fp32 constant per 256 blocks."""
+    if ft.double_quant:
+        return 0.5 + 1.0 / ft.quant_block + 4.0 / (ft.quant_block * 256)
+    return 0.5 + 4.0 / ft.quant_block
+
+
+def apply_finetune(ops: tuple[Op, ...], ft, trainable: bool, T: float, e: float) -> tuple[Op, ...]:
+    """Mark weights frozen or trainable and insert adapters, by the fine-tuning method.
+
+    A frozen linear still needs its input-gradient GEMM (dgrad) but not its weight-gradient GEMM,
+    and keeps no input for backward unless an adapter reads it. LoRA adds x->A->B beside the base
+    weight (A replicated and B sharded for column-parallel linears, the reverse for row-parallel
+    ones, so no new collective); QLoRA stores base weights in NF4 and dequantises them before
+    each use; DoRA adds a trained magnitude per output feature and the weight-norm pass.
+    """
+    from dataclasses import replace
+
+    if ft.method in ("full", "freeze") and trainable:
+        return ops
+    out: list[Op] = []
+    r = ft.lora_rank
+    adapters = ft.method in ("lora", "qlora", "dora")
+    for op in ops:
+        is_linear = op.kind is OpKind.MATMUL and op.weight_params > 0
+        target = adapters and is_linear and op.name in ft.target_modules
+        if op.weight_params > 0 and not trainable:
+            changes = dict(trainable=False)
+            if is_linear:
+                changes.update(bwd_flops_factor=1.0, saved_bytes=op.saved_bytes if target else 0.0)
+            if is_linear and ft.method == "qlora" and op.name in ("qkv_proj", "out_proj", "fc1", "fc2"):
+                q = nf4_bytes_per_param(ft)
+                out.append(Op(f"{op.name}.dequant", OpKind.ELEMENTWISE, flops=op.weight_params,
+                              bytes=op.weight_params * (q + e), in_layout=op.in_layout, out_layout=op.in_layout,
+                              bwd_flops_factor=1.0, bwd_bytes_factor=1.0))
+                changes["weight_bytes"] = q
+            op = replace(op, **changes)
+        out.append(op)
+        if target:
+            fin, fout = op.shape
+            params = r * (fin + fout)
+            extra_bytes, extra_saved = 0.0, 0.0
+            if ft.method == "dora":
+                params += fout  # magnitude vector
+                extra_bytes = e * fin * fout  # column norms of W + BA read the weight every pass
+                extra_saved = e * T * fout    # the unscaled output, for the magnitude's gradient
+            out.append(Op(f"{op.name}.{ft.method}", OpKind.MATMUL, flops=2 * T * r * (fin + fout),
+                          bytes=e * (T * r + params) + extra_bytes, in_layout=op.out_layout,
+                          out_layout=op.out_layout, weight_params=params, saved_bytes=e * T * r + extra_saved,
+                          gemm_kernels=2, shape=(fin, fout)))
+    return tuple(out)

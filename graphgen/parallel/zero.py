@@ -23,7 +23,8 @@ from graphgen.units import MIB
 class Bucket:
     index: int
     units: tuple[int, ...]   # model units (layer index; -1 embedding; L head) in backward order
-    params: float            # parameters on this rank (after TP sharding)
+    params: float            # trainable parameters on this rank (after TP sharding): grads, updates
+    gather_params: float = 0.0  # all parameters of the units (ZeRO-3 gathers frozen ones too)
 
 
 def grad_collective(zero_stage: int) -> Collective:
@@ -35,21 +36,24 @@ def grads_every_microbatch(zero_stage: int) -> bool:
     return zero_stage >= 2
 
 
-def make_buckets(units_bwd_order: list[tuple[int, float]], bucket_mb: float, grad_bytes: float,
+def make_buckets(units_bwd_order: list[tuple[int, float, float]], bucket_mb: float, grad_bytes: float,
                  per_unit: bool = False) -> list[Bucket]:
-    """Group units, in the order their grads become ready, into buckets of about bucket_mb MiB."""
+    """Group units (unit, trainable params, all params), in the order their grads become ready,
+    into buckets of about bucket_mb MiB of gradients. Per-unit (FSDP) buckets keep frozen units,
+    whose parameters are still gathered; otherwise units without trainable parameters are left out."""
     limit = bucket_mb * MIB
     buckets: list[Bucket] = []
     cur: list[int] = []
-    params = 0.0
-    for unit, p in units_bwd_order:
-        if p <= 0:
+    params = total = 0.0
+    for unit, p, allp in units_bwd_order:
+        if p <= 0 and not (per_unit and allp > 0):
             continue
         cur.append(unit)
         params += p
+        total += allp
         if per_unit or params * grad_bytes >= limit:
-            buckets.append(Bucket(len(buckets), tuple(cur), params))
-            cur, params = [], 0.0
+            buckets.append(Bucket(len(buckets), tuple(cur), params, total))
+            cur, params, total = [], 0.0, 0.0
     if cur:
-        buckets.append(Bucket(len(buckets), tuple(cur), params))
+        buckets.append(Bucket(len(buckets), tuple(cur), params, total))
     return buckets
