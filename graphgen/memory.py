@@ -165,6 +165,17 @@ def role_memory(prog) -> tuple[MemoryBreakdown, ...]:
     return role_memory_of(prog.scenario, prog.layer_graph, prog.chunk_layers, [r.chunks for r in prog.roles])
 
 
+def scenario_memory(sc: Scenario) -> tuple[MemoryBreakdown, ...]:
+    """Memory of every role without building the DAG (what --memory-only answers)."""
+    from graphgen.model.transformer import build_layer_graph
+    from graphgen.program import split_layers
+
+    p = sc.plan
+    chunk_layers = split_layers(sc.model.layers, p.pp * p.virtual_stages)
+    role_chunks = [tuple(c * p.pp + s for c in range(p.virtual_stages)) for s in range(p.pp)]
+    return role_memory_of(sc, build_layer_graph(sc), chunk_layers, role_chunks)
+
+
 def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> tuple[MemoryBreakdown, ...]:
     p, w = sc.plan, sc.workload
     e = activation_bytes(w.precision)
@@ -204,3 +215,64 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
             reserved=sc.hardware.device.memory_reserved_gib * GIB, capacity=sc.hardware.device.hbm_gib * GIB,
             trainable_params=sum(lg.unit_trainable(u) for u in units)))
     return tuple(out)
+
+
+def memory_timeline(prog, start, finish, role: int) -> list[tuple[float, float]]:
+    """(time s, bytes allocated) over one role's simulated step, from its DAG and timeline.
+
+    Static memory (model states and buffers) is there from the start; each forward compute node
+    adds the activations its ops save (under full recompute, the block input), each recompute node
+    adds the block's activations back, and each backward node frees what its ops had saved.
+    Takes the start/finish arrays of a backend timeline, so it is pure.
+    """
+    from graphgen.ir import ComputeNode, Phase
+
+    lg = prog.layer_graph
+    p = prog.scenario.plan
+    mem = role_memory(prog)[role]
+    static = mem.weights + mem.master_weights + mem.gradients + mem.optimizer_states + mem.comm_buffers
+    ops = {op.name: op for op in (*lg.embed, *lg.layer, *lg.head)}
+    first_layer_op = lg.layer[0].name
+    e = activation_bytes(prog.scenario.workload.precision)
+    sp = p.sp and p.tp > 1
+    resid = e * prog.scenario.workload.micro_batch * prog.scenario.workload.seq_len * prog.scenario.model.hidden / (
+        p.tp if sp else 1)
+
+    def kept(name: str) -> float:
+        op = ops[name]
+        if p.recompute == "selective":
+            return op.saved_bytes - op.selective_freed_bytes
+        return op.saved_bytes
+
+    events: list[tuple[float, float]] = []
+    nodes = prog.roles[role].nodes
+    for n in nodes:
+        if type(n) is not ComputeNode or n.phase not in (Phase.FORWARD, Phase.RECOMPUTE, Phase.BACKWARD):
+            continue
+        unit = n.layers[0] if n.layers[0] >= 0 else None
+        if unit is not None and not lg.has_backward(unit):
+            continue
+        in_block = unit is not None
+        delta = 0.0
+        for name in n.ops:
+            if name not in ops:
+                continue
+            full = p.recompute == "full" and in_block
+            if n.phase is Phase.FORWARD:
+                delta += (resid if name == first_layer_op else 0.0) if full else kept(name)
+            elif n.phase is Phase.RECOMPUTE:
+                delta += ops[name].saved_bytes
+            else:
+                delta -= ops[name].saved_bytes if full else kept(name)
+                if full and name == first_layer_op:
+                    delta -= resid
+        if delta:
+            # Saved tensors exist from the end of a forward; backward frees them when it completes.
+            events.append((finish[n.id], delta))
+    events.sort(key=lambda ev: ev[0])
+    out = [(0.0, static)]
+    cur = static
+    for t, d in events:
+        cur += d
+        out.append((t, cur))
+    return out

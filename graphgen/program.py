@@ -217,7 +217,7 @@ def _backward(at: _Atoms, stream: list[tuple[Op, int]], grad_in, resid, full_rec
 # --------------------------------------------------------------------------------------- program
 
 
-def _split_layers(layers: int, chunks: int) -> list[tuple[int, ...]]:
+def split_layers(layers: int, chunks: int) -> list[tuple[int, ...]]:
     """Even split; when uneven, the extra layers go to the middle chunks, away from the
     embedding and LM head that already weigh on the first and last."""
     base, rem = divmod(layers, chunks)
@@ -250,7 +250,7 @@ def build_program(sc: Scenario) -> Program:
 
     costs = _op_costs(lg, cm, p.recompute == "selective")
     G = p.pp * p.virtual_stages
-    chunk_layers = _split_layers(sc.model.layers, G)
+    chunk_layers = split_layers(sc.model.layers, G)
     fwd_t: list[_Template] = []
     bwd_t: list[_Template] = []
     for g in range(G):

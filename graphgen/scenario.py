@@ -102,6 +102,23 @@ def make_scenario(mc: ModelConfig, hw: HardwareConfig, model_file: str = "<model
                   f"interleaved schedule needs microbatches={mbs} to be a multiple of pp={p.pp}",
                   "change workload.global_batch or parallelism.pp")
 
+    ft = w.finetune
+    if ft.method in ("lora", "qlora", "dora"):
+        if ft.lora_rank > m.hidden:
+            raise bad("workload.finetune.lora_rank", f"rank {ft.lora_rank} exceeds hidden size {m.hidden}",
+                      "choose a rank below the hidden size (typically 8-256)", model_file)
+        if not ft.target_modules:
+            raise bad("workload.finetune.target_modules", "no adapter targets: nothing would train",
+                      "list at least one of qkv_proj, out_proj, fc1, fc2", model_file)
+    if ft.method == "qlora" and p.zero_stage == 3:
+        raise bad("parallelism.zero_stage", "QLoRA's 4-bit base weights cannot be sharded by ZeRO-3 "
+                  "(bitsandbytes + DeepSpeed ZeRO-3 does not support it)", "use zero_stage 0-2 for QLoRA")
+    if ft.method == "freeze" and ft.frozen_layers >= m.layers:
+        raise bad("workload.finetune.frozen_layers", f"freezing {ft.frozen_layers} of {m.layers} layers leaves "
+                  "no block to train", "freeze fewer layers", model_file)
+    if ft.method != "freeze" and ft.frozen_layers:
+        raise bad("workload.finetune.frozen_layers", "frozen_layers applies to the freeze method only",
+                  "set workload.finetune.method=freeze or frozen_layers=0", model_file)
     kernels = hw.device.efficiency.attention_kernels
     if w.attention_kernel is not None and w.attention_kernel not in kernels:
         known = ", ".join(sorted(kernels)) or "none listed"

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="ASTRA-sim network build (default: execution_backend.astra.network, 'aware')")
     ap.add_argument("--astra-mode", choices=["full", "scalable"], default=None,
                     help="ASTRA-sim replay mode (default: execution_backend.astra.mode, 'full')")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="answer only the memory question (per-stage breakdown and verdict), without the timeline")
     ap.add_argument("--layers", action="store_true", help="also print the per-op table of one layer")
     ap.add_argument("--quiet", action="store_true", help="print nothing (use with --json)")
     return ap
@@ -80,6 +82,23 @@ def _ranks(text: str | None, prog) -> list[int]:
     return ranks
 
 
+def _memory_only(sc, args) -> int:
+    from graphgen.memory import scenario_memory
+    from reports import json_out, text
+
+    memory = scenario_memory(sc)
+    if args.json:
+        _write_atomic(args.json, json_out.memory_dumps(sc, memory))
+    if not args.quiet:
+        p = sc.plan
+        sys.stdout.write(f"Rankflow memory: {sc.model.name} on {sc.world} x {sc.hardware.device.name}, tp={p.tp} "
+                         f"pp={p.pp} dp={p.dp} zero={p.zero_stage} recompute={p.recompute} "
+                         f"finetune={sc.workload.finetune.method}\n" + text.memory_table(memory) + "\n")
+        if args.json:
+            sys.stdout.write(f"wrote {args.json}\n")
+    return 0
+
+
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from backends.base import get_backend
@@ -92,6 +111,8 @@ def run(argv: list[str]) -> int:
     mc = load_model_config(args.model_config, model_ov)
     hw = load_hardware_config(args.hardware_config, hw_ov)
     sc = make_scenario(mc, hw, args.model_config, args.hardware_config)
+    if args.memory_only:
+        return _memory_only(sc, args)
     prog = build_program(sc)
     backend = args.backend or hw.execution_backend.model
     options = {}

@@ -44,8 +44,15 @@ def result_to_dict(r: Result) -> dict[str, Any]:
         },
         "roles": [{"role": t.role, "finish_s": t.finish_s, "compute_s": t.compute_s, "nodes": t.nodes}
                   for t in r.roles],
-        "memory": {
-            "fits": r.fits,
+        "memory": memory_dict(r.memory),
+        "layer_table": [dict(row) for row in r.layer_table],
+        "notes": list(r.notes),
+    }
+
+
+def memory_dict(memory) -> dict[str, Any]:
+    return {
+            "fits": all(m.fits for m in memory),
             "roles": [{
                 "role": m.role, "weights_gib": m.weights / GIB, "master_weights_gib": m.master_weights / GIB,
                 "gradients_gib": m.gradients / GIB, "optimizer_states_gib": m.optimizer_states / GIB,
@@ -53,11 +60,21 @@ def result_to_dict(r: Result) -> dict[str, Any]:
                 "comm_buffers_gib": m.comm_buffers / GIB, "allocated_gib": m.allocated / GIB,
                 "reserved_gib": m.reserved / GIB, "total_gib": m.total / GIB, "capacity_gib": m.capacity / GIB,
                 "headroom_gib": m.headroom / GIB, "fits": m.fits,
-                "trainable_params": m.trainable_params} for m in r.memory],
-        },
-        "layer_table": [dict(row) for row in r.layer_table],
-        "notes": list(r.notes),
+                "trainable_params": m.trainable_params} for m in memory],
     }
+
+
+def memory_dumps(sc, memory) -> str:
+    """The --memory-only document: schema 'rankflow.memory', same memory block as the full result."""
+    p, w = sc.plan, sc.workload
+    doc = {"schema": "rankflow.memory", "schema_version": SCHEMA_VERSION, "model": sc.model.name,
+           "hardware": sc.hardware.name, "device": sc.hardware.device.name, "gpus": sc.world,
+           "plan": {"tp": p.tp, "sp": p.sp, "pp": p.pp, "dp": p.dp, "schedule": p.schedule,
+                    "virtual_stages": p.virtual_stages, "zero_stage": p.zero_stage, "recompute": p.recompute,
+                    "micro_batch": w.micro_batch, "seq_len": w.seq_len, "precision": w.precision,
+                    "finetune": w.finetune.method},
+           "memory": memory_dict(memory)}
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def dumps(r: Result) -> str:

@@ -9,6 +9,7 @@ import json
 
 from backends.analytical.scheduler import Timeline
 from graphgen.ir import CollectiveNode, ComputeNode, RecvNode
+from graphgen.memory import memory_timeline
 from graphgen.program import Program
 
 _THREADS = {"compute": 0, "comm_tp": 1, "comm_dp": 2, "comm_pp": 3, "recv": 4}
@@ -36,6 +37,10 @@ def chrome_trace(prog: Program, tl: Timeline, ranks: list[int]) -> dict:
             events.append({"ph": "X", "name": n.name, "cat": n.phase.value, "pid": rank,
                            "tid": _THREADS[thread], "ts": round(st[i] * 1e6, 3),
                            "dur": round((fin[i] - st[i]) * 1e6, 3), "args": args})
+        # Memory counter track: allocated bytes over the simulated step (Perfetto draws it as a graph).
+        for t, b in memory_timeline(prog, st, fin, role):
+            events.append({"ph": "C", "name": "memory allocated (GiB)", "pid": rank, "ts": round(t * 1e6, 3),
+                           "args": {"GiB": round(b / 2**30, 6)}})
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 

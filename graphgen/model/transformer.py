@@ -150,7 +150,7 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
 
     embed_params = V * h / t + (m.max_position or s) * h * (m.position_encoding == "learned")
     embed = (Op("embedding", OpKind.EMBEDDING, flops=0.0, bytes=2 * e * T * h, in_layout=REPLICATE,
-                out_layout=row_out, out_bytes=e * T * h, weight_params=embed_params, saved_bytes=mask,
+                out_layout=row_out, out_bytes=e * T * h, weight_params=embed_params, saved_bytes=mask, shape=(V / t, h),
                 bwd_flops_factor=0.0, bwd_bytes_factor=3.0),)
     # A tied LM head reuses the embedding table on the same rank only when one stage holds both.
     head_params = 0.0 if (m.tied_embeddings and p.pp == 1) else V * h / t
