@@ -71,17 +71,25 @@ class Row:
     id: str
     source: str
     metric: str
-    measured: float
-    predicted: float | None
+    measured: float | bool
+    predicted: float | bool | None
     skipped: str | None
     definition: str | None = None
     bf16_dense: bool = False
 
     @property
+    def is_verdict(self) -> bool:
+        return isinstance(self.measured, bool)
+
+    @property
     def error_pct(self) -> float | None:
-        if self.predicted is None or self.measured == 0:
+        if self.predicted is None or self.is_verdict or self.measured == 0:
             return None
         return 100.0 * (self.predicted - self.measured) / self.measured
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.predicted is None or not self.is_verdict else self.predicted == self.measured
 
 
 class Skip(Exception):
@@ -263,10 +271,14 @@ TARGET_METRICS = ("step_time_s", "tflops_per_gpu", "mfu", "tokens_per_s_per_gpu"
 
 def summarize(rows: list[Row]) -> dict:
     def mape(rs: list[Row]) -> dict:
+        verdicts = [r.correct for r in rs if r.correct is not None]
+        if verdicts and len(verdicts) == len(rs):
+            return {"rows": len(verdicts), "accuracy_pct": 100.0 * sum(verdicts) / len(verdicts)}
         errs = [abs(r.error_pct) for r in rs if r.error_pct is not None]
         return {"rows": len(errs), "mape_pct": sum(errs) / len(errs) if errs else None}
 
-    done = [r for r in rows if r.skipped is None]
+    done = [r for r in rows if r.skipped is None and not r.is_verdict]
+    verdicts = [r for r in rows if r.skipped is None and r.is_verdict]
     by_metric, by_source = defaultdict(list), defaultdict(list)
     for r in done:
         by_metric[r.metric].append(r)
@@ -280,8 +292,10 @@ def summarize(rows: list[Row]) -> dict:
         "overall": mape(done),
         "target_bf16_dense_time_metrics": mape(target),
         "by_metric": {k: mape(v) for k, v in sorted(by_metric.items())},
+        "verdicts": {m: mape([r for r in verdicts if r.metric == m]) for m in sorted({r.metric for r in verdicts})},
         "by_source": {k: mape(v) for k, v in sorted(by_source.items())},
-        "definitions_by_source": {k: DEFINITIONS[flops_definition(k)] for k in sorted(by_source)},
+        "definitions_by_source": {k: DEFINITIONS[flops_definition(k)] for k in sorted(by_source)
+                                  if any(r.metric in ("tflops_per_gpu", "mfu") for r in by_source[k])},
         "skipped": {"rows": sum(skipped.values()), "reasons": dict(sorted(skipped.items(), key=lambda kv: -kv[1]))},
     }
 
@@ -300,14 +314,30 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         sys.stderr.write(f"validate: error: {path}: file not found (fix: pass the path of a validation CSV)\n")
         return 2
-    rows = validate(path)
+    with path.open() as fh:
+        header = next(csv.reader(fh), [])
+    if "value_gib" in header:
+        from benchmarks.validate_memory import validate as validate_memory
+        rows = validate_memory(path)
+    elif "job_id" in header and "status" in header:
+        from benchmarks.validate_nanotron import validate as validate_nanotron
+        rows = validate_nanotron(path)
+    elif {"metric", "value"} <= set(header):
+        rows = validate(path)
+    else:
+        sys.stderr.write(f"validate: error: {path}: unknown CSV layout (fix: pass training.csv, memory.csv or "
+                         "rapid-llm/hf_playbook_nanotron_h100.csv from ../shared/validation)\n")
+        return 2
     summary = summarize(rows)
     out = sys.stdout
     if not args.quiet:
         out.write(f"{'id':62} {'metric':22} {'measured':>10} {'predicted':>10} {'error %':>8}\n")
         for r in rows:
             if r.skipped:
-                out.write(f"{r.id[:62]:62} {r.metric:22} {r.measured:10.4g} {'skipped':>10}  {r.skipped}\n")
+                out.write(f"{r.id[:62]:62} {r.metric:22} {r.measured!s:>10} {'skipped':>10}  {r.skipped}\n")
+            elif r.is_verdict:
+                out.write(f"{r.id[:62]:62} {r.metric:22} {r.measured!s:>10} {r.predicted!s:>10} "
+                          f"{'ok' if r.correct else 'WRONG':>8}\n")
             else:
                 out.write(f"{r.id[:62]:62} {r.metric:22} {r.measured:10.4g} {r.predicted:10.4g} "
                           f"{r.error_pct:8.1f}\n")
@@ -319,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         out.write(f"  {name.replace('_', ' ')}:\n")
         for k, v in summary[name].items():
             out.write(f"    {k:28} {_fmt(v['mape_pct']):>7} %  ({v['rows']} rows)\n")
+    for k, v in summary["verdicts"].items():
+        out.write(f"  {k} verdict right on {_fmt(v['accuracy_pct'])} % of {v['rows']} labelled rows\n")
     out.write("  FLOP conventions applied:\n")
     for k, v in summary["definitions_by_source"].items():
         out.write(f"    {k}: {v}\n")

@@ -168,6 +168,9 @@ class DeviceSpec(_Strict):
     launch_overhead_us: Annotated[float, Field(ge=0)] = Field(
         4.0, description="Fixed cost per kernel, microseconds.")
     efficiency: Efficiency
+    allocator_fragmentation: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.15, description="Caching-allocator slack as a fraction of allocated memory: memory reserved but "
+                          "not usable because it is split into pieces too small for the next request.")
     memory_reserved_gib: Annotated[float, Field(ge=0)] = Field(
         1.5, description="CUDA context, NCCL buffers and allocator slack, GiB.")
     sources: dict[str, str] = Field(default_factory=dict, description="field -> source.")

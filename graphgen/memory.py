@@ -47,6 +47,7 @@ class MemoryBreakdown:
     reserved: float
     capacity: float
     trainable_params: float = 0.0
+    fragmentation: float = 0.0  # allocator slack (a fraction of allocated, from the hardware config)
 
     @property
     def allocated(self) -> float:
@@ -56,7 +57,8 @@ class MemoryBreakdown:
 
     @property
     def total(self) -> float:
-        return self.allocated + self.reserved
+        """What the device must hold: allocated memory, allocator slack, runtime reserve."""
+        return self.allocated + self.fragmentation + self.reserved
 
     @property
     def headroom(self) -> float:
@@ -140,17 +142,30 @@ def _adafactor_elems(lg: LayerGraph, unit: int) -> float:
     return total
 
 
-def _transient(lg: LayerGraph, recompute: str, e: float, last_stage: bool) -> float:
-    """Largest extra working set during one op's backward: the gradient arriving at its output and
-    the one it produces (a tensor of each op's output size), or a recomputed block's activations."""
-    worst = max((2 * op.out_bytes for op in lg.layer if op.kind in (OpKind.MATMUL, OpKind.ELEMENTWISE)),
-                default=0.0)
-    if recompute == "full":
+def _transient(lg: LayerGraph, sc: Scenario, e: float, last_stage: bool) -> float:
+    """Largest extra working set on top of the saved activations.
+
+    In a block: one op's output gradient and input gradient alive together (twice its largest
+    per-rank output), plus the recomputed block under full recompute. At the loss (last stage):
+    the logits (bf16, this rank's vocabulary shard) while the loss kernel runs; an unfused fp32
+    cross-entropy also holds an fp32 copy next to the fp32 softmax it saves (nanotron's and
+    Megatron's vocab-parallel loss upcast the logits).
+    """
+    p, w = sc.plan, sc.workload
+    t = p.tp
+    sharded = {"qkv_proj", "rope", "flash_attention", "out_proj", "fc1", "swiglu", "gelu", "relu", "fc2"}
+    worst = 0.0
+    for op in lg.layer:
+        if op.kind in (OpKind.MATMUL, OpKind.ELEMENTWISE, OpKind.ATTENTION):
+            local = op.out_bytes / (t if (op.name in sharded or p.sp) and t > 1 else 1)
+            worst = max(worst, 2 * local)
+    if p.recompute == "full":
         worst += sum(op.saved_bytes for op in lg.layer)
     if last_stage:
-        logits = next((op for op in lg.head if op.name == "lm_head"), None)
-        if logits is not None:
-            worst = max(worst, 2 * logits.out_bytes)
+        tokens = w.micro_batch * w.seq_len
+        logits = e * tokens * sc.padded_vocab / t
+        loss = logits if w.fused_cross_entropy else logits + 4 * tokens * sc.padded_vocab / t
+        worst = max(worst, loss)
     return worst
 
 
@@ -208,12 +223,15 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
         buffers = p.bucket_mb * MIB if dp > 1 and states.grads > 0 else 0.0
         if zero == 3 and dp > 1:
             buffers += 2 * _unit_weight_bytes(lg, 0, pbytes)  # gathered unit in use + one prefetched
+        transient = _transient(lg, sc, e, (G - 1) in chunks)
+        allocated = states.total + acts + transient + buffers
+        dev = sc.hardware.device
         out.append(MemoryBreakdown(
             role=f"stage{stage}", weights=states.weights, master_weights=states.master, gradients=states.grads,
-            optimizer_states=states.optimizer, activations=acts,
-            transient=_transient(lg, p.recompute, e, (G - 1) in chunks), comm_buffers=buffers,
-            reserved=sc.hardware.device.memory_reserved_gib * GIB, capacity=sc.hardware.device.hbm_gib * GIB,
-            trainable_params=sum(lg.unit_trainable(u) for u in units)))
+            optimizer_states=states.optimizer, activations=acts, transient=transient, comm_buffers=buffers,
+            reserved=dev.memory_reserved_gib * GIB, capacity=dev.hbm_gib * GIB,
+            trainable_params=sum(lg.unit_trainable(u) for u in units),
+            fragmentation=allocated * dev.allocator_fragmentation))
     return tuple(out)
 
 

@@ -58,6 +58,7 @@ def memory_dict(memory) -> dict[str, Any]:
                 "gradients_gib": m.gradients / GIB, "optimizer_states_gib": m.optimizer_states / GIB,
                 "activations_gib": m.activations / GIB, "transient_gib": m.transient / GIB,
                 "comm_buffers_gib": m.comm_buffers / GIB, "allocated_gib": m.allocated / GIB,
+                "allocator_slack_gib": m.fragmentation / GIB,
                 "reserved_gib": m.reserved / GIB, "total_gib": m.total / GIB, "capacity_gib": m.capacity / GIB,
                 "headroom_gib": m.headroom / GIB, "fits": m.fits,
                 "trainable_params": m.trainable_params} for m in memory],

@@ -11,13 +11,14 @@ def _pct(x: float, total: float) -> str:
 
 
 def memory_table(memory) -> str:
-    cols = ("weights", "master", "grads", "optim", "activ", "transnt", "buffers", "reserved", "total", "capacity")
+    cols = ("weights", "master", "grads", "optim", "activ", "transnt", "buffers", "slack", "reserved", "total",
+            "capacity")
     lines = ["Memory per GPU (GiB):", f"  {'role':8} " + " ".join(f"{c:>8}" for c in cols) + "  verdict"]
     for m in memory:
         verdict = (f"fits ({m.headroom / GIB:.1f} GiB free)" if m.fits
                    else f"DOES NOT FIT (short by {-m.headroom / GIB:.1f} GiB)")
         vals = (m.weights, m.master_weights, m.gradients, m.optimizer_states, m.activations, m.transient,
-                m.comm_buffers, m.reserved, m.total, m.capacity)
+                m.comm_buffers, m.fragmentation, m.reserved, m.total, m.capacity)
         lines.append(f"  {m.role:8} " + " ".join(f"{v / GIB:8.2f}" for v in vals) + f"  {verdict}")
     peak = max(memory, key=lambda m: m.total)
     lines.append(f"  peak {peak.total / GIB:.2f} GiB on {peak.role} of {peak.capacity / GIB:.2f} GiB; "
