@@ -83,7 +83,8 @@ def validate(csv_path: Path, throughput: bool = True) -> list[Row]:
             verdict.predicted = not all(m.fits for m in memory)
             for row in extra:
                 if row.metric == "mem_alloc_gib":
-                    row.predicted = max(m.allocated for m in memory) / GIB
+                    # nanotron logs torch.cuda.max_memory_allocated() on rank 0: the first stage.
+                    row.predicted = memory[0].allocated / GIB
                 else:
                     key = sc.model.model_dump_json() + sc.workload.model_dump_json() + sc.hardware.model_dump_json()
                     if key not in cache:

@@ -1,0 +1,71 @@
+"""The validation harness on small CSVs shipped with the tests, and on ../shared when it exists."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.validate import Row, summarize, validate
+from tests.helpers import ROOT
+
+SAMPLE = ROOT / "tests" / "data" / "validation" / "training_sample.csv"
+SHARED = ROOT.parent / "shared" / "validation"
+needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared/validation is not beside this checkout")
+
+
+def test_rows_are_predicted_or_skipped_with_a_reason():
+    rows = {r.id: r for r in validate(SAMPLE)}
+    assert rows["T1-tps"].predicted > 0 and rows["T1-mfu"].predicted > 0
+    # MFU under llm-foundry's own convention follows the predicted throughput exactly.
+    assert rows["T1-mfu"].definition == "llmfoundry"
+    assert rows["T2-moe"].skipped.startswith("MoE model")
+    assert rows["T3-nogb"].skipped == "global_batch not stated"
+
+
+def test_summary_counts_errors_and_verdicts():
+    rows = [Row("a", "s", "step_time_s", 1.0, 1.1, None), Row("b", "s", "step_time_s", 2.0, 1.8, None),
+            Row("c", "s", "oom", True, True, None), Row("d", "s", "oom", False, True, None),
+            Row("e", "s", "step_time_s", 1.0, None, "why")]
+    s = summarize(rows)
+    assert s["overall"]["mape_pct"] == pytest.approx(10.0)
+    assert s["verdicts"]["oom"] == {"rows": 2, "accuracy_pct": 50.0}
+    assert s["skipped"] == {"rows": 1, "reasons": {"why": 1}}
+
+
+def test_cli_json_layout(tmp_path):
+    out = tmp_path / "v.json"
+    p = subprocess.run([sys.executable, "-m", "benchmarks.validate", str(SAMPLE), "--json", str(out), "--quiet"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(out.read_text())
+    assert {"id", "metric", "measured", "predicted", "error_pct", "skipped"} <= set(doc["rows"][0])
+    assert "MAPE" in p.stdout and "skipped" in p.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.validate", str(tmp_path / "none.csv")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+@needs_shared
+def test_zero_table_rows_of_the_shared_memory_csv():
+    from benchmarks.validate_memory import validate as validate_memory
+
+    rows = [r for r in validate_memory(SHARED / "memory.csv") if r.id.startswith("ZERO")]
+    assert len(rows) == 18
+    for r in rows:
+        digits = len(str(r.measured).split(".")[1]) if "." in str(r.measured) else 0
+        assert abs(r.predicted - r.measured) <= 0.5 * 10**-digits + 1e-9, r.id
+
+
+@needs_shared
+def test_shared_training_csv_parses_every_row():
+    rows = validate(SHARED / "training.csv")
+    assert len(rows) == sum(1 for _ in (SHARED / "training.csv").open()) - 1
+    assert all(r.predicted is not None or r.skipped for r in rows)
+
+
+def test_sample_files_exist():
+    assert Path(SAMPLE).exists()
