@@ -47,6 +47,8 @@ DEFINITIONS = {
 # (2019-2020) ran; torchtitan's 2024 numbers ran eager PyTorch (RMSNorm and RoPE unfused).
 PRE_FLASH_SOURCES = {"narayanan2021", "zero"}
 EAGER_SOURCES = {"torchtitan"}
+# Plain PyTorch / 2021 Megatron losses upcast the logits to fp32 (no fused cross-entropy kernel).
+UNFUSED_LOSS_SOURCES = {"llm-foundry", "torchtitan", "narayanan2021", "zero"}
 # llm-foundry's benchmark sweep ran attn_impl=triton (scripts/train/benchmarking/submit_benchmarks.py).
 ATTENTION_KERNEL = {"llm-foundry": "triton"}
 
@@ -190,7 +192,7 @@ def row_scenario(r: dict, models: dict[str, dict]):
     mc = parse_model_config({"model": arch, "workload": {
         "seq_len": seq, "global_batch": gb, "micro_batch": mb, "precision": precision,
         "flash_attention": key not in PRE_FLASH_SOURCES, "fused_kernels": key not in EAGER_SOURCES,
-        "attention_kernel": kernel}},
+        "attention_kernel": kernel, "fused_cross_entropy": key not in UNFUSED_LOSS_SOURCES}},
         f"row {r['id']}")
     return make_scenario(mc, hw, f"row {r['id']}", str(hw_path))
 
@@ -217,7 +219,7 @@ def predict(metric: str, res: Result, sc, definition: str, stated_params: float 
     if metric == "tokens_per_s_per_gpu":
         return res.tokens_per_s_per_gpu
     if metric == "mem_gib_per_gpu":
-        return max(m.total for m in res.memory) / 2**30
+        return max(m.allocated for m in res.memory) / 2**30  # sources report peak allocated
     per_token = _convention_flops_per_token(definition, sc, sc.plan.recompute, stated_params)
     tflops = per_token * res.tokens_per_s_per_gpu / 1e12
     if metric == "tflops_per_gpu":

@@ -168,6 +168,9 @@ class DeviceSpec(_Strict):
     launch_overhead_us: Annotated[float, Field(ge=0)] = Field(
         4.0, description="Fixed cost per kernel, microseconds.")
     efficiency: Efficiency
+    overlap_slowdown: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="Fractional slowdown of compute kernels while communication kernels run beside "
+                         "them (SM and memory-bandwidth contention).")
     allocator_fragmentation: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.15, description="Caching-allocator slack as a fraction of allocated memory: memory reserved but "
                           "not usable because it is split into pieces too small for the next request.")

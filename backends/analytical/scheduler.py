@@ -9,9 +9,10 @@ send not yet simulated; no progress means the schedule deadlocks, which is a bui
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
-from graphgen.ir import CollectiveNode, ComputeNode, RecvNode, SendNode
+from graphgen.ir import CollectiveNode, ComputeNode, RecvNode, SendNode, Stream
 from graphgen.program import Program
 
 
@@ -31,7 +32,36 @@ class DeadlockError(RuntimeError):
     pass
 
 
+def _covered(streams, lo: float, hi: float) -> float:
+    """Time in [lo, hi] during which at least one communication stream is busy. Each stream's
+    intervals are sorted and disjoint (streams run in order)."""
+    pieces = []
+    for starts, ends in streams:
+        i = max(bisect_right(starts, lo) - 1, 0)
+        while i < len(starts) and starts[i] < hi:
+            a, b = max(starts[i], lo), min(ends[i], hi)
+            if b > a:
+                pieces.append((a, b))
+            i += 1
+    pieces.sort()
+    total, cur_a, cur_b = 0.0, None, None
+    for a, b in pieces:
+        if cur_b is None or a > cur_b:
+            if cur_b is not None:
+                total += cur_b - cur_a
+            cur_a, cur_b = a, b
+        else:
+            cur_b = max(cur_b, b)
+    if cur_b is not None:
+        total += cur_b - cur_a
+    return total
+
+
 def simulate(prog: Program) -> Timeline:
+    """Replay every role. A compute node that runs while this rank's communication kernels run is
+    slowed by device.overlap_slowdown for the overlapped time (NCCL kernels take SMs and memory
+    bandwidth from the GEMMs); communication scheduled before it is what it sees."""
+    kappa = prog.scenario.hardware.device.overlap_slowdown
     roles = prog.roles
     n_roles = len(roles)
     unset = -1.0
@@ -39,6 +69,7 @@ def simulate(prog: Program) -> Timeline:
     finish = [[unset] * len(r.nodes) for r in roles]
     send_at = {(r.id, n.tag): n.id for r in roles for n in r.nodes if isinstance(n, SendNode)}
     free = [dict() for _ in roles]
+    busy = [{} for _ in roles]  # stream -> ([starts], [ends]) of communication nodes
     ptr = [0] * n_roles
     while True:
         progressed = False
@@ -65,7 +96,15 @@ def simulate(prog: Program) -> Timeline:
                     if ready > s:
                         s = ready
                     st[i] = s
-                    fin[i] = fr[node.stream] = s + node.duration
+                    end = s + node.duration
+                    if node.stream is Stream.COMPUTE:
+                        if kappa and node.duration:
+                            end += kappa * _covered(busy[r].values(), s, end)
+                    elif node.duration:
+                        a, b = busy[r].setdefault(node.stream, ([], []))
+                        a.append(s)
+                        b.append(end)
+                    fin[i] = fr[node.stream] = end
                 i += 1
             if i != ptr[r]:
                 progressed = True
@@ -125,7 +164,7 @@ def attribute(prog: Program, tl: Timeline, role: int) -> tuple[float, dict[str, 
         gap = st[i] - t
         if gap > 1e-15:
             charge(blocker(node), gap)
-        compute += node.duration
+        compute += fin[i] - st[i]
         t = fin[i]
     tail = step - t
     if tail > 1e-15:
