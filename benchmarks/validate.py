@@ -98,6 +98,18 @@ class Skip(Exception):
     pass
 
 
+def attempt(rows: list[Row], predict) -> None:
+    """Run predict(); if the row cannot be mapped or its plan is invalid, mark every row skipped."""
+    try:
+        predict()
+    except Skip as exc:
+        for row in rows:
+            row.skipped = str(exc)
+    except RankflowError as exc:
+        for row in rows:
+            row.skipped = f"invalid plan: {exc.one_line()}"
+
+
 def _int(text: str, field: str, default: int | None = None) -> int:
     text = (text or "").strip()
     m = re.match(r"\d+", text)
@@ -252,7 +264,8 @@ def validate(csv_path: Path) -> list[Row]:
         definition = flops_definition(key)
         measured = float(r["value"]) if r["value"] else float("nan")
         row = Row(r["id"], key, r["metric"], measured, None, None, definition)
-        try:
+
+        def run(r=r, row=row, definition=definition) -> None:
             sc = row_scenario(r, models)
             row.bf16_dense = sc.workload.precision == "bf16"
             ck = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.hardware.model_dump_json())
@@ -260,10 +273,8 @@ def validate(csv_path: Path) -> list[Row]:
                 cache[ck] = AnalyticalBackend().run(build_program(sc))[0]
             stated = float(r["params_b"]) * 1e9 if r.get("params_b") else None
             row.predicted = predict(r["metric"], cache[ck], sc, definition, stated)
-        except Skip as exc:
-            row.skipped = str(exc)
-        except RankflowError as exc:
-            row.skipped = f"invalid plan: {exc.one_line()}"
+
+        attempt([row], run)
         rows.append(row)
     return rows
 
@@ -276,8 +287,9 @@ def summarize(rows: list[Row]) -> dict:
         verdicts = [r.correct for r in rs if r.correct is not None]
         if verdicts and len(verdicts) == len(rs):
             return {"rows": len(verdicts), "accuracy_pct": 100.0 * sum(verdicts) / len(verdicts)}
-        errs = [abs(r.error_pct) for r in rs if r.error_pct is not None]
-        return {"rows": len(errs), "mape_pct": sum(errs) / len(errs) if errs else None}
+        errs = sorted(abs(r.error_pct) for r in rs if r.error_pct is not None)
+        return {"rows": len(errs), "mape_pct": sum(errs) / len(errs) if errs else None,
+                "median_ape_pct": errs[len(errs) // 2] if errs else None}
 
     done = [r for r in rows if r.skipped is None and not r.is_verdict]
     verdicts = [r for r in rows if r.skipped is None and r.is_verdict]
@@ -350,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("by_metric", "by_source"):
         out.write(f"  {name.replace('_', ' ')}:\n")
         for k, v in summary[name].items():
-            out.write(f"    {k:28} {_fmt(v['mape_pct']):>7} %  ({v['rows']} rows)\n")
+            out.write(f"    {k:28} {_fmt(v['mape_pct']):>7} %  (median {_fmt(v['median_ape_pct'])} %, {v['rows']} rows)\n")
     for k, v in summary["verdicts"].items():
         out.write(f"  {k} verdict right on {_fmt(v['accuracy_pct'])} % of {v['rows']} labelled rows\n")
     out.write("  FLOP conventions applied:\n")

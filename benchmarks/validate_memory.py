@@ -13,9 +13,8 @@ import csv
 import re
 from pathlib import Path
 
-from benchmarks.validate import HW_DIR, Row, Skip
+from benchmarks.validate import HW_DIR, Row, Skip, attempt
 from graphgen.config import load_hardware_config, parse_model_config
-from graphgen.errors import RankflowError
 from graphgen.memory import model_states, scenario_memory
 from graphgen.scenario import make_scenario
 from graphgen.units import GIB
@@ -95,13 +94,12 @@ def validate(csv_path: Path) -> list[Row]:
                 source, fn = r["source"].split()[0], None
             row = Row(r["id"], source, "mem_gib_per_gpu" if source != "zero-table1" else "model_states_gb",
                       float(r["value_gib"]), None, None)
-            try:
+
+            def run(r=r, row=row, fn=fn) -> None:
                 if fn is None:
                     raise Skip("no mapping for this source")
                 row.predicted = fn(r)
-            except Skip as exc:
-                row.skipped = str(exc)
-            except RankflowError as exc:
-                row.skipped = f"invalid plan: {exc.one_line()}"
+
+            attempt([row], run)
             rows.append(row)
     return rows

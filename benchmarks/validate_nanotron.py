@@ -15,9 +15,8 @@ import re
 from pathlib import Path
 
 from backends.analytical import AnalyticalBackend
-from benchmarks.validate import HW_DIR, Row, Skip
+from benchmarks.validate import HW_DIR, Row, Skip, attempt
 from graphgen.config import load_hardware_config, parse_model_config
-from graphgen.errors import RankflowError
 from graphgen.memory import scenario_memory
 from graphgen.program import build_program
 from graphgen.scenario import make_scenario
@@ -77,7 +76,7 @@ def validate(csv_path: Path, throughput: bool = True) -> list[Row]:
             if throughput and r["tok/s/gpu"]:
                 extra.append(Row(f"{rid}-tps", "nanotron-h100", "tokens_per_s_per_gpu", float(r["tok/s/gpu"]),
                                  None, None))
-        try:
+        def run(r=r, verdict=verdict, extra=extra) -> None:
             sc = row_scenario(r)
             memory = scenario_memory(sc)
             verdict.predicted = not all(m.fits for m in memory)
@@ -90,12 +89,8 @@ def validate(csv_path: Path, throughput: bool = True) -> list[Row]:
                     if key not in cache:
                         cache[key] = AnalyticalBackend().run(build_program(sc))[0]
                     row.predicted = cache[key].tokens_per_s_per_gpu
-        except Skip as exc:
-            for row in (verdict, *extra):
-                row.skipped = str(exc)
-        except RankflowError as exc:
-            for row in (verdict, *extra):
-                row.skipped = f"invalid plan: {exc.one_line()}"
+
+        attempt([verdict, *extra], run)
         rows.append(verdict)
         rows.extend(extra)
     return rows
