@@ -226,6 +226,12 @@ class ParallelPlan(_Strict):
     grad_reduce_dtype: Literal["fp32", "bf16"] = Field(
         "fp32", description="Dtype of gradient reduction (Megatron keeps fp32 main grads for bf16).")
     overlap_grad_reduce: bool = Field(True, description="Overlap DP gradient reduction with backward.")
+    shard_master_weights: bool = Field(
+        True, description="ZeRO-1 and above shard the fp32 master weights with the optimizer states "
+                          "(Megatron, DeepSpeed); false keeps a full master copy on every rank (nanotron).")
+    param_dtype_grads: bool = Field(
+        False, description="Gradients are also held in the parameter dtype beside the fp32 accumulation "
+                           "buffer (DDP-style bf16 gradient buckets, as nanotron's ZeRO-0 path keeps them).")
     overlap_param_gather: bool = Field(True, description="Overlap ZeRO/FSDP parameter all-gathers.")
 
     @property

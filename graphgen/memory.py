@@ -82,7 +82,8 @@ class ModelStates:
 
 
 def model_states(weight_bytes: float, trainable: float, *, precision: str, optimizer: str, grad_dtype: str,
-                 dp: int, zero: int, adafactor_elems: float = 0.0) -> ModelStates:
+                 dp: int, zero: int, adafactor_elems: float = 0.0, shard_master: bool = True,
+                 param_dtype_grads: bool = False) -> ModelStates:
     """Bytes per GPU of weights, master weights, gradients and optimizer states.
 
     weight_bytes: bytes of all weights on this rank before ZeRO sharding; trainable: trainable
@@ -94,10 +95,11 @@ def model_states(weight_bytes: float, trainable: float, *, precision: str, optim
         opt = adafactor_elems * 4.0
     else:
         opt = trainable * OPTIMIZER_BYTES[optimizer]
+    grad_bytes = dtype_bytes(grad_dtype) + (dtype_bytes("bf16") if param_dtype_grads and precision != "fp32" else 0)
     return ModelStates(
         weights=weight_bytes / (dp if zero >= 3 else 1),
-        master=trainable * master / (dp if zero >= 1 else 1),
-        grads=trainable * dtype_bytes(grad_dtype) / (dp if zero >= 2 else 1),
+        master=trainable * master / (dp if zero >= 1 and shard_master else 1),
+        grads=trainable * grad_bytes / (dp if zero >= 2 else 1),
         optimizer=opt / (dp if zero >= 1 else 1),
     )
 
@@ -207,7 +209,8 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
         states = model_states(
             sum(_unit_weight_bytes(lg, u, pbytes) for u in units), sum(lg.unit_trainable(u) for u in units),
             precision=w.precision, optimizer=w.optimizer, grad_dtype=p.grad_reduce_dtype, dp=dp, zero=zero,
-            adafactor_elems=sum(_adafactor_elems(lg, u) for u in units))
+            adafactor_elems=sum(_adafactor_elems(lg, u) for u in units), shard_master=p.shard_master_weights,
+            param_dtype_grads=p.param_dtype_grads)
 
         def saved(unit: int) -> float:
             if not lg.has_backward(unit):
