@@ -18,6 +18,7 @@ identical in every 1.34B and 3.57B run at pp=1): ZeRO-1 holds 10 + 8/dp (bf16 we
 gradients 4, a full fp32 master copy 4, Adam states 8 sharded), ZeRO-0 holds 20 (the same plus bf16
 gradient buckets 2). The rows therefore run with shard_master_weights=false and, at ZeRO-0,
 param_dtype_grads=true: facts about the framework read off its own state memory, not a fitted constant.
+Layers go to pipeline stages by nanotron's compute-balanced split (stage_split=balanced).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def row_scenario(r: dict):
     hw = load_hardware_config(HW_DIR / "H100-SXM5-80GB.yaml", [(["parallelism", k], v) for k, v in dict(
         tp=tp, pp=pp, dp=dp, sp=tp > 1, zero_stage=min(zero, 1), recompute="none", schedule="1f1b",
         grad_reduce_dtype="fp32", bucket_mb=float(r["ddp_bucket_cap_mb"] or 25),
-        shard_master_weights=False, param_dtype_grads=zero == 0).items()])
+        shard_master_weights=False, param_dtype_grads=zero == 0, stage_split="balanced").items()])
     return make_scenario(mc, hw, f"row {r['job_id']}", "H100-SXM5-80GB.yaml")
 
 

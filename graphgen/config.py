@@ -216,6 +216,9 @@ class ParallelPlan(_Strict):
     schedule: Literal["gpipe", "1f1b", "interleaved"] = Field("1f1b", description="Pipeline schedule.")
     virtual_stages: Annotated[int, Field(gt=0)] = Field(
         1, description="Model chunks per pipeline rank (interleaved schedule).")
+    stage_split: Literal["even", "balanced"] = Field(
+        "even", description="Layers per pipeline stage: even (Megatron), or balanced by compute with the LM "
+                            "head counted (nanotron), which gives the first stages more layers.")
     microbatches: Annotated[int, Field(gt=0)] | None = Field(
         None, description="Microbatches per step per replica; derived from global_batch when unset.")
     zero_stage: Literal[0, 1, 2, 3] = Field(

@@ -185,10 +185,10 @@ def role_memory(prog) -> tuple[MemoryBreakdown, ...]:
 def scenario_memory(sc: Scenario) -> tuple[MemoryBreakdown, ...]:
     """Memory of every role without building the DAG (what --memory-only answers)."""
     from graphgen.model.transformer import build_layer_graph
-    from graphgen.program import split_layers
+    from graphgen.program import stage_layers
 
     p = sc.plan
-    chunk_layers = split_layers(sc.model.layers, p.pp * p.virtual_stages)
+    chunk_layers = stage_layers(sc)
     role_chunks = [tuple(c * p.pp + s for c in range(p.virtual_stages)) for s in range(p.pp)]
     return role_memory_of(sc, build_layer_graph(sc), chunk_layers, role_chunks)
 

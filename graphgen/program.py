@@ -217,6 +217,32 @@ def _backward(at: _Atoms, stream: list[tuple[Op, int]], grad_in, resid, full_rec
 # --------------------------------------------------------------------------------------- program
 
 
+def stage_layers(sc: Scenario) -> list[tuple[int, ...]]:
+    """Layers of each model chunk under the plan's stage_split."""
+    p, m = sc.plan, sc.model
+    chunks = p.pp * p.virtual_stages
+    if p.stage_split == "balanced":
+        layer_cost = 4 * m.heads * m.d_head * m.hidden + 3 * m.ffn_hidden * m.hidden
+        return split_layers_balanced(m.layers, chunks, layer_cost, m.vocab * m.hidden)
+    return split_layers(m.layers, chunks)
+
+
+def split_layers_balanced(layers: int, chunks: int, layer_cost: float, head_cost: float) -> list[tuple[int, ...]]:
+    """nanotron's compute-balanced split (models/base.py): blocks in order (embedding at cost 0, the
+    layers, then the LM head) go to a stage until the running cost passes that stage's share of the
+    total; the block that passes it stays, and later blocks go to the next stage."""
+    total = layers * layer_cost + head_cost
+    thresholds = [total * (r + 1) / chunks for r in range(chunks)]
+    out: list[list[int]] = [[] for _ in range(chunks)]
+    stage, cumulative = 0, 0.0
+    for layer in range(layers):
+        out[stage].append(layer)
+        cumulative += layer_cost
+        if cumulative > thresholds[stage] and stage < chunks - 1:
+            stage += 1
+    return [tuple(x) for x in out]
+
+
 def split_layers(layers: int, chunks: int) -> list[tuple[int, ...]]:
     """Even split; when uneven, the extra layers go to the middle chunks, away from the
     embedding and LM head that already weigh on the first and last."""
@@ -250,7 +276,7 @@ def build_program(sc: Scenario) -> Program:
 
     costs = _op_costs(lg, cm, p.recompute == "selective")
     G = p.pp * p.virtual_stages
-    chunk_layers = split_layers(sc.model.layers, G)
+    chunk_layers = stage_layers(sc)
     fwd_t: list[_Template] = []
     bwd_t: list[_Template] = []
     for g in range(G):

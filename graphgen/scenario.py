@@ -76,6 +76,9 @@ def make_scenario(mc: ModelConfig, hw: HardwareConfig, model_file: str = "<model
     if m.layers < chunks:
         raise bad("parallelism.pp", f"{m.layers} layers cannot fill pp x virtual_stages = {chunks} chunks",
                   "lower parallelism.pp or parallelism.virtual_stages")
+    if p.stage_split == "balanced" and p.virtual_stages > 1:
+        raise bad("parallelism.stage_split", "the balanced split is defined for one chunk per stage",
+                  "use stage_split=even with the interleaved schedule")
     if p.schedule == "interleaved" and m.layers % chunks:
         raise bad("parallelism.virtual_stages",
                   f"interleaved schedule needs layers={m.layers} divisible by pp x virtual_stages={chunks}",

@@ -193,3 +193,16 @@ def test_activation_memory_reproduces_korthikanti(variant, plan):
     resid = 2 * s * b * h / (t if plan.get("sp") else 1)
     got = layer_activation_bytes(lg, sc.plan.recompute, resid)
     assert got == pytest.approx(korthikanti(s, b, h, a, t, variant))
+
+
+def test_balanced_split_matches_nanotrons_partition():
+    """nanotron's cost split for Llama-3-8B-like blocks on 8 stages. In block units the head costs
+    2.2 blocks and the stage thresholds are 4.28, 8.55, 12.83, 17.10, 21.38, 25.66, 29.93: a stage
+    keeps the block that crosses its threshold, which gives 5, 4, 4, 5, 4, 4, 4 and 2 (+ head)."""
+    from graphgen.program import split_layers_balanced
+
+    h, f, V = 4096, 14336, 131072
+    layer = 4 * h * h + 3 * f * h
+    split = split_layers_balanced(32, 8, layer, V * h)
+    assert [len(s) for s in split] == [5, 4, 4, 5, 4, 4, 4, 2]
+    assert [x for s in split for x in s] == list(range(32))
