@@ -138,10 +138,12 @@ class _Atoms:
                                 nbytes, phase, unit, _layer_span([unit], self.n_layers), kind=kind,
                                 group_size=self.tp))
 
-    def template(self) -> _Template:
+    def template(self, phase: Phase = Phase.BACKWARD) -> _Template:
         self._flush()
-        if not self.items:  # a pass with nothing to do (a fully frozen stage's backward) still orders the schedule
-            self.items.append(_Item(False, "noop", 0.0, 0.0, 0.0, Phase.BACKWARD, -2, (-1, -1), ("noop",)))
+        if not self.items:
+            # A pass with nothing to do (a fully frozen stage's backward, a stage the balanced split
+            # left without layers) still orders the schedule and passes tensors through.
+            self.items.append(_Item(False, "noop", 0.0, 0.0, 0.0, phase, -2, (-1, -1), ("noop",)))
         first: dict[int, int] = {}
         last: dict[int, int] = {}
         for idx, it in enumerate(self.items):
@@ -178,6 +180,8 @@ def _chunk_stream(lg: LayerGraph, layers: tuple[int, ...], first: bool, last: bo
 def _forward(at: _Atoms, stream: list[tuple[Op, int]], start, end, phase: Phase) -> None:
     """Lower ops in order; wherever the producer's placement differs from the consumer's, the
     layout table names the tensor-parallel collective (this is where TP all-reduces appear)."""
+    if not stream:
+        return
     cur, cur_bytes, cur_unit = start, 0.0, stream[0][1]
     for op, unit in stream:
         kind = transition(cur, op.in_layout)
@@ -281,11 +285,11 @@ def build_program(sc: Scenario) -> Program:
     bwd_t: list[_Template] = []
     for g in range(G):
         stream = _chunk_stream(lg, chunk_layers[g], g == 0, g == G - 1)
-        start = stream[0][0].in_layout if g == 0 else lg.residual
+        start = stream[0][0].in_layout if g == 0 and stream else lg.residual
         end = lg.head_out if g == G - 1 else lg.residual
         at = _Atoms(costs, axis_time("tp"), p.tp, lg.layers)
         _forward(at, stream, start, end, Phase.FORWARD)
-        fwd_t.append(at.template())
+        fwd_t.append(at.template(Phase.FORWARD))
         at = _Atoms(costs, axis_time("tp"), p.tp, lg.layers)
         _backward(at, stream, grad_required(end), lg.residual, p.recompute == "full", lg.layers, lg.has_backward)
         bwd_t.append(at.template())
