@@ -73,7 +73,7 @@ def make_scenario(mc: ModelConfig, hw: HardwareConfig, model_file: str = "<model
         raise bad("parallelism.virtual_stages", "virtual stages need the interleaved schedule",
                   "set parallelism.schedule=interleaved or parallelism.virtual_stages=1")
     chunks = p.pp * p.virtual_stages
-    if m.layers < chunks:
+    if m.layers < chunks and p.stage_split != "balanced":
         raise bad("parallelism.pp", f"{m.layers} layers cannot fill pp x virtual_stages = {chunks} chunks",
                   "lower parallelism.pp or parallelism.virtual_stages")
     if p.stage_split == "balanced" and p.virtual_stages > 1:
