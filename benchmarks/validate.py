@@ -49,6 +49,9 @@ PRE_FLASH_SOURCES = {"narayanan2021", "zero"}
 EAGER_SOURCES = {"torchtitan"}
 # Plain PyTorch / 2021 Megatron losses upcast the logits to fp32 (no fused cross-entropy kernel).
 UNFUSED_LOSS_SOURCES = {"llm-foundry", "torchtitan", "narayanan2021", "zero"}
+# Composer's FSDP mixed precision (DEFAULT and PURE) sets param_dtype bf16 and leaves reduce_dtype
+# unset, which FSDP resolves to the param dtype: gradients are reduce-scattered in bf16.
+BF16_REDUCE_SOURCES = {"llm-foundry"}
 # llm-foundry's benchmark sweep ran attn_impl=triton (scripts/train/benchmarking/submit_benchmarks.py).
 ATTENTION_KERNEL = {"llm-foundry": "triton"}
 
@@ -195,7 +198,8 @@ def row_scenario(r: dict, models: dict[str, dict]):
     hw_path = _hardware_file(r["gpu"])
     overrides = [(["parallelism", k], val) for k, val in dict(
         tp=tp, pp=pp, dp=dp, sp=(r["sequence_parallel"] or "").lower().startswith("y"), zero_stage=min(zero, 3),
-        recompute=recompute, schedule=schedule, virtual_stages=v).items()]
+        recompute=recompute, schedule=schedule, virtual_stages=v,
+        grad_reduce_dtype="bf16" if source_key(r["source"]) in BF16_REDUCE_SOURCES else "fp32").items()]
     hw = load_hardware_config(hw_path, overrides)
     key = source_key(r["source"])
     kernel = ATTENTION_KERNEL.get(key)
