@@ -217,3 +217,16 @@ def test_a_stage_without_layers_passes_tensors_through():
     assert any(not prog.chunk_layers[g] for g in range(4))
     invariants(prog)
     assert Backend().run(prog)[0].step_time_s > 0
+
+
+def test_networkx_export_is_a_dag_with_stream_edges():
+    import networkx as nx
+
+    from graphgen.ir import to_networkx
+
+    prog = build_program(scenario(TINY_LLAMA, {"global_batch": 4}, tp=2, pp=2, dp=2, sp=True, zero_stage=1))
+    g = to_networkx(prog.roles[0])
+    assert nx.is_directed_acyclic_graph(g)
+    kinds = {d["kind"] for _, _, d in g.edges(data=True)}
+    assert kinds == {"data", "stream"}
+    assert g.number_of_nodes() == len(prog.roles[0].nodes)
