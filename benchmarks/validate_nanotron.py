@@ -7,18 +7,23 @@ nanotron's vocab-parallel cross-entropy in fp32 (not fused). For every Success o
 harness emits `oom` (measured = status is OOM); for Success rows also `mem_alloc_gib` and
 `tokens_per_s_per_gpu`.
 
-"Mem Alloc (GB)" is torch.cuda.max_memory_allocated() / 2**30 on rank 0, logged after the step
-(nanotron's log code), but in this file it does not depend on the micro-batch: every 1.34B run with
-ZeRO-0, tp1, pp1 shows 25.07 whether mbs is 1 or 2 and dp 8 or 256. The peak statistic was evidently
-reset before logging, so the column holds what stays allocated across steps: the model states. It is
-compared with Rankflow's model states and buffers of stage 0, not with the activation peak.
+"Mem Alloc (GB)" is torch.cuda.max_memory_allocated() / 2**30 on rank 0 at iteration 3, and
+nanotron's log_memory() resets the peak right after forward and backward (logging.py, trainer.py of
+the playbook's bench2 branch @67c5ebb). So the column holds the model states plus the largest
+temporary of the gradient sync and optimizer step, not the activation peak, and it is compared
+with exactly that.
 
-The same column shows how this nanotron build keeps its model states (bytes per parameter on a rank,
-identical in every 1.34B and 3.57B run at pp=1): ZeRO-1 holds 10 + 8/dp (bf16 weights 2, fp32
-gradients 4, a full fp32 master copy 4, Adam states 8 sharded), ZeRO-0 holds 20 (the same plus bf16
-gradient buckets 2). The rows therefore run with shard_master_weights=false and, at ZeRO-0,
-param_dtype_grads=true: facts about the framework read off its own state memory, not a fitted constant.
-Layers go to pipeline stages by nanotron's compute-balanced split (stage_split=balanced).
+nanotron facts from its code (same commit), applied to these rows:
+- ZeRO-0 with dp > 1 wraps the model in PyTorch DDP without gradient_as_bucket_view: bf16 gradient
+  buckets live beside the fp32 accumulation buffer (param_dtype_grads).
+- ZeRO-1 keeps the fp32 gradient buffer whole and shards master weights and Adam states; after the
+  step its coalesced all-gather copies the parameters into a new buffer and NCCL flattens the
+  output again (param_gather_copies = 2).
+- Tensor parallelism in REDUCE_SCATTER mode keeps two persistent gathered-activation buffers
+  ("allgather", "allgather2" MemoryBuffer singletons; tp_gather_buffers = 2).
+- Layers go to pipeline stages by nanotron's compute-balanced split (stage_split=balanced).
+- Its GLUActivation is eager act(gate) * up (fused_swiglu = false); norms (Triton) and rotary
+  (flash-attn) are fused kernels.
 """
 
 from __future__ import annotations
@@ -64,12 +69,23 @@ def row_scenario(r: dict):
     zero = _num(r["zero_stage"]) or 0
     mc = parse_model_config({"model": model, "workload": {
         "seq_len": _num(r["seq_len"]) or 4096, "micro_batch": mbs, "global_batch": dp * mbs * acc,
-        "precision": "bf16", "fused_cross_entropy": False}}, f"row {r['job_id']}")
+        "precision": "bf16", "fused_cross_entropy": False, "fused_swiglu": False}}, f"row {r['job_id']}")
     hw = load_hardware_config(HW_DIR / "H100-SXM5-80GB.yaml", [(["parallelism", k], v) for k, v in dict(
         tp=tp, pp=pp, dp=dp, sp=tp > 1, zero_stage=min(zero, 1), recompute="none", schedule="1f1b",
         grad_reduce_dtype="fp32", bucket_mb=float(r["ddp_bucket_cap_mb"] or 25),
-        shard_master_weights=False, param_dtype_grads=zero == 0, stage_split="balanced").items()])
+        param_dtype_grads=zero == 0 and dp > 1, param_gather_copies=2.0 if zero == 1 else 0.0, tp_gather_buffers=2,
+        stage_split="balanced").items()])
     return make_scenario(mc, hw, f"row {r['job_id']}", "H100-SXM5-80GB.yaml")
+
+
+def after_backward_peak(sc, m) -> float:
+    """Model states plus the largest temporary of the gradient sync and optimizer step (what the
+    column measures), on one stage."""
+    states = m.weights + m.master_weights + m.gradients + m.optimizer_states + m.comm_buffers
+    p = sc.plan
+    if p.zero_stage in (1, 2) and p.param_gather_copies and p.dp > 1:
+        states += m.weights * (p.param_gather_copies + 1 / p.dp)
+    return states
 
 
 def validate(csv_path: Path, throughput: bool = True) -> list[Row]:
@@ -97,8 +113,7 @@ def validate(csv_path: Path, throughput: bool = True) -> list[Row]:
             for row in extra:
                 if row.metric == "mem_alloc_gib":
                     m = memory[0]  # rank 0 logs: the first pipeline stage
-                    row.predicted = (m.weights + m.master_weights + m.gradients + m.optimizer_states
-                                     + m.comm_buffers) / GIB
+                    row.predicted = after_backward_peak(sc, m) / GIB
                 else:
                     key = sc.model.model_dump_json() + sc.workload.model_dump_json() + sc.hardware.model_dump_json()
                     if key not in cache:

@@ -110,6 +110,9 @@ class Workload(_Strict):
         True, description="Norms, rotary embedding and SwiGLU run as fused kernels (Megatron/TE, "
                           "torch.compile); false models eager PyTorch, which runs them as chains of "
                           "element-wise kernels with fp32 round trips.")
+    fused_swiglu: bool | None = Field(
+        None, description="SwiGLU as one fused kernel that recomputes silu in backward; false: eager "
+                          "silu(gate) * up, which also keeps silu(gate) for backward. Unset: fused_kernels.")
     optimizer: Literal["adamw", "adam8bit", "sgd", "adafactor"] = Field(
         "adamw", description="adamw: fp32 m and v; adam8bit: 8-bit m and v (bitsandbytes); sgd: fp32 "
                              "momentum; adafactor: factored second moment, no momentum.")
@@ -234,7 +237,16 @@ class ParallelPlan(_Strict):
                           "(Megatron, DeepSpeed); false keeps a full master copy on every rank (nanotron).")
     param_dtype_grads: bool = Field(
         False, description="Gradients are also held in the parameter dtype beside the fp32 accumulation "
-                           "buffer (DDP-style bf16 gradient buckets, as nanotron's ZeRO-0 path keeps them).")
+                           "buffer (PyTorch DDP buckets without gradient_as_bucket_view, as nanotron's "
+                           "ZeRO-0 path keeps them).")
+    tp_gather_buffers: Annotated[int, Field(ge=0)] = Field(
+        0, description="Persistent full-sequence activation buffers kept for sequence-parallel all-gathers "
+                       "(nanotron keeps two MemoryBuffer singletons, 'allgather' and 'allgather2'; "
+                       "Megatron allocates them per use).")
+    param_gather_copies: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="Temporary full parameter copies the post-step ZeRO-1/2 all-gather allocates: "
+                         "Megatron gathers in place (0); nanotron's coalesced all-gather copies into a new "
+                         "output buffer and NCCL flattens it again (2).")
     overlap_param_gather: bool = Field(True, description="Overlap ZeRO/FSDP parameter all-gathers.")
 
     @property

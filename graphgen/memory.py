@@ -226,7 +226,17 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
         buffers = p.bucket_mb * MIB if dp > 1 and states.grads > 0 else 0.0
         if zero == 3 and dp > 1:
             buffers += 2 * _unit_weight_bytes(lg, 0, pbytes)  # gathered unit in use + one prefetched
+        if sp and p.tp_gather_buffers:
+            buffers += p.tp_gather_buffers * resid * p.tp  # each holds a whole gathered sequence
         transient = _transient(lg, sc, e, (G - 1) in chunks)
+        # The post-step parameter all-gather runs when activations are gone: it competes with the
+        # activation peak rather than adding to it.
+        step = 0.0
+        if zero in (1, 2) and p.param_gather_copies and dp > 1:
+            weight_bytes = sum(_unit_weight_bytes(lg, u, pbytes) for u in units)
+            step = weight_bytes * (p.param_gather_copies + 1 / dp)
+        if step > acts + transient:
+            acts, transient = 0.0, step
         allocated = states.total + acts + transient + buffers
         dev = sc.hardware.device
         out.append(MemoryBreakdown(

@@ -121,3 +121,20 @@ def test_optimizers_differ_as_documented():
     assert opt("adam8bit") == pytest.approx(opt("adamw") / 4)
     assert opt("sgd") == pytest.approx(opt("adamw") / 2)
     assert opt("adafactor") < opt("sgd") / 10
+
+
+def test_framework_memory_options():
+    """nanotron-style options add exactly what they name."""
+    base = dict(tp=2, sp=True, dp=4, zero_stage=1)
+    wl = {"global_batch": 8}
+    (m0,) = scenario_memory(scenario(TINY_LLAMA, wl, **base))
+    (buf,) = scenario_memory(scenario(TINY_LLAMA, wl, tp_gather_buffers=2, **base))
+    tokens_h = 512 * TINY_LLAMA["hidden"] * 2  # one full bf16 sequence of hidden states
+    assert buf.comm_buffers - m0.comm_buffers == pytest.approx(2 * tokens_h)
+    (ddp,) = scenario_memory(scenario(TINY_LLAMA, wl, tp=2, dp=4, zero_stage=0, param_dtype_grads=True))
+    (ddp0,) = scenario_memory(scenario(TINY_LLAMA, wl, tp=2, dp=4, zero_stage=0))
+    assert ddp.gradients == pytest.approx(ddp0.gradients * 1.5)  # fp32 buffer + bf16 bucket
+    eager = build_layer_graph(scenario(TINY_LLAMA, {**wl, "fused_swiglu": False}))
+    fused = build_layer_graph(scenario(TINY_LLAMA, wl))
+    glu = {op.name: op.saved_bytes for op in eager.layer}["swiglu"] / {op.name: op.saved_bytes for op in fused.layer}["swiglu"]
+    assert glu == pytest.approx(1.5)  # gate and up, plus silu(gate)

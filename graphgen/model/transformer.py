@@ -85,11 +85,12 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
     # Eager PyTorch (fused_kernels=false) runs RMSNorm as cast, square, mean, rsqrt, scale, cast and
     # weight multiply: about 18 activation-sized passes instead of 2 (LayerNorm is one native kernel).
     # Rotary embedding in complex arithmetic reads and writes fp32 copies (about 10 passes instead
-    # of 2), SwiGLU runs silu and multiply separately (5 passes instead of 3).
+    # of 2), SwiGLU runs silu and multiply separately (5 passes instead of 3, and silu(gate) is kept).
     eager = not w.fused_kernels
     norm_passes, norm_kernels = (18, 7) if eager and m.norm == "rmsnorm" else (2, 1)
     rope_passes, rope_kernels = (10, 6) if eager else (2, 1)
-    glu_passes, glu_kernels = (5, 2) if eager else (3, 1)
+    eager_glu = not (w.fused_kernels if w.fused_swiglu is None else w.fused_swiglu)
+    glu_passes, glu_kernels = (5, 2) if eager_glu else (3, 1)
 
     def norm(name: str) -> Op:
         return Op(name, OpKind.NORM, flops=8 * Tn * h, bytes=norm_passes * e * Tn * h, in_layout=resid,
@@ -142,7 +143,9 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
                   weight_params=h * up / t + (up / t if m.bias else 0), saved_bytes=col_in_saved, shape=(h, up / t)))
     ops.append(Op("swiglu" if gated else m.activation, OpKind.ELEMENTWISE, flops=8 * T * f / t,
                   bytes=e * T * f / t * (glu_passes if gated else 2), in_layout=hid, out_layout=hid,
-                  out_bytes=e * T * f, saved_bytes=e * T * up / t, gemm_kernels=glu_kernels if gated else 1))
+                  out_bytes=e * T * f, gemm_kernels=glu_kernels if gated else 1,
+                  # Eager silu(gate) * up also keeps silu(gate) for the multiply's backward.
+                  saved_bytes=e * T * (up + (f if gated and eager_glu else 0)) / t))
     ops.append(Op("fc2", OpKind.MATMUL, flops=2 * T * f * h / t, bytes=e * (T * f / t + f * h / t + T * h),
                   in_layout=hid, out_layout=row_out, out_bytes=e * T * h,
                   weight_params=f * h / t + (h if m.bias else 0), saved_bytes=e * T * f / t, shape=(f / t, h)))
