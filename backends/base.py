@@ -124,7 +124,8 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
     p, w, m = sc.plan, sc.workload, sc.model
     tokens = sc.tokens_per_step
     model_flops = model_flops_per_token(m, w.seq_len) * tokens
-    hw_flops = model_flops + recompute_flops_per_token(m, w.seq_len, p.recompute, w.flash_attention) * tokens
+    hw_flops = model_flops + recompute_flops_per_token(m, w.seq_len, p.recompute, w.flash_attention,
+                                                                  p.recompute_every) * tokens
     peak = ComputeModel(sc.hardware.device, w.precision).matmul_peak
     table = tuple({"op": c.name, "kind": c.kind, "fwd_ms": c.fwd_s * 1e3, "bwd_ms": c.bwd_s * 1e3,
                    "fwd_gflop": c.fwd_flops / 1e9, "bwd_gflop": c.bwd_flops / 1e9}

@@ -227,6 +227,9 @@ class ParallelPlan(_Strict):
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="0 DDP; 1 distributed optimizer; 2 + sharded grads; 3 + sharded params (FSDP).")
     recompute: Literal["none", "selective", "full"] = Field("none", description="Activation recompute.")
+    recompute_every: Annotated[int, Field(gt=0)] = Field(
+        1, description="Under full recompute, checkpoint every k-th block only (torchtitan's layer-level "
+                       "selective AC with ac_freq=2 is full recompute with k=2).")
     bucket_mb: Annotated[float, Field(gt=0)] = Field(
         40.0, description="Gradient-reduction bucket size, MiB of gradients.")
     grad_reduce_dtype: Literal["fp32", "bf16"] = Field(

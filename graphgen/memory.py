@@ -201,6 +201,7 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
     sp = p.sp and p.tp > 1
     resid = e * w.micro_batch * w.seq_len * sc.model.hidden / (p.tp if sp else 1)
     per_layer = layer_activation_bytes(lg, p.recompute, resid)
+    plain_layer = layer_activation_bytes(lg, "none", resid)  # blocks full recompute skips (recompute_every)
     G = len(chunk_layers)
     out = []
     for stage, chunks in enumerate(role_chunks):
@@ -216,7 +217,7 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
             if not lg.has_backward(unit):
                 return 0.0  # a frozen prefix keeps nothing for a backward that never runs
             if 0 <= unit < lg.layers:
-                return per_layer
+                return per_layer if unit % p.recompute_every == 0 else plain_layer
             return sum(op.saved_bytes for op in lg.unit_ops(unit))
 
         weight = {g: sum(saved(u) for u in ([EMBED] if g == 0 else []) + list(chunk_layers[g])
@@ -288,7 +289,7 @@ def memory_timeline(prog, start, finish, role: int) -> list[tuple[float, float]]
         for name in n.ops:
             if name not in ops:
                 continue
-            full = p.recompute == "full" and in_block
+            full = p.recompute == "full" and in_block and n.layers[0] % p.recompute_every == 0
             if n.phase is Phase.FORWARD:
                 delta += (resid if name == first_layer_op else 0.0) if full else kept(name)
             elif n.phase is Phase.RECOMPUTE:

@@ -195,7 +195,7 @@ def _forward(at: _Atoms, stream: list[tuple[Op, int]], start, end, phase: Phase)
 
 
 def _backward(at: _Atoms, stream: list[tuple[Op, int]], grad_in, resid, full_recompute: bool,
-              n_layers: int, has_backward) -> None:
+              n_layers: int, has_backward, every: int = 1) -> None:
     """Reverse pass: each op's grad placement is derived from its forward placements. Units that
     need no gradient (a frozen prefix) get no backward at all."""
     cur = grad_in
@@ -207,7 +207,7 @@ def _backward(at: _Atoms, stream: list[tuple[Op, int]], grad_in, resid, full_rec
     for unit, ops in reversed(by_unit):
         if not has_backward(unit):
             continue
-        if full_recompute and 0 <= unit < n_layers:
+        if full_recompute and 0 <= unit < n_layers and unit % every == 0:
             # Checkpointed block: rerun its forward (TP collectives included) before its backward.
             _forward(at, [(op, unit) for op in ops], resid, resid, Phase.RECOMPUTE)
         for op in reversed(ops):
@@ -291,7 +291,8 @@ def build_program(sc: Scenario) -> Program:
         _forward(at, stream, start, end, Phase.FORWARD)
         fwd_t.append(at.template(Phase.FORWARD))
         at = _Atoms(costs, axis_time("tp"), p.tp, lg.layers)
-        _backward(at, stream, grad_required(end), lg.residual, p.recompute == "full", lg.layers, lg.has_backward)
+        _backward(at, stream, grad_required(end), lg.residual, p.recompute == "full", lg.layers, lg.has_backward,
+                  p.recompute_every)
         bwd_t.append(at.template())
 
     layer_costs = tuple(

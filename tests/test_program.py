@@ -230,3 +230,9 @@ def test_networkx_export_is_a_dag_with_stream_edges():
     kinds = {d["kind"] for _, _, d in g.edges(data=True)}
     assert kinds == {"data", "stream"}
     assert g.number_of_nodes() == len(prog.roles[0].nodes)
+
+
+def test_recompute_every_second_block_halves_the_recompute():
+    every1 = build_program(scenario(TINY_LLAMA, {"global_batch": 2}, recompute="full"))
+    every2 = build_program(scenario(TINY_LLAMA, {"global_batch": 2}, recompute="full", recompute_every=2))
+    assert total_flops(every2, (Phase.RECOMPUTE,)) == pytest.approx(total_flops(every1, (Phase.RECOMPUTE,)) / 2)

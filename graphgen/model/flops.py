@@ -38,7 +38,8 @@ def model_flops_per_token(m: ModelSpec, seq_len: int) -> float:
     return 6.0 * matmul_params(m) + 12.0 * m.layers * m.heads * m.d_head * seq_len
 
 
-def recompute_flops_per_token(m: ModelSpec, seq_len: int, recompute: str, flash_attention: bool) -> float:
+def recompute_flops_per_token(m: ModelSpec, seq_len: int, recompute: str, flash_attention: bool,
+                              every: int = 1) -> float:
     """Forward FLOPs re-executed per token by activation recompute, in the convention above.
 
     Full recompute reruns every block's forward; selective reruns the attention-score products,
@@ -46,7 +47,8 @@ def recompute_flops_per_token(m: ModelSpec, seq_len: int, recompute: str, flash_
     """
     attn_fwd = 4.0 * m.layers * m.heads * m.d_head * seq_len
     if recompute == "full":
-        return 2.0 * (matmul_params(m) - m.vocab * m.hidden) + attn_fwd
+        blocks = -(-m.layers // every) / m.layers  # fraction of blocks checkpointed (every k-th)
+        return blocks * (2.0 * (matmul_params(m) - m.vocab * m.hidden) + attn_fwd)
     if recompute == "selective" and not flash_attention:
         return attn_fwd
     return 0.0
