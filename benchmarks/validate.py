@@ -54,6 +54,19 @@ UNFUSED_LOSS_SOURCES = {"llm-foundry", "torchtitan", "narayanan2021", "zero"}
 BF16_REDUCE_SOURCES = {"llm-foundry"}
 # llm-foundry's benchmark sweep ran attn_impl=triton (scripts/train/benchmarking/submit_benchmarks.py).
 ATTENTION_KERNEL = {"llm-foundry": "triton"}
+# Except its ">= 128 GPUs" H100 table, produced by scripts/train/benchmarking/sweep.py (commit 5e85bd62d,
+# the one that added that table): 13b and 30b ran triton, 1b/3b/7b/70b ran attn_impl=flash, which with
+# that commit's default `gpu` extra (setup.py pins flash-attn==1.0.9; flash-attn 2 was opt-in) is
+# FlashAttention-1.
+LARGE_SCALE_FLASH_MODELS = ("1b", "3b", "7b", "70b")
+
+
+def attention_kernel(row: dict[str, str]) -> str | None:
+    key = source_key(row["source"])
+    if key == "llm-foundry" and "large scale" in row["source"].lower():
+        size = row["model"].lower().rsplit("-", 1)[-1]
+        return "flash1" if size in LARGE_SCALE_FLASH_MODELS else "triton"
+    return ATTENTION_KERNEL.get(key)
 
 MOE_NAMES = ("mixtral", "deepseek", "qwen3", "gpt-oss", "moe")
 
@@ -209,7 +222,7 @@ def row_scenario(r: dict, models: dict[str, dict]):
         grad_reduce_dtype="bf16" if source_key(r["source"]) in BF16_REDUCE_SOURCES else "fp32").items()]
     hw = load_hardware_config(hw_path, overrides)
     key = source_key(r["source"])
-    kernel = ATTENTION_KERNEL.get(key)
+    kernel = attention_kernel(r)
     if kernel not in hw.device.efficiency.attention_kernels:
         kernel = None
     mc = parse_model_config({"model": arch, "workload": {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.validate import Row, summarize, validate
+from benchmarks.validate import Row, attention_kernel, summarize, validate
 from tests.helpers import ROOT
 
 SAMPLE = ROOT / "tests" / "data" / "validation" / "training_sample.csv"
@@ -24,6 +24,15 @@ def test_rows_are_predicted_or_skipped_with_a_reason():
     assert rows["T1-mfu"].definition == "llmfoundry"
     assert rows["T2-moe"].skipped.startswith("MoE model")
     assert rows["T3-nogb"].skipped == "global_batch not stated"
+
+
+def test_llm_foundry_attention_kernel_follows_the_table_that_ran_it():
+    big = 'mosaicml/llm-foundry README "## H100 80GB BF16 (Large Scale, >= 128 GPUs)"'
+    small = 'mosaicml/llm-foundry README "## H100 80GB BF16"'
+    assert attention_kernel({"source": big, "model": "MPT-7b"}) == "flash1"
+    assert attention_kernel({"source": big, "model": "MPT-13b"}) == "triton"
+    assert attention_kernel({"source": small, "model": "MPT-7b"}) == "triton"
+    assert attention_kernel({"source": "NVIDIA NeMo", "model": "Llama"}) is None
 
 
 def test_summary_counts_errors_and_verdicts():
