@@ -113,9 +113,6 @@ class Role:
     layers: tuple[int, ...]            # global layer indices held
     nodes: list[Node] = field(repr=False)
 
-    def by_kind(self, cls: type) -> list:
-        return [n for n in self.nodes if isinstance(n, cls)]
-
 
 def to_networkx(role: Role):
     """The role's DAG as a networkx.DiGraph (data edges and stream-order edges marked)."""

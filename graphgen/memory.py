@@ -171,12 +171,6 @@ def _transient(lg: LayerGraph, sc: Scenario, e: float, last_stage: bool) -> floa
     return worst
 
 
-def chunk_units(prog, g: int) -> list[int]:
-    lg = prog.layer_graph
-    G = len(prog.chunk_layers)
-    return ([EMBED] if g == 0 else []) + list(prog.chunk_layers[g]) + ([lg.layers] if g == G - 1 else [])
-
-
 def role_memory(prog) -> tuple[MemoryBreakdown, ...]:
     """Memory of every role of a Program (graphgen.program.Program)."""
     return role_memory_of(prog.scenario, prog.layer_graph, prog.chunk_layers, [r.chunks for r in prog.roles])

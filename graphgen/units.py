@@ -12,7 +12,6 @@ GIB = 2**30
 MIB = 2**20
 TERA = 1e12
 US = 1e-6
-MS = 1e-3
 
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0,
@@ -25,28 +24,3 @@ DTYPE_BYTES: dict[str, float] = {
 
 def dtype_bytes(dtype: str) -> float:
     return DTYPE_BYTES[dtype]
-
-
-def gbps_to_bytes_per_s(gb_per_s: float) -> float:
-    return gb_per_s * GB
-
-
-def tflops_to_flops(tflops: float) -> float:
-    return tflops * TERA
-
-
-def us_to_s(us: float) -> float:
-    return us * US
-
-
-def gib_to_bytes(gib: float) -> float:
-    return gib * GIB
-
-
-def bytes_to_gib(n: float) -> float:
-    return n / GIB
-
-
-def matmul_flops(m: float, n: float, k: float) -> float:
-    """FLOPs of an (m x k) @ (k x n) product: one multiply-add is 2 FLOPs."""
-    return 2.0 * m * n * k

@@ -30,10 +30,6 @@ class LayerGraph:
     frozen_layers: int = 0    # blocks at the input side with no backward at all (freeze fine-tuning)
     embed_trainable: bool = True
 
-    @property
-    def layer_params(self) -> float:
-        return sum(op.weight_params for op in self.layer)
-
     def unit_ops(self, unit: int) -> tuple[Op, ...]:
         """Ops of a unit: the embedding (-1), a block (0..layers-1) or the LM head (layers)."""
         if unit < 0:
