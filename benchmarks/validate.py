@@ -18,6 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from backends.analytical import AnalyticalBackend
 from backends.base import Result
 from graphgen.config import load_hardware_config, parse_model_config
@@ -28,6 +30,7 @@ from graphgen.scenario import make_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 HW_DIR = ROOT / "hardware_configs"
+FRAMEWORKS = Path(__file__).resolve().parent / "frameworks.yaml"
 
 HARDWARE = [  # (substring of the CSV's gpu column, hardware config file)
     ("A100-40GB", "A100-SXM4-40GB.yaml"), ("A100-SXM4-40GB", "A100-SXM4-40GB.yaml"),
@@ -175,6 +178,21 @@ def _precision(r: dict) -> str:
     return "bf16"
 
 
+def load_frameworks(path: Path = FRAMEWORKS) -> dict[str, dict]:
+    return yaml.safe_load(path.read_text())
+
+
+def framework_overrides(row: dict[str, str], frameworks: dict[str, dict]) -> list[tuple[list[str], object]]:
+    """Plan fields set by the framework profiles (benchmarks/frameworks.yaml) this row ran under."""
+    out: list[tuple[list[str], object]] = []
+    key = source_key(row["source"])
+    for prof in frameworks.values():
+        match = prof["rows"]
+        if match["source"] == key and match["notes"].lower() in row["notes"].lower():
+            out.extend((path.split("."), value) for path, value in prof["set"].items())
+    return out
+
+
 def _hardware_file(gpu: str) -> Path:
     for key, fname in HARDWARE:
         if key.lower() in gpu.lower():
@@ -182,7 +200,7 @@ def _hardware_file(gpu: str) -> Path:
     raise Skip(f"no hardware config for GPU '{gpu}'")
 
 
-def row_scenario(r: dict, models: dict[str, dict]):
+def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
     arch = _architecture(r, models)
     low = r["model"].lower()
     seq = _int(r["seq_len"], "seq_len", 8192 if "llama 3" in low else (4096 if "llama 2" in low else None))
@@ -220,6 +238,7 @@ def row_scenario(r: dict, models: dict[str, dict]):
         tp=tp, pp=pp, dp=dp, sp=(r["sequence_parallel"] or "").lower().startswith("y"), zero_stage=min(zero, 3),
         recompute=recompute, recompute_every=every, schedule=schedule, virtual_stages=v,
         grad_reduce_dtype="bf16" if source_key(r["source"]) in BF16_REDUCE_SOURCES else "fp32").items()]
+    overrides += framework_overrides(r, frameworks)
     hw = load_hardware_config(hw_path, overrides)
     key = source_key(r["source"])
     kernel = attention_kernel(r)
@@ -282,6 +301,7 @@ def _load_models(csv_path: Path) -> dict[str, dict]:
 
 def validate(csv_path: Path) -> list[Row]:
     models = _load_models(csv_path)
+    frameworks = load_frameworks()
     cache: dict[tuple, tuple] = {}
     rows: list[Row] = []
     with csv_path.open() as fh:
@@ -293,7 +313,7 @@ def validate(csv_path: Path) -> list[Row]:
         row = Row(r["id"], key, r["metric"], measured, None, None, definition)
 
         def run(r=r, row=row, definition=definition) -> None:
-            sc = row_scenario(r, models)
+            sc = row_scenario(r, models, frameworks)
             row.bf16_dense = sc.workload.precision == "bf16"
             ck = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.hardware.model_dump_json())
             if ck not in cache:

@@ -251,6 +251,16 @@ class ParallelPlan(_Strict):
                          "Megatron gathers in place (0); nanotron's coalesced all-gather copies into a new "
                          "output buffer and NCCL flattens it again (2).")
     overlap_param_gather: bool = Field(True, description="Overlap ZeRO/FSDP parameter all-gathers.")
+    zero3_regather_after_recompute: bool = Field(
+        False, description="ZeRO-3 gathers a recomputed layer's parameters a second time for its backward "
+                           "(DeepSpeed frees them after every module forward, the recompute's too: three "
+                           "gathers per step); FSDP keeps them from the recompute to the backward (two).")
+    zero3_collective_gbs: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Ceiling on the bus bandwidth (GB/s per GPU) of ZeRO-3/FSDP parameter all-gathers "
+                          "and gradient reduce-scatters, for implementations that the host, not the network, "
+                          "limits (DeepSpeed 0.3: ~19 GB/s, see benchmarks/frameworks.yaml). Unset: the "
+                          "network model alone. The ASTRA-sim backend times these collectives on its own "
+                          "network model, without the ceiling.")
 
     @property
     def world(self) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from graphgen.costs.compute import ComputeModel
-from graphgen.costs.network import NetworkModel
+from graphgen.costs.network import NetworkModel, bus_coefficient
 from graphgen.ir import CollectiveNode, ComputeNode, Node, Phase, RecvNode, Role, SendNode, Stream
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.transformer import LayerGraph, activation_bytes, build_layer_graph
@@ -22,7 +22,7 @@ from graphgen.parallel.mesh import Mesh, span
 from graphgen.parallel.zero import Bucket, grad_collective, grads_every_microbatch, make_buckets
 from graphgen.scenario import Scenario
 from graphgen.schedule import Step, stage_order
-from graphgen.units import dtype_bytes
+from graphgen.units import GB, dtype_bytes
 
 EMBED = -1  # unit id of the input embedding; the LM head is unit `layers`
 
@@ -305,6 +305,13 @@ def build_program(sc: Scenario) -> Program:
     return Program(sc, mesh, roles, lg, layer_costs, axes, tuple(chunk_layers), cm)
 
 
+def _sharded_dp_time(dp_time, n: int, cap_gbs: float | None):
+    """DP collective time, no faster than a host-limited ZeRO-3 implementation moves data."""
+    if cap_gbs is None:
+        return dp_time
+    return lambda kind, nbytes: max(dp_time(kind, nbytes), bus_coefficient(kind, n) * nbytes / (cap_gbs * GB))
+
+
 def _tag(kind: int, g: int, mb: int, G: int, M: int) -> int:
     """Deterministic pipeline tag from (activation|grad, destination chunk, microbatch)."""
     return (kind * G + g) * M + mb + 1
@@ -323,8 +330,8 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
     nodes: list[Node] = []
     e = activation_bytes(w.precision)
     grad_bytes = dtype_bytes(p.grad_reduce_dtype)
-    dp_time = axis_time("dp")
     dp_n, zero = p.dp, p.zero_stage
+    dp_time = _sharded_dp_time(axis_time("dp"), dp_n, p.zero3_collective_gbs if zero == 3 else None)
     sync = dp_n > 1
 
     def add(node_cls, **kw) -> int:
@@ -407,7 +414,7 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
                     after.setdefault(max(done), []).append(b)
         fsdp = zero == 3 and sync
         ids = _emit(add, tpl, first_deps, before, after, mb, g, grad_sync,
-                    (param_gather, bucket_of) if fsdp else None)
+                    (param_gather, bucket_of, p.zero3_regather_after_recompute) if fsdp else None)
         last = ids[-1]
         if fwd and g < G - 1:
             add(SendNode, name=f"send_act.c{g}.mb{mb}", bytes=boundary, peer_role=(g + 1) % pp,
@@ -440,30 +447,46 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
     return Role(stage, f"stage{stage}", stage, tuple(chunks), layers, nodes)
 
 
+def _gather_points(tpl: _Template, bucket_of: dict, regather: bool) -> list[tuple[int, int, int]]:
+    """(first item, last item, unit) of each span that needs a unit's full parameters. A unit's
+    items are one span, except that with `regather` a recomputed unit is gathered again for its
+    backward: DeepSpeed ZeRO-3 frees parameters after every module forward, the recompute's too."""
+    spans: list[tuple[int, int, int]] = []
+    for u, first in sorted(tpl.first_use.items(), key=lambda kv: kv[1]):
+        if u not in bucket_of:
+            continue
+        last = tpl.last_use[u]
+        if regather and tpl.items[first].phase is Phase.RECOMPUTE:
+            bwd = next(i for i in range(first, last + 1) if tpl.items[i].phase is not Phase.RECOMPUTE)
+            spans.append((first, bwd - 1, u))
+            first = bwd
+        spans.append((first, last, u))
+    return spans
+
+
 def _emit(add, tpl: _Template, first_deps: list[int], before: dict[int, list[int]],
           after: dict[int, list[Bucket]], mb: int, g: int, grad_sync, fsdp) -> list[int]:
     """Stamp out a pass template as a chain of nodes.
 
     `before[idx]` adds deps to item idx; `after[idx]` lists gradient buckets whose grads are final
     once item idx is done. With `fsdp`, each unit's parameters are all-gathered before its first
-    item; the gather for the k-th unit waits for the (k-2)-th unit to finish, so at most one unit
-    is prefetched ahead of compute, as FSDP's all-gather rate limiter allows.
+    item (see _gather_points); the k-th gather waits for the span of the (k-2)-th to finish, so at
+    most one unit is prefetched ahead of compute, as FSDP's all-gather rate limiter allows.
     """
     gathers: dict[int, int] = {}
     issue_after: dict[int, list[int]] = {}
-    units: list[int] = []
     if fsdp is not None:
-        param_gather, bucket_of = fsdp
-        units = [u for u, _ in sorted(tpl.first_use.items(), key=lambda kv: kv[1]) if u in bucket_of]
-        for k, u in enumerate(units[2:], start=2):
-            issue_after.setdefault(tpl.last_use[units[k - 2]], []).append(u)
+        param_gather, bucket_of, regather = fsdp
+        points = _gather_points(tpl, bucket_of, regather)
+        for k in range(2, len(points)):
+            issue_after.setdefault(points[k - 2][1], []).append(k)
 
-        def gather(u: int, deps: tuple[int, ...]) -> None:
-            phase = tpl.items[tpl.first_use[u]].phase
-            gathers[tpl.first_use[u]] = param_gather(g, bucket_of[u], deps, phase, mb)
+        def gather(k: int, deps: tuple[int, ...]) -> None:
+            idx, _, u = points[k]
+            gathers[idx] = param_gather(g, bucket_of[u], deps, tpl.items[idx].phase, mb)
 
-        for u in units[:2]:
-            gather(u, tuple(first_deps))
+        for k in range(min(2, len(points))):
+            gather(k, tuple(first_deps))
     ids: list[int] = []
     prev = None
     for idx, it in enumerate(tpl.items):
@@ -479,8 +502,8 @@ def _emit(add, tpl: _Template, first_deps: list[int], before: dict[int, list[int
             prev = add(ComputeNode, name=it.name, duration=it.duration, flops=it.flops, bytes=it.bytes,
                        deps=tuple(deps), phase=it.phase, microbatch=mb, chunk=g, layers=it.layers, ops=it.ops)
         ids.append(prev)
-        for u in issue_after.get(idx, ()):
-            gather(u, (prev,))
+        for k in issue_after.get(idx, ()):
+            gather(k, (prev,))
         for b in after.get(idx, ()):
             grad_sync(g, b, prev, mb)
     return ids

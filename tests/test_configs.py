@@ -50,3 +50,16 @@ def test_hugging_face_unknown_type_is_refused(tmp_path):
     bad.write_text('{"model_type": "t5", "d_model": 512}')
     with pytest.raises(RankflowError, match="model_type"):
         load_model_config(bad)
+
+
+def test_readme_config_reference_lists_every_field():
+    from pydantic import BaseModel
+
+    from graphgen import config
+
+    readme = (ROOT / "README.md").read_text()
+    reference = readme[readme.index("## Config reference"):]
+    missing = [f"{name}.{field}" for name, cls in vars(config).items()
+               if isinstance(cls, type) and issubclass(cls, BaseModel) and cls.__module__ == config.__name__
+               for field in cls.model_fields if f"`{field}`" not in reference]
+    assert missing == []

@@ -236,3 +236,40 @@ def test_recompute_every_second_block_halves_the_recompute():
     every1 = build_program(scenario(TINY_LLAMA, {"global_batch": 2}, recompute="full"))
     every2 = build_program(scenario(TINY_LLAMA, {"global_batch": 2}, recompute="full", recompute_every=2))
     assert total_flops(every2, (Phase.RECOMPUTE,)) == pytest.approx(total_flops(every1, (Phase.RECOMPUTE,)) / 2)
+
+
+def _dp_gathers(sc) -> list[CollectiveNode]:
+    role = build_program(sc).roles[0]
+    return [n for n in role.nodes if isinstance(n, CollectiveNode) and n.kind is Collective.ALL_GATHER]
+
+
+def test_zero3_regathers_recomputed_layers_for_backward():
+    # 4 layers, full recompute, 2 microbatches: FSDP gathers each layer for the forward and once for
+    # recompute + backward; DeepSpeed frees after the recompute and gathers a third time.
+    plan = dict(dp=2, zero_stage=3, recompute="full")
+    keep = _dp_gathers(scenario(TINY_LLAMA, {"global_batch": 4}, **plan))
+    again = _dp_gathers(scenario(TINY_LLAMA, {"global_batch": 4}, zero3_regather_after_recompute=True, **plan))
+    layers = [n for n in keep if n.layers[0] >= 0 and n.layers == (n.layers[0], n.layers[0])]
+    extra = Counter((n.phase, n.layers) for n in again) - Counter((n.phase, n.layers) for n in keep)
+    assert len(again) - len(keep) == len(layers) // 2  # one more per layer and microbatch
+    assert set(p for p, _ in extra) == {Phase.BACKWARD}
+    # Without recompute there is nothing to gather again.
+    plain = dict(dp=2, zero_stage=3)
+    assert len(_dp_gathers(scenario(TINY_LLAMA, {"global_batch": 4}, zero3_regather_after_recompute=True,
+                                    **plain))) == len(_dp_gathers(scenario(TINY_LLAMA, {"global_batch": 4}, **plain)))
+
+
+def test_zero3_collective_ceiling_bounds_sharded_collectives_only():
+    cap = 5.0  # GB/s per GPU
+    base = dict(dp=8, recompute="none")
+    for n in _dp_gathers(scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=3, zero3_collective_gbs=cap, **base)):
+        assert n.duration >= (7 / 8) * n.bytes / (cap * 1e9) * (1 - 1e-12)
+    fast = AnalyticalBackend().run(build_program(scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=3, **base)))[0]
+    slow = AnalyticalBackend().run(build_program(scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=3,
+                                                          zero3_collective_gbs=cap, **base)))[0]
+    assert slow.step_time_s > fast.step_time_s
+    # ZeRO-1 collectives are NCCL's own buckets: the ceiling does not apply to them.
+    z1 = [scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=1, **base, **extra)
+          for extra in ({}, {"zero3_collective_gbs": cap})]
+    t = [AnalyticalBackend().run(build_program(sc))[0].step_time_s for sc in z1]
+    assert t[0] == t[1]
