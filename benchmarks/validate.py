@@ -52,9 +52,17 @@ PRE_FLASH_SOURCES = {"narayanan2021", "zero"}
 EAGER_SOURCES = {"torchtitan"}
 # Plain PyTorch / 2021 Megatron losses upcast the logits to fp32 (no fused cross-entropy kernel).
 UNFUSED_LOSS_SOURCES = {"llm-foundry", "torchtitan", "narayanan2021", "zero"}
-# Composer's FSDP mixed precision (DEFAULT and PURE) sets param_dtype bf16 and leaves reduce_dtype
-# unset, which FSDP resolves to the param dtype: gradients are reduce-scattered in bf16.
-BF16_REDUCE_SOURCES = {"llm-foundry"}
+
+
+def grad_reduce_dtype(row: dict[str, str]) -> str:
+    """Composer's FSDP mixed precision: PURE reduce-scatters gradients in bf16; DEFAULT does too up to
+    composer 0.16.3, and in fp32 from 0.16.4 (commit d745fcb1b, "patch default"). The llm-foundry
+    commits that added the DEFAULT (amp_bf16) tables pin composer >= 0.16.4 (b2a43a147) and >= 0.17.2
+    (5e85bd62d); the PURE (bf16) A100-40GB table is older (composer 0.14). Megatron keeps fp32 grads."""
+    if source_key(row["source"]) != "llm-foundry":
+        return "fp32"
+    return "fp32" if "(DEFAULT)" in row["notes"] else "bf16"
+
 # llm-foundry's benchmark sweep ran attn_impl=triton (scripts/train/benchmarking/submit_benchmarks.py).
 ATTENTION_KERNEL = {"llm-foundry": "triton"}
 # Except its ">= 128 GPUs" H100 table, produced by scripts/train/benchmarking/sweep.py (commit 5e85bd62d,
@@ -237,7 +245,7 @@ def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
     overrides = [(["parallelism", k], val) for k, val in dict(
         tp=tp, pp=pp, dp=dp, sp=(r["sequence_parallel"] or "").lower().startswith("y"), zero_stage=min(zero, 3),
         recompute=recompute, recompute_every=every, schedule=schedule, virtual_stages=v,
-        grad_reduce_dtype="bf16" if source_key(r["source"]) in BF16_REDUCE_SOURCES else "fp32").items()]
+        grad_reduce_dtype=grad_reduce_dtype(r)).items()]
     overrides += framework_overrides(r, frameworks)
     hw = load_hardware_config(hw_path, overrides)
     key = source_key(r["source"])

@@ -93,3 +93,12 @@ def test_framework_profiles_apply_to_their_rows_and_name_valid_plan_fields():
     hw = load_hardware_config(ROOT / "hardware_configs" / "A100-SXM4-80GB.yaml", [(["parallelism", "zero_stage"], 3), *sets])
     assert hw.parallelism.zero3_regather_after_recompute
     assert framework_overrides({"source": "Narayanan et al. 2021 Table 1", "notes": "PTD-P"}, profiles) == []
+
+
+def test_composer_mixed_precision_sets_the_gradient_reduce_dtype():
+    from benchmarks.validate import grad_reduce_dtype
+
+    src = "mosaicml/llm-foundry scripts/train/benchmarking/README.md"
+    assert grad_reduce_dtype({"source": src, "notes": "precision amp_bf16 (DEFAULT); grad accum 1"}) == "fp32"
+    assert grad_reduce_dtype({"source": src, "notes": "precision bf16 (PURE); grad accum 4"}) == "bf16"
+    assert grad_reduce_dtype({"source": "Narayanan et al. 2021", "notes": ""}) == "fp32"
