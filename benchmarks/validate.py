@@ -51,7 +51,9 @@ DEFINITIONS = {
 PRE_FLASH_SOURCES = {"narayanan2021", "zero"}
 EAGER_SOURCES = {"torchtitan"}
 # Plain PyTorch / 2021 Megatron losses upcast the logits to fp32 (no fused cross-entropy kernel).
-UNFUSED_LOSS_SOURCES = {"llm-foundry", "torchtitan", "narayanan2021", "zero"}
+# llm-foundry's MPT defaults to loss_fn=fused_crossentropy (flash-attn's xentropy kernel, in its
+# `gpu` extra; modeling_mpt.py at v0.3.0 and 5e85bd62d, no benchmark yaml overrides it).
+UNFUSED_LOSS_SOURCES = {"torchtitan", "narayanan2021", "zero"}
 
 
 def grad_reduce_dtype(row: dict[str, str]) -> str:
@@ -165,7 +167,7 @@ def _architecture(r: dict, models: dict[str, dict]) -> dict:
     spec = dict(name=name, **a, activation="swiglu" if llama_like and "nemotron" not in low else "gelu",
                 norm="rmsnorm" if llama_like else "layernorm", tied_embeddings=mpt or low.startswith("gpt"),
                 position_encoding="rope" if llama_like else "learned",
-                bias=low.startswith("gpt") and not mpt)
+                bias=low.startswith("gpt") or mpt)
     if spec["position_encoding"] == "learned":
         # llm-foundry's benchmark MPTs keep MPT's default learned position table (NumParams grows
         # with max_seq_len in the source), so the table has seq_len rows; GPT rows use 2048.

@@ -102,3 +102,15 @@ def test_composer_mixed_precision_sets_the_gradient_reduce_dtype():
     assert grad_reduce_dtype({"source": src, "notes": "precision amp_bf16 (DEFAULT); grad accum 1"}) == "fp32"
     assert grad_reduce_dtype({"source": src, "notes": "precision bf16 (PURE); grad accum 4"}) == "bf16"
     assert grad_reduce_dtype({"source": "Narayanan et al. 2021", "notes": ""}) == "fp32"
+
+
+def test_llm_foundry_mpt_mapping_reproduces_its_parameter_count():
+    # The benchmark MPTs keep MPTConfig's defaults: biases on (no_bias=False), a learned position
+    # table of max_seq_len rows, tied embeddings. README NumParams for MPT-7b at 2048 tokens: 6658859008.
+    from benchmarks.validate import _architecture
+    from graphgen.config import ModelSpec
+    from graphgen.model.flops import total_params
+
+    row = {"model": "MPT-7b", "layers": "32", "hidden": "4096", "heads": "32", "kv_heads": "32",
+           "ffn_hidden": "16384", "vocab": "50368", "seq_len": "2048"}
+    assert total_params(ModelSpec(**_architecture(row, {}))) == 6658859008
