@@ -149,6 +149,22 @@ def test_latency_bound_small_message_counts_ring_steps():
     assert m.collective_time(Collective.ALL_GATHER, tiny, 8, 1) == pytest.approx(7 * NV_LAT, rel=1e-6)
 
 
+def test_flat_ring_over_nodes_counts_nccls_steps():
+    # NCCL's tuning model (src/graph/tuning.cc): a ring over 8 GPUs x 64 nodes has 511 all-gather
+    # steps, 63 of them network hops; an all-reduce has 1022, 126 across the network.
+    m = net()
+    tiny = 1.0
+    assert m.collective_time(Collective.ALL_GATHER, tiny, 8, 64) == pytest.approx(
+        (511 - 63) * NV_LAT + 63 * IB_LAT, rel=1e-6)
+    assert m.collective_time(Collective.ALL_REDUCE, tiny, 8, 64) == pytest.approx(
+        (1022 - 126) * NV_LAT + 126 * IB_LAT, rel=1e-6)
+    # One GPU per node: every step crosses the network.
+    assert m.collective_time(Collective.ALL_GATHER, tiny, 1, 64) == pytest.approx(63 * IB_LAT, rel=1e-6)
+    # A tree on the network dimension keeps each dimension's own steps.
+    t = net(**{"scale_out.algorithm": "tree"}).collective_time(Collective.ALL_GATHER, tiny, 8, 64)
+    assert t == pytest.approx(7 * NV_LAT + 6 * IB_LAT, rel=1e-6)
+
+
 @pytest.mark.parametrize("algorithm, steps", [("ring", 7), ("tree", 3), ("direct", 1)])
 def test_algorithm_sets_latency_steps(algorithm, steps):
     m = net(**{"node.intra.algorithm": algorithm})

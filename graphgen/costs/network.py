@@ -5,8 +5,9 @@ coef(N) x S bytes through each rank's slowest dimension, where coef is 2(N-1)/N 
 all-reduce, (N-1)/N for an all-gather, reduce-scatter or all-to-all, and S the full buffer.
 A group with m members in each of k nodes drains its scale-out traffic through the m NICs of
 its members in a node, so the scale-out dimension offers m x NIC bandwidth (rail-optimised,
-one NIC per GPU). Latency: hierarchical, each dimension contributes its algorithm's steps at its own
-per-step latency (ring: 2(m-1) steps for an all-reduce over m members of that dimension).
+one NIC per GPU). Latency: a ring over both dimensions is NCCL's flat ring, whose N-1 steps
+(2(N-1) for an all-reduce) are network hops between nodes and NVLink hops within them; other
+algorithms add each dimension's own steps at that dimension's per-step latency.
 """
 
 from __future__ import annotations
@@ -68,9 +69,19 @@ class NetworkModel:
         if nodes > 1:
             dims.append((nodes, link_bandwidth(inter, nbytes) * per_node, inter))
         bw = min(d[1] for d in dims)
-        # Each dimension's algorithm sets how many latency-bound steps it contributes.
-        latency = sum(_steps(kind, size, link.algorithm) * link.latency_us * US for size, _, link in dims)
-        return bus_coefficient(kind, n) * nbytes / bw + latency
+        return bus_coefficient(kind, n) * nbytes / bw + self._latency(kind, dims)
+
+    @staticmethod
+    def _latency(kind: Collective, dims: list[tuple[int, float, LinkSpec]]) -> float:
+        """Latency-bound steps times per-step latency. Rings on every dimension are one flat ring,
+        as NCCL runs them (src/graph/tuning.cc): n-1 steps (2(n-1) for an all-reduce), of which
+        nodes-1 (2(nodes-1)) cross the network and the rest are intra-node hops. Otherwise each
+        dimension's algorithm contributes its own steps."""
+        if len(dims) == 2 and all(link.algorithm == "ring" for _, _, link in dims):
+            (m, _, intra), (k, _, inter) = dims
+            total, across = _steps(kind, m * k, "ring"), _steps(kind, k, "ring")
+            return ((total - across) * intra.latency_us + across * inter.latency_us) * US
+        return sum(_steps(kind, size, link.algorithm) * link.latency_us * US for size, _, link in dims)
 
     def p2p_time(self, nbytes: float, same_node: bool) -> float:
         link = self.hardware.node.intra if same_node else self.hardware.scale_out
