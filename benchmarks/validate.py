@@ -68,9 +68,9 @@ def grad_reduce_dtype(row: dict[str, str]) -> str:
 # llm-foundry's benchmark sweep ran attn_impl=triton (scripts/train/benchmarking/submit_benchmarks.py).
 ATTENTION_KERNEL = {"llm-foundry": "triton"}
 # Except its ">= 128 GPUs" H100 table, produced by scripts/train/benchmarking/sweep.py (commit 5e85bd62d,
-# the one that added that table): 13b and 30b ran triton, 1b/3b/7b/70b ran attn_impl=flash, which with
-# that commit's default `gpu` extra (setup.py pins flash-attn==1.0.9; flash-attn 2 was opt-in) is
-# FlashAttention-1.
+# the one that added that table): 13b and 30b ran triton, 1b/3b/7b/70b ran attn_impl=flash. That
+# commit's submit_benchmarks.run_config installs llm-foundry main with `.[gpu-flash2]`
+# (flash-attn==2.4.2), so "flash" there is FlashAttention-2: the device's default attention curve.
 LARGE_SCALE_FLASH_MODELS = ("1b", "3b", "7b", "70b")
 
 
@@ -78,7 +78,7 @@ def attention_kernel(row: dict[str, str]) -> str | None:
     key = source_key(row["source"])
     if key == "llm-foundry" and "large scale" in row["source"].lower():
         size = row["model"].lower().rsplit("-", 1)[-1]
-        return "flash1" if size in LARGE_SCALE_FLASH_MODELS else "triton"
+        return None if size in LARGE_SCALE_FLASH_MODELS else "triton"
     return ATTENTION_KERNEL.get(key)
 
 MOE_NAMES = ("mixtral", "deepseek", "qwen3", "gpt-oss", "moe")
