@@ -132,19 +132,20 @@ class ModelConfig(_Strict):
 class EfficiencyCurve(_Strict):
     """Achieved fraction of peak as a function of an op's work, interpolated in log space.
 
-    Points are [GFLOP per kernel, fraction of peak]; below the first point the first fraction
-    holds, above the last the last.
+    Points are [x, fraction of peak]: x is GFLOP per kernel for GEMMs, the sequence length (tokens)
+    for fused attention, MiB per message for a network link. Below the first point the first
+    fraction holds, above the last the last.
     """
 
     points: list[tuple[float, float]] = Field(min_length=1)
-    # EfficiencyCurve must be declared before LinkSpec uses it; x is GFLOP (compute) or MiB (network).
+    # EfficiencyCurve must be declared before LinkSpec uses it.
     source: str = Field("", description="Where the measurements come from.")
 
     @model_validator(mode="after")
     def _sorted(self) -> EfficiencyCurve:
         xs = [p[0] for p in self.points]
         if xs != sorted(xs) or any(x <= 0 for x in xs):
-            raise ValueError("points must have positive, increasing GFLOP values")
+            raise ValueError("points must have positive, increasing x values")
         if any(not 0 < p[1] <= 1 for p in self.points):
             raise ValueError("efficiencies must be in (0, 1]")
         return self
@@ -154,7 +155,7 @@ class Efficiency(_Strict):
     matmul: EfficiencyCurve = Field(description="GEMM efficiency versus GEMM size.")
     matmul_fp8: EfficiencyCurve | None = Field(
         None, description="FP8 GEMM efficiency versus size (defaults to the matmul curve).")
-    attention: EfficiencyCurve = Field(description="Fused attention efficiency versus kernel size.")
+    attention: EfficiencyCurve = Field(description="Fused attention efficiency versus sequence length (tokens).")
     attention_kernels: dict[str, EfficiencyCurve] = Field(
         default_factory=dict, description="Other fused-attention implementations by name (workload.attention_kernel).")
     memory_bound: Annotated[float, Field(gt=0, le=1)] = Field(

@@ -157,10 +157,10 @@ def _op_costs(lg: LayerGraph, cm: ComputeModel, selective: bool) -> dict[tuple[s
     out = {}
     for op in (*lg.embed, *lg.layer, *lg.head):
         kernels = op.gemm_kernels
-        out[(op.name, "fwd")] = (cm.time(op.kind, op.flops, op.bytes, kernels), op.flops, op.bytes)
+        out[(op.name, "fwd")] = (cm.time(op.kind, op.flops, op.bytes, kernels, op.seq_len), op.flops, op.bytes)
         bf, bb = op.flops * op.bwd_flops_factor, op.bytes * op.bwd_bytes_factor
         bk = 2 * kernels if op.kind is OpKind.MATMUL else kernels
-        t = cm.time(op.kind, bf, bb, bk) if (bf or bb) else 0.0
+        t = cm.time(op.kind, bf, bb, bk, op.seq_len) if (bf or bb) else 0.0
         if selective and op.recompute_selective:
             t += out[(op.name, "fwd")][0]
             bf += op.flops

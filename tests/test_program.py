@@ -273,3 +273,16 @@ def test_zero3_collective_ceiling_bounds_sharded_collectives_only():
           for extra in ({}, {"zero3_collective_gbs": cap})]
     t = [AnalyticalBackend().run(build_program(sc))[0].step_time_s for sc in z1]
     assert t[0] == t[1]
+
+
+def test_attention_rate_follows_sequence_length_not_batch():
+    # Flash attention's rate is set by the key length each query block walks: 64 sequences of
+    # 512 tokens run at the 512-token rate, not at the rate of one call with 8x the FLOPs of 8.
+    big = dict(TINY_LLAMA, hidden=4096, heads=32, kv_heads=32, ffn_hidden=11008)
+
+    def attention_s_per_flop(seq, mb):
+        sc = scenario(big, {"seq_len": seq, "micro_batch": mb, "global_batch": mb})
+        cost = next(c for c in build_program(sc).layer_costs if c.kind == "attention")
+        return cost.fwd_s / cost.fwd_flops
+    assert attention_s_per_flop(512, 64) == pytest.approx(attention_s_per_flop(512, 8), rel=0.01)
+    assert attention_s_per_flop(4096, 8) < 0.9 * attention_s_per_flop(512, 64)

@@ -1,7 +1,10 @@
 """Compute cost: roofline of the device's peak and HBM bandwidth, scaled by measured efficiency.
 
 time = max(FLOPs / (peak x eff_kind(size)), bytes / (HBM bw x eff_mem)) + launch overhead
-Efficiency curves come from the hardware config, each with its source, interpolated in log(GFLOP).
+Efficiency curves come from the hardware config, each with its source, interpolated in log space:
+GEMMs by GFLOP per kernel, fused attention by sequence length. An attention kernel's efficiency is
+set by how far each query block walks along the keys; more batch or heads only add blocks, so a
+batch of short sequences runs at the short-sequence rate however many FLOPs the call has.
 """
 
 from __future__ import annotations
@@ -61,8 +64,9 @@ class ComputeModel:
     def memory_time(self, nbytes: float) -> float:
         return nbytes / (self.hbm * self.device.efficiency.memory_bound)
 
-    def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1) -> float:
-        """Seconds for `kernels` launches that together do `flops` and move `nbytes`."""
+    def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0) -> float:
+        """Seconds for `kernels` launches that together do `flops` and move `nbytes`; `seq_len` is
+        the key/value length of a fused attention kernel."""
         eff = self.device.efficiency
         launch = kernels * self.device.launch_overhead_us * US
         if kind is OpKind.MATMUL:
@@ -70,7 +74,7 @@ class ComputeModel:
             curve = eff.matmul_fp8 if self.precision == "fp8" and eff.matmul_fp8 else eff.matmul
             t_math = flops / (self.matmul_peak * interpolate(curve, per_kernel))
         elif kind is OpKind.ATTENTION:
-            t_math = flops / (self.vector_peak * interpolate(self.attention_curve, flops / max(kernels, 1) / 1e9))
+            t_math = flops / (self.vector_peak * interpolate(self.attention_curve, seq_len))
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
         return max(t_math, self.memory_time(nbytes)) + launch

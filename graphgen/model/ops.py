@@ -44,3 +44,4 @@ class Op:
     trainable: bool = True          # its weights get gradients and optimizer states
     shape: tuple[float, float] = (0.0, 0.0)  # (in, out) features of a linear on this rank
     weight_bytes: float | None = None  # bytes per weight when not the compute dtype (NF4 base weights)
+    seq_len: float = 0.0            # key/value length a fused attention kernel walks (sets its efficiency)
