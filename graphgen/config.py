@@ -171,6 +171,9 @@ class DeviceSpec(_Strict):
     hbm_bandwidth_gbs: Annotated[float, Field(gt=0)] = Field(description="HBM bandwidth, GB/s.")
     launch_overhead_us: Annotated[float, Field(ge=0)] = Field(
         4.0, description="Fixed cost per kernel, microseconds.")
+    sm_count: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="Streaming multiprocessors (compute units): a fused attention call with fewer "
+                          "query blocks than this leaves SMs idle. Unset: no such penalty.")
     efficiency: Efficiency
     overlap_slowdown: Annotated[float, Field(ge=0, le=1)] = Field(
         0.0, description="Fractional slowdown of compute kernels while communication kernels run beside "
@@ -255,13 +258,16 @@ class ParallelPlan(_Strict):
     zero3_regather_after_recompute: bool = Field(
         False, description="ZeRO-3 gathers a recomputed layer's parameters a second time for its backward "
                            "(DeepSpeed frees them after every module forward, the recompute's too: three "
-                           "gathers per step); FSDP keeps them from the recompute to the backward (two).")
-    zero3_collective_gbs: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="Ceiling on the bus bandwidth (GB/s per GPU) of ZeRO-3/FSDP parameter all-gathers "
-                          "and gradient reduce-scatters, for implementations that the host, not the network, "
-                          "limits (DeepSpeed 0.3: ~19 GB/s, see benchmarks/frameworks.yaml). Unset: the "
-                          "network model alone. The ASTRA-sim backend times these collectives on its own "
-                          "network model, without the ceiling.")
+                           "gathers per layer and microbatch); FSDP keeps them from the recompute to the "
+                           "backward (two).")
+    zero3_grad_all_reduce: bool = Field(
+        False, description="ZeRO-3 reduces gradients with an all-reduce and keeps its own shard (DeepSpeed 0.3 "
+                           "did, DeepSpeed #1173) instead of a reduce-scatter: twice the traffic.")
+    zero3_gather_gbs: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="Ceiling on the bus bandwidth (GB/s per GPU) of ZeRO-3/FSDP parameter all-gathers, "
+                          "for implementations that the host, not the network, limits (DeepSpeed 0.3: 18.6 "
+                          "GB/s, see benchmarks/frameworks.yaml). Unset: the network model alone. The "
+                          "ASTRA-sim backend times these collectives on its own network model, without it.")
 
     @property
     def world(self) -> int:

@@ -157,10 +157,10 @@ def _op_costs(lg: LayerGraph, cm: ComputeModel, selective: bool) -> dict[tuple[s
     out = {}
     for op in (*lg.embed, *lg.layer, *lg.head):
         kernels = op.gemm_kernels
-        out[(op.name, "fwd")] = (cm.time(op.kind, op.flops, op.bytes, kernels, op.seq_len), op.flops, op.bytes)
+        out[(op.name, "fwd")] = (cm.time(op.kind, op.flops, op.bytes, kernels, op.seq_len, op.attention_blocks), op.flops, op.bytes)
         bf, bb = op.flops * op.bwd_flops_factor, op.bytes * op.bwd_bytes_factor
         bk = 2 * kernels if op.kind is OpKind.MATMUL else kernels
-        t = cm.time(op.kind, bf, bb, bk, op.seq_len) if (bf or bb) else 0.0
+        t = cm.time(op.kind, bf, bb, bk, op.seq_len, op.attention_blocks) if (bf or bb) else 0.0
         if selective and op.recompute_selective:
             t += out[(op.name, "fwd")][0]
             bf += op.flops
@@ -305,8 +305,8 @@ def build_program(sc: Scenario) -> Program:
     return Program(sc, mesh, roles, lg, layer_costs, axes, tuple(chunk_layers), cm)
 
 
-def _sharded_dp_time(dp_time, n: int, cap_gbs: float | None):
-    """DP collective time, no faster than a host-limited ZeRO-3 implementation moves data."""
+def _gather_time(dp_time, n: int, cap_gbs: float | None):
+    """ZeRO-3 parameter all-gather time, no faster than a host-limited implementation moves data."""
     if cap_gbs is None:
         return dp_time
     return lambda kind, nbytes: max(dp_time(kind, nbytes), bus_coefficient(kind, n) * nbytes / (cap_gbs * GB))
@@ -331,7 +331,8 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
     e = activation_bytes(w.precision)
     grad_bytes = dtype_bytes(p.grad_reduce_dtype)
     dp_n, zero = p.dp, p.zero_stage
-    dp_time = _sharded_dp_time(axis_time("dp"), dp_n, p.zero3_collective_gbs if zero == 3 else None)
+    dp_time = axis_time("dp")
+    gather_time = _gather_time(dp_time, dp_n, p.zero3_gather_gbs if zero == 3 else None)
     sync = dp_n > 1
 
     def add(node_cls, **kw) -> int:
@@ -367,7 +368,7 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
         # updated (trainable) ones when ZeRO-1/2 re-gathers after the optimizer step.
         nb = (b.gather_params if zero == 3 else b.params) * e
         return add(CollectiveNode, name=f"dp_all_gather_params.c{g}.b{b.index}", kind=Collective.ALL_GATHER,
-                   bytes=nb, axis="dp", group_size=dp_n, duration=dp_time(Collective.ALL_GATHER, nb),
+                   bytes=nb, axis="dp", group_size=dp_n, duration=gather_time(Collective.ALL_GATHER, nb),
                    deps=deps, phase=phase, microbatch=mb, chunk=g, layers=_layer_span(b.units, L),
                    stream=Stream.DP)
 
@@ -376,7 +377,7 @@ def _build_role(sc: Scenario, mesh: Mesh, lg: LayerGraph, cm: ComputeModel, net:
     def grad_sync(g: int, b: Bucket, dep: int, mb: int) -> None:
         if b.params <= 0:
             return
-        kind = grad_collective(zero)
+        kind = grad_collective(zero, zero == 3 and p.zero3_grad_all_reduce)
         nb = b.params * grad_bytes  # the full gradient buffer, all-reduced or reduce-scattered
         grad_syncs.append(add(
             CollectiveNode, name=f"dp_{kind.value}_grads.c{g}.b{b.index}.mb{mb}", kind=kind, bytes=nb,

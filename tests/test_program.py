@@ -259,20 +259,41 @@ def test_zero3_regathers_recomputed_layers_for_backward():
                                     **plain))) == len(_dp_gathers(scenario(TINY_LLAMA, {"global_batch": 4}, **plain)))
 
 
-def test_zero3_collective_ceiling_bounds_sharded_collectives_only():
+def test_zero3_gather_ceiling_bounds_parameter_gathers_only():
     cap = 5.0  # GB/s per GPU
     base = dict(dp=8, recompute="none")
-    for n in _dp_gathers(scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=3, zero3_collective_gbs=cap, **base)):
+    for n in _dp_gathers(scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=3, zero3_gather_gbs=cap, **base)):
         assert n.duration >= (7 / 8) * n.bytes / (cap * 1e9) * (1 - 1e-12)
     fast = AnalyticalBackend().run(build_program(scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=3, **base)))[0]
     slow = AnalyticalBackend().run(build_program(scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=3,
-                                                          zero3_collective_gbs=cap, **base)))[0]
+                                                          zero3_gather_gbs=cap, **base)))[0]
     assert slow.step_time_s > fast.step_time_s
-    # ZeRO-1 collectives are NCCL's own buckets: the ceiling does not apply to them.
+    # Gradient reductions and ZeRO-1's post-step gathers are NCCL's own buckets: no ceiling.
+    rs = [n for n in build_program(scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=3, zero3_gather_gbs=cap,
+                                            **base)).roles[0].nodes
+          if isinstance(n, CollectiveNode) and n.kind is Collective.REDUCE_SCATTER]
+    assert rs and all(n.duration < (7 / 8) * n.bytes / (cap * 1e9) for n in rs)
     z1 = [scenario(TINY_LLAMA, {"global_batch": 8}, zero_stage=1, **base, **extra)
-          for extra in ({}, {"zero3_collective_gbs": cap})]
+          for extra in ({}, {"zero3_gather_gbs": cap})]
     t = [AnalyticalBackend().run(build_program(sc))[0].step_time_s for sc in z1]
     assert t[0] == t[1]
+
+
+def test_zero3_grad_all_reduce_replaces_the_reduce_scatter():
+    def grad_kinds(**extra):
+        prog = build_program(scenario(TINY_LLAMA, {"global_batch": 8}, dp=8, zero_stage=3, **extra))
+        return Counter(n.kind for n in prog.roles[0].nodes if isinstance(n, CollectiveNode) and n.phase is Phase.GRAD_SYNC)
+    plain, deepspeed = grad_kinds(), grad_kinds(zero3_grad_all_reduce=True)
+    assert set(plain) == {Collective.REDUCE_SCATTER} and set(deepspeed) == {Collective.ALL_REDUCE}
+    assert sum(plain.values()) == sum(deepspeed.values())
+
+
+def test_regather_after_recompute_costs_time_when_gathers_are_slow():
+    plan = dict(dp=8, zero_stage=3, recompute="full", zero3_gather_gbs=2.0)
+    t = [AnalyticalBackend().run(build_program(scenario(TINY_LLAMA, {"global_batch": 8}, **plan,
+                                                        zero3_regather_after_recompute=r)))[0].step_time_s
+         for r in (False, True)]
+    assert t[1] > t[0] * 1.2
 
 
 def test_attention_rate_follows_sequence_length_not_batch():
@@ -286,3 +307,12 @@ def test_attention_rate_follows_sequence_length_not_batch():
         return cost.fwd_s / cost.fwd_flops
     assert attention_s_per_flop(512, 64) == pytest.approx(attention_s_per_flop(512, 8), rel=0.01)
     assert attention_s_per_flop(4096, 8) < 0.9 * attention_s_per_flop(512, 64)
+    # One sequence of 512 tokens over 32 heads is 128 query blocks, more than the A100's 108 SMs:
+    # no penalty. Over tp=8 (4 heads per GPU) it is 16 blocks: 16 of 108 SMs busy.
+    assert attention_s_per_flop(512, 1) == pytest.approx(attention_s_per_flop(512, 8), rel=0.01)
+
+    def tp8(mb):
+        sc = scenario(big, {"seq_len": 512, "micro_batch": mb, "global_batch": mb}, tp=8)
+        cost = next(c for c in build_program(sc).layer_costs if c.kind == "attention")
+        return cost.fwd_s / cost.fwd_flops
+    assert tp8(1) == pytest.approx(tp8(8) * 108 / 16, rel=0.02)

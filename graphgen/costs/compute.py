@@ -17,15 +17,15 @@ from graphgen.model.ops import OpKind
 from graphgen.units import GB, TERA, US
 
 
-def interpolate(curve: EfficiencyCurve, gflop: float) -> float:
+def interpolate(curve: EfficiencyCurve, x: float) -> float:
     pts = curve.points
-    if gflop <= pts[0][0]:
+    if x <= pts[0][0]:
         return pts[0][1]
-    if gflop >= pts[-1][0]:
+    if x >= pts[-1][0]:
         return pts[-1][1]
-    lx = math.log(gflop)
+    lx = math.log(x)
     for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        if gflop <= x1:
+        if x <= x1:
             f = (lx - math.log(x0)) / (math.log(x1) - math.log(x0))
             return y0 + f * (y1 - y0)
     return pts[-1][1]
@@ -64,9 +64,10 @@ class ComputeModel:
     def memory_time(self, nbytes: float) -> float:
         return nbytes / (self.hbm * self.device.efficiency.memory_bound)
 
-    def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0) -> float:
-        """Seconds for `kernels` launches that together do `flops` and move `nbytes`; `seq_len` is
-        the key/value length of a fused attention kernel."""
+    def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0,
+             blocks: float = 0.0) -> float:
+        """Seconds for `kernels` launches that together do `flops` and move `nbytes`; a fused attention
+        kernel also needs its key/value length `seq_len` and its parallel query `blocks`."""
         eff = self.device.efficiency
         launch = kernels * self.device.launch_overhead_us * US
         if kind is OpKind.MATMUL:
@@ -74,7 +75,12 @@ class ComputeModel:
             curve = eff.matmul_fp8 if self.precision == "fp8" and eff.matmul_fp8 else eff.matmul
             t_math = flops / (self.matmul_peak * interpolate(curve, per_kernel))
         elif kind is OpKind.ATTENTION:
-            t_math = flops / (self.vector_peak * interpolate(self.attention_curve, seq_len))
+            if seq_len <= 0:
+                raise ValueError("a fused attention op needs its sequence length")
+            # The curves were measured with ~2048 query blocks in flight; fewer than one per SM idle the rest.
+            sms = self.device.sm_count
+            fill = min(1.0, blocks / sms) if sms and blocks > 0 else 1.0
+            t_math = flops / (self.vector_peak * interpolate(self.attention_curve, seq_len) * fill)
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
         return max(t_math, self.memory_time(nbytes)) + launch

@@ -74,7 +74,7 @@ class NetworkModel:
     @staticmethod
     def _latency(kind: Collective, dims: list[tuple[int, float, LinkSpec]]) -> float:
         """Latency-bound steps times per-step latency. Rings on every dimension are one flat ring,
-        as NCCL runs them (src/graph/tuning.cc): n-1 steps (2(n-1) for an all-reduce), of which
+        as NCCL runs them (src/graph/tuning.cc at 5067397c, NCCL 2.2x): n-1 steps (2(n-1) for an all-reduce), of which
         nodes-1 (2(nodes-1)) cross the network and the rest are intra-node hops. Otherwise each
         dimension's algorithm contributes its own steps."""
         if len(dims) == 2 and all(link.algorithm == "ring" for _, _, link in dims):

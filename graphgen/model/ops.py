@@ -45,3 +45,4 @@ class Op:
     shape: tuple[float, float] = (0.0, 0.0)  # (in, out) features of a linear on this rank
     weight_bytes: float | None = None  # bytes per weight when not the compute dtype (NF4 base weights)
     seq_len: float = 0.0            # key/value length a fused attention kernel walks (sets its efficiency)
+    attention_blocks: float = 0.0   # 128-row query blocks a fused attention call runs in parallel

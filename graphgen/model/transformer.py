@@ -9,6 +9,7 @@ its all-reduce, reduce-scatter or all-gather when the program is built. Backward
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from graphgen.model.ops import Op, OpKind
@@ -113,7 +114,8 @@ def build_layer_graph(sc: Scenario) -> LayerGraph:
         ops.append(Op("flash_attention", OpKind.ATTENTION, flops=2 * score * 0.5,
                       bytes=e * T * (2 * a + 2 * kv) * d / t, in_layout=heads, out_layout=heads,
                       out_bytes=e * T * a * d, saved_bytes=e * T * qkv_out / t + 4 * b * a * s / t,
-                      bwd_flops_factor=2.5, bwd_bytes_factor=2.5, seq_len=s))
+                      bwd_flops_factor=2.5, bwd_bytes_factor=2.5, seq_len=s,
+                      attention_blocks=b * (a / t) * math.ceil(s / 128)))
     else:
         probs = b * a * s * s / t
         ops.append(Op("attn_scores", OpKind.MATMUL, flops=score, bytes=e * (T * (a + kv) * d / t + probs),

@@ -27,8 +27,9 @@ class Bucket:
     gather_params: float = 0.0  # all parameters of the units (ZeRO-3 gathers frozen ones too)
 
 
-def grad_collective(zero_stage: int) -> Collective:
-    return Collective.ALL_REDUCE if zero_stage == 0 else Collective.REDUCE_SCATTER
+def grad_collective(zero_stage: int, all_reduce: bool = False) -> Collective:
+    """DDP all-reduces; ZeRO reduce-scatters, unless the implementation all-reduces and keeps its shard."""
+    return Collective.ALL_REDUCE if zero_stage == 0 or all_reduce else Collective.REDUCE_SCATTER
 
 
 def grads_every_microbatch(zero_stage: int) -> bool:
