@@ -151,8 +151,23 @@ class EfficiencyCurve(_Strict):
         return self
 
 
+class GemmTable(_Strict):
+    """Measured efficiencies of exact GEMM shapes, as the framework runs them.
+
+    Each entry is [m, k, n, pass, fraction of peak] with the shape cuBLAS sees: fwd (tokens, in, out),
+    dgrad (tokens, out, in), wgrad (out, tokens, in). A GEMM whose shape is listed uses its entry;
+    any other falls back to the matmul curve. BF16/FP16 GEMMs only.
+    """
+
+    entries: list[tuple[int, int, int, Literal["fwd", "dgrad", "wgrad"], Annotated[float, Field(gt=0, le=1)]]] = (
+        Field(min_length=1, description="[m, k, n, pass, fraction of peak] rows."))
+    source: str = Field("", description="Where the measurements come from.")
+
+
 class Efficiency(_Strict):
     matmul: EfficiencyCurve = Field(description="GEMM efficiency versus GEMM size.")
+    matmul_shapes: GemmTable | None = Field(
+        None, description="Measured efficiencies of exact GEMM shapes (fwd, dgrad and wgrad), used before the curve.")
     matmul_fp8: EfficiencyCurve | None = Field(
         None, description="FP8 GEMM efficiency versus size (defaults to the matmul curve).")
     attention: EfficiencyCurve = Field(description="Fused attention efficiency versus sequence length (tokens).")

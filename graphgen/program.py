@@ -157,15 +157,30 @@ def _op_costs(lg: LayerGraph, cm: ComputeModel, selective: bool) -> dict[tuple[s
     out = {}
     for op in (*lg.embed, *lg.layer, *lg.head):
         kernels = op.gemm_kernels
-        out[(op.name, "fwd")] = (cm.time(op.kind, op.flops, op.bytes, kernels, op.seq_len, op.attention_blocks), op.flops, op.bytes)
+        fwd_t = cm.time(op.kind, op.flops, op.bytes, kernels, op.seq_len, op.attention_blocks, _gemm(op, "fwd"))
+        out[(op.name, "fwd")] = (fwd_t, op.flops, op.bytes)
         bf, bb = op.flops * op.bwd_flops_factor, op.bytes * op.bwd_bytes_factor
-        bk = 2 * kernels if op.kind is OpKind.MATMUL else kernels
-        t = cm.time(op.kind, bf, bb, bk, op.seq_len, op.attention_blocks) if (bf or bb) else 0.0
+        if op.kind is OpKind.MATMUL and bf:
+            # dgrad, plus wgrad when the weight trains: each the forward's FLOPs, in its own shape.
+            passes = ("dgrad", "wgrad")[:max(1, round(op.bwd_flops_factor))]
+            t = sum(cm.time(op.kind, bf / len(passes), bb / len(passes), kernels, gemm=_gemm(op, p)) for p in passes)
+        else:
+            t = cm.time(op.kind, bf, bb, kernels, op.seq_len, op.attention_blocks) if (bf or bb) else 0.0
         if selective and op.recompute_selective:
             t += out[(op.name, "fwd")][0]
             bf += op.flops
         out[(op.name, "bwd")] = (t, bf, bb)
     return out
+
+
+def _gemm(op: Op, gemm_pass: str) -> tuple[str, float, float, float] | None:
+    """(pass, m, k, n) of a linear's GEMM as cuBLAS sees it, from its (in, out) shape and FLOPs."""
+    d_in, d_out = op.shape
+    if op.kind is not OpKind.MATMUL or not d_in or not d_out or op.gemm_kernels != 1:
+        return None
+    tokens = op.flops / (2 * d_in * d_out)
+    return {"fwd": ("fwd", tokens, d_in, d_out), "dgrad": ("dgrad", tokens, d_out, d_in),
+            "wgrad": ("wgrad", d_out, tokens, d_in)}[gemm_pass]
 
 
 def _chunk_stream(lg: LayerGraph, layers: tuple[int, ...], first: bool, last: bool) -> list[tuple[Op, int]]:

@@ -316,3 +316,23 @@ def test_attention_rate_follows_sequence_length_not_batch():
         cost = next(c for c in build_program(sc).layer_costs if c.kind == "attention")
         return cost.fwd_s / cost.fwd_flops
     assert tp8(1) == pytest.approx(tp8(8) * 108 / 16, rel=0.02)
+
+
+def test_measured_gemm_shapes_override_the_curve_for_their_pass_only():
+    from graphgen.config import GemmTable
+
+    sc = scenario(TINY_LLAMA, {"seq_len": 512, "micro_batch": 1, "global_batch": 1})
+    qkv = next(op for op in build_layer_graph(sc).layer if op.name == "qkv_proj")
+    d_in, d_out = qkv.shape
+    tokens = qkv.flops / (2 * d_in * d_out)
+    eff = sc.hardware.device.efficiency
+    table = GemmTable(entries=[(round(tokens), round(d_in), round(d_out), "fwd", 0.01)])
+    device = sc.hardware.device.model_copy(update={"efficiency": eff.model_copy(update={"matmul_shapes": table})})
+    slow = sc.__class__(sc.model, sc.workload, sc.hardware.model_copy(update={"device": device}), sc.microbatches)
+
+    def qkv_cost(s):
+        return next(c for c in build_program(s).layer_costs if c.name == "qkv_proj")
+    base, measured = qkv_cost(sc), qkv_cost(slow)
+    peak = sc.hardware.device.peak_tflops["bf16"] * 1e12
+    assert measured.fwd_s >= qkv.flops / (peak * 0.01)
+    assert measured.bwd_s == pytest.approx(base.bwd_s, rel=1e-12)  # dgrad and wgrad are not listed

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from graphgen.config import DeviceSpec, EfficiencyCurve
 from graphgen.model.ops import OpKind
@@ -36,6 +37,14 @@ class ComputeModel:
     device: DeviceSpec
     precision: str
     attention_kernel: str | None = None
+
+    @cached_property
+    def gemm_shapes(self) -> dict[tuple[str, int, int, int], float]:
+        """(pass, m, k, n) -> measured efficiency, for 16-bit GEMMs on devices that list shapes."""
+        table = self.device.efficiency.matmul_shapes
+        if table is None or self.precision not in ("bf16", "fp16"):
+            return {}
+        return {(p, m, k, n): eff for m, k, n, p, eff in table.entries}
 
     @property
     def attention_curve(self) -> EfficiencyCurve:
@@ -65,15 +74,17 @@ class ComputeModel:
         return nbytes / (self.hbm * self.device.efficiency.memory_bound)
 
     def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0,
-             blocks: float = 0.0) -> float:
+             blocks: float = 0.0, gemm: tuple[str, float, float, float] | None = None) -> float:
         """Seconds for `kernels` launches that together do `flops` and move `nbytes`; a fused attention
-        kernel also needs its key/value length `seq_len` and its parallel query `blocks`."""
+        kernel also needs its key/value length `seq_len` and its parallel query `blocks`, and a GEMM
+        may name its (pass, m, k, n) to use a measured shape."""
         eff = self.device.efficiency
         launch = kernels * self.device.launch_overhead_us * US
         if kind is OpKind.MATMUL:
             per_kernel = flops / max(kernels, 1) / 1e9
             curve = eff.matmul_fp8 if self.precision == "fp8" and eff.matmul_fp8 else eff.matmul
-            t_math = flops / (self.matmul_peak * interpolate(curve, per_kernel))
+            measured = self.gemm_shapes.get((gemm[0], *(round(x) for x in gemm[1:]))) if gemm else None
+            t_math = flops / (self.matmul_peak * (measured or interpolate(curve, per_kernel)))
         elif kind is OpKind.ATTENTION:
             if seq_len <= 0:
                 raise ValueError("a fused attention op needs its sequence length")
