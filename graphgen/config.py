@@ -201,6 +201,17 @@ class DeviceSpec(_Strict):
     sources: dict[str, str] = Field(default_factory=dict, description="field -> source.")
 
 
+class CollectiveFit(_Strict):
+    """A measured linear fit of one collective kind on one dimension:
+    time = bus bytes / (bandwidth x efficiency) + steps x step latency + base latency."""
+
+    efficiency: Annotated[float, Field(gt=0, le=1)] = Field(description="Fraction of the link bandwidth reached.")
+    step_latency_us: Annotated[float, Field(ge=0)] = Field(description="Latency per ring step, microseconds.")
+    base_latency_us: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="Fixed cost per collective (launch and synchronisation), microseconds.")
+    source: str = ""
+
+
 class LinkSpec(_Strict):
     """One network dimension as seen by one GPU."""
 
@@ -218,6 +229,10 @@ class LinkSpec(_Strict):
     message_efficiency: EfficiencyCurve | None = Field(
         None, description="Extra factor versus message size, points [MiB, fraction]: NCCL reaches its "
                           "peak bus bandwidth only for messages of hundreds of MiB.")
+    collective_fits: dict[Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all"], CollectiveFit] = Field(
+        default_factory=dict, description="Measured fits per collective kind; a kind listed here uses its fit "
+                                          "instead of efficiency, message_efficiency and latency_us (analytical "
+                                          "backend; ASTRA-sim uses the link's own numbers).")
     source: str = ""
 
 

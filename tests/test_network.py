@@ -251,3 +251,13 @@ def test_spanning_nodes_is_never_faster_than_one_node(kind, nbytes, n):
 def A100_with_curve() -> dict:
     curve = {"points": [[128, 0.76], [1024, 0.98], [8192, 1.0]]}
     return {"node.intra.message_efficiency": curve, "scale_out.message_efficiency": curve}
+
+
+def test_collective_fit_replaces_the_link_numbers_for_its_kind():
+    fit = {"efficiency": 0.5, "step_latency_us": 10.0, "base_latency_us": 20.0}
+    m = net(**{"node.intra.collective_fits": {"all_gather": fit}})
+    plain = net()
+    t = m.collective_time(Collective.ALL_GATHER, S, 8, 1)
+    assert t == pytest.approx(7 / 8 * S / (300e9 * 0.5) + 7 * 10e-6 + 20e-6, rel=1e-12)
+    # Kinds without a fit keep the link's efficiency and latency.
+    assert m.collective_time(Collective.ALL_REDUCE, S, 8, 1) == plain.collective_time(Collective.ALL_REDUCE, S, 8, 1)

@@ -12,6 +12,7 @@ algorithms add each dimension's own steps at that dimension's per-step latency.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -49,6 +50,25 @@ def bus_coefficient(kind: Collective, n: int) -> float:
 
 
 @dataclass(frozen=True)
+class _Dim:
+    """One network dimension as one collective sees it (bytes/s, seconds)."""
+
+    size: int
+    bandwidth: float
+    step_latency: float
+    base_latency: float
+    algorithm: str
+
+
+def _dim(link: LinkSpec, kind: Collective, nbytes: float, size: int) -> _Dim:
+    fit = link.collective_fits.get(kind.value)
+    if fit is None:
+        return _Dim(size, link_bandwidth(link, nbytes), link.latency_us * US, 0.0, link.algorithm)
+    return _Dim(size, link.bandwidth_gbs * GB * fit.efficiency * link.derate, fit.step_latency_us * US,
+                fit.base_latency_us * US, link.algorithm)
+
+
+@dataclass(frozen=True)
 class NetworkModel:
     hardware: HardwareConfig
 
@@ -58,30 +78,32 @@ class NetworkModel:
         if n <= 1 or nbytes <= 0:
             return 0.0
         intra, inter = self.hardware.node.intra, self.hardware.scale_out
-        dims: list[tuple[int, float, LinkSpec]] = []
+        dims: list[_Dim] = []
         if per_node > 1:
-            bw_intra = link_bandwidth(intra, nbytes)
+            dim = _dim(intra, kind, nbytes, per_node)
             gpn = self.hardware.node.gpus_per_node
             if intra.topology == "fully_connected" and gpn > 1:
                 # A full mesh gives each peer its own link: a group uses only its members' links.
-                bw_intra *= (per_node - 1) / (gpn - 1)
-            dims.append((per_node, bw_intra, intra))
+                dim = dataclasses.replace(dim, bandwidth=dim.bandwidth * (per_node - 1) / (gpn - 1))
+            dims.append(dim)
         if nodes > 1:
-            dims.append((nodes, link_bandwidth(inter, nbytes) * per_node, inter))
-        bw = min(d[1] for d in dims)
+            dim = _dim(inter, kind, nbytes, nodes)
+            dims.append(dataclasses.replace(dim, bandwidth=dim.bandwidth * per_node))
+        bw = min(d.bandwidth for d in dims)
         return bus_coefficient(kind, n) * nbytes / bw + self._latency(kind, dims)
 
     @staticmethod
-    def _latency(kind: Collective, dims: list[tuple[int, float, LinkSpec]]) -> float:
-        """Latency-bound steps times per-step latency. Rings on every dimension are one flat ring,
-        as NCCL runs them (src/graph/tuning.cc at 5067397c, NCCL 2.2x): n-1 steps (2(n-1) for an all-reduce), of which
-        nodes-1 (2(nodes-1)) cross the network and the rest are intra-node hops. Otherwise each
-        dimension's algorithm contributes its own steps."""
-        if len(dims) == 2 and all(link.algorithm == "ring" for _, _, link in dims):
-            (m, _, intra), (k, _, inter) = dims
-            total, across = _steps(kind, m * k, "ring"), _steps(kind, k, "ring")
-            return ((total - across) * intra.latency_us + across * inter.latency_us) * US
-        return sum(_steps(kind, size, link.algorithm) * link.latency_us * US for size, _, link in dims)
+    def _latency(kind: Collective, dims: list[_Dim]) -> float:
+        """Latency-bound steps times per-step latency, plus the largest fixed cost. Rings on every
+        dimension are one flat ring, as NCCL runs them (src/graph/tuning.cc at 5067397c, NCCL 2.2x):
+        n-1 steps (2(n-1) for an all-reduce), of which nodes-1 (2(nodes-1)) cross the network and
+        the rest are intra-node hops. Otherwise each dimension's algorithm contributes its own steps."""
+        base = max(d.base_latency for d in dims)
+        if len(dims) == 2 and all(d.algorithm == "ring" for d in dims):
+            intra, inter = dims
+            total, across = _steps(kind, intra.size * inter.size, "ring"), _steps(kind, inter.size, "ring")
+            return base + (total - across) * intra.step_latency + across * inter.step_latency
+        return base + sum(_steps(kind, d.size, d.algorithm) * d.step_latency for d in dims)
 
     def p2p_time(self, nbytes: float, same_node: bool) -> float:
         link = self.hardware.node.intra if same_node else self.hardware.scale_out
