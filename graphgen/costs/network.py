@@ -16,15 +16,18 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from graphgen.config import HardwareConfig, LinkSpec
+from graphgen.config import CollectiveFit, HardwareConfig, LinkSpec
 from graphgen.costs.compute import interpolate
 from graphgen.parallel.layout import Collective
 from graphgen.units import GB, MIB, US
 
 
-def link_bandwidth(link: LinkSpec, nbytes: float | None = None) -> float:
+def link_bandwidth(link: LinkSpec, nbytes: float | None = None, fit: CollectiveFit | None = None) -> float:
     """Achievable bytes/s of one GPU's port on a dimension (efficiency and derate applied),
-    for a message of nbytes when the link has a message-size curve."""
+    for a message of nbytes when the link has a message-size curve. A measured collective fit
+    replaces both the link's efficiency and its size curve."""
+    if fit is not None:
+        return link.bandwidth_gbs * GB * fit.efficiency * link.derate
     bw = link.bandwidth_gbs * GB * link.efficiency * link.derate
     if nbytes is not None and link.message_efficiency is not None:
         bw *= interpolate(link.message_efficiency, max(nbytes, 1.0) / MIB)
@@ -62,10 +65,8 @@ class _Dim:
 
 def _dim(link: LinkSpec, kind: Collective, nbytes: float, size: int) -> _Dim:
     fit = link.collective_fits.get(kind.value)
-    if fit is None:
-        return _Dim(size, link_bandwidth(link, nbytes), link.latency_us * US, 0.0, link.algorithm)
-    return _Dim(size, link.bandwidth_gbs * GB * fit.efficiency * link.derate, fit.step_latency_us * US,
-                fit.base_latency_us * US, link.algorithm)
+    step, base = (fit.step_latency_us, fit.base_latency_us) if fit else (link.latency_us, 0.0)
+    return _Dim(size, link_bandwidth(link, nbytes, fit), step * US, base * US, link.algorithm)
 
 
 @dataclass(frozen=True)
