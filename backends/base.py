@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from graphgen.costs.evaluate import Costs
+from graphgen.ir import ComputeNode
 from graphgen.memory import MemoryBreakdown
 from graphgen.program import Program
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"
 
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
@@ -96,21 +98,45 @@ class Result:
         return all(m.fits for m in self.memory)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What a backend returns: the Result, and when it has one, the per-node timeline and the costs
+    it replayed (reports draw traces and graphs from them)."""
+
+    result: Result
+    timeline: object | None = None
+    costs: Costs | None = None
+
+
 class Backend(Protocol):
     name: str
 
-    def run(self, program: Program) -> tuple[Result, object]:
-        """Evaluate a Program; return the Result and a backend-specific timeline (or None)."""
+    def run(self, program: Program) -> Evaluation:
+        """Evaluate a Program."""
         ...
 
 
-def get_backend(name: str, **options) -> Backend:
-    """The backend registered under `name` ('analytical' or 'astra'); options go to its constructor."""
-    from backends.analytical import AnalyticalBackend
-    from backends.astra.backend import AstraBackend
+def role_timings(program: Program, costs: Costs, finishes: list[float]) -> tuple[RoleTiming, ...]:
+    out = []
+    for r, role in enumerate(program.roles):
+        dur, inline = costs.durations[r], costs.inline[r]
+        compute = sum(dur[i] for i, n in enumerate(role.nodes) if type(n) is ComputeNode)
+        compute -= sum(x for parts in inline.values() for _, x in parts)
+        out.append(RoleTiming(role.name, finishes[r], compute, len(role.nodes)))
+    return tuple(out)
 
-    registry: dict[str, type] = {"analytical": AnalyticalBackend, "astra": AstraBackend}
-    return registry[name](**options)
+
+def layer_table(program: Program) -> tuple[dict[str, object], ...]:
+    """Per-op times and FLOPs of the first layer, for one microbatch on one GPU."""
+    from graphgen.costs.evaluate import Coster
+    from graphgen.model.ops import op_work
+
+    coster = Coster(program)
+    lg, selective = program.layer_graph, program.scenario.plan.recompute == "selective"
+    block = lg.unit_block(0)
+    return tuple({"op": op.name, "kind": op.kind.value, "fwd_ms": coster.op_time(block.id, i, "fwd") * 1e3,
+                  "bwd_ms": coster.op_time(block.id, i, "bwd") * 1e3, "fwd_gflop": op.flops / 1e9,
+                  "bwd_gflop": op_work(op, "bwd", selective)[0] / 1e9} for i, op in enumerate(block.ops))
 
 
 def assemble_result(program: Program, backend: str, step_time: float, breakdown: Breakdown,
@@ -127,9 +153,7 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
     hw_flops = model_flops + recompute_flops_per_token(m, w.seq_len, p.recompute, w.flash_attention,
                                                                   p.recompute_every) * tokens
     peak = ComputeModel(sc.hardware.device, w.precision).matmul_peak
-    table = tuple({"op": c.name, "kind": c.kind, "fwd_ms": c.fwd_s * 1e3, "bwd_ms": c.bwd_s * 1e3,
-                   "fwd_gflop": c.fwd_flops / 1e9, "bwd_gflop": c.bwd_flops / 1e9}
-                  for c in program.layer_costs)
+    table = layer_table(program)
     plan = {"tp": p.tp, "sp": p.sp, "pp": p.pp, "dp": p.dp, "schedule": p.schedule,
             "virtual_stages": p.virtual_stages, "zero_stage": p.zero_stage, "recompute": p.recompute,
             "micro_batch": w.micro_batch, "seq_len": w.seq_len, "precision": w.precision}

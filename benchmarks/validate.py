@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import re
 import sys
@@ -20,13 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from backends.analytical import AnalyticalBackend
 from backends.base import Result
-from graphgen.config import load_hardware_config, parse_model_config
 from graphgen.errors import RankflowError
 from graphgen.model.flops import model_flops_per_token
-from graphgen.program import build_program
-from graphgen.scenario import make_scenario
+from rankflow import api
 
 ROOT = Path(__file__).resolve().parent.parent
 HW_DIR = ROOT / "hardware_configs"
@@ -188,18 +186,31 @@ def _precision(r: dict) -> str:
     return "bf16"
 
 
+@functools.cache
+def hardware(path: Path):
+    """A hardware file parsed once per run of the harness."""
+    return api.load_hardware(path)
+
+
+def row_scenario_from(model: dict, workload: dict, hw_path: Path, plan: dict, extra=()):
+    """A row's scenario through the API: model and workload as dicts, the plan as overrides of the
+    hardware file's plan."""
+    overrides = [(f"parallelism.{k}", v) for k, v in plan.items()] + list(extra)
+    return api.load_scenario({"model": model, "workload": workload}, hardware(hw_path), overrides=overrides)
+
+
 def load_frameworks(path: Path = FRAMEWORKS) -> dict[str, dict]:
     return yaml.safe_load(path.read_text())
 
 
-def framework_overrides(row: dict[str, str], frameworks: dict[str, dict]) -> list[tuple[list[str], object]]:
+def framework_overrides(row: dict[str, str], frameworks: dict[str, dict]) -> list[tuple[str, object]]:
     """Plan fields set by the framework profiles (benchmarks/frameworks.yaml) this row ran under."""
-    out: list[tuple[list[str], object]] = []
+    out: list[tuple[str, object]] = []
     key = source_key(row["source"])
     for prof in frameworks.values():
         match = prof["rows"]
         if match["source"] == key and match["notes"].lower() in row["notes"].lower():
-            out.extend((path.split("."), value) for path, value in prof["set"].items())
+            out.extend(prof["set"].items())
     return out
 
 
@@ -244,22 +255,17 @@ def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
             schedule, v = "interleaved", 2
     precision = _precision(r)
     hw_path = _hardware_file(r["gpu"])
-    overrides = [(["parallelism", k], val) for k, val in dict(
-        tp=tp, pp=pp, dp=dp, sp=(r["sequence_parallel"] or "").lower().startswith("y"), zero_stage=min(zero, 3),
-        recompute=recompute, recompute_every=every, schedule=schedule, virtual_stages=v,
-        grad_reduce_dtype=grad_reduce_dtype(r)).items()]
-    overrides += framework_overrides(r, frameworks)
-    hw = load_hardware_config(hw_path, overrides)
+    plan = dict(tp=tp, pp=pp, dp=dp, sp=(r["sequence_parallel"] or "").lower().startswith("y"),
+                zero_stage=min(zero, 3), recompute=recompute, recompute_every=every, schedule=schedule,
+                virtual_stages=v, grad_reduce_dtype=grad_reduce_dtype(r))
     key = source_key(r["source"])
     kernel = attention_kernel(r)
-    if kernel not in hw.device.efficiency.attention_kernels:
+    if kernel not in hardware(hw_path).device.efficiency.attention_kernels:
         kernel = None
-    mc = parse_model_config({"model": arch, "workload": {
-        "seq_len": seq, "global_batch": gb, "micro_batch": mb, "precision": precision,
-        "flash_attention": key not in PRE_FLASH_SOURCES, "fused_kernels": key not in EAGER_SOURCES,
-        "attention_kernel": kernel, "fused_cross_entropy": key not in UNFUSED_LOSS_SOURCES}},
-        f"row {r['id']}")
-    return make_scenario(mc, hw, f"row {r['id']}", str(hw_path))
+    workload = {"seq_len": seq, "global_batch": gb, "micro_batch": mb, "precision": precision,
+                "flash_attention": key not in PRE_FLASH_SOURCES, "fused_kernels": key not in EAGER_SOURCES,
+                "attention_kernel": kernel, "fused_cross_entropy": key not in UNFUSED_LOSS_SOURCES}
+    return row_scenario_from(arch, workload, hw_path, plan, framework_overrides(r, frameworks))
 
 
 def _convention_flops_per_token(definition: str, sc, recompute: str, stated_params: float | None) -> float:
@@ -309,7 +315,7 @@ def _load_models(csv_path: Path) -> dict[str, dict]:
     return out
 
 
-def validate(csv_path: Path) -> list[Row]:
+def validate(csv_path: Path, detail: str = "coarse") -> list[Row]:
     models = _load_models(csv_path)
     frameworks = load_frameworks()
     cache: dict[tuple, tuple] = {}
@@ -325,9 +331,10 @@ def validate(csv_path: Path) -> list[Row]:
         def run(r=r, row=row, definition=definition) -> None:
             sc = row_scenario(r, models, frameworks)
             row.bf16_dense = sc.workload.precision == "bf16"
-            ck = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.hardware.model_dump_json())
+            ck = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.plan.model_dump_json(),
+                  sc.hardware.name)
             if ck not in cache:
-                cache[ck] = AnalyticalBackend().run(build_program(sc))[0]
+                cache[ck] = api.simulate(sc, detail=detail)
             stated = float(r["params_b"]) * 1e9 if r.get("params_b") else None
             row.predicted = predict(r["metric"], cache[ck], sc, definition, stated)
 
@@ -380,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("csv", help="measurements CSV in the layout of ../shared/validation/training.csv")
     ap.add_argument("--json", metavar="OUT", help="write rows and summary as JSON")
     ap.add_argument("--quiet", action="store_true", help="print only the summary")
+    ap.add_argument("--detail", choices=["coarse", "ops"], default="coarse", help="DAG granularity (default coarse)")
     args = ap.parse_args(argv)
     path = Path(args.csv)
     if not path.exists():
@@ -392,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = validate_memory(path)
     elif "job_id" in header and "status" in header:
         from benchmarks.validate_nanotron import validate as validate_nanotron
-        rows = validate_nanotron(path)
+        rows = validate_nanotron(path, args.detail)
     elif {"metric", "value"} <= set(header):
-        rows = validate(path)
+        rows = validate(path, args.detail)
     else:
         sys.stderr.write(f"validate: error: {path}: unknown CSV layout (fix: pass training.csv, memory.csv or "
                          "rapid-llm/hf_playbook_nanotron_h100.csv from ../shared/validation)\n")

@@ -13,11 +13,10 @@ import csv
 import re
 from pathlib import Path
 
-from benchmarks.validate import HW_DIR, Row, Skip, attempt
-from graphgen.config import load_hardware_config, parse_model_config
-from graphgen.memory import model_states, scenario_memory
-from graphgen.scenario import make_scenario
+from benchmarks.validate import HW_DIR, Row, Skip, attempt, row_scenario_from
+from graphgen.memory import model_states
 from graphgen.units import GIB
+from rankflow import api
 
 # Architectures the rows name but do not state: HF configs (SimuMax's llama3 models) and
 # Korthikanti et al. 2022 Table 3 / Narayanan et al. 2021 Table 1 (the GPT models).
@@ -44,12 +43,11 @@ def _simumax(r: dict) -> float:
                  position_encoding="rope", **LLAMA3[name])
     # Megatron with TE 2.11, distributed optimizer, sequence parallelism, flash attention and fused
     # cross-entropy ("cef"); the launch flags disable recompute (notes).
-    mc = parse_model_config({"model": model, "workload": {
-        "seq_len": int(r["seq_len"]), "micro_batch": mbs, "global_batch": mbs * mbc * plan["dp"],
-        "precision": "bf16", "fused_cross_entropy": "cef" in r["id"]}}, r["id"])
-    hw = load_hardware_config(HW_DIR / "B200.yaml", [(["parallelism", k], v) for k, v in dict(
-        tp=plan["tp"], pp=plan["pp"], dp=plan["dp"], sp=plan["tp"] > 1, zero_stage=1, recompute="none").items()])
-    return max(m.allocated for m in scenario_memory(make_scenario(mc, hw))) / GIB
+    workload = {"seq_len": int(r["seq_len"]), "micro_batch": mbs, "global_batch": mbs * mbc * plan["dp"],
+                "precision": "bf16", "fused_cross_entropy": "cef" in r["id"]}
+    sc = row_scenario_from(model, workload, HW_DIR / "B200.yaml", dict(
+        tp=plan["tp"], pp=plan["pp"], dp=plan["dp"], sp=plan["tp"] > 1, zero_stage=1, recompute="none"))
+    return max(m.allocated for m in api.memory(sc).roles) / GIB
 
 
 def _zero(r: dict) -> float:
@@ -67,14 +65,13 @@ def _korthikanti(r: dict) -> float:
                  position_encoding="learned", max_position=2048, bias=True, dropout=0.1, tied_embeddings=True,
                  **GPT[name])
     selective = "selective" in r["recompute"]
-    mc = parse_model_config({"model": model, "workload": {
-        "seq_len": 2048, "micro_batch": plan["mbs"], "global_batch": plan["b"], "precision": "fp16",
-        "flash_attention": False, "fused_cross_entropy": False}}, r["id"])
+    workload = {"seq_len": 2048, "micro_batch": plan["mbs"], "global_batch": plan["b"], "precision": "fp16",
+                "flash_attention": False, "fused_cross_entropy": False}
     v = plan.get("vpp", 1)
-    hw = load_hardware_config(HW_DIR / "A100-SXM4-80GB.yaml", [(["parallelism", k], val) for k, val in dict(
+    sc = row_scenario_from(model, workload, HW_DIR / "A100-SXM4-80GB.yaml", dict(
         tp=plan["tp"], pp=plan["pp"], dp=1, sp=selective, zero_stage=0, recompute="selective" if selective else "none",
-        schedule="interleaved" if v > 1 else "1f1b", virtual_stages=v).items()])
-    first = scenario_memory(make_scenario(mc, hw))[0]
+        schedule="interleaved" if v > 1 else "1f1b", virtual_stages=v))
+    first = api.memory(sc).roles[0]
     if r["metric"].startswith("params+grads"):
         return (first.weights + first.master_weights + first.gradients + first.optimizer_states) / GIB
     return first.activations / GIB

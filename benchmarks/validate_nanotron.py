@@ -32,13 +32,9 @@ import csv
 import re
 from pathlib import Path
 
-from backends.analytical import AnalyticalBackend
-from benchmarks.validate import HW_DIR, Row, Skip, attempt
-from graphgen.config import load_hardware_config, parse_model_config
-from graphgen.memory import scenario_memory
-from graphgen.program import build_program
-from graphgen.scenario import make_scenario
+from benchmarks.validate import HW_DIR, Row, Skip, attempt, row_scenario_from
 from graphgen.units import GIB
+from rankflow import api
 
 # Per size label, what rows that omit it state elsewhere in the file (interm_dim, tied embeddings).
 SIZE_DEFAULTS = {"1.34G": (8192, True), "3.57G": (8192, True), "8.86G": (14336, False), "80G": (28672, False),
@@ -67,15 +63,13 @@ def row_scenario(r: dict):
     dp, tp, pp, mbs = (_num(r[k]) for k in ("dp", "tp", "pp", "mbs"))
     acc = _num(r["batch_accum"]) or int(re.search(r"acc(\d+)", name).group(1))
     zero = _num(r["zero_stage"]) or 0
-    mc = parse_model_config({"model": model, "workload": {
-        "seq_len": _num(r["seq_len"]) or 4096, "micro_batch": mbs, "global_batch": dp * mbs * acc,
-        "precision": "bf16", "fused_cross_entropy": False, "fused_swiglu": False}}, f"row {r['job_id']}")
-    hw = load_hardware_config(HW_DIR / "H100-SXM5-80GB.yaml", [(["parallelism", k], v) for k, v in dict(
+    workload = {"seq_len": _num(r["seq_len"]) or 4096, "micro_batch": mbs, "global_batch": dp * mbs * acc,
+                "precision": "bf16", "fused_cross_entropy": False, "fused_swiglu": False}
+    return row_scenario_from(model, workload, HW_DIR / "H100-SXM5-80GB.yaml", dict(
         tp=tp, pp=pp, dp=dp, sp=tp > 1, zero_stage=min(zero, 1), recompute="none", schedule="1f1b",
         grad_reduce_dtype="fp32", bucket_mb=float(r["ddp_bucket_cap_mb"] or 25),
         param_dtype_grads=zero == 0 and dp > 1, param_gather_copies=2.0 if zero == 1 else 0.0, tp_gather_buffers=2,
-        stage_split="balanced").items()])
-    return make_scenario(mc, hw, f"row {r['job_id']}", "H100-SXM5-80GB.yaml")
+        stage_split="balanced"))
 
 
 def after_backward_peak(sc, m) -> float:
@@ -88,7 +82,7 @@ def after_backward_peak(sc, m) -> float:
     return states
 
 
-def validate(csv_path: Path, throughput: bool = True) -> list[Row]:
+def validate(csv_path: Path, detail: str = "coarse", throughput: bool = True) -> list[Row]:
     rows: list[Row] = []
     cache: dict[str, object] = {}
     with csv_path.open() as fh:
@@ -108,16 +102,16 @@ def validate(csv_path: Path, throughput: bool = True) -> list[Row]:
                                  None, None))
         def run(r=r, verdict=verdict, extra=extra) -> None:
             sc = row_scenario(r)
-            memory = scenario_memory(sc)
+            memory = api.memory(sc).roles
             verdict.predicted = not all(m.fits for m in memory)
             for row in extra:
                 if row.metric == "mem_alloc_gib":
                     m = memory[0]  # rank 0 logs: the first pipeline stage
                     row.predicted = after_backward_peak(sc, m) / GIB
                 else:
-                    key = sc.model.model_dump_json() + sc.workload.model_dump_json() + sc.hardware.model_dump_json()
+                    key = sc.model.model_dump_json() + sc.workload.model_dump_json() + sc.plan.model_dump_json()
                     if key not in cache:
-                        cache[key] = AnalyticalBackend().run(build_program(sc))[0]
+                        cache[key] = api.simulate(sc, detail=detail)
                     row.predicted = cache[key].tokens_per_s_per_gpu
 
         attempt([verdict, *extra], run)

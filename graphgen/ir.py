@@ -1,4 +1,7 @@
-"""The per-role DAG: typed, immutable nodes with durations already costed.
+"""The per-role DAG: typed, immutable nodes that say what runs and what moves, never how long.
+
+Durations are attached when a program is evaluated (graphgen.costs.evaluate), so one structure can
+be re-costed under another cluster or efficiency table, or with ASTRA-sim's network times.
 
 Nodes live in a list in emission order, which is both a topological order of the role's own
 edges and the issue order of each stream (streams are in-order, like CUDA streams). Cross-role
@@ -14,17 +17,22 @@ from enum import Enum
 
 from graphgen.parallel.layout import Collective
 
+COMPUTE = "compute"
 
-class Stream(str, Enum):
-    COMPUTE = "compute"
-    TP = "comm_tp"
-    DP = "comm_dp"
-    PP = "comm_pp"
+
+def comm_stream(axis: str) -> str:
+    """The communication stream of one mesh axis (each axis's collectives queue on their own stream)."""
+    return f"comm_{axis}"
+
+
+def stream_axis(stream: str) -> str | None:
+    return stream[len("comm_"):] if stream.startswith("comm_") else None
 
 
 class Phase(str, Enum):
     FORWARD = "fwd"
     BACKWARD = "bwd"
+    WGRAD = "wgrad"
     RECOMPUTE = "recompute"
     OPTIMIZER = "optimizer"
     PARAM_SYNC = "param_sync"
@@ -32,10 +40,19 @@ class Phase(str, Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Work:
+    """What a compute node computes: items first..last of pass template `template` (graphgen.program)."""
+
+    template: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
 class ComputeNode:
     id: int
     name: str
-    duration: float      # seconds
+    work: Work
     flops: float         # FLOPs executed on this rank
     bytes: float         # HBM bytes moved
     deps: tuple[int, ...]
@@ -44,13 +61,14 @@ class ComputeNode:
     chunk: int
     layers: tuple[int, int]  # first and last global layer index touched (-1: embedding/head/none)
     ops: tuple[str, ...]
-    stream: Stream = Stream.COMPUTE
+    stream: str = COMPUTE
 
 
 @dataclass(frozen=True, slots=True)
 class CollectiveNode:
-    """A collective over one parallel axis. `bytes` is the full buffer: the all-reduce size,
-    the all-gather output, the reduce-scatter input (per-rank input of an all-gather is bytes/n)."""
+    """A collective over one mesh axis. `bytes` is the full buffer: the all-reduce size, the
+    all-gather output, the reduce-scatter input (per-rank input of an all-gather is bytes/n).
+    `purpose` names what a cost rule may treat specially (ZeRO-3 parameter gathers)."""
 
     id: int
     name: str
@@ -58,13 +76,13 @@ class CollectiveNode:
     bytes: float
     axis: str
     group_size: int
-    duration: float
     deps: tuple[int, ...]
     phase: Phase
     microbatch: int
     chunk: int
     layers: tuple[int, int]
-    stream: Stream
+    stream: str
+    purpose: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +92,11 @@ class SendNode:
     bytes: float
     peer_role: int
     tag: int
-    duration: float
     deps: tuple[int, ...]
     microbatch: int
     chunk: int
     phase: Phase
-    stream: Stream = Stream.PP
+    stream: str = "comm_pp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +112,6 @@ class RecvNode:
     microbatch: int
     chunk: int
     phase: Phase
-    duration: float = 0.0
     stream: None = None
 
 
@@ -114,15 +130,31 @@ class Role:
     nodes: list[Node] = field(repr=False)
 
 
-def to_networkx(role: Role):
+def layer_span(units, n_layers: int) -> tuple[int, int]:
+    """First and last global layer among units (-1: only the embedding, the head or nothing)."""
+    us = [u for u in units if 0 <= u < n_layers]
+    return (min(us), max(us)) if us else (-1, -1)
+
+
+def streams_of(roles) -> list[str]:
+    """Streams the roles use, compute first, then communication streams in order of first use."""
+    seen: dict[str, None] = {COMPUTE: None}
+    for role in roles:
+        for n in role.nodes:
+            if n.stream is not None:
+                seen.setdefault(n.stream, None)
+    return list(seen)
+
+
+def to_networkx(role: Role, durations=None):
     """The role's DAG as a networkx.DiGraph (data edges and stream-order edges marked)."""
     import networkx as nx
 
     g = nx.DiGraph()
-    last_on_stream: dict[Stream, int] = {}
+    last_on_stream: dict[str, int] = {}
     for n in role.nodes:
-        g.add_node(n.id, name=n.name, type=type(n).__name__, duration=n.duration,
-                   stream=n.stream.value if n.stream else "")
+        g.add_node(n.id, name=n.name, type=type(n).__name__, stream=n.stream or "",
+                   duration=durations[n.id] if durations is not None else None)
         for d in n.deps:
             g.add_edge(d, n.id, kind="data")
         if n.stream is not None:

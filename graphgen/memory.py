@@ -16,20 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphgen.model.layer_graph import EMBED, LayerGraph
 from graphgen.model.ops import OpKind
-from graphgen.model.transformer import LayerGraph, activation_bytes
+from graphgen.model.optimizers import OPTIMIZERS
+from graphgen.model.shape import activation_bytes
 from graphgen.scenario import Scenario
-from graphgen.schedule import stage_order
+from graphgen.schedule import stage_chunks, stage_order
 from graphgen.units import GIB, MIB, dtype_bytes
-
-EMBED = -1
-
-# Optimizer state bytes per trainable parameter (beyond the fp32 master copy).
-OPTIMIZER_BYTES = {
-    "adamw": 8.0,      # m and v in fp32
-    "adam8bit": 2.0,   # m and v in 8 bits (Dettmers et al. 2022), block scales neglected (<1 %)
-    "sgd": 4.0,        # momentum in fp32
-}
 
 
 @dataclass(frozen=True)
@@ -91,10 +84,8 @@ def model_states(weight_bytes: float, trainable: float, *, precision: str, optim
     gradients, ZeRO-3 also weights.
     """
     master = 0.0 if precision == "fp32" else 4.0
-    if optimizer == "adafactor":
-        opt = adafactor_elems * 4.0
-    else:
-        opt = trainable * OPTIMIZER_BYTES[optimizer]
+    spec = OPTIMIZERS[optimizer]
+    opt = adafactor_elems * spec.state_bytes if spec.factored else trainable * spec.state_bytes
     grad_bytes = dtype_bytes(grad_dtype) + (dtype_bytes("bf16") if param_dtype_grads and precision != "fp32" else 0)
     return ModelStates(
         weights=weight_bytes / (dp if zero >= 3 else 1),
@@ -104,13 +95,13 @@ def model_states(weight_bytes: float, trainable: float, *, precision: str, optim
     )
 
 
-def layer_activation_bytes(lg: LayerGraph, recompute: str, tokens_resid_bytes: float) -> float:
-    """Bytes one layer keeps for backward for one microbatch."""
+def layer_activation_bytes(ops, recompute: str, tokens_resid_bytes: float) -> float:
+    """Bytes one layer (its ops) keeps for backward for one microbatch."""
     if recompute == "full":
         return tokens_resid_bytes  # only the block input is checkpointed
-    saved = sum(op.saved_bytes for op in lg.layer)
+    saved = sum(op.saved_bytes for op in ops)
     if recompute == "selective":
-        saved -= sum(op.selective_freed_bytes for op in lg.layer)
+        saved -= sum(op.selective_freed_bytes for op in ops)
     return saved
 
 
@@ -144,7 +135,7 @@ def _adafactor_elems(lg: LayerGraph, unit: int) -> float:
     return total
 
 
-def _transient(lg: LayerGraph, sc: Scenario, e: float, last_stage: bool) -> float:
+def _transient(lg: LayerGraph, sc: Scenario, e: float, last_stage: bool, layers) -> float:
     """Largest extra working set on top of the saved activations.
 
     In a block: one op's output gradient and input gradient alive together (twice its largest
@@ -154,19 +145,18 @@ def _transient(lg: LayerGraph, sc: Scenario, e: float, last_stage: bool) -> floa
     Megatron's vocab-parallel loss upcast the logits).
     """
     p, w = sc.plan, sc.workload
-    t = p.tp
-    sharded = {"qkv_proj", "rope", "flash_attention", "out_proj", "fc1", "swiglu", "gelu", "relu", "fc2"}
     worst = 0.0
-    for op in lg.layer:
-        if op.kind in (OpKind.MATMUL, OpKind.ELEMENTWISE, OpKind.ATTENTION):
-            local = op.out_bytes / (t if (op.name in sharded or p.sp) and t > 1 else 1)
-            worst = max(worst, 2 * local)
-    if p.recompute == "full":
-        worst += sum(op.saved_bytes for op in lg.layer)
+    for bid in sorted({lg.layer_block[layer] for layer in layers}):
+        ops = lg.blocks[bid].ops
+        block = max((2 * op.local_out_bytes for op in ops
+                     if op.kind in (OpKind.MATMUL, OpKind.ELEMENTWISE, OpKind.ATTENTION)), default=0.0)
+        if p.recompute == "full":
+            block += sum(op.saved_bytes for op in ops)
+        worst = max(worst, block)
     if last_stage:
         tokens = w.micro_batch * w.seq_len
-        logits = e * tokens * sc.padded_vocab / t
-        loss = logits if w.fused_cross_entropy else logits + 4 * tokens * sc.padded_vocab / t
+        logits = e * tokens * sc.padded_vocab / p.tp
+        loss = logits if w.fused_cross_entropy else logits + 4 * tokens * sc.padded_vocab / p.tp
         worst = max(worst, loss)
     return worst
 
@@ -178,127 +168,96 @@ def role_memory(prog) -> tuple[MemoryBreakdown, ...]:
 
 def scenario_memory(sc: Scenario) -> tuple[MemoryBreakdown, ...]:
     """Memory of every role without building the DAG (what --memory-only answers)."""
-    from graphgen.model.transformer import build_layer_graph
-    from graphgen.program import stage_layers
+    from graphgen.model.layer_graph import build_layer_graph
+    from graphgen.parallel.pipeline import stage_layers
+    from graphgen.program import block_shape
 
     p = sc.plan
-    chunk_layers = stage_layers(sc)
-    role_chunks = [tuple(c * p.pp + s for c in range(p.virtual_stages)) for s in range(p.pp)]
-    return role_memory_of(sc, build_layer_graph(sc), chunk_layers, role_chunks)
+    role_chunks = [stage_chunks(p.schedule, p.pp, s, p.virtual_stages) for s in range(p.pp)]
+    return role_memory_of(sc, build_layer_graph(block_shape(sc)), stage_layers(sc.model, p), role_chunks)
+
+
+def _stage_units(lg: LayerGraph, chunk_layers, chunks) -> list[int]:
+    G = len(chunk_layers)
+    return [u for g in chunks for u in
+            ([EMBED] if g == 0 else []) + list(chunk_layers[g]) + ([lg.layers] if g == G - 1 else [])]
+
+
+def _activations(sc: Scenario, lg: LayerGraph, chunk_layers, chunks, stage: int, resid: float) -> float:
+    """Saved activations at the schedule's peak: each chunk's saved bytes per microbatch times the
+    microbatches the stage's own order keeps in flight."""
+    p = sc.plan
+
+    def saved(unit: int) -> float:
+        if not lg.has_backward(unit):
+            return 0.0  # a frozen prefix keeps nothing for a backward that never runs
+        ops = lg.unit_ops(unit)
+        if 0 <= unit < lg.layers:
+            return layer_activation_bytes(ops, p.recompute if unit % p.recompute_every == 0 else "none", resid)
+        return sum(op.saved_bytes for op in ops)
+
+    weight = {g: sum(saved(u) for u in _stage_units(lg, chunk_layers, [g])) for g in chunks}
+    order = stage_order(p.schedule, p.pp, stage, sc.microbatches, p.virtual_stages)
+    return peak_in_flight(order, list(chunks), weight)
+
+
+def _buffers(sc: Scenario, lg: LayerGraph, layers, grads: float, pbytes: float, resid: float) -> float:
+    """DP gradient bucket, ZeRO-3's gathered units (one in use, one prefetched), persistent SP buffers."""
+    p = sc.plan
+    buffers = p.bucket_mb * MIB if p.dp > 1 and grads > 0 else 0.0
+    if p.zero_stage == 3 and p.dp > 1:
+        units = layers or (0,)
+        buffers += 2 * max(_unit_weight_bytes(lg, u, pbytes) for u in units)
+    if p.sp and p.tp > 1 and p.tp_gather_buffers:
+        buffers += p.tp_gather_buffers * resid * p.tp  # each holds a whole gathered sequence
+    return buffers
 
 
 def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> tuple[MemoryBreakdown, ...]:
     p, w = sc.plan, sc.workload
     e = activation_bytes(w.precision)
     pbytes = dtype_bytes("fp32") if w.precision == "fp32" else e
-    dp, zero = p.dp, p.zero_stage
-    sp = p.sp and p.tp > 1
-    resid = e * w.micro_batch * w.seq_len * sc.model.hidden / (p.tp if sp else 1)
-    per_layer = layer_activation_bytes(lg, p.recompute, resid)
-    plain_layer = layer_activation_bytes(lg, "none", resid)  # blocks full recompute skips (recompute_every)
-    G = len(chunk_layers)
+    resid = e * w.micro_batch * w.seq_len * sc.model.hidden / (p.tp if p.sp and p.tp > 1 else 1)
+    dev = sc.hardware.device
     out = []
     for stage, chunks in enumerate(role_chunks):
-        units = [u for g in chunks for u in
-                 ([EMBED] if g == 0 else []) + list(chunk_layers[g]) + ([lg.layers] if g == G - 1 else [])]
+        units = _stage_units(lg, chunk_layers, chunks)
+        layers = tuple(u for u in units if 0 <= u < lg.layers)
+        weight_bytes = sum(_unit_weight_bytes(lg, u, pbytes) for u in units)
+        trainable = sum(lg.unit_trainable(u) for u in units)
         states = model_states(
-            sum(_unit_weight_bytes(lg, u, pbytes) for u in units), sum(lg.unit_trainable(u) for u in units),
-            precision=w.precision, optimizer=w.optimizer, grad_dtype=p.grad_reduce_dtype, dp=dp, zero=zero,
-            adafactor_elems=sum(_adafactor_elems(lg, u) for u in units), shard_master=p.shard_master_weights,
-            param_dtype_grads=p.param_dtype_grads)
-
-        def saved(unit: int) -> float:
-            if not lg.has_backward(unit):
-                return 0.0  # a frozen prefix keeps nothing for a backward that never runs
-            if 0 <= unit < lg.layers:
-                return per_layer if unit % p.recompute_every == 0 else plain_layer
-            return sum(op.saved_bytes for op in lg.unit_ops(unit))
-
-        weight = {g: sum(saved(u) for u in ([EMBED] if g == 0 else []) + list(chunk_layers[g])
-                         + ([lg.layers] if g == G - 1 else [])) for g in chunks}
-        order = stage_order(p.schedule, p.pp, stage, sc.microbatches, p.virtual_stages)
-        acts = peak_in_flight(order, list(chunks), weight)
-        buffers = p.bucket_mb * MIB if dp > 1 and states.grads > 0 else 0.0
-        if zero == 3 and dp > 1:
-            buffers += 2 * _unit_weight_bytes(lg, 0, pbytes)  # gathered unit in use + one prefetched
-        if sp and p.tp_gather_buffers:
-            buffers += p.tp_gather_buffers * resid * p.tp  # each holds a whole gathered sequence
-        transient = _transient(lg, sc, e, (G - 1) in chunks)
+            weight_bytes, trainable, precision=w.precision, optimizer=w.optimizer, grad_dtype=p.grad_reduce_dtype,
+            dp=p.dp, zero=p.zero_stage, adafactor_elems=sum(_adafactor_elems(lg, u) for u in units),
+            shard_master=p.shard_master_weights, param_dtype_grads=p.param_dtype_grads)
+        acts = _activations(sc, lg, chunk_layers, chunks, stage, resid)
+        transient = _transient(lg, sc, e, (len(chunk_layers) - 1) in chunks, layers or (0,))
         # The post-step parameter all-gather runs when activations are gone: it competes with the
         # activation peak rather than adding to it.
         step = 0.0
-        if zero in (1, 2) and p.param_gather_copies and dp > 1:
-            weight_bytes = sum(_unit_weight_bytes(lg, u, pbytes) for u in units)
-            step = weight_bytes * (p.param_gather_copies + 1 / dp)
+        if p.zero_stage in (1, 2) and p.param_gather_copies and p.dp > 1:
+            step = weight_bytes * (p.param_gather_copies + 1 / p.dp)
         if step > acts + transient:
             acts, transient = 0.0, step
+        buffers = _buffers(sc, lg, layers, states.grads, pbytes, resid)
         allocated = states.total + acts + transient + buffers
-        dev = sc.hardware.device
         out.append(MemoryBreakdown(
             role=f"stage{stage}", weights=states.weights, master_weights=states.master, gradients=states.grads,
             optimizer_states=states.optimizer, activations=acts, transient=transient, comm_buffers=buffers,
-            reserved=dev.memory_reserved_gib * GIB, capacity=dev.hbm_gib * GIB,
-            trainable_params=sum(lg.unit_trainable(u) for u in units),
+            reserved=dev.memory_reserved_gib * GIB, capacity=dev.hbm_gib * GIB, trainable_params=trainable,
             fragmentation=allocated * dev.allocator_fragmentation))
     return tuple(out)
 
 
-def memory_timeline(prog, start, finish, role: int) -> list[tuple[float, float]]:
-    """(time s, bytes allocated) over one role's simulated step, from its DAG and timeline.
+@dataclass(frozen=True)
+class MemoryReport:
+    """Per-GPU memory of every pipeline stage of a scenario."""
 
-    Static memory (model states and buffers) is there from the start; each forward compute node
-    adds the activations its ops save (under full recompute, the block input), each recompute node
-    adds the block's activations back, and each backward node frees what its ops had saved.
-    Takes the start/finish arrays of a backend timeline, so it is pure.
-    """
-    from graphgen.ir import ComputeNode, Phase
+    roles: tuple[MemoryBreakdown, ...]
 
-    lg = prog.layer_graph
-    p = prog.scenario.plan
-    mem = role_memory(prog)[role]
-    static = mem.weights + mem.master_weights + mem.gradients + mem.optimizer_states + mem.comm_buffers
-    ops = {op.name: op for op in (*lg.embed, *lg.layer, *lg.head)}
-    first_layer_op = lg.layer[0].name
-    e = activation_bytes(prog.scenario.workload.precision)
-    sp = p.sp and p.tp > 1
-    resid = e * prog.scenario.workload.micro_batch * prog.scenario.workload.seq_len * prog.scenario.model.hidden / (
-        p.tp if sp else 1)
+    @property
+    def fits(self) -> bool:
+        return all(m.fits for m in self.roles)
 
-    def kept(name: str) -> float:
-        op = ops[name]
-        if p.recompute == "selective":
-            return op.saved_bytes - op.selective_freed_bytes
-        return op.saved_bytes
-
-    events: list[tuple[float, float]] = []
-    nodes = prog.roles[role].nodes
-    for n in nodes:
-        if type(n) is not ComputeNode or n.phase not in (Phase.FORWARD, Phase.RECOMPUTE, Phase.BACKWARD):
-            continue
-        unit = n.layers[0] if n.layers[0] >= 0 else None
-        if unit is not None and not lg.has_backward(unit):
-            continue
-        in_block = unit is not None
-        delta = 0.0
-        for name in n.ops:
-            if name not in ops:
-                continue
-            full = p.recompute == "full" and in_block and n.layers[0] % p.recompute_every == 0
-            if n.phase is Phase.FORWARD:
-                delta += (resid if name == first_layer_op else 0.0) if full else kept(name)
-            elif n.phase is Phase.RECOMPUTE:
-                delta += ops[name].saved_bytes
-            else:
-                delta -= ops[name].saved_bytes if full else kept(name)
-                if full and name == first_layer_op:
-                    delta -= resid
-        if delta:
-            # Saved tensors exist from the end of a forward; backward frees them when it completes.
-            events.append((finish[n.id], delta))
-    events.sort(key=lambda ev: ev[0])
-    out = [(0.0, static)]
-    cur = static
-    for t, d in events:
-        cur += d
-        out.append((t, cur))
-    return out
+    @property
+    def peak(self) -> MemoryBreakdown:
+        return max(self.roles, key=lambda m: m.total)

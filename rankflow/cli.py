@@ -1,8 +1,8 @@
-"""Command line: parse arguments, load configs, build, evaluate, report, write files.
+"""Command line: parse arguments, call rankflow.api, render reports, write files.
 
-This is the only layer that reads user files (through graphgen.config loaders) and writes
-outputs. Every problem a user can cause ends as one line on stderr and exit code 2; outputs are
-rendered in memory first and written atomically, so a failed run leaves no half-written file.
+This is the only layer (with rankflow.files and rankflow.outputs) that touches user files. Every
+problem a user can cause ends as one line on stderr and exit code 2; outputs are rendered first
+and written all together, so a failed run leaves no file behind.
 """
 
 from __future__ import annotations
@@ -10,21 +10,27 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 from graphgen.errors import RankflowError
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="run_perf.py",
-        description="Simulate one training step of an LLM on a cluster: step time, throughput, MFU, "
-                    "time breakdown and per-GPU memory.")
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are the one-line RankflowError, naming the command the user typed."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise RankflowError(message, field="arguments", fix=f"see {self.prog} --help")
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    ap = _Parser(prog=prog, description="Simulate one training step of an LLM on a cluster: step time, throughput, "
+                                        "MFU, time breakdown and per-GPU memory.")
     ap.add_argument("--hardware_config", "--hardware-config", required=True, metavar="H.yaml",
-                    help="hardware + parallelism plan YAML (see hardware_configs/)")
+                    help="hardware YAML: device, node, scale-out fabric, and optionally the plan (see hardware_configs/)")
     ap.add_argument("--model_config", "--model-config", required=True, metavar="M.yaml",
                     help="model + workload YAML (see model_configs/), or a Hugging Face config.json")
+    ap.add_argument("--plan_config", "--plan-config", metavar="P.yaml",
+                    help="plan YAML (a `parallelism:` section, optionally `execution_backend:`); replaces the "
+                         "hardware file's plan")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override any field, e.g. --set parallelism.tp=8 --set workload.seq_len=4096")
     ap.add_argument("--json", metavar="OUT.json", help="write the result as JSON (schema in README)")
@@ -32,13 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--trace-ranks", default=None, metavar="R1,R2,...",
                     help="ranks to put in the trace (default: the first rank of every pipeline stage)")
     ap.add_argument("--graph", metavar="PREFIX", help="write one rank's DAG as PREFIX.dot and PREFIX.html")
-    ap.add_argument("--graph-rank", type=int, default=0, help="rank whose DAG --graph writes (default 0)")
-    ap.add_argument("--graph-max-nodes", type=int, default=3000,
+    ap.add_argument("--graph-rank", type=int, default=None, help="rank whose DAG --graph writes (default 0)")
+    ap.add_argument("--graph-max-nodes", type=int, default=None,
                     help="cap on nodes drawn by --graph (default 3000; the graph is cut, not sampled)")
     ap.add_argument("--chakra-out", metavar="DIR",
                     help="write Chakra traces (<DIR>/rankflow.<rank>.et) and the comm-group JSON for ASTRA-sim")
-    ap.add_argument("--backend", choices=["analytical", "astra"], default=None,
-                    help="override execution_backend.model")
+    ap.add_argument("--backend", default=None, help="override execution_backend.model (analytical or astra)")
+    ap.add_argument("--detail", choices=["coarse", "ops"], default=None,
+                    help="DAG granularity for the step time: coarse (one node per pass segment, the default) or "
+                         "ops (one node per fused op; always used for --trace, --graph and --chakra-out)")
     ap.add_argument("--astra-bin", metavar="PATH", help="ASTRA-sim binary or its bin directory (else $ASTRA_SIM_BIN)")
     ap.add_argument("--astra-network", choices=["aware", "unaware"], default=None,
                     help="ASTRA-sim network build (default: execution_backend.astra.network, 'aware')")
@@ -47,24 +55,35 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--memory-only", action="store_true",
                     help="answer only the memory question (per-stage breakdown and verdict), without the timeline")
     ap.add_argument("--layers", action="store_true", help="also print the per-op table of one layer")
-    ap.add_argument("--quiet", action="store_true", help="print nothing (use with --json)")
+    ap.add_argument("--quiet", action="store_true", help="print nothing (needs an output such as --json)")
     return ap
 
 
-def _write_atomic(path: str, text: str) -> None:
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise RankflowError("output directory does not exist", file=str(target.parent),
-                            fix="create it or choose another path")
-    fd, tmp = tempfile.mkstemp(dir=target.parent or Path("."), prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _check_flags(args: argparse.Namespace) -> None:
+    """Contradictory or empty flags are errors, never silently ignored."""
+    def bad(flag: str, msg: str, fix: str) -> RankflowError:
+        return RankflowError(msg, field=flag, fix=fix)
+
+    for flag in ("json", "trace", "graph", "chakra_out", "plan_config", "astra_bin"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise bad("--" + flag.replace("_", "-"), "is empty", "give a path")
+    if args.memory_only:
+        for flag in ("trace", "graph", "chakra_out", "backend", "astra_mode", "astra_network", "astra_bin", "detail"):
+            if getattr(args, flag) is not None:
+                name = "--" + flag.replace("_", "-")
+                raise bad(name, f"{name} needs the timeline, which --memory-only does not build",
+                          f"drop --memory-only or {name}")
+    if args.trace_ranks is not None and args.trace is None:
+        raise bad("--trace-ranks", "--trace-ranks without --trace", "add --trace OUT.json or drop --trace-ranks")
+    for flag in ("graph_rank", "graph_max_nodes"):
+        if getattr(args, flag) is not None and args.graph is None:
+            name = "--" + flag.replace("_", "-")
+            raise bad(name, f"{name} without --graph", f"add --graph PREFIX or drop {name}")
+    if args.graph_max_nodes is not None and args.graph_max_nodes < 1:
+        raise bad("--graph-max-nodes", f"{args.graph_max_nodes} is not a positive number of nodes", "give e.g. 3000")
+    if args.quiet and not (args.json or args.trace or args.graph or args.chakra_out):
+        raise bad("--quiet", "--quiet without an output file would produce nothing", "add --json OUT.json")
 
 
 def _ranks(text: str | None, prog) -> list[int]:
@@ -79,85 +98,121 @@ def _ranks(text: str | None, prog) -> list[int]:
     if bad or not ranks:
         raise RankflowError(f"rank(s) {bad or text} outside 0..{prog.mesh.world - 1}", field="--trace-ranks",
                             fix="choose ranks inside the world size")
-    return ranks
+    return sorted(set(ranks))
 
 
 def _memory_only(sc, args) -> int:
-    from graphgen.memory import scenario_memory
+    from rankflow import api
+    from rankflow.outputs import OutputSet
     from reports import json_out, text
 
-    memory = scenario_memory(sc)
+    report = api.memory(sc)
+    outputs = OutputSet()
     if args.json:
-        _write_atomic(args.json, json_out.memory_dumps(sc, memory))
+        outputs.add(args.json, lambda: json_out.memory_dumps(sc, report.roles))
+    outputs.commit()
     if not args.quiet:
         p = sc.plan
         sys.stdout.write(f"Rankflow memory: {sc.model.name} on {sc.world} x {sc.hardware.device.name}, tp={p.tp} "
                          f"pp={p.pp} dp={p.dp} zero={p.zero_stage} recompute={p.recompute} "
-                         f"finetune={sc.workload.finetune.method}\n" + text.memory_table(memory) + "\n")
-        if args.json:
-            sys.stdout.write(f"wrote {args.json}\n")
-    return 0
-
-
-def run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    from backends.base import get_backend
-    from graphgen.config import load_hardware_config, load_model_config, split_overrides
-    from graphgen.program import build_program
-    from graphgen.scenario import make_scenario
-    from reports import json_out, text
-
-    model_ov, hw_ov = split_overrides(args.set)
-    mc = load_model_config(args.model_config, model_ov)
-    hw = load_hardware_config(args.hardware_config, hw_ov)
-    sc = make_scenario(mc, hw, args.model_config, args.hardware_config)
-    if args.memory_only:
-        return _memory_only(sc, args)
-    prog = build_program(sc)
-    backend = args.backend or hw.execution_backend.model
-    options = {}
-    if backend == "astra":
-        options = dict(binary=args.astra_bin, network=args.astra_network, mode=args.astra_mode)
-    if args.trace and backend == "astra" and (args.astra_mode or hw.execution_backend.astra.mode) == "full":
-        raise RankflowError("a full ASTRA-sim replay reports finish times only, no timeline", field="--trace",
-                            fix="use --astra-mode scalable or the analytical backend for a trace")
-    result, timeline = get_backend(backend, **options).run(prog)
-
-    outputs: list[tuple[str, str]] = []
-    if args.json:
-        outputs.append((args.json, json_out.dumps(result)))
-    if args.trace:
-        from reports import trace
-        outputs.append((args.trace, trace.dumps(prog, timeline, _ranks(args.trace_ranks, prog))))
-    if args.graph:
-        from reports import graph
-        if not 0 <= args.graph_rank < prog.mesh.world:
-            raise RankflowError(f"rank {args.graph_rank} outside 0..{prog.mesh.world - 1}",
-                                field="--graph-rank", fix="choose a rank inside the world size")
-        role = prog.role_of_rank(args.graph_rank)
-        prefix = args.graph.removesuffix(".dot").removesuffix(".html")
-        outputs.append((prefix + ".dot", graph.to_dot(prog, role, args.graph_max_nodes)))
-        if timeline is None:
-            from backends.analytical.scheduler import simulate
-            timeline = simulate(prog)  # the page places nodes by the analytical timeline
-        outputs.append((prefix + ".html", graph.to_html(prog, timeline, role, args.graph_max_nodes)))
-    for path, body in outputs:
-        _write_atomic(path, body)
-    written = [path for path, _ in outputs]
-    if args.chakra_out:
-        from backends.chakra.writer import write_traces
-        prefix, groups, total = write_traces(prog, args.chakra_out)
-        written.append(f"{prefix}.<0..{prog.mesh.world - 1}>.et and {groups} ({total / 2**20:.1f} MiB)")
-    if not args.quiet:
-        sys.stdout.write(text.summary(result, layer_table=args.layers))
-        for path in written:
+                         f"finetune={sc.workload.finetune.method}\n" + text.memory_table(report.roles) + "\n")
+        for path in outputs.paths():
             sys.stdout.write(f"wrote {path}\n")
     return 0
 
 
+def _astra_options(args) -> dict:
+    return {k: v for k, v in dict(binary=args.astra_bin, network=args.astra_network, mode=args.astra_mode).items()
+            if v is not None}
+
+
+def _outputs(args, prog, ev):
+    """Render every requested file (lazily, at commit) into one OutputSet."""
+    from rankflow.outputs import OutputSet
+    from reports import json_out
+
+    outputs = OutputSet()
+    if args.json:
+        outputs.add(args.json, lambda: json_out.dumps(ev.result))
+    if args.trace:
+        from reports import trace
+        ranks = _ranks(args.trace_ranks, prog)
+        outputs.add(args.trace, lambda: trace.dumps(prog, ev.timeline, ranks))
+    if args.graph:
+        _add_graph(outputs, args, prog, ev)
+    if args.chakra_out:
+        from backends.chakra.writer import trace_files
+        costs = ev.costs
+        outputs.add_dir(args.chakra_out, lambda: trace_files(prog, costs))
+    return outputs
+
+
+def _add_graph(outputs, args, prog, ev) -> None:
+    from reports import graph
+
+    rank = args.graph_rank or 0
+    if not 0 <= rank < prog.mesh.world:
+        raise RankflowError(f"rank {rank} outside 0..{prog.mesh.world - 1}", field="--graph-rank",
+                            fix="choose a rank inside the world size")
+    role, cap = prog.role_of_rank(rank), args.graph_max_nodes or 3000
+    timeline, costs = ev.timeline, ev.costs
+    if timeline is None:  # a full ASTRA-sim replay has no per-node timeline: place nodes analytically
+        from backends.analytical import replay
+        timeline = replay(prog, costs).timeline
+    prefix = args.graph.removesuffix(".dot").removesuffix(".html")
+    outputs.add(prefix + ".dot", lambda: graph.to_dot(prog, costs.durations[role], role, cap))
+    outputs.add(prefix + ".html", lambda: graph.to_html(prog, timeline, role, cap))
+
+
+def run(argv: list[str], prog_name: str = "run_perf.py") -> int:
+    args = _parser(prog_name).parse_args(argv)
+    _check_flags(args)
+    from rankflow import api
+    from reports import text
+
+    sc = api.load_scenario(args.model_config, args.hardware_config, args.plan_config, args.set)
+    if args.memory_only:
+        return _memory_only(sc, args)
+    backend = args.backend or sc.execution.model
+    astra = _astra_options(args)
+    mode = astra.get("mode") or sc.execution.astra.mode
+    if args.trace and backend == "astra" and mode == "full":
+        raise RankflowError("a full ASTRA-sim replay reports finish times only, no timeline", field="--trace",
+                            fix="use --astra-mode scalable or the analytical backend for a trace")
+    ops = bool(args.trace or args.graph or args.chakra_out) or args.detail == "ops"
+    program = api.build(sc, "ops" if ops or (backend == "astra" and mode == "full") else "coarse")
+    _dry(args).check()  # refuse bad output paths before the (possibly long) evaluation
+    _, ev = api.evaluate(sc, backend, astra=astra, program=program)
+    outputs = _outputs(args, program, ev)
+    outputs.commit()
+    if not args.quiet:
+        sys.stdout.write(text.summary(ev.result, layer_table=args.layers))
+        for path in outputs.paths():
+            sys.stdout.write(f"wrote {path}\n")
+    return 0
+
+
+def _dry(args):
+    """The output set's paths alone, for checking them before any work."""
+    from rankflow.outputs import OutputSet
+
+    dry = OutputSet()
+    for path in (args.json, args.trace):
+        if path:
+            dry.add(path, lambda: b"")
+    if args.graph:
+        prefix = args.graph.removesuffix(".dot").removesuffix(".html")
+        dry.add(prefix + ".dot", lambda: b"")
+        dry.add(prefix + ".html", lambda: b"")
+    if args.chakra_out:
+        dry.add_dir(args.chakra_out, lambda: ())
+    return dry
+
+
 def main(argv: list[str] | None = None) -> int:
+    prog = os.path.basename(sys.argv[0]) if argv is None else "run_perf.py"
     try:
-        return run(sys.argv[1:] if argv is None else argv)
+        return run(sys.argv[1:] if argv is None else argv, prog)
     except RankflowError as exc:
         sys.stderr.write(f"rankflow: error: {exc.one_line()}\n")
         return 2

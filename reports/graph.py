@@ -11,15 +11,15 @@ import html
 from backends.analytical.scheduler import Timeline
 from graphgen.ir import CollectiveNode, ComputeNode, RecvNode, SendNode
 from graphgen.program import Program
+from reports.trace import lanes
 
-_LANES = ["compute", "comm_tp", "comm_dp", "comm_pp", "recv"]
 _COLORS = {"fwd": "#4e79a7", "bwd": "#e15759", "recompute": "#f28e2b", "optimizer": "#59a14f",
            "grad_sync": "#b07aa1", "param_sync": "#76b7b2"}
 
 
-def _label(n) -> str:
+def _label(n, duration: float) -> str:
     if isinstance(n, ComputeNode):
-        return f"{n.name}\\n{n.duration * 1e3:.3f} ms, {n.flops / 1e9:.1f} GFLOP"
+        return f"{n.name}\\n{duration * 1e3:.3f} ms, {n.flops / 1e9:.1f} GFLOP"
     if isinstance(n, CollectiveNode):
         return f"{n.name}\\n{n.kind.value} {n.bytes / 2**20:.1f} MiB over {n.axis}({n.group_size})"
     if isinstance(n, SendNode | RecvNode):
@@ -32,7 +32,7 @@ def selected(prog: Program, role: int, max_nodes: int):
     return nodes[:max_nodes], len(nodes) > max_nodes
 
 
-def to_dot(prog: Program, role: int, max_nodes: int) -> str:
+def to_dot(prog: Program, durations: list[float], role: int, max_nodes: int) -> str:
     nodes, truncated = selected(prog, role, max_nodes)
     keep = {n.id for n in nodes}
     out = [f'digraph "{prog.roles[role].name}" {{', "  rankdir=LR;", '  node [shape=box, fontsize=9];']
@@ -41,7 +41,7 @@ def to_dot(prog: Program, role: int, max_nodes: int) -> str:
     for n in nodes:
         shape = "box" if isinstance(n, ComputeNode) else "ellipse"
         color = _COLORS.get(n.phase.value, "#999999")
-        out.append(f'  n{n.id} [label="{_label(n)}", shape={shape}, color="{color}"];')
+        out.append(f'  n{n.id} [label="{_label(n, durations[n.id])}", shape={shape}, color="{color}"];')
     for n in nodes:
         for d in n.deps:
             if d in keep:
@@ -56,10 +56,11 @@ def to_html(prog: Program, tl: Timeline, role: int, max_nodes: int) -> str:
     end = max((fin[n.id] for n in nodes), default=1.0) or 1.0
     width, lane_h, left = 1800.0, 60.0, 90.0
     scale = (width - left - 10) / end
-    lane_of = lambda n: _LANES.index("recv" if isinstance(n, RecvNode) else n.stream.value)  # noqa: E731
+    names = lanes(prog)
+    lane_of = lambda n: names.index("recv" if isinstance(n, RecvNode) else n.stream)  # noqa: E731
     pos = {}
     parts = []
-    for i, lane in enumerate(_LANES):
+    for i, lane in enumerate(names):
         parts.append(f'<text x="4" y="{i * lane_h + 34}" font-size="12">{lane}</text>')
         parts.append(f'<line x1="{left}" x2="{width}" y1="{(i + 1) * lane_h}" y2="{(i + 1) * lane_h}" '
                      'stroke="#ddd"/>')
@@ -78,7 +79,7 @@ def to_html(prog: Program, tl: Timeline, role: int, max_nodes: int) -> str:
     for n in nodes:
         x, w, y = pos[n.id]
         color = _COLORS.get(n.phase.value, "#999999")
-        tip = html.escape(_label(n).replace("\\n", " | ")
+        tip = html.escape(_label(n, fin[n.id] - st[n.id]).replace("\\n", " | ")
                           + f" | start {st[n.id] * 1e3:.3f} ms, end {fin[n.id] * 1e3:.3f} ms")
         parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="40" fill="{color}" '
                      f'fill-opacity="0.8"><title>{tip}</title></rect>')
@@ -90,5 +91,5 @@ def to_html(prog: Program, tl: Timeline, role: int, max_nodes: int) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head>"
             f"<body style='font-family:sans-serif'><h3>{title}</h3><p>{legend} &nbsp; x axis: simulated time, "
             f"0 to {end * 1e3:.3f} ms; lines: data dependencies; hover a box for details.</p>"
-            f"<svg xmlns='http://www.w3.org/2000/svg' width='{width:.0f}' height='{len(_LANES) * lane_h + 10:.0f}'>"
+            f"<svg xmlns='http://www.w3.org/2000/svg' width='{width:.0f}' height='{len(names) * lane_h + 10:.0f}'>"
             + "".join(parts) + "</svg></body></html>\n")

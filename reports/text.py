@@ -47,6 +47,8 @@ def summary(r: Result, layer_table: bool = False) -> str:
         f"  compute                 {b.compute:10.4f} s  {_pct(b.compute, r.step_time_s)}",
     ]
     for axis, t in b.exposed_comm.items():
+        if t <= 0 and p.get(axis, 1) == 1 and axis != "all":
+            continue  # an axis this plan does not use
         lines.append(f"  exposed {axis + ' comm':15} {t:10.4f} s  {_pct(t, r.step_time_s)}")
     lines.append(f"  pipeline bubble         {b.pipeline_bubble:10.4f} s  {_pct(b.pipeline_bubble, r.step_time_s)}")
     lines += ["", memory_table(r.memory)]

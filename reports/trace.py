@@ -8,14 +8,18 @@ from __future__ import annotations
 import json
 
 from backends.analytical.scheduler import Timeline
-from graphgen.ir import CollectiveNode, ComputeNode, RecvNode
-from graphgen.memory import memory_timeline
+from graphgen.ir import CollectiveNode, ComputeNode, RecvNode, streams_of
+from graphgen.memory_timeline import memory_timeline
 from graphgen.program import Program
 
-_THREADS = {"compute": 0, "comm_tp": 1, "comm_dp": 2, "comm_pp": 3, "recv": 4}
+
+def lanes(prog: Program) -> list[str]:
+    """One lane per stream the program uses (compute, then each axis's communication), then receives."""
+    return [*streams_of(prog.roles), "recv"]
 
 
 def chrome_trace(prog: Program, tl: Timeline, ranks: list[int]) -> dict:
+    threads = {name: i for i, name in enumerate(lanes(prog))}
     events: list[dict] = []
     for rank in ranks:
         role = prog.role_of_rank(rank)
@@ -23,10 +27,10 @@ def chrome_trace(prog: Program, tl: Timeline, ranks: list[int]) -> dict:
         st, fin = tl.start[role], tl.finish[role]
         events.append({"ph": "M", "name": "process_name", "pid": rank, "tid": 0,
                        "args": {"name": f"rank {rank} ({prog.roles[role].name})"}})
-        for tname, tid in _THREADS.items():
+        for tname, tid in threads.items():
             events.append({"ph": "M", "name": "thread_name", "pid": rank, "tid": tid, "args": {"name": tname}})
         for i, n in enumerate(nodes):
-            thread = "recv" if isinstance(n, RecvNode) else n.stream.value
+            thread = "recv" if isinstance(n, RecvNode) else n.stream
             args: dict = {"phase": n.phase.value, "microbatch": n.microbatch}
             if isinstance(n, ComputeNode):
                 args.update(gflop=round(n.flops / 1e9, 6), ops=" ".join(n.ops))
@@ -35,7 +39,7 @@ def chrome_trace(prog: Program, tl: Timeline, ranks: list[int]) -> dict:
             else:
                 args.update(mib=round(n.bytes / 2**20, 6), peer_stage=n.peer_role)
             events.append({"ph": "X", "name": n.name, "cat": n.phase.value, "pid": rank,
-                           "tid": _THREADS[thread], "ts": round(st[i] * 1e6, 3),
+                           "tid": threads[thread], "ts": round(st[i] * 1e6, 3),
                            "dur": round((fin[i] - st[i]) * 1e6, 3), "args": args})
         # Memory counter track: allocated bytes over the simulated step (Perfetto draws it as a graph).
         for t, b in memory_timeline(prog, st, fin, role):

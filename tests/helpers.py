@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
-from graphgen.config import load_hardware_config, parse_model_config
-from graphgen.scenario import Scenario, make_scenario
+from graphgen.scenario import Scenario
+from rankflow import api
 
 ROOT = Path(__file__).resolve().parent.parent
 A100 = ROOT / "hardware_configs" / "A100-SXM4-80GB.yaml"
@@ -21,11 +22,34 @@ TINY_LLAMA = {
 }
 
 
+@cache
+def hardware(path: Path = A100):
+    return api.load_hardware(path)
+
+
 def scenario(model: dict | None = None, workload: dict | None = None, hw_file: Path = A100,
              **plan) -> Scenario:
     wl = {"seq_len": 512, "global_batch": 8, "micro_batch": 1}
     wl.update(workload or {})
     plan = {"dp": 1, "zero_stage": 0, **plan}
-    mc = parse_model_config({"model": dict(model or TINY_LLAMA), "workload": wl})
-    hw = load_hardware_config(hw_file, [(["parallelism", k], v) for k, v in plan.items()])
-    return make_scenario(mc, hw)
+    return api.load_scenario({"model": dict(model or TINY_LLAMA), "workload": wl}, hardware(hw_file),
+                             overrides=[(f"parallelism.{k}", v) for k, v in plan.items()])
+
+
+def program(sc: Scenario, detail: str = "ops"):
+    return api.build(sc, detail)
+
+
+def layer_graph(sc: Scenario):
+    from graphgen.model.layer_graph import build_layer_graph
+    from graphgen.program import block_shape
+
+    return build_layer_graph(block_shape(sc))
+
+
+def run(sc_or_prog, detail: str = "ops"):
+    """The analytical Result of a scenario or a program."""
+    from backends.analytical import AnalyticalBackend
+
+    prog = sc_or_prog if hasattr(sc_or_prog, "roles") else program(sc_or_prog, detail)
+    return AnalyticalBackend().run(prog).result

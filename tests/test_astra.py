@@ -17,20 +17,19 @@ from backends.astra import inputs
 from backends.astra.backend import AstraBackend, probe_program
 from graphgen.errors import RankflowError
 from graphgen.ir import CollectiveNode, SendNode
-from graphgen.program import build_program
-from tests.helpers import ROOT, TINY_LLAMA, scenario
+from tests.helpers import ROOT, TINY_LLAMA, program, scenario
 
 FAKE = str(ROOT / "tests" / "data" / "fake_astra.py")
 REAL = os.environ.get("ASTRA_SIM_BIN")
 needs_astra = pytest.mark.skipif(not REAL, reason="ASTRA_SIM_BIN is not set: no ASTRA-sim build to run")
 
 
-def small(**plan):
-    return build_program(scenario(TINY_LLAMA, {"global_batch": 8}, **plan))
+def small(detail="ops", **plan):
+    return program(scenario(TINY_LLAMA, {"global_batch": 8}, **plan), detail)
 
 
 def test_network_yaml_units_and_dimensions():
-    prog = build_program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 4}, tp=8, dp=2))
+    prog = program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 4}, tp=8, dp=2))
     net = yaml.safe_load(inputs.network_yaml(prog, congestion_aware=False))
     hw = prog.scenario.hardware
     assert net["npus_count"] == [8, 2]
@@ -42,7 +41,7 @@ def test_network_yaml_units_and_dimensions():
         inputs.network_yaml(prog, congestion_aware=True)
     # A degraded scale-out dimension reaches ASTRA-sim as the same derate the analytical backend uses.
     slow = hw.scale_out.model_copy(update={"derate": 0.5})
-    prog2 = build_program(dataclasses.replace(prog.scenario, hardware=hw.model_copy(update={"scale_out": slow})))
+    prog2 = program(dataclasses.replace(prog.scenario, hardware=hw.model_copy(update={"scale_out": slow})))
     net2 = yaml.safe_load(inputs.network_yaml(prog2, congestion_aware=False))
     assert net2["bandwidth"][1] == pytest.approx(net["bandwidth"][1] / 2)
     assert net2["bandwidth"][0] == net["bandwidth"][0]
@@ -50,8 +49,9 @@ def test_network_yaml_units_and_dimensions():
 
 def test_full_mode_parses_finish_times_with_a_stand_in(monkeypatch):
     prog = small(tp=2, pp=2, dp=2, sp=True)
-    res, timeline = AstraBackend(binary=FAKE, network="unaware", mode="full").run(prog)
-    assert timeline is None
+    ev = AstraBackend(binary=FAKE, network="unaware", mode="full").run(prog)
+    res = ev.result
+    assert ev.timeline is None
     assert res.step_time_s == pytest.approx(8000e-9)  # rank 7 finishes last at 8000 cycles = ns
     assert res.breakdown.exposed_comm == {"all": pytest.approx(800e-9)}
     assert res.backend == "astra"
@@ -63,18 +63,16 @@ def test_runner_failures_are_one_line_errors(monkeypatch, mode, words):
     monkeypatch.setenv("FAKE_ASTRA_MODE", mode)
     sc = scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2)
     if mode == "hang":
-        sc = scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2)
-        hw = sc.hardware.model_copy(update={"execution_backend": sc.hardware.execution_backend.model_copy(
-            update={"astra": sc.hardware.execution_backend.astra.model_copy(update={"timeout_s": 1.0})})})
-        sc = dataclasses.replace(sc, hardware=hw)
+        astra = sc.execution.astra.model_copy(update={"timeout_s": 1.0})
+        sc = dataclasses.replace(sc, execution=sc.execution.model_copy(update={"astra": astra}))
     with pytest.raises(RankflowError, match=words) as exc:
-        AstraBackend(binary=FAKE, network="unaware", mode="full").run(build_program(sc))
+        AstraBackend(binary=FAKE, network="unaware", mode="full").run(program(sc))
     assert "\n" not in exc.value.one_line() and "fix:" in exc.value.one_line()
 
 
 def test_crash_after_every_rank_reported_keeps_the_numbers_with_a_note(monkeypatch):
     monkeypatch.setenv("FAKE_ASTRA_MODE", "crash_at_exit")
-    res, _ = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2))
+    res = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
     assert res.step_time_s == pytest.approx(8000e-9)
     assert any("during shutdown" in n for n in res.notes)
 
@@ -98,40 +96,66 @@ def test_probe_program_times_each_distinct_op_once():
         assert all(d < n.id for n in pr.nodes for d in n.deps)
     sends = [n for r in probe.roles for n in r.nodes if isinstance(n, SendNode)]
     assert sends and len({n.tag for n in sends}) == len(sends)
+    # A coarse program folds tensor-parallel collectives into its nodes; the probe still finds them.
+    coarse, _ = probe_program(small("coarse", tp=2, pp=2, dp=2, sp=True, zero_stage=1))
+    assert [len(r.nodes) for r in coarse.roles] == [len(r.nodes) for r in probe.roles]
+
+
+def test_scalable_mode_replays_a_coarse_program_with_a_stand_in():
+    """The stand-in times nothing, so every communication keeps its analytical cost and the step is
+    the analytical one; the note says so."""
+    prog = small("coarse", tp=2, pp=2, dp=2, sp=True, zero_stage=1)
+    ev = AstraBackend(binary=FAKE, network="unaware", mode="scalable").run(prog)
+    assert ev.result.step_time_s == pytest.approx(AnalyticalBackend().run(prog).result.step_time_s, rel=1e-12)
+    assert any("kept their analytical cost" in n for n in ev.result.notes)
+
+
+def test_binary_of_the_other_build_is_named_in_the_note(tmp_path):
+    """ASTRA_SIM_BIN naming the unaware binary, on a network the aware build would take: the note
+    says the unaware build ran (its step time is what is reported)."""
+    binary = tmp_path / "AstraSim_Analytical_Congestion_Unaware"
+    binary.write_text(Path(FAKE).read_text())
+    binary.chmod(0o755)
+    prog = program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 8}, tp=8))
+    ev = AstraBackend(binary=str(binary), network="aware", mode="full").run(prog)
+    assert any("congestion-unaware build ran" in n for n in ev.result.notes)
 
 
 @needs_astra
 def test_single_all_reduce_on_8_npus_agrees_with_the_analytical_ring(tmp_path):
     """One all-reduce of 64 MiB over 8 GPUs of one node: ASTRA-sim (full replay) against Rankflow's ring."""
     from backends.astra.backend import AstraBackend as Astra
-    from graphgen.ir import Phase, Role, Stream
+    from graphgen.ir import Phase, Role, comm_stream
     from graphgen.parallel.layout import Collective
 
     sc = scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 1}, tp=8)
     hw = sc.hardware
     ring = hw.node.intra.model_copy(update={"topology": "ring", "message_efficiency": None})
     sc = dataclasses.replace(sc, hardware=hw.model_copy(update={"node": hw.node.model_copy(update={"intra": ring})}))
-    prog = build_program(sc)
+    prog = program(sc)
     n = 64 * 2**20
     node = CollectiveNode(id=0, name="ar", kind=Collective.ALL_REDUCE, bytes=n, axis="tp", group_size=8,
-                          duration=0.0, deps=(), phase=Phase.FORWARD, microbatch=0, chunk=0, layers=(-1, -1),
-                          stream=Stream.TP)
+                          deps=(), phase=Phase.FORWARD, microbatch=0, chunk=0, layers=(-1, -1),
+                          stream=comm_stream("tp"))
     from graphgen.costs.network import NetworkModel
     analytical = NetworkModel(prog.scenario.hardware).collective_time(Collective.ALL_REDUCE, n, 8, 1)
     single = dataclasses.replace(prog, roles=(Role(0, "stage0", 0, (0,), (), [node]),))
-    res, _ = Astra(binary=REAL, network="aware", mode="full").run(single)
+    res = Astra(binary=REAL, network="aware", mode="full").run(single).result
     assert res.step_time_s == pytest.approx(analytical, rel=0.05)
 
 
 @needs_astra
 def test_dp2_tp2_pp2_llama_step_runs_end_to_end():
     prog = small(tp=2, pp=2, dp=2, sp=True, zero_stage=1)
-    res, _ = AstraBackend(binary=REAL, network="unaware", mode="full").run(prog)
-    ana, _ = AnalyticalBackend().run(prog)
+    res = AstraBackend(binary=REAL, network="unaware", mode="full").run(prog).result
+    ana = AnalyticalBackend().run(prog).result
     assert res.step_time_s > 0
     assert res.step_time_s == pytest.approx(ana.step_time_s, rel=0.5)
-    scal, tl = AstraBackend(binary=REAL, network="unaware", mode="scalable").run(prog)
-    assert tl is not None and scal.step_time_s == pytest.approx(ana.step_time_s, rel=0.5)
+    scal = AstraBackend(binary=REAL, network="unaware", mode="scalable").run(prog)
+    assert scal.timeline is not None and scal.result.step_time_s == pytest.approx(ana.step_time_s, rel=0.5)
+    coarse = AstraBackend(binary=REAL, network="unaware", mode="scalable").run(small("coarse", tp=2, pp=2, dp=2,
+                                                                                     sp=True, zero_stage=1))
+    assert coarse.result.step_time_s == pytest.approx(scal.result.step_time_s, rel=0.01)
 
 
 def test_fake_binary_is_a_stand_in_only():

@@ -10,44 +10,63 @@ import pytest
 
 from backends.analytical.scheduler import simulate
 from backends.chakra.reader import read_records, read_traces
-from backends.chakra.writer import comm_groups, encode_traces, write_traces
-from graphgen.ir import CollectiveNode, RecvNode, SendNode
-from graphgen.program import build_program
-from tests.helpers import TINY_LLAMA, scenario
+from backends.chakra.writer import comm_groups, encode_traces, trace_files
+from graphgen.costs.evaluate import Costs, cost_program
+from graphgen.ir import CollectiveNode, ComputeNode, RecvNode, SendNode
+from tests.helpers import TINY_LLAMA, program, scenario
 
 
 @pytest.fixture(scope="module")
 def prog():
-    return build_program(scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2, sp=True, zero_stage=1))
+    return program(scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2, sp=True, zero_stage=1))
+
+
+def write(prog, out, prefix="t"):
+    total = 0
+    for name, data in trace_files(prog, cost_program(prog), prefix):
+        (out / name).write_bytes(data)
+        total += len(data)
+    return out / prefix, out / f"{prefix}.comm_groups.json", total
 
 
 def test_round_trip_is_exact_and_replays_to_the_same_step_time(prog, tmp_path):
-    prefix, groups_file, total = write_traces(prog, tmp_path, "t")
+    prefix, groups_file, total = write(prog, tmp_path)
     assert total == sum(f.stat().st_size for f in tmp_path.iterdir())
-    roles = read_traces(prefix, prog.mesh.world)
+    roles, durations = read_traces(prefix, prog.mesh.world)
+    costs = cost_program(prog)
     for rank, role in enumerate(roles):
         orig = prog.roles[prog.role_of_rank(rank)].nodes
         assert len(role.nodes) == len(orig)
+        assert durations[rank] == costs.durations[prog.role_of_rank(rank)]
         for a, b in zip(orig, role.nodes, strict=True):
             if isinstance(a, SendNode | RecvNode):
                 # Traces name peer ranks; the program names peer stages.
                 stride = prog.mesh.stride("pp")
                 assert b.peer_role == rank + (a.peer_role - prog.role_of_rank(rank)) * stride
                 b = dataclasses.replace(b, peer_role=a.peer_role)
+            if isinstance(a, ComputeNode):
+                b = dataclasses.replace(b, work=a.work)  # the template reference is Rankflow's own
             assert a == b
-    replay = simulate(dataclasses.replace(prog, roles=tuple(roles)))
-    assert replay.step_time == simulate(prog).step_time
+    read_costs = Costs(tuple(durations), tuple({} for _ in roles), costs.kappa)
+    replay = simulate(dataclasses.replace(prog, roles=tuple(roles)), read_costs)
+    assert replay.step_time == simulate(prog, costs).step_time
 
 
 def test_traces_are_byte_identical_for_identical_inputs(prog):
-    again = build_program(scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2, sp=True, zero_stage=1))
-    h1 = hashlib.sha256(b"".join(d for _, d in encode_traces(prog))).hexdigest()
-    h2 = hashlib.sha256(b"".join(d for _, d in encode_traces(again))).hexdigest()
+    again = program(scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2, sp=True, zero_stage=1))
+    h1 = hashlib.sha256(b"".join(d for _, d in encode_traces(prog, cost_program(prog)))).hexdigest()
+    h2 = hashlib.sha256(b"".join(d for _, d in encode_traces(again, cost_program(again)))).hexdigest()
     assert h1 == h2
 
 
+def test_coarse_programs_are_not_written_as_chakra(prog):
+    coarse = program(prog.scenario, "coarse")
+    with pytest.raises(ValueError):
+        next(trace_files(coarse, cost_program(coarse)))
+
+
 def test_golden_dp2_tp2_pp2_trace_contents(prog):
-    files = dict(encode_traces(prog))
+    files = dict(encode_traces(prog, cost_program(prog)))
     meta, nodes = read_records(files[0])
     assert meta.version == "0.0.4"
     by_type = {t: [n for n in nodes if n.type == t] for t in (4, 5, 6, 7)}
@@ -75,18 +94,18 @@ def test_golden_dp2_tp2_pp2_trace_contents(prog):
 
 
 def test_axis_filling_a_node_is_addressed_by_network_dimension():
-    prog = build_program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 4}, tp=8, dp=2))
+    prog = program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 4}, tp=8, dp=2))
     addressing, groups = comm_groups(prog)
     assert addressing["tp"].involved_dim == (True, False)
     assert addressing["dp"].involved_dim == (False, True)
     assert groups == {}
-    _, nodes = read_records(dict(encode_traces(prog, [0]))[0])
+    _, nodes = read_records(dict(encode_traces(prog, cost_program(prog), [0]))[0])
     coll = [n for n in nodes if n.type == 7]
     assert coll and all({a.name for a in n.attr} >= {"pg_name", "involved_dim"} for n in coll)
 
 
 def test_comm_group_json_lists_every_group_once(prog, tmp_path):
-    _, groups_file, _ = write_traces(prog, tmp_path, "t")
+    _, groups_file, _ = write(prog, tmp_path)
     groups = json.loads(groups_file.read_text())
     assert all(int(k) > 0 for k in groups)
     for axis in ("tp", "dp", "pp"):

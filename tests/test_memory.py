@@ -7,10 +7,11 @@ import pytest
 from backends.analytical import AnalyticalBackend
 from graphgen.errors import RankflowError
 from graphgen.ir import ComputeNode, Phase
-from graphgen.memory import memory_timeline, model_states, role_memory, scenario_memory
-from graphgen.model.transformer import build_layer_graph, nf4_bytes_per_param
-from graphgen.program import build_program
-from tests.helpers import TINY_LLAMA, scenario
+from graphgen.memory import model_states, role_memory, scenario_memory
+from graphgen.memory_timeline import memory_timeline
+from graphgen.model.finetune import nf4_bytes_per_param
+from tests.helpers import TINY_LLAMA, layer_graph, scenario
+from tests.helpers import program as build_program
 
 # Rajbhandari et al. 2020 (ZeRO), Table 1: 7.5B parameters, mixed-precision Adam (2 + 2 + 12 bytes),
 # model states per device in GB for stages 1 (P_os), 2 (P_os+g), 3 (P_os+g+p) by DP degree.
@@ -43,7 +44,7 @@ def test_1f1b_keeps_pp_minus_stage_microbatches_in_flight():
                                   dict(pp=2, schedule="interleaved", virtual_stages=2)])
 def test_memory_timeline_peaks_at_the_schedule_count_and_returns_to_static(plan):
     prog = build_program(scenario(dict(TINY_LLAMA, layers=8), {"global_batch": 8}, **plan))
-    _, tl = AnalyticalBackend().run(prog)
+    tl = AnalyticalBackend().run(prog).timeline
     for role, mem in enumerate(role_memory(prog)):
         series = memory_timeline(prog, tl.start[role], tl.finish[role], role)
         static = mem.weights + mem.master_weights + mem.gradients + mem.optimizer_states + mem.comm_buffers
@@ -75,10 +76,10 @@ def test_lora_trains_only_adapters_and_skips_weight_gradients():
     assert mem.gradients == pytest.approx(mfull.gradients * ratio) and ratio < 0.05
     # At a realistic width the skipped weight-gradient GEMMs outweigh the adapters' small kernels.
     wide = dict(TINY_LLAMA, hidden=2048, heads=16, kv_heads=8, ffn_hidden=5632)
-    t_full = AnalyticalBackend().run(build_program(scenario(wide, {"global_batch": 4})))[0].breakdown.compute
-    t_lora = AnalyticalBackend().run(build_program(scenario(wide, lora())))[0].breakdown.compute
+    t_full = AnalyticalBackend().run(build_program(scenario(wide, {"global_batch": 4}))).result.breakdown.compute
+    t_lora = AnalyticalBackend().run(build_program(scenario(wide, lora()))).result.breakdown.compute
     assert t_lora < 0.85 * t_full
-    lg = build_layer_graph(adapted)
+    lg = layer_graph(adapted)
     assert {op.name for op in lg.layer if op.name.endswith(".lora")} == {
         "qkv_proj.lora", "out_proj.lora", "fc1.lora", "fc2.lora"}
 
@@ -87,7 +88,7 @@ def test_qlora_stores_base_linears_in_nf4():
     q = scenario(TINY_LLAMA, lora(method="qlora"))
     (mq,) = scenario_memory(q)
     (ml,) = scenario_memory(scenario(TINY_LLAMA, lora()))
-    lg = build_layer_graph(q)
+    lg = layer_graph(q)
     linear = sum(op.weight_params for op in lg.layer if op.name in ("qkv_proj", "out_proj", "fc1", "fc2"))
     saved = TINY_LLAMA["layers"] * linear * (2 - nf4_bytes_per_param(q.workload.finetune))
     assert ml.weights - mq.weights == pytest.approx(saved)
@@ -134,7 +135,7 @@ def test_framework_memory_options():
     (ddp,) = scenario_memory(scenario(TINY_LLAMA, wl, tp=2, dp=4, zero_stage=0, param_dtype_grads=True))
     (ddp0,) = scenario_memory(scenario(TINY_LLAMA, wl, tp=2, dp=4, zero_stage=0))
     assert ddp.gradients == pytest.approx(ddp0.gradients * 1.5)  # fp32 buffer + bf16 bucket
-    eager = build_layer_graph(scenario(TINY_LLAMA, {**wl, "fused_swiglu": False}))
-    fused = build_layer_graph(scenario(TINY_LLAMA, wl))
+    eager = layer_graph(scenario(TINY_LLAMA, {**wl, "fused_swiglu": False}))
+    fused = layer_graph(scenario(TINY_LLAMA, wl))
     glu = {op.name: op.saved_bytes for op in eager.layer}["swiglu"] / {op.name: op.saved_bytes for op in fused.layer}["swiglu"]
     assert glu == pytest.approx(1.5)  # gate and up, plus silu(gate)

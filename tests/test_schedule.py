@@ -130,7 +130,7 @@ def test_gpipe_literal():
 
 
 def test_unknown_schedule_raises():
-    with pytest.raises(ValueError, match="zero_bubble"):
+    with pytest.raises(KeyError, match="zero_bubble"):
         stage_order("zero_bubble", 2, 0, 4)
 
 

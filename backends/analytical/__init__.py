@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from backends.analytical.scheduler import Timeline, attribute, simulate
-from backends.base import Breakdown, Result, RoleTiming, assemble_result
-from graphgen.ir import ComputeNode
+from backends.base import Breakdown, Evaluation, assemble_result, role_timings
+from graphgen.costs.evaluate import Costs, cost_program
 from graphgen.program import Program
+
+__all__ = ["AnalyticalBackend", "Timeline", "replay"]
+
+
+def replay(program: Program, costs: Costs, backend: str = "analytical", notes: tuple[str, ...] = ()) -> Evaluation:
+    """Replay a costed program and assemble its Result (also used by ASTRA-sim's scalable mode)."""
+    tl = simulate(program, costs)
+    finishes = [max(f) if f else 0.0 for f in tl.finish]
+    critical = max(range(len(finishes)), key=lambda r: (finishes[r], -r))
+    compute, exposed, bubble = attribute(program, costs, tl, critical)
+    result = assemble_result(program, backend, tl.step_time, Breakdown(compute, exposed, bubble),
+                             program.roles[critical].name, role_timings(program, costs, finishes), notes)
+    return Evaluation(result, tl, costs)
 
 
 class AnalyticalBackend:
     name = "analytical"
 
-    def run(self, program: Program) -> tuple[Result, Timeline]:
-        tl = simulate(program)
-        step = tl.step_time
-        finishes = [max(f) if f else 0.0 for f in tl.finish]
-        critical = max(range(len(finishes)), key=lambda r: (finishes[r], -r))
-        compute, exposed, bubble = attribute(program, tl, critical)
-        timings = tuple(
-            RoleTiming(role.name, finishes[r], sum(n.duration for n in role.nodes if type(n) is ComputeNode),
-                       len(role.nodes)) for r, role in enumerate(program.roles))
-        result = assemble_result(program, self.name, step, Breakdown(compute, exposed, bubble),
-                                 program.roles[critical].name, timings)
-        return result, tl
+    def run(self, program: Program) -> Evaluation:
+        return replay(program, cost_program(program))

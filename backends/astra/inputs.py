@@ -6,16 +6,15 @@ Pure: returns file contents; the runner writes them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from backends.chakra.writer import network_dims
 from graphgen.config import LinkSpec
+from graphgen.costs.algorithms import ALGORITHMS
+from graphgen.costs.compute import ComputeModel
 from graphgen.program import Program
 from graphgen.units import GB, GIB
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "astra_configs"
 TOPOLOGY = {"switch": "Switch", "ring": "Ring", "fully_connected": "FullyConnected"}
-ALGORITHM = {"ring": "ring", "direct": "direct", "tree": "doubleBinaryTree"}
 
 
 def _links(prog: Program) -> list[LinkSpec]:
@@ -29,15 +28,20 @@ def astra_bandwidth(link: LinkSpec) -> float:
     return link.bandwidth_gbs * GB * link.efficiency * link.derate / GIB
 
 
-def system_json(prog: Program, template: Path = TEMPLATES / "system.json") -> str:
-    cfg = json.loads(template.read_text())
+def system_json(prog: Program, template: str) -> str:
+    """The system JSON: the template (astra_configs/system.json) with each dimension's collective
+    algorithms and the device's peak filled in."""
+    cfg = json.loads(template)
     links = _links(prog)
     for coll in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all"):
-        algos = [ALGORITHM[link.algorithm] for link in links]
-        if coll in ("all-gather", "reduce-scatter", "all-to-all"):
-            algos = ["ring" if a == "doubleBinaryTree" else a for a in algos]  # tree is all-reduce only
+        algos = []
+        for link in links:
+            algo = ALGORITHMS[link.algorithm]
+            all_reduce_only = algo.astra_all_reduce_only and coll != "all-reduce"
+            algos.append("ring" if all_reduce_only else algo.astra_name)
         cfg[f"{coll}-implementation"] = algos
-    cfg["peak-perf"] = prog.compute_model.matmul_peak / 1e12
+    sc = prog.scenario
+    cfg["peak-perf"] = ComputeModel(sc.hardware.device, sc.workload.precision).matmul_peak / 1e12
     return json.dumps(cfg, indent=2) + "\n"
 
 
@@ -51,7 +55,3 @@ def network_yaml(prog: Program, congestion_aware: bool) -> str:
     lats = ", ".join(f"{link.latency_us * 1000:.3f}" for link in links)
     return (f"topology: [ {topo} ]\nnpus_count: [ {', '.join(str(d) for d in dims)} ]\n"
             f"bandwidth: [ {bws} ]  # GB/s (2^30 bytes/s)\nlatency: [ {lats} ]  # ns\n")
-
-
-def remote_memory_json(template: Path = TEMPLATES / "remote_memory.json") -> str:
-    return template.read_text()

@@ -23,9 +23,18 @@ _FINISHED = re.compile(r"sys\[(\d+)\] finished, (\d+) cycles, exposed communicat
 _EVENT = re.compile(r"(issue|callback),sys->id=(\d+), tick=(\d+), node->id=(\d+)")
 
 
-def find_binary(network: str, explicit: str | None = None) -> Path:
-    """The binary for 'aware' or 'unaware': --astra-bin, else $ASTRA_SIM_BIN; each may name the
-    binary itself or a directory holding ASTRA-sim's analytical binaries."""
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "astra_configs"
+
+
+def template(name: str) -> str:
+    """An ASTRA-sim input template shipped in astra_configs/."""
+    return (TEMPLATES / name).read_text()
+
+
+def find_binary(network: str, explicit: str | None = None) -> tuple[Path, str]:
+    """The binary for 'aware' or 'unaware', and the build it is: --astra-bin, else $ASTRA_SIM_BIN;
+    each may name a directory holding ASTRA-sim's analytical binaries or one binary. A binary of the
+    other build is replaced by its sibling when the directory has it, else used as it is."""
     given = explicit or os.environ.get(ENV)
     field = "--astra-bin" if explicit else ENV
     if not given:
@@ -34,14 +43,19 @@ def find_binary(network: str, explicit: str | None = None) -> Path:
     if path.is_dir():
         for candidate in (path / BINARIES[network], path / "bin" / BINARIES[network]):
             if candidate.is_file():
-                path = candidate
-                break
-        else:
-            raise RankflowError(f"no {BINARIES[network]} in {given}", field=field,
-                                fix=f"point it at ASTRA-sim's build/astra_analytical/build/bin ({HOW_TO_GET})")
+                return candidate, network
+        raise RankflowError(f"no {BINARIES[network]} in {given}", field=field,
+                            fix=f"point it at ASTRA-sim's build/astra_analytical/build/bin ({HOW_TO_GET})")
     if not path.is_file() or not os.access(path, os.X_OK):
         raise RankflowError(f"'{given}' is not an executable file", field=field, fix=HOW_TO_GET)
-    return path
+    build = next((net for net, name in BINARIES.items() if path.name == name), network)
+    if build != network:
+        sibling = path.parent / BINARIES[network]
+        if sibling.is_file() and os.access(sibling, os.X_OK):
+            return sibling, network
+        if network == "aware":
+            return path, build  # the unaware build runs any network, without congestion
+    return path, network
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ def run(binary: Path, workdir: Path, workload_prefix: str, system: Path, network
     if comm_groups is not None:
         cmd.append(f"--comm-group-configuration={comm_groups}")
     try:
-        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout_s,
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, errors="replace", timeout=timeout_s,
                               preexec_fn=lambda: _raise_nofile(world + 256))
     except subprocess.TimeoutExpired:
         raise RankflowError(f"ASTRA-sim did not finish within {timeout_s:g} s", field="execution_backend.astra.timeout_s",
@@ -88,15 +102,17 @@ def run(binary: Path, workdir: Path, workload_prefix: str, system: Path, network
             notes = (f"ASTRA-sim exited with code {proc.returncode} during shutdown ({last}) after all "
                      f"{world} ranks had reported their finish times",)
         else:
-            raise RankflowError(f"ASTRA-sim exited with code {proc.returncode}: {last}", field=ENV,
-                                fix="check that the binary is an ASTRA-sim analytical build that reads Chakra "
-                                    "0.0.4; keep the inputs with --chakra-out DIR and run it by hand")
+            raise RankflowError(f"ASTRA-sim ({binary.name}) exited with code {proc.returncode}: {last}", field=ENV,
+                                fix="point ASTRA_SIM_BIN at ASTRA-sim's bin directory holding both analytical "
+                                    "builds (networks over several nodes need AstraSim_Analytical_Congestion_Unaware); "
+                                    "to run it by hand keep the inputs with --chakra-out DIR")
     if len(finish) != world:
         raise RankflowError(f"ASTRA-sim reported {len(finish)} of {world} ranks finishing", field=ENV,
                             fix="the trace set may deadlock in ASTRA-sim; run with --chakra-out and inspect it")
     node_times: dict[tuple[int, int], tuple[int, int]] = {}
     if want_node_times:
-        log = (workdir / "log" / "log.log").read_text() if (workdir / "log" / "log.log").exists() else ""
+        path = workdir / "log" / "log.log"
+        log = path.read_text(errors="replace") if path.exists() else ""
         issue: dict[tuple[int, int], int] = {}
         for m in _EVENT.finditer(log):
             k = (int(m.group(2)), int(m.group(4)))

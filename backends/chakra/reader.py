@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from graphgen.errors import RankflowError
-from graphgen.ir import CollectiveNode, ComputeNode, Phase, RecvNode, Role, SendNode, Stream
+from graphgen.ir import CollectiveNode, ComputeNode, Phase, RecvNode, Role, SendNode, Work, comm_stream
 from graphgen.parallel.layout import Collective
 
 _KIND = {0: Collective.ALL_REDUCE, 2: Collective.ALL_GATHER, 6: Collective.ALL_TO_ALL, 7: Collective.REDUCE_SCATTER}
-_STREAM = {"tp": Stream.TP, "dp": Stream.DP, "pp": Stream.PP}
 
 
 def _pb():
@@ -65,35 +64,34 @@ def _attrs(node) -> dict:
     return out
 
 
-def to_nodes(nodes, rank: int) -> list:
-    out = []
+def to_nodes(nodes, rank: int) -> tuple[list, list[float]]:
+    """Rankflow nodes and their durations (seconds) from one rank's Chakra nodes."""
+    out, durations = [], []
     for n in sorted(nodes, key=lambda x: x.id):
         a = _attrs(n)
         common = dict(id=n.id, name=n.name, deps=tuple(n.data_deps), phase=Phase(a["rf_phase"]),
                       microbatch=a["rf_microbatch"], chunk=a["rf_chunk"])
-        dur = a["rf_duration_s"]
+        durations.append(a["rf_duration_s"])
         if n.type == 4:
-            out.append(ComputeNode(duration=dur, flops=a["rf_flops"], bytes=a["rf_bytes"],
+            out.append(ComputeNode(work=Work(-1, n.id, n.id), flops=a["rf_flops"], bytes=a["rf_bytes"],
                                    layers=(a["rf_layer_first"], a["rf_layer_last"]),
                                    ops=tuple(a["rf_ops"].split()) if a["rf_ops"] else (), **common))
         elif n.type == 7:
             out.append(CollectiveNode(kind=_KIND[a["comm_type"]], bytes=a["rf_bytes"], axis=a["rf_axis"],
-                                      group_size=a["rf_group_size"], duration=dur,
-                                      layers=(a["rf_layer_first"], a["rf_layer_last"]),
-                                      stream=_STREAM.get(a["rf_axis"], Stream.TP), **common))
+                                      group_size=a["rf_group_size"], layers=(a["rf_layer_first"], a["rf_layer_last"]),
+                                      stream=comm_stream(a["rf_axis"]), **common))
         elif n.type == 5:
-            out.append(SendNode(bytes=a["rf_bytes"], peer_role=a["comm_dst"], tag=a["comm_tag"], duration=dur,
-                                **common))
+            out.append(SendNode(bytes=a["rf_bytes"], peer_role=a["comm_dst"], tag=a["comm_tag"], **common))
         elif n.type == 6:
             out.append(RecvNode(bytes=a["rf_bytes"], peer_role=a["comm_src"], tag=a["comm_tag"], **common))
         else:
             raise ValueError(f"rank {rank}: node {n.id} has unsupported type {n.type}")
-    return out
+    return out, durations
 
 
-def read_traces(prefix: str | Path, world: int) -> list[Role]:
-    """One Role per rank from `<prefix>.<rank>.et`, rank order."""
-    roles = []
+def read_traces(prefix: str | Path, world: int) -> tuple[list[Role], list[list[float]]]:
+    """One Role per rank from `<prefix>.<rank>.et`, rank order, with each node's duration."""
+    roles, durations = [], []
     for rank in range(world):
         path = Path(f"{prefix}.{rank}.et")
         if not path.exists():
@@ -101,8 +99,10 @@ def read_traces(prefix: str | Path, world: int) -> list[Role]:
                                 fix="write the full trace set with --chakra-out first")
         try:
             _, nodes = read_records(path.read_bytes())
-            roles.append(Role(rank, f"rank{rank}", rank, (), (), to_nodes(nodes, rank)))
+            nodes, dur = to_nodes(nodes, rank)
+            roles.append(Role(rank, f"rank{rank}", rank, (), (), nodes))
+            durations.append(dur)
         except (ValueError, KeyError, IndexError) as exc:
             raise RankflowError(f"not a Rankflow Chakra trace ({exc})", file=str(path),
                                 fix="pass traces written by Rankflow") from None
-    return roles
+    return roles, durations

@@ -16,14 +16,11 @@ byte-identical files.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from backends.chakra import wire
+from graphgen.costs.evaluate import Costs
 from graphgen.ir import CollectiveNode, ComputeNode, Role, SendNode
 from graphgen.parallel.layout import Collective
 from graphgen.program import Program
@@ -60,11 +57,10 @@ def comm_groups(prog: Program) -> tuple[dict[str, Addressing], dict[int, tuple[i
     dims = network_dims(prog)
     addressing: dict[str, Addressing] = {}
     groups: dict[int, tuple[int, ...]] = {}
-    for axis in ("tp", "dp", "pp"):
-        info = prog.axes[axis]
-        if info.size == 1:
-            continue  # no collective runs over a one-rank axis
-        shape = [info.per_node, info.nodes] if len(dims) == 2 else [info.per_node * info.nodes]
+    gpn = prog.scenario.hardware.node.gpus_per_node
+    for axis in prog.axes:  # a one-rank axis runs no collective
+        per_node, nodes = prog.mesh.axis_span(axis, gpn)
+        shape = [per_node, nodes] if len(dims) == 2 else [per_node * nodes]
         involved = tuple(s == d and s > 1 for s, d in zip(shape, dims, strict=True))
         covers = all(s in (1, d) for s, d in zip(shape, dims, strict=True))
         if covers and any(involved):
@@ -89,7 +85,7 @@ def _metadata() -> bytes:
     return wire.delimited(wire.f_string(1, SCHEMA_VERSION))
 
 
-def _body(n, ctrl: int | None, addressing: dict[str, Addressing]) -> tuple[bytes, str | None]:
+def _body(n, duration: float, ctrl: int | None, addressing: dict[str, Addressing]) -> tuple[bytes, str | None]:
     """Rank-independent encoding of a node, and what its rank-specific part depends on."""
     deps = list(n.deps)
     parts = [wire.f_varint(1, n.id), wire.f_string(2, n.name)]
@@ -105,10 +101,10 @@ def _body(n, ctrl: int | None, addressing: dict[str, Addressing]) -> tuple[bytes
     ctrl_deps = [ctrl] if ctrl is not None and ctrl not in n.deps else []
     parts.append(wire.f_packed_varints(4, ctrl_deps))
     parts.append(wire.f_packed_varints(5, deps))
-    parts.append(wire.f_varint(7, max(0, round(n.duration * 1e6))))
+    parts.append(wire.f_varint(7, max(0, round(duration * 1e6))))
     attrs = [wire.attr_bool("is_cpu_op", False), wire.attr_string("rf_phase", n.phase.value),
              wire.attr_int64("rf_microbatch", n.microbatch), wire.attr_int64("rf_chunk", n.chunk)]
-    attrs.append(wire.f_string(1, "rf_duration_s") + wire.f_double(3, n.duration))
+    attrs.append(wire.f_string(1, "rf_duration_s") + wire.f_double(3, duration))
     binding = None
     if isinstance(n, ComputeNode):
         attrs += [wire.attr_int64("num_ops", round(n.flops)), wire.attr_uint64("tensor_size", round(n.bytes)),
@@ -140,7 +136,7 @@ class _EncodedRole:
     pieces: tuple[bytes | tuple[bytes, str, int], ...]  # static bytes, or (body, binding, peer role)
 
 
-def encode_role(role: Role, addressing: dict[str, Addressing]) -> _EncodedRole:
+def encode_role(role: Role, durations: list[float], addressing: dict[str, Addressing]) -> _EncodedRole:
     """Encode a role's nodes once; consecutive rank-independent records are merged."""
     pieces: list = []
     static: list[bytes] = []
@@ -149,7 +145,7 @@ def encode_role(role: Role, addressing: dict[str, Addressing]) -> _EncodedRole:
         ctrl = last_on_stream.get(n.stream) if n.stream is not None else None
         if n.stream is not None:
             last_on_stream[n.stream] = n.id
-        body, binding = _body(n, ctrl, addressing)
+        body, binding = _body(n, durations[n.id], ctrl, addressing)
         if binding is None:
             static.append(wire.delimited(body))
         else:
@@ -188,37 +184,22 @@ def bind_rank(enc: _EncodedRole, rank: int, prog: Program, addressing: dict[str,
     return b"".join(out)
 
 
-def encode_traces(prog: Program, ranks: list[int] | None = None) -> Iterator[tuple[int, bytes]]:
+def encode_traces(prog: Program, costs: Costs, ranks: list[int] | None = None) -> Iterator[tuple[int, bytes]]:
     """(rank, file bytes) for every rank (or the given ranks), each role encoded once."""
     addressing, _ = comm_groups(prog)
     encoded: dict[int, _EncodedRole] = {}
     for rank in (range(prog.mesh.world) if ranks is None else ranks):
         role = prog.role_of_rank(rank)
         if role not in encoded:
-            encoded[role] = encode_role(prog.roles[role], addressing)
+            encoded[role] = encode_role(prog.roles[role], costs.durations[role], addressing)
         yield rank, bind_rank(encoded[role], rank, prog, addressing)
 
 
-def write_traces(prog: Program, out_dir: str | Path, prefix: str = "rankflow") -> tuple[Path, Path, int]:
-    """Write `<out_dir>/<prefix>.<rank>.et` and `<out_dir>/<prefix>.comm_groups.json`.
-
-    Files are written into a temporary directory beside out_dir and moved into place only when
-    all are complete, so a failure leaves no partial trace set. Returns (trace prefix path,
-    comm-group file, total bytes written).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".rankflow-et-"))
-    total = 0
-    try:
-        for rank, data in encode_traces(prog):
-            (tmp / f"{prefix}.{rank}.et").write_bytes(data)
-            total += len(data)
-        groups = comm_groups_json(prog)
-        (tmp / f"{prefix}.comm_groups.json").write_text(groups)
-        total += len(groups)
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out / prefix, out / f"{prefix}.comm_groups.json", total
+def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow") -> Iterator[tuple[str, bytes]]:
+    """(file name, bytes) of `<prefix>.<rank>.et` for every rank and `<prefix>.comm_groups.json`.
+    Programs must be op level: a coarse node would hide its inline collectives from ASTRA-sim."""
+    if prog.detail != "ops":
+        raise ValueError("Chakra traces are written from op-level programs")
+    for rank, data in encode_traces(prog, costs):
+        yield f"{prefix}.{rank}.et", data
+    yield f"{prefix}.comm_groups.json", comm_groups_json(prog).encode()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from graphgen.config import DeviceSpec, EfficiencyCurve
-from graphgen.model.ops import OpKind
+from graphgen.model.ops import Op, OpKind, op_work
 from graphgen.units import GB, TERA, US
 
 
@@ -95,3 +95,35 @@ class ComputeModel:
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
         return max(t_math, self.memory_time(nbytes)) + launch
+
+    def op_time(self, op: Op, direction: str, selective: bool = False) -> float:
+        """Seconds of one op in one direction (see graphgen.model.ops.op_work). A GEMM's backward runs
+        its dgrad and, when the weight trains, its wgrad, each the forward's FLOPs in its own shape;
+        selective recompute reruns the op's forward inside its backward."""
+        k = op.gemm_kernels
+        if direction == "fwd":
+            return self.time(op.kind, op.flops, op.bytes, k, op.seq_len, op.attention_blocks, gemm_shape(op, "fwd"))
+        bf, bb = op_work(op, "bwd")
+        if op.kind is OpKind.MATMUL and bf:
+            passes = ("dgrad", "wgrad")[:max(1, round(op.bwd_flops_factor))]
+            if direction != "bwd":
+                passes = tuple(p for p in passes if (p == "wgrad") == (direction == "bwd_w"))
+            n = max(1, round(op.bwd_flops_factor))
+            t = sum(self.time(op.kind, bf / n, bb / n, k, gemm=gemm_shape(op, p)) for p in passes)
+        elif direction == "bwd_w":
+            t = 0.0
+        else:
+            t = self.time(op.kind, bf, bb, k, op.seq_len, op.attention_blocks) if (bf or bb) else 0.0
+        if selective and op.recompute_selective and direction != "bwd_w":
+            t += self.op_time(op, "fwd")
+        return t
+
+
+def gemm_shape(op: Op, gemm_pass: str) -> tuple[str, float, float, float] | None:
+    """(pass, m, k, n) of a linear's GEMM as cuBLAS sees it, from its (in, out) shape and FLOPs."""
+    d_in, d_out = op.shape
+    if op.kind is not OpKind.MATMUL or not d_in or not d_out or op.gemm_kernels != 1:
+        return None
+    tokens = op.flops / (2 * d_in * d_out)
+    return {"fwd": ("fwd", tokens, d_in, d_out), "dgrad": ("dgrad", tokens, d_out, d_in),
+            "wgrad": ("wgrad", d_out, tokens, d_in)}[gemm_pass]

@@ -13,10 +13,10 @@ algorithms add each dimension's own steps at that dimension's per-step latency.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
-from graphgen.config import CollectiveFit, HardwareConfig, LinkSpec
+from graphgen.config import Cluster, CollectiveFit, LinkSpec
+from graphgen.costs.algorithms import ALGORITHMS
 from graphgen.costs.compute import interpolate
 from graphgen.parallel.layout import Collective
 from graphgen.units import GB, MIB, US
@@ -35,15 +35,7 @@ def link_bandwidth(link: LinkSpec, nbytes: float | None = None, fit: CollectiveF
 
 
 def _steps(kind: Collective, n: int, algorithm: str) -> int:
-    if n <= 1:
-        return 0
-    if algorithm == "direct":
-        base = 1
-    elif algorithm == "tree":
-        base = max(1, math.ceil(math.log2(n)))
-    else:
-        base = n - 1
-    return 2 * base if kind is Collective.ALL_REDUCE else base
+    return ALGORITHMS[algorithm].steps(kind, n)
 
 
 def bus_coefficient(kind: Collective, n: int) -> float:
@@ -71,7 +63,7 @@ def _dim(link: LinkSpec, kind: Collective, nbytes: float, size: int) -> _Dim:
 
 @dataclass(frozen=True)
 class NetworkModel:
-    hardware: HardwareConfig
+    hardware: Cluster
 
     def collective_time(self, kind: Collective, nbytes: float, per_node: int, nodes: int) -> float:
         """Seconds for a collective of `nbytes` (full buffer) over per_node x nodes ranks."""

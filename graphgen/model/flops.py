@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-from graphgen.config import ModelSpec
+from graphgen.config.model import ModelSpec
+from graphgen.model.params import matmul_params, total_params
 
-
-def matmul_params(m: ModelSpec) -> float:
-    """Weights that take part in a matmul per token: every block's linears and the LM head.
-
-    The input embedding is a lookup, not a matmul, so it is left out; a tied LM head still
-    multiplies, so it is counted once.
-    """
-    a, kv, d, h, f = m.heads, m.n_kv_heads, m.d_head, m.hidden, m.ffn_hidden
-    up = f * (2 if m.activation == "swiglu" else 1)
-    per_layer = h * (a + 2 * kv) * d + a * d * h + h * up + f * h
-    return m.layers * per_layer + m.vocab * h
-
-
-def total_params(m: ModelSpec) -> float:
-    """All trainable parameters (embeddings, norms and biases included)."""
-    a, kv, d, h, f = m.heads, m.n_kv_heads, m.d_head, m.hidden, m.ffn_hidden
-    up = f * (2 if m.activation == "swiglu" else 1)
-    norms = (2 if m.norm == "layernorm" else 1) * h
-    bias = ((a + 2 * kv) * d + h + up + h) if m.bias else 0
-    per_layer = h * (a + 2 * kv) * d + a * d * h + h * up + f * h + 2 * norms + bias
-    emb = m.vocab * h * (1 if m.tied_embeddings else 2)
-    pos = (m.max_position or 0) * h if m.position_encoding == "learned" else 0
-    return m.layers * per_layer + emb + pos + norms
+__all__ = ["matmul_params", "model_flops_per_token", "recompute_flops_per_token", "total_params"]
 
 
 def model_flops_per_token(m: ModelSpec, seq_len: int) -> float:

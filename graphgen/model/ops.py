@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from graphgen.parallel.layout import REPLICATE, Placement
+from graphgen.parallel.layout import Layout
 
 
 class OpKind(str, Enum):
@@ -17,22 +17,26 @@ class OpKind(str, Enum):
     LOSS = "loss"
 
 
+REPLICATED = Layout()
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One forward op on one tensor-parallel rank, for one microbatch.
+    """One forward op on one rank, for one microbatch.
 
     `flops` and `bytes` are what this rank executes and moves through HBM. `in_layout` and
-    `out_layout` are placements on the tensor-parallel axis; `shards_input` marks ops whose
-    sharded weights turn a replicated input's grad into a partial sum.
+    `out_layout` are placements on every mesh axis; `shards_input` names the axes on which the op's
+    sharded weights turn a replicated input's gradient into a partial sum (a column-parallel linear
+    on tp).
     """
 
     name: str
     kind: OpKind
     flops: float
     bytes: float
-    in_layout: Placement = REPLICATE
-    out_layout: Placement = REPLICATE
-    shards_input: bool = False
+    in_layout: Layout = REPLICATED
+    out_layout: Layout = REPLICATED
+    shards_input: frozenset[str] = frozenset()
     out_bytes: float = 0.0          # size of the full (unsharded) output tensor, for collectives
     weight_params: float = 0.0      # parameters held by this rank
     saved_bytes: float = 0.0        # activation bytes kept for backward (no recompute)
@@ -46,3 +50,24 @@ class Op:
     weight_bytes: float | None = None  # bytes per weight when not the compute dtype (NF4 base weights)
     seq_len: float = 0.0            # key/value length a fused attention kernel walks (sets its efficiency)
     attention_blocks: float = 0.0   # 128-row query blocks a fused attention call runs in parallel
+    local_out_bytes: float = 0.0    # this rank's share of the output (largest transient backward buffer)
+
+
+def op_work(op: Op, direction: str, selective: bool = False) -> tuple[float, float]:
+    """(FLOPs, HBM bytes) of one op in one direction, derived by rule from its forward.
+
+    fwd: the op itself. bwd: the whole backward (dgrad and, when the weight trains, wgrad), plus
+    the forward again when selective recompute reruns the op. A split backward runs bwd_in (all of
+    it but the weight-gradient GEMM) and bwd_w (that GEMM) as separate steps.
+    """
+    if direction == "fwd":
+        return op.flops, op.bytes
+    bf, bb = op.flops * op.bwd_flops_factor, op.bytes * op.bwd_bytes_factor
+    wgrad = op.kind is OpKind.MATMUL and bf > 0 and round(op.bwd_flops_factor) >= 2
+    if direction == "bwd_w":
+        return (bf / 2, bb / 2) if wgrad else (0.0, 0.0)
+    if direction == "bwd_in" and wgrad:
+        bf, bb = bf / 2, bb / 2
+    if selective and op.recompute_selective:
+        bf += op.flops
+    return bf, bb

@@ -88,3 +88,57 @@ def grad_produced(inp: Placement, shards_input: bool) -> Placement:
     if shards_input and inp.kind is Kind.REPLICATE:
         return PARTIAL
     return inp
+
+
+# ----------------------------------------------------------------------------------- per mesh axis
+
+AXES: tuple[str, ...] = ("tp", "cp", "ep", "dp", "pp")  # Megatron order, tp innermost
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A tensor's placement on every mesh axis; axes not listed are Replicate."""
+
+    placements: tuple[tuple[str, Placement], ...] = ()
+
+    def on(self, axis: str) -> Placement:
+        for a, p in self.placements:
+            if a == axis:
+                return p
+        return REPLICATE
+
+    def __str__(self) -> str:
+        return ",".join(f"{a}:{p}" for a, p in self.placements) or "R"
+
+
+def layout(**per_axis: Placement) -> Layout:
+    """Layout from axis=placement keywords (Replicate entries are dropped, so equal layouts compare equal)."""
+    unknown = set(per_axis) - set(AXES)
+    if unknown:
+        raise LayoutError(f"unknown mesh axis {sorted(unknown)}")
+    return Layout(tuple((a, per_axis[a]) for a in AXES if a in per_axis and per_axis[a] != REPLICATE))
+
+
+def _axes(*layouts: Layout) -> list[str]:
+    used = {a for lay in layouts for a, _ in lay.placements}
+    return [a for a in AXES if a in used]
+
+
+def transitions(src: Layout, dst: Layout) -> list[tuple[str, Collective]]:
+    """The collectives, axis by axis in mesh order, that turn a tensor laid out as src into dst."""
+    out = []
+    for a in _axes(src, dst):
+        kind = transition(src.on(a), dst.on(a))
+        if kind is not None:
+            out.append((a, kind))
+    return out
+
+
+def grad_required_layout(out: Layout) -> Layout:
+    return layout(**{a: grad_required(out.on(a)) for a in _axes(out)})
+
+
+def grad_produced_layout(inp: Layout, shards_input: frozenset[str]) -> Layout:
+    """Per axis: Partial where the op's sharded weights consume a replicated input, else as the input."""
+    axes = [a for a in AXES if a in set(_axes(inp)) | shards_input]
+    return layout(**{a: grad_produced(inp.on(a), a in shards_input) for a in axes})

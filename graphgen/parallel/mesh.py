@@ -5,9 +5,10 @@ Keeping tp innermost puts each tensor-parallel group inside one node, on the fas
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-AXES: tuple[str, ...] = ("tp", "cp", "ep", "dp", "pp")
+from graphgen.parallel.layout import AXES
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,24 @@ class Mesh:
         st, size = self.stride(axis), getattr(self, axis)
         base = rank - self.coords(rank)[axis] * st
         return tuple(base + i * st for i in range(size))
+
+    def axis_span(self, axis: str, gpus_per_node: int) -> tuple[int, int]:
+        """(members per node, nodes) of the axis's groups, computed without listing ranks, so its
+        cost does not grow with the group size. Equals span(group(axis, 0)) for regular groups; for a
+        group that fills nodes unevenly it gives the fewest members any node holds, whose NICs then
+        bound the scale-out traffic."""
+        n, st, gpn = getattr(self, axis), self.stride(axis), gpus_per_node
+        if n == 1:
+            return 1, 1
+        if st >= gpn:
+            return 1, n  # consecutive members are at least a node apart
+        nodes = (n - 1) * st // gpn + 1
+
+        def count(j: int) -> int:  # members i with j*gpn <= i*st < (j+1)*gpn
+            return min(n, -(-(j + 1) * gpn // st)) - -(-j * gpn // st)
+
+        period = st // math.gcd(st, gpn)  # the per-node counts repeat every lcm(st, gpn) / gpn nodes
+        return min(count(j) for j in {*range(min(nodes, period)), nodes - 1}), nodes
 
     def groups(self, axis: str) -> list[tuple[int, ...]]:
         """All groups of an axis, each once, ordered by their first rank."""

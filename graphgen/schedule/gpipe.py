@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from graphgen.schedule import Step
+from graphgen.schedule import SCHEDULES, Schedule, Step
 
 
-def gpipe(microbatches: int) -> list[Step]:
-    return [Step("F", m, 0) for m in range(microbatches)] + [
-        Step("B", m, 0) for m in reversed(range(microbatches))]
+class GPipe(Schedule):
+    name = "gpipe"
+
+    def order(self, pp: int, stage: int, microbatches: int, v: int) -> list[Step]:
+        return [Step("F", m, 0) for m in range(microbatches)] + [
+            Step("B", m, 0) for m in reversed(range(microbatches))]
+
+
+SCHEDULES.add(GPipe.name, GPipe())

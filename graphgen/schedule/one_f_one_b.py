@@ -5,16 +5,22 @@ Stage s runs pp - s - 1 warm-up forwards, so at most pp - s microbatches are in 
 
 from __future__ import annotations
 
-from graphgen.schedule import Step
+from graphgen.schedule import SCHEDULES, Schedule, Step
 
 
-def one_f_one_b(pp: int, stage: int, microbatches: int) -> list[Step]:
-    warmup = min(pp - stage - 1, microbatches)
-    order = [Step("F", m, 0) for m in range(warmup)]
-    b = 0
-    for f in range(warmup, microbatches):
-        order.append(Step("F", f, 0))
-        order.append(Step("B", b, 0))
-        b += 1
-    order.extend(Step("B", m, 0) for m in range(b, microbatches))
-    return order
+class OneFOneB(Schedule):
+    name = "1f1b"
+
+    def order(self, pp: int, stage: int, microbatches: int, v: int) -> list[Step]:
+        warmup = min(pp - stage - 1, microbatches)
+        order = [Step("F", m, 0) for m in range(warmup)]
+        b = 0
+        for f in range(warmup, microbatches):
+            order.append(Step("F", f, 0))
+            order.append(Step("B", b, 0))
+            b += 1
+        order.extend(Step("B", m, 0) for m in range(b, microbatches))
+        return order
+
+
+SCHEDULES.add(OneFOneB.name, OneFOneB())

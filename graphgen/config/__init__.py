@@ -1,0 +1,40 @@
+"""Typed, validated configuration: the model file, the cluster, the plan, and their file layouts.
+
+Everything a user can set is a field here, with help text. Parsing works on dicts; reading files
+is rankflow.files' job, so tests, the API and the REST server build configs the same way.
+"""
+
+from graphgen.config.files import (
+    CLUSTER_SECTIONS,
+    HARDWARE_SECTIONS,
+    MODEL_SECTIONS,
+    PLAN_SECTIONS,
+    HardwareConfig,
+    PlanConfig,
+    parse,
+    parse_hardware_config,
+    parse_model_config,
+    parse_plan_config,
+    pydantic_error,
+)
+from graphgen.config.hardware import (
+    Cluster,
+    CollectiveFit,
+    DeviceSpec,
+    Efficiency,
+    EfficiencyCurve,
+    GemmTable,
+    LinkSpec,
+    NodeSpec,
+)
+from graphgen.config.model import LORA_TARGETS, FineTune, ModelConfig, ModelSpec, Precision, Workload
+from graphgen.config.overrides import Override, apply_overrides, parse_override, split_overrides
+from graphgen.config.plan import AstraOptions, ExecutionBackend, ParallelPlan
+
+__all__ = [
+    "CLUSTER_SECTIONS", "HARDWARE_SECTIONS", "LORA_TARGETS", "MODEL_SECTIONS", "PLAN_SECTIONS", "AstraOptions",
+    "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
+    "GemmTable", "HardwareConfig", "LinkSpec", "ModelConfig", "ModelSpec", "NodeSpec", "Override", "ParallelPlan",
+    "PlanConfig", "Precision", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
+    "parse_override", "parse_plan_config", "pydantic_error", "split_overrides",
+]

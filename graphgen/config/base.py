@@ -1,0 +1,33 @@
+"""Strict field types shared by every config model.
+
+Every config value is finite, of exactly its documented type (a boolean is not a number, a
+string is not a number) and inside physical limits, so a typo can never silently become a
+default or an Infinity in the output.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+# Upper bounds: far above any real system, low enough that arithmetic on them stays exact and
+# bounded (a 10^23-layer model is a typo, not a plan).
+MAX_COUNT = 1_000_000_000
+MAX_DIM = 16_777_216
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors; numbers must be finite."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Bool = StrictBool
+Str = StrictStr
+PosInt = Annotated[StrictInt, Field(gt=0, le=MAX_COUNT)]
+NonNegInt = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
+DimInt = Annotated[StrictInt, Field(gt=0, le=MAX_DIM)]
+PosFloat = Annotated[StrictFloat, Field(gt=0, le=1e15)]
+NonNegFloat = Annotated[StrictFloat, Field(ge=0, le=1e15)]
+Fraction = Annotated[StrictFloat, Field(gt=0, le=1)]

@@ -1,0 +1,146 @@
+"""The cluster: one device, its node (scale-up fabric) and the scale-out fabric, each number sourced."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictInt, field_validator, model_validator
+
+from graphgen.config.base import DimInt, Fraction, NonNegFloat, PosFloat, Str, Strict
+from graphgen.costs.algorithms import ALGORITHMS
+
+
+class EfficiencyCurve(Strict):
+    """Achieved fraction of peak as a function of an op's work, interpolated in log space.
+
+    Points are [x, fraction of peak]: x is GFLOP per kernel for GEMMs, the sequence length (tokens)
+    for fused attention, MiB per message for a network link. Below the first point the first
+    fraction holds, above the last the last.
+    """
+
+    points: list[tuple[PosFloat, Fraction]] = Field(
+        min_length=1, max_length=10_000,
+        description="[x, fraction of peak] pairs, interpolated in log x: x is GFLOP per kernel for GEMMs, the "
+                    "sequence length in tokens for fused attention (the kernel's rate is set by how far each "
+                    "query block walks along the keys, not by batch or heads), MiB per message for network links.")
+    source: Str = Field("", description="Where the measurements come from.")
+
+    @model_validator(mode="after")
+    def _sorted(self) -> EfficiencyCurve:
+        xs = [p[0] for p in self.points]
+        if xs != sorted(xs):
+            raise ValueError("points must have increasing x values")
+        return self
+
+
+GemmPass = Literal["fwd", "dgrad", "wgrad"]
+_Dim = Annotated[StrictInt, Field(gt=0, le=1 << 40)]
+
+
+class GemmTable(Strict):
+    """Measured efficiencies of exact GEMM shapes, as the framework runs them.
+
+    Each entry is [m, k, n, pass, fraction of peak] with the shape cuBLAS sees: fwd (tokens, in, out),
+    dgrad (tokens, out, in), wgrad (out, tokens, in). A GEMM whose shape is listed uses its entry;
+    any other falls back to the matmul curve. BF16/FP16 GEMMs only.
+    """
+
+    entries: list[tuple[_Dim, _Dim, _Dim, GemmPass, Fraction]] = Field(
+        min_length=1, max_length=100_000, description="[m, k, n, pass, fraction of peak] rows.")
+    source: Str = Field("", description="Where the measurements come from.")
+
+
+class Efficiency(Strict):
+    matmul: EfficiencyCurve = Field(description="GEMM efficiency versus GEMM size.")
+    matmul_shapes: GemmTable | None = Field(
+        None, description="Measured efficiencies of exact GEMM shapes (fwd, dgrad and wgrad), used before the curve.")
+    matmul_fp8: EfficiencyCurve | None = Field(
+        None, description="FP8 GEMM efficiency versus size (defaults to the matmul curve).")
+    attention: EfficiencyCurve = Field(description="Fused attention efficiency versus sequence length (tokens).")
+    attention_kernels: dict[Str, EfficiencyCurve] = Field(
+        default_factory=dict, description="Other fused-attention implementations by name (workload.attention_kernel).")
+    memory_bound: Fraction = Field(
+        0.8, description="Fraction of HBM bandwidth reached by element-wise kernels and norms.")
+    memory_bound_source: Str = ""
+
+
+DeviceDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
+
+
+class DeviceSpec(Strict):
+    name: Str
+    peak_tflops: dict[DeviceDtype, PosFloat] = Field(
+        min_length=1, description="Dense (non-sparse) peak TFLOP/s per dtype.")
+    hbm_gib: PosFloat = Field(description="Device memory in GiB.")
+    hbm_bandwidth_gbs: PosFloat = Field(description="HBM bandwidth, GB/s.")
+    launch_overhead_us: NonNegFloat = Field(4.0, description="Fixed cost per kernel, microseconds.")
+    sm_count: DimInt | None = Field(
+        None, description="Streaming multiprocessors (compute units): a fused attention call with fewer "
+                          "query blocks than this leaves SMs idle. Unset: no such penalty.")
+    efficiency: Efficiency
+    overlap_slowdown: Annotated[float, Field(ge=0, le=1, strict=True)] = Field(
+        0.0, description="Fractional slowdown of compute kernels while communication kernels run beside "
+                         "them (SM and memory-bandwidth contention).")
+    allocator_fragmentation: Annotated[float, Field(ge=0, lt=1, strict=True)] = Field(
+        0.15, description="Caching-allocator slack as a fraction of allocated memory: memory reserved but "
+                          "not usable because it is split into pieces too small for the next request.")
+    memory_reserved_gib: NonNegFloat = Field(
+        1.5, description="CUDA context, NCCL buffers and allocator slack, GiB.")
+    sources: dict[Str, Str] = Field(default_factory=dict, description="field -> source.")
+
+
+CollectiveName = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all"]
+
+
+class CollectiveFit(Strict):
+    """A measured linear fit of one collective kind on one dimension:
+    time = bus bytes / (bandwidth x efficiency) + steps x step latency + base latency."""
+
+    efficiency: Fraction = Field(description="Fraction of the link bandwidth reached.")
+    step_latency_us: NonNegFloat = Field(description="Latency per ring step, microseconds.")
+    base_latency_us: NonNegFloat = Field(
+        0.0, description="Fixed cost per collective (launch and synchronisation), microseconds.")
+    source: Str = ""
+
+
+class LinkSpec(Strict):
+    """One network dimension as seen by one GPU."""
+
+    topology: Literal["switch", "ring", "fully_connected"] = Field(
+        "switch", description="switch: non-blocking switch (NVSwitch, fat tree); ring; fully_connected.")
+    bandwidth_gbs: PosFloat = Field(description="Per-GPU unidirectional bandwidth in GB/s (decimal).")
+    latency_us: NonNegFloat = Field(description="Per-hop latency, microseconds.")
+    efficiency: Fraction = Field(
+        1.0, description="Achieved fraction of bandwidth for large collectives (NCCL bus bandwidth / link).")
+    derate: Fraction = Field(1.0, description="Degraded-link factor applied on top of efficiency (1 = healthy).")
+    algorithm: Str = Field("ring", description="Collective algorithm on this dimension (graphgen.costs.algorithms: "
+                                               "ring, tree or direct).")
+    message_efficiency: EfficiencyCurve | None = Field(
+        None, description="Extra factor versus message size, points [MiB, fraction]: NCCL reaches its "
+                          "peak bus bandwidth only for messages of hundreds of MiB.")
+    collective_fits: dict[CollectiveName, CollectiveFit] = Field(
+        default_factory=dict, description="Measured fits per collective kind; a kind listed here uses its fit "
+                                          "instead of efficiency, message_efficiency and latency_us (analytical "
+                                          "backend; ASTRA-sim uses the link's own numbers).")
+    source: Str = ""
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, name: str) -> str:
+        if name not in ALGORITHMS:
+            raise ValueError(f"unknown collective algorithm '{name}' (known: {', '.join(ALGORITHMS)})")
+        return name
+
+
+class NodeSpec(Strict):
+    gpus_per_node: DimInt = Field(description="GPUs in one scale-up domain (a node, or an NVL72 rack).")
+    intra: LinkSpec = Field(description="Scale-up fabric (NVLink/NVSwitch, Infinity Fabric).")
+
+
+class Cluster(Strict):
+    """The machine without a plan: what a search or a sweep keeps fixed while the plan varies."""
+
+    name: Str
+    device: DeviceSpec
+    node: NodeSpec
+    scale_out: LinkSpec = Field(description="Scale-out fabric between nodes, per GPU (its NIC).")

@@ -1,0 +1,127 @@
+"""The model file: architecture (`model`) and what one step processes (`workload`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from graphgen.config.base import Bool, DimInt, NonNegInt, PosFloat, PosInt, Str, Strict
+
+Precision = Literal["fp32", "bf16", "fp16", "fp8"]
+AttentionKind = Literal["full", "sliding"]
+
+
+class ModelSpec(Strict):
+    """Architecture of a decoder-only transformer."""
+
+    name: Str = Field(description="Display name, e.g. 'Llama-2-7B'.")
+    layers: DimInt = Field(description="Number of transformer blocks.")
+    hidden: DimInt = Field(description="Model width d_model.")
+    heads: DimInt = Field(description="Query attention heads.")
+    kv_heads: DimInt | None = Field(None, description="Key/value heads (GQA/MQA); defaults to heads (MHA).")
+    head_dim: DimInt | None = Field(None, description="Per-head width; defaults to hidden / heads.")
+    ffn_hidden: DimInt = Field(description="MLP inner width.")
+    vocab: DimInt = Field(description="Vocabulary size (unpadded).")
+    activation: Literal["gelu", "swiglu", "relu"] = Field(
+        "gelu", description="MLP activation; swiglu has three weight matrices, gelu/relu two.")
+    norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="Normalisation layer.")
+    tied_embeddings: Bool = Field(False, description="Input embedding shared with the LM head.")
+    position_encoding: Literal["rope", "learned", "alibi", "none"] = Field(
+        "rope", description="Position encoding; 'learned' adds a position-embedding table.")
+    max_position: DimInt | None = Field(
+        None, description="Longest sequence the model takes: rows of a learned position table, or the "
+                          "context length a rotary model was trained for. Unset: no limit is checked.")
+    bias: Bool = Field(False, description="Linear layers carry biases (GPT-2/3, BLOOM).")
+    dropout: float = Field(0.0, ge=0, lt=1, strict=True,
+                           description="Hidden/attention dropout probability; > 0 stores 1-byte masks for backward.")
+    sliding_window: DimInt | None = Field(
+        None, description="Keys each query attends to in sliding-window layers (Mistral, gpt-oss).")
+    attention_pattern: list[AttentionKind] | None = Field(
+        None, min_length=1, max_length=1024,
+        description="Attention kind of each layer, repeated over the layers (gpt-oss: [sliding, full]). "
+                    "Unset: every layer 'sliding' when sliding_window is set, else 'full'.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        kv = self.kv_heads or self.heads
+        if self.heads % kv:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({kv})")
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) is not divisible by heads ({self.heads}); "
+                             "set head_dim explicitly")
+        if self.attention_pattern and "sliding" in self.attention_pattern and self.sliding_window is None:
+            raise ValueError("attention_pattern names sliding layers but sliding_window is not set")
+        return self
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    @property
+    def d_head(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+    def attention_kind(self, layer: int) -> AttentionKind:
+        """The attention kind of one layer (full or sliding window)."""
+        if self.attention_pattern:
+            return self.attention_pattern[layer % len(self.attention_pattern)]
+        return "sliding" if self.sliding_window else "full"
+
+
+LORA_TARGETS = ("qkv_proj", "out_proj", "fc1", "fc2")
+FinetuneMethod = Literal["full", "freeze", "lora", "qlora", "dora"]
+
+
+class FineTune(Strict):
+    """How the weights are trained. Pretraining is `full`."""
+
+    method: FinetuneMethod = Field(
+        "full", description="full: all weights train; freeze: the first frozen_layers blocks (and the "
+                            "embedding) are frozen; lora/qlora/dora: base weights frozen, low-rank adapters train "
+                            "(qlora: NF4 base weights; dora: plus a trained magnitude vector).")
+    frozen_layers: NonNegInt = Field(0, description="Blocks frozen from the input side (freeze).")
+    lora_rank: DimInt = Field(16, description="Adapter rank r.")
+    lora_alpha: PosFloat = Field(32.0, description="Adapter scale numerator (alpha / r).")
+    target_modules: list[Literal["qkv_proj", "out_proj", "fc1", "fc2"]] = Field(
+        default_factory=lambda: list(LORA_TARGETS), max_length=4, description="Linears that get adapters.")
+    double_quant: Bool = Field(True, description="QLoRA: quantise the NF4 block scales again (8-bit).")
+    quant_block: DimInt = Field(64, description="QLoRA: NF4 block size.")
+    train_embeddings: Bool = Field(False, description="Adapter methods: also train embedding and LM head.")
+
+
+class Workload(Strict):
+    """What one optimizer step processes."""
+
+    run_type: Literal["training"] = Field(
+        "training", description="Only training steps are simulated by this version.")
+    seq_len: DimInt = Field(2048, description="Tokens per sequence.")
+    global_batch: PosInt | None = Field(
+        None, description="Sequences per optimizer step, across all data-parallel replicas.")
+    micro_batch: PosInt = Field(1, description="Sequences per microbatch.")
+    precision: Precision = Field(
+        "bf16", description="Matmul precision; fp8 runs GEMMs in fp8 and the rest in bf16.")
+    flash_attention: Bool = Field(True, description="Fused attention kernel (no s x s scores).")
+    attention_kernel: Str | None = Field(
+        None, description="Named fused-attention implementation whose efficiency curve the device lists "
+                          "under efficiency.attention_kernels (e.g. 'triton'); unset: efficiency.attention.")
+    fused_kernels: Bool = Field(
+        True, description="Norms, rotary embedding and SwiGLU run as fused kernels (Megatron/TE, "
+                          "torch.compile); false models eager PyTorch, which runs them as chains of "
+                          "element-wise kernels with fp32 round trips.")
+    fused_swiglu: Bool | None = Field(
+        None, description="SwiGLU as one fused kernel that recomputes silu in backward; false: eager "
+                          "silu(gate) * up, which also keeps silu(gate) for backward. Unset: fused_kernels.")
+    optimizer: Literal["adamw", "adam8bit", "sgd", "adafactor"] = Field(
+        "adamw", description="adamw: fp32 m and v; adam8bit: 8-bit m and v (bitsandbytes); sgd: fp32 "
+                             "momentum; adafactor: factored second moment, no momentum.")
+    fused_cross_entropy: Bool = Field(
+        True, description="Loss fused with the LM head's softmax (no fp32 copy of the logits).")
+    finetune: FineTune = FineTune()
+
+
+class ModelConfig(Strict):
+    model: ModelSpec
+    workload: Workload = Workload()
+
+

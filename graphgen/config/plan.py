@@ -1,0 +1,101 @@
+"""The parallelism plan and the execution backend's options: what a search varies, kept apart from
+the cluster so that a new plan never re-reads or re-validates the hardware."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from graphgen.config.base import Bool, NonNegFloat, NonNegInt, PosFloat, PosInt, Str, Strict
+from graphgen.schedule import SCHEDULES
+
+
+class ParallelPlan(Strict):
+    """Parallelism plan, named as Megatron and RAPID-LLM users expect."""
+
+    tp: PosInt = Field(1, description="Tensor-parallel size.")
+    sp: Bool = Field(False, description="Megatron sequence parallelism (needs tp > 1 to matter).")
+    pp: PosInt = Field(1, description="Pipeline stages.")
+    dp: PosInt = Field(1, description="Data-parallel replicas.")
+    cp: PosInt = Field(1, description="Context parallel size (only 1 for now).")
+    ep: PosInt = Field(1, description="Expert parallel size (only 1 for now).")
+    schedule: Str = Field("1f1b", description="Pipeline schedule, a name in graphgen.schedule's registry: gpipe, "
+                                              "1f1b, interleaved.")
+    virtual_stages: PosInt = Field(1, description="Model chunks per pipeline rank (interleaved schedule).")
+    stage_split: Literal["even", "balanced"] = Field(
+        "even", description="Layers per pipeline stage: even (Megatron), or balanced by compute with the LM "
+                            "head counted (nanotron), which gives the first stages more layers.")
+    microbatches: PosInt | None = Field(
+        None, description="Microbatches per step per replica; derived from global_batch when unset.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        0, description="0 DDP; 1 distributed optimizer; 2 + sharded grads; 3 + sharded params (FSDP).")
+    recompute: Literal["none", "selective", "full"] = Field("none", description="Activation recompute.")
+    recompute_every: PosInt = Field(
+        1, description="Under full recompute, checkpoint every k-th block only (torchtitan's layer-level "
+                       "selective AC with ac_freq=2 is full recompute with k=2).")
+    bucket_mb: PosFloat = Field(40.0, description="Gradient-reduction bucket size, MiB of gradients.")
+    grad_reduce_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Dtype of gradient reduction (Megatron keeps fp32 main grads for bf16).")
+    overlap_grad_reduce: Bool = Field(True, description="Overlap DP gradient reduction with backward.")
+    shard_master_weights: Bool = Field(
+        True, description="ZeRO-1 and above shard the fp32 master weights with the optimizer states "
+                          "(Megatron, DeepSpeed); false keeps a full master copy on every rank (nanotron).")
+    param_dtype_grads: Bool = Field(
+        False, description="Gradients are also held in the parameter dtype beside the fp32 accumulation "
+                           "buffer (PyTorch DDP buckets without gradient_as_bucket_view, as nanotron's "
+                           "ZeRO-0 path keeps them).")
+    tp_gather_buffers: NonNegInt = Field(
+        0, description="Persistent full-sequence activation buffers kept for sequence-parallel all-gathers "
+                       "(nanotron keeps two MemoryBuffer singletons, 'allgather' and 'allgather2'; "
+                       "Megatron allocates them per use).")
+    param_gather_copies: NonNegFloat = Field(
+        0.0, description="Temporary full parameter copies the post-step ZeRO-1/2 all-gather allocates: "
+                         "Megatron gathers in place (0); nanotron's coalesced all-gather copies into a new "
+                         "output buffer and NCCL flattens it again (2).")
+    overlap_param_gather: Bool = Field(True, description="Overlap ZeRO/FSDP parameter all-gathers.")
+    zero3_regather_after_recompute: Bool = Field(
+        False, description="ZeRO-3 gathers a recomputed layer's parameters a second time for its backward "
+                           "(DeepSpeed frees them after every module forward, the recompute's too: three "
+                           "gathers per layer and microbatch); FSDP keeps them from the recompute to the "
+                           "backward (two).")
+    zero3_grad_all_reduce: Bool = Field(
+        False, description="ZeRO-3 reduces gradients with an all-reduce and keeps its own shard (DeepSpeed 0.3 "
+                           "did, DeepSpeed #1173) instead of a reduce-scatter: twice the traffic.")
+    zero3_gather_gbs: PosFloat | None = Field(
+        None, description="Ceiling on the bus bandwidth (GB/s per GPU) of ZeRO-3/FSDP parameter all-gathers, "
+                          "for implementations that the host, not the network, limits (DeepSpeed 0.3: 18.6 "
+                          "GB/s, see benchmarks/frameworks.yaml). Unset: the network model alone. The "
+                          "ASTRA-sim backend times these collectives on its own network model, without it.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, name: str) -> str:
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown schedule '{name}' (known: {', '.join(SCHEDULES)})")
+        return name
+
+    @property
+    def world(self) -> int:
+        return self.tp * self.cp * self.ep * self.dp * self.pp
+
+    def axis_sizes(self) -> dict[str, int]:
+        """Mesh axes in Megatron order (tp innermost) with their sizes."""
+        return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "dp": self.dp, "pp": self.pp}
+
+
+class AstraOptions(Strict):
+    mode: Literal["full", "scalable"] = Field(
+        "full", description="full: every rank and node replayed by ASTRA-sim; scalable: every distinct "
+                            "communication op timed by ASTRA-sim at full scale, the DAG replayed analytically.")
+    network: Literal["aware", "unaware"] = Field(
+        "aware", description="Congestion-aware build (one-dimensional networks only; multi-dimensional "
+                             "ones fall back to unaware, with a note) or congestion-unaware.")
+    timeout_s: PosFloat = Field(600.0, le=86400.0, description="Wall-clock limit for ASTRA-sim, seconds.")
+    binary: Str | None = Field(None, description="ASTRA-sim binary or bin directory (else $ASTRA_SIM_BIN).")
+
+
+class ExecutionBackend(Strict):
+    model: Str = Field("analytical", description="Evaluator of the DAG, a name in backends' registry: the "
+                                                 "built-in analytical replay, or astra (ASTRA-sim).")
+    astra: AstraOptions = AstraOptions()

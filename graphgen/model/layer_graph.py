@@ -1,0 +1,113 @@
+"""Model + workload + plan -> LayerGraph: the forward ops of one rank for one microbatch, per block.
+
+A model is a list of layers, each built by the block builders its kind names (an attention kind
+from graphgen.model.attention, an MLP kind from graphgen.model.mlp), as Megatron-Core's layer specs
+do; dense and sliding-window or MoE layers mix without a new code path. Where tensor parallelism
+communicates is decided by the layouts written on each op (see graphgen.model.shape);
+graphgen.parallel.layout.transitions turns each mismatch into its collective when the program is
+built. Backward is derived by rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphgen.config.model import ModelSpec
+from graphgen.model.attention import ATTENTION_BLOCKS
+from graphgen.model.ends import embedding_ops, head_ops
+from graphgen.model.finetune import FINETUNE_METHODS, apply_finetune
+from graphgen.model.mlp import MLP_BLOCKS
+from graphgen.model.ops import Op
+from graphgen.model.shape import BlockShape
+from graphgen.parallel.layout import Layout
+
+
+@dataclass(frozen=True)
+class Block:
+    """The ops of one unit kind: the embedding, the head, or one layer kind."""
+
+    id: int
+    kind: str
+    ops: tuple[Op, ...]
+
+    def op(self, name: str) -> Op:
+        return next(op for op in self.ops if op.name == name)
+
+
+EMBED = -1  # unit id of the input embedding; the LM head is unit `layers`
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    """Forward ops per microbatch on one rank, for each unit: the embedding (-1), every layer
+    (0 .. layers-1) and the LM head (layers)."""
+
+    blocks: tuple[Block, ...]          # embedding, head, then each distinct layer kind
+    layer_block: tuple[int, ...]       # block id of each layer
+    residual: Layout                   # placement of the residual stream between ops and across stages
+    head_out: Layout                   # placement the loss must reach (every rank has the loss)
+    layers: int
+    frozen_layers: int = 0             # blocks at the input side with no backward at all (freeze)
+    embed_trainable: bool = True
+
+    @property
+    def embed(self) -> tuple[Op, ...]:
+        return self.blocks[0].ops
+
+    @property
+    def head(self) -> tuple[Op, ...]:
+        return self.blocks[1].ops
+
+    @property
+    def layer(self) -> tuple[Op, ...]:
+        """Ops of the first layer (what the per-layer table shows)."""
+        return self.unit_block(0).ops
+
+    def unit_block(self, unit: int) -> Block:
+        if unit < 0:
+            return self.blocks[0]
+        return self.blocks[1] if unit == self.layers else self.blocks[self.layer_block[unit]]
+
+    def unit_ops(self, unit: int) -> tuple[Op, ...]:
+        return self.unit_block(unit).ops
+
+    def has_backward(self, unit: int) -> bool:
+        """Frozen units with nothing trainable before them need no backward pass at all."""
+        if unit < 0:
+            return self.embed_trainable
+        return unit >= self.frozen_layers or unit == self.layers
+
+    def unit_params(self, unit: int) -> float:
+        return sum(op.weight_params for op in self.unit_ops(unit))
+
+    def unit_trainable(self, unit: int) -> float:
+        if 0 <= unit < self.frozen_layers:
+            return 0.0
+        return sum(op.weight_params for op in self.unit_ops(unit) if op.trainable)
+
+
+def layer_kind(m: ModelSpec, layer: int) -> tuple[str, str]:
+    """(attention kind, MLP kind) of one layer."""
+    return m.attention_kind(layer), "dense"
+
+
+def build_layer_graph(sh: BlockShape) -> LayerGraph:
+    m, w = sh.model, sh.workload
+    ft = w.finetune
+    method = FINETUNE_METHODS[ft.method]
+    e, T = sh.e, sh.tokens
+    blocks = [Block(0, "embed", apply_finetune(embedding_ops(sh), ft, method.trains_embedding(ft), T, e)),
+              Block(1, "head", apply_finetune(head_ops(sh), ft, method.trains_head(ft), T, e))]
+    ids: dict[tuple[str, str], int] = {}
+    layer_block = []
+    for layer in range(m.layers):
+        kind = layer_kind(m, layer)
+        if kind not in ids:
+            ops = ATTENTION_BLOCKS[kind[0]](sh) + MLP_BLOCKS[kind[1]](sh)
+            ids[kind] = len(blocks)
+            blocks.append(Block(len(blocks), "/".join(kind),
+                                apply_finetune(ops, ft, method.trains_block_weights(), T, e)))
+        layer_block.append(ids[kind])
+    return LayerGraph(tuple(blocks), tuple(layer_block), residual=sh.resid, head_out=Layout(), layers=m.layers,
+                      frozen_layers=ft.frozen_layers if method.frozen_prefix else 0,
+                      embed_trainable=method.trains_embedding(ft))

@@ -1,0 +1,103 @@
+"""Scenario -> Program: one DAG per role (pipeline stage), ranks bound only by lookup.
+
+Each model chunk's forward and backward pass is lowered once into a template (templates.py); the
+schedule then stamps templates out per microbatch (roles.py), adding pipeline send/recv,
+data-parallel gradient and parameter collectives, and the optimizer step. Work grows with roles x
+microbatches (x layers at op level), never with the number of GPUs.
+
+The program is structure only: what runs and what moves how many bytes over which axis. Costs are
+attached when it is evaluated (graphgen.costs.evaluate), so both backends share it unchanged and a
+search can re-cost it under another cluster without rebuilding it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphgen.ir import Phase, Role
+from graphgen.model.layer_graph import LayerGraph, build_layer_graph
+from graphgen.model.shape import BlockShape
+from graphgen.parallel.layout import grad_required_layout
+from graphgen.parallel.mesh import Mesh
+from graphgen.parallel.pipeline import stage_layers
+from graphgen.program.roles import PassTemplates, build_role
+from graphgen.program.templates import (
+    PassBuilder,
+    Template,
+    chunk_stream,
+    lower_backward,
+    lower_forward,
+    lower_wgrad,
+)
+from graphgen.scenario import Scenario
+from graphgen.schedule import SCHEDULES
+
+DETAILS = ("coarse", "ops")
+
+
+@dataclass(frozen=True)
+class Program:
+    scenario: Scenario
+    mesh: Mesh
+    roles: tuple[Role, ...]
+    layer_graph: LayerGraph
+    templates: tuple[Template, ...]
+    chunk_layers: tuple[tuple[int, ...], ...]   # global chunk -> its layers
+    detail: str = "ops"                         # "ops": a node per fused op; "coarse": per pass segment
+
+    def role_of_rank(self, rank: int) -> int:
+        return self.mesh.coords(rank)["pp"]
+
+    def ranks_of_role(self, role: int) -> range:
+        """Ranks of a role are a contiguous block in Megatron order (pp outermost)."""
+        per = self.mesh.world // self.mesh.pp
+        return range(role * per, (role + 1) * per)
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """Mesh axes with more than one rank, in Megatron order."""
+        return tuple(a for a, n in self.scenario.plan.axis_sizes().items() if n > 1)
+
+
+def block_shape(sc: Scenario) -> BlockShape:
+    p = sc.plan
+    return BlockShape(sc.model, sc.workload, p.tp, p.sp and p.tp > 1, sc.padded_vocab, p.pp)
+
+
+def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Template], PassTemplates]:
+    """Forward and backward (and, for a split backward, weight-gradient) templates of every chunk."""
+    p = sc.plan
+    split = SCHEDULES[p.schedule].split_backward
+    every = p.recompute_every if p.recompute == "full" else None
+    sizes = p.axis_sizes()
+    G = len(chunk_layers)
+    fwd, bwd, wgrad = [], [], []
+    for g in range(G):
+        stream = chunk_stream(lg, chunk_layers[g], g == 0, g == G - 1)
+        start = stream[0][1].in_layout if g == 0 and stream else lg.residual
+        end = lg.head_out if g == G - 1 else lg.residual
+        pb = PassBuilder(lg.layers, sizes, p.recompute == "selective")
+        lower_forward(pb, stream, start, end, Phase.FORWARD)
+        fwd.append(pb.template(Phase.FORWARD))
+        pb = PassBuilder(lg.layers, sizes, p.recompute == "selective")
+        lower_backward(pb, stream, grad_required_layout(end), lg.residual, lg, every, "bwd_in" if split else "bwd")
+        bwd.append(pb.template(Phase.BACKWARD))
+        if split:
+            pb = PassBuilder(lg.layers, sizes, False)
+            lower_wgrad(pb, stream, lg)
+            wgrad.append(pb.template(Phase.WGRAD))
+    templates = fwd + bwd + wgrad
+    ids = PassTemplates(tuple(range(G)), tuple(range(G, 2 * G)), tuple(range(2 * G, 3 * G)) if split else None)
+    return templates, ids
+
+
+def build_program(sc: Scenario, detail: str = "ops") -> Program:
+    if detail not in DETAILS:
+        raise ValueError(f"detail must be one of {DETAILS}")
+    p = sc.plan
+    lg = build_layer_graph(block_shape(sc))
+    chunk_layers = stage_layers(sc.model, p)
+    templates, ids = pass_templates(sc, lg, chunk_layers)
+    roles = tuple(build_role(sc, lg, chunk_layers, templates, ids, stage, detail == "coarse") for stage in range(p.pp))
+    mesh = Mesh(tp=p.tp, cp=p.cp, ep=p.ep, dp=p.dp, pp=p.pp)
+    return Program(sc, mesh, roles, lg, tuple(templates), tuple(chunk_layers), detail)

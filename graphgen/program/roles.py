@@ -1,0 +1,98 @@
+"""One role's DAG: the schedule's steps in order, each a stamped-out pass template with its pipeline
+receive and send, data-parallel collectives attached, then the optimizer step.
+
+Where a schedule orders its steps: graphgen.schedule (this walks the order). Where ZeRO gathers and
+reduces: graphgen.parallel.zero. Where pipeline transfers enter: graphgen.parallel.pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphgen.ir import ComputeNode, Phase, Role, Work
+from graphgen.model.layer_graph import EMBED, LayerGraph
+from graphgen.model.ops import OpKind
+from graphgen.model.optimizers import OPTIMIZERS
+from graphgen.model.shape import activation_bytes
+from graphgen.parallel.pipeline import PipelineEmitter
+from graphgen.parallel.zero import DataParallelEmitter
+from graphgen.program.emit import Attachments, Emitter, emit_pass
+from graphgen.program.templates import Item, Template, make_template
+from graphgen.scenario import Scenario
+from graphgen.schedule import SCHEDULES
+from graphgen.units import dtype_bytes
+
+
+@dataclass(frozen=True)
+class PassTemplates:
+    """Template ids of each chunk's passes in the program's template list (W only when the schedule
+    splits the backward)."""
+
+    forward: tuple[int, ...]
+    backward: tuple[int, ...]
+    wgrad: tuple[int, ...] | None
+
+    def of(self, phase: str, g: int) -> int:
+        return {"F": self.forward, "B": self.backward, "W": self.wgrad}[phase][g]
+
+
+def units_of(lg: LayerGraph, chunk_layers, g: int) -> list[int]:
+    last = len(chunk_layers) - 1
+    return ([EMBED] if g == 0 else []) + list(chunk_layers[g]) + ([lg.layers] if g == last else [])
+
+
+def optimizer_item(sc: Scenario, lg: LayerGraph, chunk_layers, chunks) -> Item:
+    """The optimizer step of one role: memory-bound over the parameters this rank updates."""
+    p, w = sc.plan, sc.workload
+    params = sum(lg.unit_trainable(u) for g in chunks for u in units_of(lg, chunk_layers, g))
+    local = params / (p.dp if p.zero_stage >= 1 else 1)
+    opt = OPTIMIZERS[w.optimizer]
+    per_param = opt.step_bytes(low_precision_copy=w.precision != "fp32")
+    return Item(False, "optimizer_step", Phase.OPTIMIZER, -3, (-1, -1), op_names=("optimizer",),
+                flops=local * opt.step_flops, bytes=local * per_param, kernel=OpKind.ELEMENTWISE)
+
+
+def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Template], ids: PassTemplates,
+               stage: int, coarse: bool) -> Role:
+    p, w = sc.plan, sc.workload
+    sched = SCHEDULES[p.schedule]
+    chunks = sched.chunks(p.pp, stage, p.virtual_stages)
+    order = sched.order(p.pp, stage, sc.microbatches, p.virtual_stages)
+    stage_of = [0] * len(chunk_layers)
+    for s in range(p.pp):
+        for g in sched.chunks(p.pp, s, p.virtual_stages):
+            stage_of[g] = s
+    em = Emitter()
+    e = activation_bytes(w.precision)
+    dp = DataParallelEmitter(em, p, chunks, lambda g: units_of(lg, chunk_layers, g), lg, e,
+                             dtype_bytes(p.grad_reduce_dtype))
+    pipe = PipelineEmitter(em, stage_of, sc.microbatches, e * w.micro_batch * w.seq_len * sc.model.hidden / p.tp)
+    grads_at = "W" if sched.split_backward else "B"
+    last_grad = {chunks[st.chunk]: i for i, st in enumerate(order) if st.phase == grads_at}
+    first_f: dict[int, int] = {}
+    for i, st in enumerate(order):
+        if st.phase == "F":
+            first_f.setdefault(chunks[st.chunk], i)
+
+    dp.step_start(chunks)
+    last = -1
+    for i, st in enumerate(order):
+        g, mb, phase = chunks[st.chunk], st.microbatch, st.phase
+        tpl_id = ids.of(phase, g)
+        first_deps = pipe.recv(g, mb, phase == "F") if phase != "W" else []
+        att = Attachments()
+        dp.attach(att, templates[tpl_id], g, mb, phase, i == first_f.get(g), i == last_grad.get(g), first_deps,
+                  grads_here=phase == grads_at)
+        last = emit_pass(em, templates[tpl_id], tpl_id, first_deps, att, mb, g, coarse)
+        if phase != "W":
+            pipe.send(g, mb, phase == "F", last)
+    dp.finish(chunks, last, sc.microbatches)
+
+    templates.append(make_template([optimizer_item(sc, lg, chunk_layers, chunks)], Phase.OPTIMIZER))
+    it = templates[-1].items[0]
+    opt = em.add(ComputeNode, name="optimizer_step", work=Work(len(templates) - 1, 0, 0), flops=it.flops,
+                 bytes=it.bytes, deps=(last, *dp.grad_syncs), phase=Phase.OPTIMIZER, microbatch=-1, chunk=-1,
+                 layers=(-1, -1), ops=("optimizer",))
+    dp.after_optimizer(chunks, opt)
+    layers = tuple(layer for g in chunks for layer in chunk_layers[g])
+    return Role(stage, f"stage{stage}", stage, tuple(chunks), layers, em.nodes)

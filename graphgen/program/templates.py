@@ -1,0 +1,170 @@
+"""Pass templates: one model chunk's forward or backward as a chain of items, built once per chunk.
+
+This is where tensor parallelism (and every other per-axis layout) inserts its collectives: each
+op states the layout it takes and the layout it gives on every mesh axis; wherever a producer's
+layout differs from its consumer's, graphgen.parallel.layout.transitions names the collective
+(Partial->Replicate all-reduce, Partial->Shard reduce-scatter, Shard->Replicate all-gather). The
+backward's layouts follow grad_required_layout and grad_produced_layout, which gives Megatron's f/g
+operators and sequence parallelism's gather/scatter pairs without special cases.
+
+Adjacent ops of the same unit (layer, embedding, head) and phase fuse into one compute item; units
+stay apart so that data-parallel buckets and FSDP gathers can attach at layer granularity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphgen.ir import Phase, layer_span
+from graphgen.model.layer_graph import EMBED, LayerGraph
+from graphgen.model.ops import Op, OpKind, op_work
+from graphgen.parallel.layout import (
+    Collective,
+    Layout,
+    grad_produced_layout,
+    grad_required_layout,
+    transitions,
+)
+
+OpRef = tuple[int, int, str]  # (block id, op index, direction)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    is_comm: bool
+    name: str
+    phase: Phase
+    unit: int
+    layers: tuple[int, int]
+    ops: tuple[OpRef, ...] = ()
+    op_names: tuple[str, ...] = ()
+    flops: float = 0.0
+    bytes: float = 0.0
+    kind: Collective | None = None
+    axis: str = ""
+    group_size: int = 1
+    kernel: OpKind | None = None  # an item without ops (the optimizer step) costed as this kernel kind
+
+
+@dataclass(frozen=True)
+class Template:
+    items: tuple[Item, ...]
+    first_use: dict[int, int]   # unit -> index of its first item in this pass
+    last_use: dict[int, int]    # unit -> index of its last item (backward: its grads are final)
+
+
+def make_template(items: list[Item], phase: Phase) -> Template:
+    if not items:
+        # A pass with nothing to do (a fully frozen stage's backward, a stage the balanced split
+        # left without layers) still orders the schedule and passes tensors through.
+        items = [Item(False, "noop", phase, -2, (-1, -1), op_names=("noop",))]
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for idx, it in enumerate(items):
+        first.setdefault(it.unit, idx)
+        last[it.unit] = idx
+    return Template(tuple(items), first, last)
+
+
+class PassBuilder:
+    """Collects the items of one pass, fusing adjacent ops of one unit and phase."""
+
+    def __init__(self, n_layers: int, sizes: dict[str, int], selective: bool) -> None:
+        self.n_layers, self.sizes, self.selective = n_layers, sizes, selective
+        self.items: list[Item] = []
+        self._seg: list[tuple[OpRef, str, float, float]] = []
+        self._key: tuple[Phase, int] | None = None
+
+    def _flush(self) -> None:
+        if not self._seg:
+            return
+        phase, unit = self._key
+        names = tuple(s[1] for s in self._seg)
+        self.items.append(Item(False, f"{phase.value}:{names[0]}..{names[-1]}", phase, unit,
+                               layer_span([unit], self.n_layers), tuple(s[0] for s in self._seg), names,
+                               sum(s[2] for s in self._seg), sum(s[3] for s in self._seg)))
+        self._seg = []
+
+    def op(self, ref: tuple[int, int], op: Op, unit: int, phase: Phase, direction: str) -> None:
+        if (phase, unit) != self._key:
+            self._flush()
+            self._key = (phase, unit)
+        fl, by = op_work(op, direction, self.selective)
+        self._seg.append(((ref[0], ref[1], direction), op.name, fl, by))
+
+    def comm(self, axis: str, kind: Collective, nbytes: float, phase: Phase, unit: int) -> None:
+        self._flush()
+        self._key = None
+        self.items.append(Item(True, f"{phase.value}:{axis}_{kind.value}", phase, unit,
+                               layer_span([unit], self.n_layers), bytes=nbytes, kind=kind, axis=axis,
+                               group_size=self.sizes[axis]))
+
+    def relayout(self, src: Layout, dst: Layout, nbytes: float, phase: Phase, unit: int) -> None:
+        """The collectives that turn src into dst, one per axis whose placement differs."""
+        for axis, kind in transitions(src, dst):
+            self.comm(axis, kind, nbytes, phase, unit)
+
+    def template(self, phase: Phase) -> Template:
+        self._flush()
+        return make_template(self.items, phase)
+
+
+Stream = list[tuple[tuple[int, int], Op, int]]  # ((block id, op index), op, unit)
+
+
+def chunk_stream(lg: LayerGraph, layers: tuple[int, ...], first: bool, last: bool) -> Stream:
+    out: Stream = []
+    units = ([EMBED] if first else []) + list(layers) + ([lg.layers] if last else [])
+    for unit in units:
+        block = lg.unit_block(unit)
+        out.extend(((block.id, i), op, unit) for i, op in enumerate(block.ops))
+    return out
+
+
+def lower_forward(pb: PassBuilder, stream: Stream, start: Layout, end: Layout, phase: Phase) -> None:
+    """Lower ops in order; wherever a producer's layout differs from its consumer's, insert the
+    collectives the layout table names (this is where TP all-reduces appear)."""
+    if not stream:
+        return
+    cur, cur_bytes, cur_unit = start, 0.0, stream[0][2]
+    for ref, op, unit in stream:
+        pb.relayout(cur, op.in_layout, cur_bytes, phase, cur_unit)
+        pb.op(ref, op, unit, phase, "fwd")
+        cur, cur_bytes, cur_unit = op.out_layout, op.out_bytes, unit
+    pb.relayout(cur, end, cur_bytes, phase, cur_unit)
+
+
+def _by_unit(stream: Stream) -> list[tuple[int, Stream]]:
+    out: list[tuple[int, Stream]] = []
+    for entry in stream:
+        if not out or out[-1][0] != entry[2]:
+            out.append((entry[2], []))
+        out[-1][1].append(entry)
+    return out
+
+
+def lower_backward(pb: PassBuilder, stream: Stream, grad_in: Layout, resid: Layout, lg: LayerGraph,
+                   recompute_every: int | None, direction: str = "bwd") -> None:
+    """Reverse pass: each op's gradient layout is derived from its forward layouts. Units that need
+    no gradient (a frozen prefix) get no backward at all. With recompute_every, every k-th block
+    is checkpointed and reruns its forward (TP collectives included) before its backward."""
+    cur = grad_in
+    for unit, entries in reversed(_by_unit(stream)):
+        if not lg.has_backward(unit):
+            continue
+        if recompute_every and 0 <= unit < lg.layers and unit % recompute_every == 0:
+            lower_forward(pb, entries, resid, resid, Phase.RECOMPUTE)
+        for ref, op, _ in reversed(entries):
+            pb.relayout(cur, grad_required_layout(op.out_layout), op.out_bytes, Phase.BACKWARD, unit)
+            pb.op(ref, op, unit, Phase.BACKWARD, direction)
+            cur = grad_produced_layout(op.in_layout, op.shards_input)
+
+
+def lower_wgrad(pb: PassBuilder, stream: Stream, lg: LayerGraph) -> None:
+    """Weight-gradient step of a split backward: each trainable linear's wgrad GEMM, last unit first."""
+    for unit, entries in reversed(_by_unit(stream)):
+        if not lg.has_backward(unit):
+            continue
+        for ref, op, _ in reversed(entries):
+            if op_work(op, "bwd_w")[0] > 0:
+                pb.op(ref, op, unit, Phase.WGRAD, "bwd_w")

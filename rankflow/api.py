@@ -1,0 +1,157 @@
+"""The one entry point: build a Scenario, simulate it, ask for its memory.
+
+    from rankflow import api
+    sc = api.load_scenario(model="model_configs/llama2-7b.yaml",
+                           hardware="hardware_configs/A100-SXM4-80GB.yaml",
+                           overrides=["parallelism.tp=2", "parallelism.dp=4"])
+    result = api.simulate(sc)                 # step time, throughput, MFU, breakdown, memory
+    report = api.memory(sc)                   # per-stage memory and the fits verdict
+    faster = api.simulate(sc.with_plan(tp=4, dp=2))   # a new plan; the cluster is not re-read
+
+The CLI, the benchmarks and the validation harness call these functions; nothing else wires the
+pipeline. Each argument of load_scenario takes a file path, a dict, or an already parsed object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from backends.base import Evaluation, Result
+from backends.registry import BACKENDS, get_backend
+from graphgen.config import (
+    Cluster,
+    ExecutionBackend,
+    HardwareConfig,
+    ModelConfig,
+    ParallelPlan,
+    PlanConfig,
+    apply_overrides,
+    parse,
+    parse_model_config,
+    parse_plan_config,
+    split_overrides,
+)
+from graphgen.errors import RankflowError
+from graphgen.hf_import import is_hf_config, model_from_hf
+from graphgen.memory import MemoryReport, scenario_memory
+from graphgen.program import Program, build_program
+from graphgen.scenario import Scenario, make_scenario
+from rankflow.files import read_mapping
+
+__all__ = ["Evaluation", "MemoryReport", "Program", "Result", "Scenario", "build", "evaluate", "load_hardware",
+           "load_model", "load_scenario", "memory", "simulate"]
+
+Source = str | Path | dict[str, Any]
+
+
+def _model_data(model: Source | ModelConfig) -> tuple[dict[str, Any], str]:
+    if isinstance(model, ModelConfig):
+        return model.model_dump(), "<model config>"
+    if isinstance(model, dict):
+        data, file = model, "<model config>"
+    else:
+        data, file = read_mapping(model, "model_config"), str(model)
+    if is_hf_config(data):
+        data = {"model": model_from_hf(data, file)}
+    return data, file
+
+
+PLAN_KEYS = ("parallelism", "execution_backend")
+
+
+def _hardware(hardware: Source | Cluster, overrides: list) -> tuple[Cluster, dict[str, Any], str]:
+    """The cluster (validated once; a parsed one is used as it is) and the hardware file's own plan."""
+    if isinstance(hardware, Cluster):
+        plan = {k: getattr(hardware, k).model_dump() for k in PLAN_KEYS if hasattr(hardware, k)}
+        cluster = hardware.cluster if isinstance(hardware, HardwareConfig) else hardware
+        if not overrides:
+            return cluster, plan, "<hardware config>"
+        data, file = cluster.model_dump(), "<hardware config>"
+    elif isinstance(hardware, dict):
+        data, file = hardware, "<hardware config>"
+    else:
+        data, file = read_mapping(hardware, "hardware_config"), str(hardware)
+    plan = {k: data[k] for k in PLAN_KEYS if k in data}
+    cluster_data = apply_overrides({k: v for k, v in data.items() if k not in PLAN_KEYS}, overrides, file)
+    return parse(Cluster, cluster_data, file), plan, file
+
+
+def load_model(model: Source) -> ModelConfig:
+    """A model file (Rankflow YAML or Hugging Face config.json) parsed on its own."""
+    data, file = _model_data(model)
+    return parse_model_config(data, file)
+
+
+def load_hardware(path: str | Path) -> HardwareConfig:
+    """A hardware file parsed once, to pass to load_scenario many times (a search, a harness)."""
+    return parse(HardwareConfig, read_mapping(path, "hardware_config"), str(path))
+
+
+def _plan_data(plan: Source | ParallelPlan | PlanConfig | None) -> tuple[dict[str, Any] | None, str | None]:
+    if plan is None:
+        return None, None
+    if isinstance(plan, ParallelPlan):
+        return {"parallelism": plan.model_dump()}, "<plan>"
+    if isinstance(plan, PlanConfig):
+        return plan.model_dump(exclude_none=True), "<plan>"
+    if isinstance(plan, dict):
+        return plan, "<plan>"
+    return read_mapping(plan, "plan_config"), str(plan)
+
+
+def load_scenario(model: Source | ModelConfig, hardware: Source | HardwareConfig | Cluster,
+                  plan: Source | ParallelPlan | PlanConfig | None = None, overrides: Sequence[str] = ()) -> Scenario:
+    """A checked Scenario from a model, a hardware (cluster, optionally with its plan) and an optional
+    plan that replaces the hardware file's; `overrides` are `--set` strings (section.field=value)."""
+    routed = split_overrides(list(overrides))
+    model_data, model_file = _model_data(model)
+    mc = parse_model_config(apply_overrides(model_data, routed.model), model_file)
+    cluster, hw_plan, hw_file = _hardware(hardware, routed.cluster)
+    plan_data, plan_file = _plan_data(plan)
+    if plan_data is None:
+        plan_data, plan_file = hw_plan, hw_file
+    else:
+        parse_plan_config(hw_plan, hw_file)  # the hardware file's own plan must be valid too
+    pc = parse_plan_config(apply_overrides(plan_data, routed.plan), plan_file)
+    execution = pc.execution_backend or parse_plan_config(hw_plan, hw_file).execution_backend or ExecutionBackend()
+    if execution.model not in BACKENDS:
+        raise RankflowError(f"unknown backend '{execution.model}'", file=plan_file, field="execution_backend.model",
+                            fix=f"use one of: {', '.join(BACKENDS)}")
+    return make_scenario(mc, cluster, pc.parallelism, execution, model_file=model_file, hardware_file=hw_file,
+                         plan_file=plan_file)
+
+
+def build(scenario: Scenario, detail: str = "ops") -> Program:
+    """The program (per-role DAGs): 'ops' for traces, graphs and Chakra; 'coarse' for speed."""
+    return build_program(scenario, detail)
+
+
+def evaluate(scenario: Scenario, backend: str | None = None, *, detail: str = "coarse",
+             astra: dict[str, Any] | None = None, program: Program | None = None) -> tuple[Program, Evaluation]:
+    """Build (unless given) and evaluate a program; returns it with the backend's Evaluation."""
+    name = backend or scenario.execution.model
+    options = dict(astra or {}) if name == "astra" else {}
+    engine = get_backend(name, **options)
+    prog = program or build_program(scenario, "ops" if name == "astra" and _astra_full(scenario, options) else detail)
+    return prog, engine.run(prog)
+
+
+def _astra_full(scenario: Scenario, options: dict[str, Any]) -> bool:
+    return (options.get("mode") or scenario.execution.astra.mode) == "full"
+
+
+def simulate(scenario: Scenario, backend: str | None = None, *, detail: str = "coarse",
+             astra: dict[str, Any] | None = None) -> Result:
+    """Step time, throughput, MFU/HFU, time breakdown and per-stage memory of one training step.
+
+    backend: 'analytical' (default: the scenario's execution_backend.model) or 'astra'.
+    detail: 'coarse' (one node per pass segment, the default: fast) or 'ops' (one node per fused op).
+    """
+    return evaluate(scenario, backend, detail=detail, astra=astra)[1].result
+
+
+def memory(scenario: Scenario) -> MemoryReport:
+    """Per-GPU memory of every pipeline stage and whether it fits, without building the DAG."""
+    return MemoryReport(scenario_memory(scenario))

@@ -1,0 +1,121 @@
+"""Reading config files safely: every problem is one RankflowError naming the file.
+
+YAML is read with PyYAML's safe loader, tightened: duplicate keys are errors (a second
+`parallelism:` block must not silently replace the first), explicit tags JSON cannot hold
+(!!binary, !!set) are refused, dates stay the text that was written, nesting depth and the size
+the document expands to (alias bombs) are bounded, and files over 16 MiB are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from graphgen.errors import RankflowError
+
+MAX_FILE_BYTES = 16 * 2**20
+MAX_NODES = 1_000_000   # values after alias expansion
+MAX_DEPTH = 64
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    out: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str | int | float | bool) or key is None:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is not a plain scalar",
+                                                    key_node.start_mark)
+        if key in out:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+        out[key] = loader.construct_object(value_node, deep=deep)
+    return out
+
+
+def _refuse(loader: _Loader, node: yaml.Node) -> None:
+    raise yaml.constructor.ConstructorError(None, None, f"tag {node.tag} is not a config value", node.start_mark)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+for _tag in ("binary", "set", "omap", "pairs"):
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse)
+
+
+def _check_plain(data: Any, file: str) -> None:
+    """Only JSON-representable values, bounded in depth and in expanded size."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise RankflowError(f"the document expands to more than {MAX_NODES:,} values (YAML aliases?)",
+                                file=file, fix="write the config without repeated anchors/aliases")
+        if depth > MAX_DEPTH:
+            raise RankflowError(f"nested deeper than {MAX_DEPTH} levels", file=file, fix="flatten the document")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif not (value is None or isinstance(value, str | int | float | bool)):
+            raise RankflowError(f"value of type {type(value).__name__} is not a config value", file=file,
+                                fix="use numbers, strings, booleans, lists and mappings only")
+
+
+def _json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key '{k}'")
+        out[k] = v
+    return out
+
+
+def parse_text(text: str, file: str, as_json: bool) -> Any:
+    try:
+        if as_json:
+            return json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_json_constant)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:
+        raise RankflowError(f"nested deeper than {MAX_DEPTH} levels", file=file, fix="flatten the document") from None
+    except (yaml.YAMLError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+            mark = exc.problem_mark or exc.context_mark
+            first = exc.problem + (f" (line {mark.line + 1})" if mark else "")
+        raise RankflowError(f"cannot parse: {first}", file=file, fix="check the YAML/JSON syntax") from None
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML or JSON config file."""
+    p = Path(path)
+    file = str(path)
+    if not p.is_file():
+        problem = "is a directory, not a file" if p.is_dir() else "file not found"
+        raise RankflowError(problem, file=file, fix=f"pass an existing {what} file (see {what}s/ for shipped examples)")
+    try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise RankflowError(f"file is larger than {MAX_FILE_BYTES // 2**20} MiB", file=file,
+                                fix=f"pass a {what} file")
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise RankflowError("not UTF-8 text", file=file, fix=f"pass a YAML or JSON {what} file") from None
+    except OSError as exc:
+        raise RankflowError(f"cannot read: {exc.strerror}", file=file, fix="check the path and permissions") from None
+    data = parse_text(text, file, p.suffix.lower() == ".json")
+    if not isinstance(data, dict):
+        raise RankflowError("top level must be a mapping", file=file, fix="write the config as key: value pairs")
+    _check_plain(data, file)
+    return data
