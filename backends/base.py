@@ -20,7 +20,8 @@ SCHEMA_VERSION = "2.1"
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
     "per token = 6 x matmul parameters (all linears and the LM head) + 12 x layers x heads x head_dim x "
-    "seq_len (attention scores, non-causal), recompute not counted (PaLM, Chowdhery et al. 2022, App. B)")
+    "seq_len (attention scores, non-causal; a sliding-window layer counts its window instead of seq_len), "
+    "recompute not counted (PaLM, Chowdhery et al. 2022, App. B)")
 HFU_DEFINITION = (
     "HFU = hardware FLOPs per step / (step time x GPUs x peak); hardware FLOPs = model FLOPs + the "
     "forward FLOPs re-executed by activation recompute, counted in the same convention")

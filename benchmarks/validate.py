@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from backends.base import Result
-from graphgen.errors import RankflowError
+from benchmarks.rows import HW_DIR, ROOT, Row, Skip, attempt, hardware, row_scenario_from  # noqa: F401
 from graphgen.model.flops import model_flops_per_token
 from rankflow import api
 
-ROOT = Path(__file__).resolve().parent.parent
-HW_DIR = ROOT / "hardware_configs"
 FRAMEWORKS = Path(__file__).resolve().parent / "frameworks.yaml"
 
 HARDWARE = [  # (substring of the CSV's gpu column, hardware config file)
@@ -95,48 +91,6 @@ def flops_definition(key: str) -> str:
     return {"narayanan2021": "megatron", "llm-foundry": "llmfoundry", "torchtitan": "torchtitan"}.get(key, "standard")
 
 
-@dataclass
-class Row:
-    id: str
-    source: str
-    metric: str
-    measured: float | bool
-    predicted: float | bool | None
-    skipped: str | None
-    definition: str | None = None
-    bf16_dense: bool = False
-
-    @property
-    def is_verdict(self) -> bool:
-        return isinstance(self.measured, bool)
-
-    @property
-    def error_pct(self) -> float | None:
-        if self.predicted is None or self.is_verdict or self.measured == 0:
-            return None
-        return 100.0 * (self.predicted - self.measured) / self.measured
-
-    @property
-    def correct(self) -> bool | None:
-        return None if self.predicted is None or not self.is_verdict else self.predicted == self.measured
-
-
-class Skip(Exception):
-    pass
-
-
-def attempt(rows: list[Row], predict) -> None:
-    """Run predict(); if the row cannot be mapped or its plan is invalid, mark every row skipped."""
-    try:
-        predict()
-    except Skip as exc:
-        for row in rows:
-            row.skipped = str(exc)
-    except RankflowError as exc:
-        for row in rows:
-            row.skipped = f"invalid plan: {exc.one_line()}"
-
-
 def _int(text: str, field: str, default: int | None = None) -> int:
     text = (text or "").strip()
     m = re.match(r"\d+", text)
@@ -184,19 +138,6 @@ def _precision(r: dict) -> str:
     if "v100" in r["gpu"].lower():
         return "fp16"
     return "bf16"
-
-
-@functools.cache
-def hardware(path: Path):
-    """A hardware file parsed once per run of the harness."""
-    return api.load_hardware(path)
-
-
-def row_scenario_from(model: dict, workload: dict, hw_path: Path, plan: dict, extra=()):
-    """A row's scenario through the API: model and workload as dicts, the plan as overrides of the
-    hardware file's plan."""
-    overrides = [(f"parallelism.{k}", v) for k, v in plan.items()] + list(extra)
-    return api.load_scenario({"model": model, "workload": workload}, hardware(hw_path), overrides=overrides)
 
 
 def load_frameworks(path: Path = FRAMEWORKS) -> dict[str, dict]:

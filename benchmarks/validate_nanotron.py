@@ -32,7 +32,7 @@ import csv
 import re
 from pathlib import Path
 
-from benchmarks.validate import HW_DIR, Row, Skip, attempt, row_scenario_from
+from benchmarks.rows import HW_DIR, Row, Skip, attempt, row_scenario_from
 from graphgen.units import GIB
 from rankflow import api
 

@@ -20,6 +20,10 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def remove(self, name: str) -> T:
+        """Take an entry out again (a plugin unloading, a test cleaning up)."""
+        return self._items.pop(name)
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of add."""
         return lambda item: self.add(name, item)

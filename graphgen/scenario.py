@@ -60,8 +60,8 @@ class Scenario:
 
 
 class _Checker:
-    def __init__(self, model_file: str, plan_file: str) -> None:
-        self.model_file, self.plan_file = model_file, plan_file
+    def __init__(self, model_file: str, plan_file: str, hardware_file: str) -> None:
+        self.model_file, self.plan_file, self.hardware_file = model_file, plan_file, hardware_file
 
     def plan(self, field: str, msg: str, fix: str) -> RankflowError:
         return RankflowError(msg, file=self.plan_file, field=field, fix=fix)
@@ -157,8 +157,9 @@ def _check_cluster(w: Workload, hw: Cluster, p: ParallelPlan, c: _Checker) -> No
         raise c.plan("parallelism.dp", f"world size {p.world} is not a whole number of {gpn}-GPU nodes",
                      "make tp x pp x dp a multiple of node.gpus_per_node")
     if w.precision not in hw.device.peak_tflops and not (w.precision == "fp32" and "tf32" in hw.device.peak_tflops):
-        raise RankflowError(f"{hw.device.name} has no peak for precision {w.precision}", field="device.peak_tflops",
-                            fix="choose a precision the device supports or add its peak")
+        raise RankflowError(f"{hw.device.name} has no peak for precision {w.precision}", file=c.hardware_file,
+                            field="device.peak_tflops", fix="choose a precision the device supports (workload.precision) "
+                                                            "or add its peak")
 
 
 def make_scenario(mc: ModelConfig, hw: Cluster, plan: ParallelPlan, execution: ExecutionBackend | None = None, *,
@@ -166,7 +167,7 @@ def make_scenario(mc: ModelConfig, hw: Cluster, plan: ParallelPlan, execution: E
                   plan_file: str | None = None) -> Scenario:
     """Check a model config, a cluster and a plan against each other and make the Scenario."""
     m, w, p = mc.model, mc.workload, plan
-    c = _Checker(model_file, plan_file or hardware_file)
+    c = _Checker(model_file, plan_file or hardware_file, hardware_file)
     _check_axes(m, w, p, c)
     _check_pipeline(m, p, c)
     mbs = _microbatches(w, p, c)

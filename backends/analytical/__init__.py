@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from backends.analytical.scheduler import Timeline, attribute, simulate
+from backends.analytical.attribution import attribute
+from backends.analytical.scheduler import Timeline, simulate
 from backends.base import Breakdown, Evaluation, assemble_result, role_timings
 from graphgen.costs.evaluate import Costs, cost_program
 from graphgen.program import Program

@@ -13,8 +13,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from graphgen.costs.evaluate import Costs
-from graphgen.ir import COMPUTE, CollectiveNode, ComputeNode, RecvNode, SendNode
-from graphgen.parallel.layout import AXES
+from graphgen.ir import COMPUTE, SendNode, comm_stream
 from graphgen.program import Program
 
 
@@ -24,6 +23,7 @@ class Timeline:
 
     start: tuple[tuple[float, ...], ...]
     finish: tuple[tuple[float, ...], ...]
+    waits: tuple[dict[int, tuple[str, float]], ...] = ()  # coarse node -> (axis, seconds its inline collectives waited)
 
     @property
     def step_time(self) -> float:
@@ -73,11 +73,12 @@ def simulate(prog: Program, costs: Costs) -> Timeline:
     send_at = {(r.id, n.tag): n.id for r in roles for n in r.nodes if type(n) is SendNode}
     free = [dict() for _ in roles]
     busy = [{} for _ in roles]  # stream -> ([starts], [ends]) of communication nodes
+    waits: list[dict[int, tuple[str, float]]] = [{} for _ in roles]
     ptr = [0] * n_roles
     while True:
         progressed = False
         for r in range(n_roles):
-            i = _advance(roles[r], r, ptr[r], start, finish, free[r], busy[r], costs, kappa, send_at)
+            i = _advance(roles[r], r, ptr[r], start, finish, (free[r], busy[r], waits[r]), costs, kappa, send_at)
             if i != ptr[r]:
                 progressed = True
                 ptr[r] = i
@@ -87,14 +88,15 @@ def simulate(prog: Program, costs: Costs) -> Timeline:
             stuck = [f"{roles[r].name} at {roles[r].nodes[ptr[r]].name}" for r in range(n_roles)
                      if ptr[r] < len(roles[r].nodes)]
             raise DeadlockError("pipeline schedule deadlocks: " + "; ".join(stuck))
-    return Timeline(tuple(map(tuple, start)), tuple(map(tuple, finish)))
+    return Timeline(tuple(map(tuple, start)), tuple(map(tuple, finish)), tuple(waits))
 
 
-def _advance(role, r: int, i: int, start, finish, fr: dict, busy: dict, costs: Costs, kappa: float,
-             send_at: dict) -> int:
-    """Replay one role from node i until it waits on a send not yet simulated; returns where it stopped."""
+def _advance(role, r: int, i: int, start, finish, streams, costs: Costs, kappa: float, send_at: dict) -> int:
+    """Replay one role from node i until it waits on a send not yet simulated; returns where it stopped.
+    streams: this role's (stream -> free time, stream -> busy intervals, coarse node -> inline wait)."""
+    fr, busy, waits = streams
     nodes, fin, st = role.nodes, finish[r], start[r]
-    dur, parts = costs.durations[r], costs.parts[r] if costs.parts else {}
+    dur, segments = costs.durations[r], costs.segments[r] if costs.segments else {}
     unset = -1.0
     while i < len(nodes):
         node = nodes[i]
@@ -117,98 +119,63 @@ def _advance(role, r: int, i: int, start, finish, fr: dict, busy: dict, costs: C
                 s = ready
             st[i] = s
             d = dur[i]
-            end = s + d
             if node.stream == COMPUTE:
-                if kappa and d:
-                    end = _slowed(s, d, parts.get(i), busy, kappa)
-            elif d:
-                a, b = busy.setdefault(node.stream, ([], []))
-                a.append(s)
-                b.append(end)
+                seg = segments.get(i)
+                if seg is None:
+                    end = _op(s, d, busy, kappa)
+                else:
+                    end, wait = _segment(s, d, seg, busy, fr, kappa)
+                    if wait:
+                        waits[i] = wait
+            else:
+                end = s + d
+                if d:
+                    a, b = busy.setdefault(node.stream, ([], []))
+                    a.append(s)
+                    b.append(end)
             fin[i] = fr[node.stream] = end
         i += 1
     return i
 
 
-def _slowed(s: float, d: float, parts, busy: dict, kappa: float) -> float:
-    """End of a compute node started at s: each compute item is slowed by kappa x the time other
-    streams' communication overlaps its nominal interval, as an op-level node would be. A coarse
-    node walks its items until no recorded communication reaches further; the rest runs unslowed."""
-    if parts is None:
-        return s + d + kappa * _covered(busy.values(), s, s + d)
-    reach = max((ends[-1] for _, ends in busy.values() if ends), default=0.0)
-    t, done = s, 0.0
-    for is_compute, x in parts:
-        if t >= reach:
-            break
-        t += x + (kappa * _covered(busy.values(), t, t + x) if is_compute and x else 0.0)
-        done += x
-    return t + (d - done)
+def _reach(busy: dict) -> float:
+    """When the last recorded communication ends (each stream's intervals are in order)."""
+    return max((ends[-1] for _, ends in busy.values() if ends), default=0.0)
 
 
-def attribute(prog: Program, costs: Costs, tl: Timeline, role: int) -> tuple[float, dict[str, float], float]:
-    """Split one role's step into compute, exposed communication per axis, and pipeline bubble.
-
-    Every gap on the compute stream is charged to the input that arrived last: a collective's
-    axis, or for a receive the peer's send time (pipeline communication) and the wait before it
-    (bubble). A coarse node's inline collectives are exposed communication of their axes. Time
-    after the role's last compute is charged to whatever finished last.
-    """
-    nodes = prog.roles[role].nodes
-    st, fin = tl.start[role], tl.finish[role]
-    inline = costs.inline[role]
-    step = tl.step_time
-    compute = 0.0
-    exposed: dict[str, float] = {a: 0.0 for a in comm_axes(prog)}
-    bubble = 0.0
-    t = 0.0
-    send_at = {(r.id, n.tag): n.id for r in prog.roles for n in r.nodes if type(n) is SendNode}
-
-    def charge(node, gap: float) -> None:
-        nonlocal bubble
-        if gap <= 0:
-            return
-        if type(node) is CollectiveNode:
-            exposed[node.axis] = exposed.get(node.axis, 0.0) + gap
-        elif type(node) is RecvNode:
-            peer = node.peer_role
-            pp = min(gap, costs.durations[peer][send_at[(peer, node.tag)]])
-            exposed["pp"] = exposed.get("pp", 0.0) + pp
-            bubble += gap - pp
-        elif type(node) is SendNode:
-            exposed["pp"] = exposed.get("pp", 0.0) + gap
-        else:
-            bubble += gap
-
-    def blocker(node):
-        best, best_t = None, -1.0
-        for d in node.deps:
-            if fin[d] > best_t:
-                best, best_t = nodes[d], fin[d]
-        return best
-
-    for i, node in enumerate(nodes):
-        if type(node) is not ComputeNode:
-            continue
-        gap = st[i] - t
-        if gap > 1e-15:
-            charge(blocker(node), gap)
-        busy = fin[i] - st[i]
-        for axis, x in inline.get(i, ()):
-            exposed[axis] = exposed.get(axis, 0.0) + x
-            busy -= x
-        compute += busy
-        t = fin[i]
-    tail = step - t
-    if tail > 1e-15:
-        last = max(range(len(nodes)), key=lambda k: fin[k]) if nodes else None
-        if last is not None and fin[last] > t:
-            charge(nodes[last], tail)
-        else:
-            bubble += tail  # other roles finish later: this role idles at the end
-    return compute, exposed, bubble
+def _op(s: float, d: float, busy: dict, kappa: float) -> float:
+    """End of a one-item compute node started at s: slowed by kappa x the time communication on
+    other streams overlaps its nominal interval."""
+    if not kappa or not d or _reach(busy) <= s:
+        return s + d
+    return s + d + kappa * _covered(busy.values(), s, s + d)
 
 
-def comm_axes(prog: Program) -> tuple[str, ...]:
-    """Axes the breakdown reports: every mesh axis, in Megatron order (zero where unused)."""
-    return AXES
+def _segment(s: float, d: float, seg, busy: dict, fr: dict, kappa: float) -> tuple[float, tuple[str, float] | None]:
+    """(end, (axis, wait)) of a coarse node started at s, run as its op-level items would run: each
+    compute item slowed by overlapping communication, each inline collective waiting for its stream.
+    Items are walked only while something can still interact with them; the rest runs at nominal
+    speed. The inline collectives' streams are busy until the last of them ends."""
+    reach = _reach(busy) if kappa else 0.0
+    waits = any(fr.get(c, 0.0) > s for c in seg.comm_streams)
+    t, done, last, waited = s, 0.0, None, None
+    if waits or reach > s:
+        for axis, x in seg.parts:
+            if not waits and t >= reach:
+                break
+            if axis:
+                begin = max(t, fr.get(comm_stream(axis), 0.0))
+                if begin > t:
+                    waited = (axis, begin - t)
+                t = begin + x
+                waits, last = False, t  # later collectives of this node find the stream free
+            else:
+                t += x + (kappa * _covered(busy.values(), t, t + x) if kappa and x and t < reach else 0.0)
+            done += x
+    end = t + (d - done)
+    if seg.comm_streams:
+        if seg.last_comm_end > done or last is None:
+            last = t + (seg.last_comm_end - done)
+        for c in seg.comm_streams:
+            fr[c] = max(fr.get(c, 0.0), last)
+    return end, waited

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from graphgen.config import Cluster
 from graphgen.costs.compute import ComputeModel
 from graphgen.costs.network import NetworkModel, bus_coefficient
-from graphgen.ir import CollectiveNode, ComputeNode, SendNode, Work
+from graphgen.ir import CollectiveNode, ComputeNode, SendNode, Work, comm_stream
 from graphgen.parallel.layout import Collective
 from graphgen.parallel.zero import ZERO3_GATHER
 from graphgen.program import Program
@@ -36,20 +36,28 @@ def comm_key(n) -> tuple | None:
     return None
 
 
-Parts = tuple[tuple[bool, float], ...]  # (is compute, seconds) of each item a coarse node spans
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The items a multi-item (coarse) node spans, in order: ("", seconds) for compute, (axis,
+    seconds) for an inline collective. The replay walks them where other work could interact with the
+    node (communication overlapping its compute, its axes' streams still busy), so that it runs
+    exactly as its op-level items would."""
+
+    parts: tuple[tuple[str, float], ...]
+    comm_streams: tuple[str, ...]   # streams of its inline collectives
+    last_comm_end: float            # nominal offset at which its last inline collective ends
 
 
 @dataclass(frozen=True)
 class Costs:
     """Seconds per node of every role; inline[r][i] is the communication inside coarse node i, per
-    axis, which its duration includes; parts[r][i] the items a multi-item node spans, in order (the
-    replay walks them where communication on other streams overlaps the node, so that a coarse node
-    is slowed exactly as its op-level items would be); kappa is the device's overlap slowdown."""
+    axis, which its duration includes; segments[r][i] describes multi-item node i; kappa is the
+    device's overlap slowdown."""
 
     durations: tuple[list[float], ...]
     inline: tuple[dict[int, tuple[tuple[str, float], ...]], ...]
     kappa: float
-    parts: tuple[dict[int, Parts], ...] = ()
+    segments: tuple[dict[int, Segment], ...] = ()
 
 
 class Coster:
@@ -66,7 +74,7 @@ class Coster:
         self._coll: dict[tuple, float] = {}
         self._prefix: dict[int, tuple[list[float], dict[str, list[float]]]] = {}
         self._work: dict[Work, tuple[float, tuple[tuple[str, float], ...]]] = {}
-        self._parts: dict[Work, Parts] = {}
+        self._parts: dict[Work, Segment] = {}
 
     # ---------------------------------------------------------------------------- primitives
     def op_time(self, bid: int, idx: int, direction: str) -> float:
@@ -122,11 +130,18 @@ class Coster:
             got = self._work[w] = (comp[w.last + 1] - comp[w.first], inline)
         return got
 
-    def work_parts(self, w: Work) -> Parts:
+    def segment(self, w: Work) -> Segment:
         got = self._parts.get(w)
         if got is None:
             items = self.prog.templates[w.template].items[w.first:w.last + 1]
-            got = self._parts[w] = tuple((not it.is_comm, self.item_time(it)) for it in items)
+            parts = tuple((it.axis if it.is_comm else "", self.item_time(it)) for it in items)
+            streams = tuple(sorted({comm_stream(a) for a, _ in parts if a}))
+            offset = last = 0.0
+            for axis, x in parts:
+                offset += x
+                if axis:
+                    last = offset
+            got = self._parts[w] = Segment(parts, streams, last)
         return got
 
     def send_time(self, role: int, n: SendNode) -> float:
@@ -160,7 +175,7 @@ class Coster:
                 if inline:
                     inl[n.id] = inline
                 if type(n) is ComputeNode and n.work.last > n.work.first:
-                    prt[n.id] = self.work_parts(n.work)
+                    prt[n.id] = self.segment(n.work)
             durations.append(dur)
             inlines.append(inl)
             parts.append(prt)

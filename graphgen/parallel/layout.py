@@ -7,6 +7,7 @@ from its consumer's, `transition` names the collective. Backward grads follow `g
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import Enum
 
@@ -124,20 +125,23 @@ def _axes(*layouts: Layout) -> list[str]:
     return [a for a in AXES if a in used]
 
 
-def transitions(src: Layout, dst: Layout) -> list[tuple[str, Collective]]:
+@functools.lru_cache(maxsize=4096)
+def transitions(src: Layout, dst: Layout) -> tuple[tuple[str, Collective], ...]:
     """The collectives, axis by axis in mesh order, that turn a tensor laid out as src into dst."""
     out = []
     for a in _axes(src, dst):
         kind = transition(src.on(a), dst.on(a))
         if kind is not None:
             out.append((a, kind))
-    return out
+    return tuple(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def grad_required_layout(out: Layout) -> Layout:
     return layout(**{a: grad_required(out.on(a)) for a in _axes(out)})
 
 
+@functools.lru_cache(maxsize=4096)
 def grad_produced_layout(inp: Layout, shards_input: frozenset[str]) -> Layout:
     """Per axis: Partial where the op's sharded weights consume a replicated input, else as the input."""
     axes = [a for a in AXES if a in set(_axes(inp)) | shards_input]

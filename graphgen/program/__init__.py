@@ -98,6 +98,8 @@ def build_program(sc: Scenario, detail: str = "ops") -> Program:
     lg = build_layer_graph(block_shape(sc))
     chunk_layers = stage_layers(sc.model, p)
     templates, ids = pass_templates(sc, lg, chunk_layers)
-    roles = tuple(build_role(sc, lg, chunk_layers, templates, ids, stage, detail == "coarse") for stage in range(p.pp))
+    shared: dict = {}
+    roles = tuple(build_role(sc, lg, chunk_layers, templates, ids, stage, detail == "coarse", shared)
+                  for stage in range(p.pp))
     mesh = Mesh(tp=p.tp, cp=p.cp, ep=p.ep, dp=p.dp, pp=p.pp)
     return Program(sc, mesh, roles, lg, tuple(templates), tuple(chunk_layers), detail)

@@ -18,10 +18,12 @@ from graphgen.program.templates import Template
 
 
 class Emitter:
-    """Appends nodes to one role's list; ids are list positions (deterministic)."""
+    """Appends nodes to one role's list; ids are list positions (deterministic). `shared` caches what
+    every instance of a template segment has in common, across microbatches and roles."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared: dict | None = None) -> None:
         self.nodes: list[Node] = []
+        self.shared = {} if shared is None else shared
 
     def add(self, node_cls, **kw) -> int:
         self.nodes.append(node_cls(id=len(self.nodes), **kw))
@@ -58,7 +60,12 @@ def emit_pass(em: Emitter, tpl: Template, tpl_id: int, first_deps: list[int], at
               chunk: int, coarse: bool) -> int:
     """Stamp out one pass; returns the id of its last node."""
     prev: int | None = None
-    for a, b in _segments(tpl, att.cuts(), coarse):
+    cuts = frozenset(att.cuts())
+    key = ("segments", tpl_id, cuts, coarse)
+    segments = em.shared.get(key)
+    if segments is None:
+        segments = em.shared[key] = _segments(tpl, cuts, coarse)
+    for a, b in segments:
         deps = list(first_deps) if prev is None else [prev]
         deps.extend(att.before.get(a, ()))
         it = tpl.items[a]
@@ -73,8 +80,8 @@ def emit_pass(em: Emitter, tpl: Template, tpl_id: int, first_deps: list[int], at
     return prev
 
 
-def _compute(em: Emitter, tpl: Template, tpl_id: int, a: int, b: int, deps: tuple[int, ...], mb: int,
-             chunk: int) -> int:
+def _segment_fields(tpl: Template, tpl_id: int, a: int, b: int) -> dict:
+    """What every compute node spanning items a..b of a template has in common."""
     items = tpl.items[a:b + 1]
     first, last = items[0], items[-1]
     if a == b:
@@ -85,7 +92,16 @@ def _compute(em: Emitter, tpl: Template, tpl_id: int, a: int, b: int, deps: tupl
         layers = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else (-1, -1)
         name += last.op_names[-1] if last.op_names else last.name
     phase = first.phase if a == b or first.phase is not Phase.RECOMPUTE else Phase.BACKWARD
-    return em.add(ComputeNode, name=name, work=Work(tpl_id, a, b),
-                  flops=sum(it.flops for it in items if not it.is_comm),
-                  bytes=sum(it.bytes for it in items if not it.is_comm), deps=deps, phase=phase, microbatch=mb,
-                  chunk=chunk, layers=layers, ops=ops)
+    return dict(name=name, work=Work(tpl_id, a, b), flops=sum(it.flops for it in items if not it.is_comm),
+                bytes=sum(it.bytes for it in items if not it.is_comm), phase=phase, layers=layers, ops=ops)
+
+
+def _compute(em: Emitter, tpl: Template, tpl_id: int, a: int, b: int, deps: tuple[int, ...], mb: int,
+             chunk: int) -> int:
+    key = ("compute", tpl_id, a, b)
+    fields = em.shared.get(key)
+    if fields is None:
+        fields = em.shared[key] = _segment_fields(tpl, tpl_id, a, b)
+    node_id = len(em.nodes)
+    em.nodes.append(ComputeNode(node_id, deps=deps, microbatch=mb, chunk=chunk, **fields))
+    return node_id

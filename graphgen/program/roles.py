@@ -53,7 +53,7 @@ def optimizer_item(sc: Scenario, lg: LayerGraph, chunk_layers, chunks) -> Item:
 
 
 def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Template], ids: PassTemplates,
-               stage: int, coarse: bool) -> Role:
+               stage: int, coarse: bool, shared: dict | None = None) -> Role:
     p, w = sc.plan, sc.workload
     sched = SCHEDULES[p.schedule]
     chunks = sched.chunks(p.pp, stage, p.virtual_stages)
@@ -62,7 +62,7 @@ def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Templ
     for s in range(p.pp):
         for g in sched.chunks(p.pp, s, p.virtual_stages):
             stage_of[g] = s
-    em = Emitter()
+    em = Emitter(shared)
     e = activation_bytes(w.precision)
     dp = DataParallelEmitter(em, p, chunks, lambda g: units_of(lg, chunk_layers, g), lg, e,
                              dtype_bytes(p.grad_reduce_dtype))
