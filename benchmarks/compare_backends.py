@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from backends.analytical import AnalyticalBackend
-from backends.astra.backend import AstraBackend
+from backends.analytical import replay
 from backends.chakra.writer import network_dims
-from graphgen.config import load_hardware_config, load_model_config, split_overrides
+from graphgen.costs.evaluate import cost_program
 from graphgen.errors import RankflowError
-from graphgen.program import build_program
-from graphgen.scenario import make_scenario
+from rankflow import api
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,18 +49,17 @@ CASES: list[tuple[str, str, str, list[str]]] = [
 
 
 def program(hw: str, model: str, sets: list[str]):
-    model_ov, hw_ov = split_overrides(sets)
-    sc = make_scenario(load_model_config(ROOT / "model_configs" / model, model_ov),
-                       load_hardware_config(ROOT / "hardware_configs" / hw, hw_ov))
-    return build_program(sc)
+    """The op-level program both backends replay (a full ASTRA-sim replay needs op-level nodes)."""
+    return api.build(api.load_scenario(ROOT / "model_configs" / model, ROOT / "hardware_configs" / hw, None, sets))
 
 
-def without_message_curve(prog):
+def without_message_curve(prog) -> float:
+    """The analytical step of the same program re-costed on links without NCCL's message-size curve."""
     hw = prog.scenario.hardware
     intra = hw.node.intra.model_copy(update={"message_efficiency": None})
     out = hw.scale_out.model_copy(update={"message_efficiency": None})
     hw2 = hw.model_copy(update={"node": hw.node.model_copy(update={"intra": intra}), "scale_out": out})
-    return build_program(dataclasses.replace(prog.scenario, hardware=hw2))
+    return replay(prog, cost_program(prog, hw2)).result.step_time_s
 
 
 def reason(prog, analytical: float, full, scalable, network: str) -> str:
@@ -76,7 +72,7 @@ def reason(prog, analytical: float, full, scalable, network: str) -> str:
         return ("per-op network costs agree (scalable mode is within 5 %); the full replay differs in composition: "
                 "ASTRA-sim runs one collective or send at a time per rank, so pipeline sends and DP buckets "
                 "queue behind TP collectives that the analytical streams overlap")
-    flat = AnalyticalBackend().run(without_message_curve(prog))[0].step_time_s
+    flat = without_message_curve(prog)
     if abs(ref - flat) < 0.5 * abs(gap):
         return ("NCCL message-size efficiency: only the analytical backend slows mid-size messages "
                 f"(without it the analytical step is {flat:.4g} s)")
@@ -89,43 +85,34 @@ def reason(prog, analytical: float, full, scalable, network: str) -> str:
     return "ASTRA-sim runs one collective per rank at a time (TP and DP serialise) and models link congestion"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.compare_backends", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="out/compare_backends", help="output directory")
-    ap.add_argument("--max-full-gpus", type=int, default=128, help="largest case replayed in full mode")
-    ap.add_argument("--timeout", type=float, default=600.0, help="per ASTRA-sim run, seconds")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, hw, model, sets in CASES:
-        prog = program(hw, model, sets)
+def compare(name: str, prog, max_full_gpus: int, timeout: float) -> dict:
+    """One row: the analytical step and ASTRA-sim's in both modes, with the reason for any gap."""
+    t0 = time.perf_counter()
+    _, ev = api.evaluate(prog.scenario, "analytical", program=prog)
+    ana = ev.result.step_time_s
+    network = "aware" if len(network_dims(prog)) == 1 else "unaware"
+    row = {"case": name, "gpus": prog.mesh.world, "network": network, "analytical_s": ana,
+           "analytical_wall_s": time.perf_counter() - t0}
+    for mode in ("full", "scalable"):
+        row[f"astra_{mode}_s"], row[f"astra_{mode}_wall_s"], row[f"ratio_{mode}"] = "", "", ""
+        if mode == "full" and prog.mesh.world > max_full_gpus:
+            continue
         t0 = time.perf_counter()
-        ana = AnalyticalBackend().run(prog)[0].step_time_s
-        ana_wall = time.perf_counter() - t0
-        network = "aware" if len(network_dims(prog)) == 1 else "unaware"
-        row = {"case": name, "gpus": prog.mesh.world, "network": network, "analytical_s": ana,
-               "analytical_wall_s": ana_wall}
-        for mode in ("full", "scalable"):
-            if mode == "full" and prog.mesh.world > args.max_full_gpus:
-                row[f"astra_{mode}_s"], row[f"astra_{mode}_wall_s"], row[f"ratio_{mode}"] = "", "", ""
-                continue
-            t0 = time.perf_counter()
-            try:
-                res, _ = AstraBackend(network=network, mode=mode, timeout_s=args.timeout).run(prog)
-                val = res.step_time_s
-                row[f"ratio_{mode}"] = val / ana
-            except RankflowError as exc:
-                print(f"{name} {mode}: {exc.one_line()}", file=sys.stderr)
-                val, row[f"ratio_{mode}"] = "", ""
-            row[f"astra_{mode}_s"] = val
-            row[f"astra_{mode}_wall_s"] = time.perf_counter() - t0
-        ran = row["astra_full_s"] != "" or row["astra_scalable_s"] != ""
-        row["reason"] = (reason(prog, ana, row["astra_full_s"], row["astra_scalable_s"], network) if ran
-                         else "ASTRA-sim did not run")
-        rows.append(row)
-        print(f"{name}: analytical {ana:.4f} s, full {row['astra_full_s'] or '-'}, "
-              f"scalable {row['astra_scalable_s'] or '-'}", file=sys.stderr)
+        try:
+            astra = {"network": network, "mode": mode, "timeout_s": timeout}
+            _, run = api.evaluate(prog.scenario, "astra", astra=astra, program=prog)
+            row[f"astra_{mode}_s"] = run.result.step_time_s
+            row[f"ratio_{mode}"] = run.result.step_time_s / ana
+        except RankflowError as exc:
+            print(f"{name} {mode}: {exc.one_line()}", file=sys.stderr)
+        row[f"astra_{mode}_wall_s"] = time.perf_counter() - t0
+    ran = row["astra_full_s"] != "" or row["astra_scalable_s"] != ""
+    row["reason"] = (reason(prog, ana, row["astra_full_s"], row["astra_scalable_s"], network) if ran
+                     else "ASTRA-sim did not run")
+    return row
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
     fields = list(rows[0])
     with (out / "compare_backends.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
@@ -139,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     md += ["| " + " | ".join(fmt(r[f]) for f in fields) + " |" for r in rows]
     (out / "compare_backends.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def plot(rows: list[dict], out: Path) -> None:
     try:
         import matplotlib
 
@@ -146,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'): no PNG written", file=sys.stderr)
-        return 0
+        return
     fig, ax = plt.subplots(figsize=(10, 4.5))
     xs = range(len(rows))
     for i, mode in enumerate(("full", "scalable")):
@@ -159,6 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "compare_backends.png", dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.compare_backends", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="out/compare_backends", help="output directory")
+    ap.add_argument("--max-full-gpus", type=int, default=128, help="largest case replayed in full mode")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per ASTRA-sim run, seconds")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, hw, model, sets in CASES:
+        row = compare(name, program(hw, model, sets), args.max_full_gpus, args.timeout)
+        rows.append(row)
+        print(f"{name}: analytical {row['analytical_s']:.4f} s, full {row['astra_full_s'] or '-'}, "
+              f"scalable {row['astra_scalable_s'] or '-'}", file=sys.stderr)
+    write_tables(rows, out)
+    plot(rows, out)
     return 0
 
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backends.analytical import AnalyticalBackend
-from graphgen.config import load_hardware_config, load_model_config, split_overrides
 from graphgen.errors import RankflowError
-from graphgen.memory import memory_timeline
-from graphgen.program import build_program
-from graphgen.scenario import make_scenario
+from graphgen.memory_timeline import memory_timeline
+from rankflow import api
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="memory_timeline.png")
     args = ap.parse_args(argv)
     try:
-        model_ov, hw_ov = split_overrides(args.set)
-        sc = make_scenario(load_model_config(args.model_config, model_ov), load_hardware_config(args.hardware_config, hw_ov),
-                           args.model_config, args.hardware_config)
+        sc = api.load_scenario(args.model_config, args.hardware_config, None, args.set)
     except RankflowError as exc:
         print(f"plot_memory: error: {exc.one_line()}", file=sys.stderr)
         return 2
@@ -40,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("plot_memory: error: matplotlib is not installed (fix: pip install -e '.[bench]')", file=sys.stderr)
         return 2
-    prog = build_program(sc)
-    res, tl = AnalyticalBackend().run(prog)
+    prog, ev = api.evaluate(sc, "analytical", detail="ops")
+    res, tl = ev.result, ev.timeline
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for role in prog.roles:
         series = memory_timeline(prog, tl.start[role.id], tl.finish[role.id], role.id)
