@@ -34,6 +34,12 @@ class Registry(Generic[T]):
         except KeyError:
             raise KeyError(f"unknown {self.family} '{name}' (known: {', '.join(self._items)})") from None
 
+    def check(self, name: str) -> str:
+        """The name if registered; else ValueError naming the known ones (for config validators)."""
+        if name not in self._items:
+            raise ValueError(f"unknown {self.family} '{name}' (known: {', '.join(self._items)})")
+        return name
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

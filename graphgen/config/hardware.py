@@ -124,12 +124,7 @@ class LinkSpec(Strict):
                                           "backend; ASTRA-sim uses the link's own numbers).")
     source: Str = ""
 
-    @field_validator("algorithm")
-    @classmethod
-    def _known_algorithm(cls, name: str) -> str:
-        if name not in ALGORITHMS:
-            raise ValueError(f"unknown collective algorithm '{name}' (known: {', '.join(ALGORITHMS)})")
-        return name
+    _known_algorithm = field_validator("algorithm")(lambda cls, name: ALGORITHMS.check(name))
 
 
 class NodeSpec(Strict):

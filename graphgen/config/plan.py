@@ -68,12 +68,7 @@ class ParallelPlan(Strict):
                           "GB/s, see benchmarks/frameworks.yaml). Unset: the network model alone. The "
                           "ASTRA-sim backend times these collectives on its own network model, without it.")
 
-    @field_validator("schedule")
-    @classmethod
-    def _known_schedule(cls, name: str) -> str:
-        if name not in SCHEDULES:
-            raise ValueError(f"unknown schedule '{name}' (known: {', '.join(SCHEDULES)})")
-        return name
+    _known_schedule = field_validator("schedule")(lambda cls, name: SCHEDULES.check(name))
 
     @property
     def world(self) -> int:
