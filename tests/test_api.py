@@ -84,9 +84,10 @@ EXAMPLES = [(m, A100) for m in sorted((ROOT / "model_configs").glob("*.yaml"))] 
 def test_coarse_and_op_level_dags_agree_on_shipped_examples(model, hw):
     """Every shipped model on the A100 file's plan, and Llama-2-7B on every shipped hardware file's
     plan, with two microbatches per replica: step time within 1 %, memory exactly."""
-    sets = [] if "bf16" in api.load_hardware(hw).device.peak_tflops else ["workload.precision=fp16"]
-    base = api.load_scenario(model, hw, overrides=sets)
-    sc = base.with_workload(global_batch=2 * base.plan.dp * base.workload.micro_batch)
+    cluster = api.load_hardware(hw)
+    sets = [] if "bf16" in cluster.device.peak_tflops else ["workload.precision=fp16"]
+    mb = api.load_model(model).workload.micro_batch
+    sc = api.load_scenario(model, hw, overrides=[*sets, f"workload.global_batch={2 * cluster.parallelism.dp * mb}"])
     coarse, ops = api.simulate(sc, detail="coarse"), api.simulate(sc, detail="ops")
     assert coarse.step_time_s == pytest.approx(ops.step_time_s, rel=0.01)
     assert coarse.memory == ops.memory
