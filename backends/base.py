@@ -21,7 +21,9 @@ MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
     "per token = 6 x matmul parameters (all linears and the LM head) + 12 x layers x heads x head_dim x "
     "seq_len (attention scores, non-causal; a sliding-window layer counts its window instead of seq_len), "
-    "recompute not counted (PaLM, Chowdhery et al. 2022, App. B)")
+    "recompute not counted (PaLM, Chowdhery et al. 2022, App. B); fine-tuning counts what the method computes: "
+    "frozen weights have no weight-gradient FLOPs, a frozen prefix of layers no backward, adapters 6 x their "
+    "parameters")
 HFU_DEFINITION = (
     "HFU = hardware FLOPs per step / (step time x GPUs x peak); hardware FLOPs = model FLOPs + the "
     "forward FLOPs re-executed by activation recompute, counted in the same convention")
@@ -150,9 +152,11 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
     sc = program.scenario
     p, w, m = sc.plan, sc.workload, sc.model
     tokens = sc.tokens_per_step
-    model_flops = model_flops_per_token(m, w.seq_len) * tokens
+    ft = w.finetune
+    model_flops = model_flops_per_token(m, w.seq_len, ft) * tokens
+    frozen = ft.frozen_layers if ft.method == "freeze" else 0
     hw_flops = model_flops + recompute_flops_per_token(m, w.seq_len, p.recompute, w.flash_attention,
-                                                                  p.recompute_every) * tokens
+                                                       p.recompute_every, frozen) * tokens
     peak = ComputeModel(sc.hardware.device, w.precision).matmul_peak
     table = layer_table(program)
     plan = {"tp": p.tp, "sp": p.sp, "pp": p.pp, "dp": p.dp, "schedule": p.schedule,

@@ -1,4 +1,9 @@
-"""Hugging Face config.json -> the `model` section of a Rankflow model config. No network access."""
+"""Hugging Face config.json -> the `model` section of a Rankflow model config. No network access.
+
+Every key read is type-checked and named in the error when it is wrong; nothing the importer cannot
+model is dropped silently: an unknown activation, mixture-of-experts keys on a dense type or a
+window it cannot place is refused with the one-line error.
+"""
 
 from __future__ import annotations
 
@@ -8,77 +13,166 @@ from graphgen.errors import RankflowError
 
 _LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3"}
 SUPPORTED = sorted(_LLAMA_LIKE | {"gpt_neox", "mpt", "gpt2"})
+_MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size", "num_experts_per_tok")
+_MISSING = object()
 
 
 def is_hf_config(data: dict[str, Any]) -> bool:
     return "model_type" in data or "architectures" in data
 
 
-def _get(data: dict[str, Any], key: str, file: str) -> Any:
-    if key not in data:
-        raise RankflowError("Hugging Face config lacks a required key", file=file, field=key,
-                            fix="use a complete config.json for this model type")
-    return data[key]
+class _Reader:
+    def __init__(self, data: dict[str, Any], file: str) -> None:
+        self.data, self.file = data, file
+
+    def bad(self, key: str, msg: str, fix: str) -> RankflowError:
+        return RankflowError(msg, file=self.file, field=key, fix=fix)
+
+    def int(self, key: str, default: Any = _MISSING, minimum: int = 1) -> int:
+        value = self.data.get(key, default)
+        if value is _MISSING:
+            raise self.bad(key, "Hugging Face config lacks a required key", "use a complete config.json for this "
+                                                                              "model type")
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.bad(key, f"must be an integer >= {minimum}, got {value!r}", "correct the config.json")
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
+            raise self.bad(key, f"must be a positive number, got {value!r}", "correct the config.json")
+        return float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.bad(key, f"must be true or false, got {value!r}", "correct the config.json")
+        return value
+
+    def text(self, key: str, default: str | None) -> str | None:
+        value = self.data.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self.bad(key, f"must be a string, got {value!r}", "correct the config.json")
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.data.get(key) or {}
+        if not isinstance(value, dict):
+            raise self.bad(key, f"must be a mapping, got {type(value).__name__}", "correct the config.json")
+        return value
 
 
-def _act(name: str) -> str:
-    name = (name or "").lower()
-    if name in {"silu", "swiglu", "swish"}:
-        return "swiglu"
-    if name.startswith("gelu"):
+def _kind(r: _Reader) -> str:
+    kind = r.data.get("model_type")
+    if kind is None:
+        archs = r.data.get("architectures")
+        if not isinstance(archs, list) or not archs or not all(isinstance(a, str) for a in archs):
+            raise r.bad("architectures", f"must be a non-empty list of names, got {archs!r}",
+                        "add model_type or a valid architectures list")
+        arch = archs[0].lower().replace("_", "")
+        kind = next((k for k in SUPPORTED if k.replace("_", "") in arch), archs[0])
+    if not isinstance(kind, str) or kind not in SUPPORTED:
+        raise r.bad("model_type", f"unsupported Hugging Face model_type {kind!r}",
+                    f"use one of {', '.join(SUPPORTED)} or write a Rankflow model YAML")
+    moe = [k for k in _MOE_KEYS if r.data.get(k)]
+    if moe:
+        raise r.bad(moe[0], f"mixture-of-experts keys on model_type '{kind}'",
+                    "this version simulates dense models only; write a dense Rankflow model YAML")
+    return kind
+
+
+def _activation(r: _Reader, default: str, gated: bool) -> str:
+    """Rankflow's MLP kind: gated MLPs (three matrices, any gate activation) are 'swiglu'-shaped."""
+    name = r.text("hidden_act", default) or default
+    low = name.lower()
+    if low in {"silu", "swish", "swiglu"} or (gated and (low.startswith("gelu") or low == "relu")):
+        return "swiglu" if gated else "gelu"
+    if low.startswith("gelu"):
         return "gelu"
-    if name == "relu":
+    if low == "relu":
         return "relu"
-    return "gelu"
+    raise r.bad("hidden_act", f"activation '{name}' is not modelled", "use silu, gelu or relu, or write a Rankflow "
+                                                                        "model YAML")
+
+
+def _window(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
+    """Sliding-window attention: Mistral applies its window to every layer; Qwen2 only with
+    use_sliding_window, from max_window_layers on (HF Qwen2Attention)."""
+    window = r.int("sliding_window", None)
+    if window is None or (kind in ("qwen2", "qwen3") and not r.flag("use_sliding_window", False)):
+        return {}
+    if kind in ("qwen2", "qwen3"):
+        first = r.int("max_window_layers", layers, minimum=0)
+        if first >= layers:
+            return {}
+        if layers > 1024:
+            raise r.bad("max_window_layers", "a per-layer window pattern over more than 1024 layers",
+                        "write a Rankflow model YAML with attention_pattern")
+        return {"sliding_window": window, "attention_pattern": ["full"] * first + ["sliding"] * (layers - first)}
+    return {"sliding_window": window}
+
+
+def _llama_like(r: _Reader, kind: str, name: str) -> dict[str, Any]:
+    heads = r.int("num_attention_heads")
+    layers = r.int("num_hidden_layers")
+    out = {
+        "name": name, "layers": layers, "hidden": r.int("hidden_size"), "heads": heads,
+        "kv_heads": r.int("num_key_value_heads", heads), "ffn_hidden": r.int("intermediate_size"),
+        "vocab": r.int("vocab_size"), "activation": _activation(r, "silu", gated=True), "norm": "rmsnorm",
+        "tied_embeddings": r.flag("tie_word_embeddings", False), "position_encoding": "rope",
+        "max_position": r.int("max_position_embeddings", None),
+    }
+    if r.data.get("head_dim") is not None:
+        out["head_dim"] = r.int("head_dim")
+    return {**out, **_window(r, kind, layers)}
+
+
+def _gpt_neox(r: _Reader, name: str) -> dict[str, Any]:
+    return {
+        "name": name, "layers": r.int("num_hidden_layers"), "hidden": r.int("hidden_size"),
+        "heads": r.int("num_attention_heads"), "ffn_hidden": r.int("intermediate_size"), "vocab": r.int("vocab_size"),
+        "activation": _activation(r, "gelu", gated=False), "norm": "layernorm",
+        "tied_embeddings": r.flag("tie_word_embeddings", False), "position_encoding": "rope", "bias": True,
+        "max_position": r.int("max_position_embeddings", None),
+    }
+
+
+def _mpt(r: _Reader, name: str) -> dict[str, Any]:
+    d, heads = r.int("d_model"), r.int("n_heads")
+    attn = _Reader(r.mapping("attn_config"), r.file)
+    return {
+        "name": name, "layers": r.int("n_layers"), "hidden": d, "heads": heads,
+        "kv_heads": attn.int("kv_n_heads", heads), "ffn_hidden": int(r.number("expansion_ratio", 4) * d),
+        "vocab": r.int("vocab_size"), "activation": "gelu", "norm": "layernorm", "tied_embeddings": True,
+        "position_encoding": "alibi" if attn.flag("alibi", False) else "learned",
+        "max_position": r.int("max_seq_len", None), "bias": not r.flag("no_bias", True),
+    }
+
+
+def _gpt2(r: _Reader, name: str) -> dict[str, Any]:
+    d = r.int("n_embd")
+    return {
+        "name": name, "layers": r.int("n_layer"), "hidden": d, "heads": r.int("n_head"),
+        "ffn_hidden": r.int("n_inner", None) or 4 * d, "vocab": r.int("vocab_size"), "activation": "gelu",
+        "norm": "layernorm", "tied_embeddings": True, "position_encoding": "learned",
+        "max_position": r.int("n_positions", 1024), "bias": True,
+    }
 
 
 def model_from_hf(data: dict[str, Any], file: str) -> dict[str, Any]:
-    kind = data.get("model_type")
-    if kind is None:
-        arch = (data.get("architectures") or [""])[0].lower()
-        kind = next((k for k in SUPPORTED if k.replace("_", "") in arch.replace("_", "")), None)
-    name = data.get("_name_or_path") or (data.get("architectures") or [kind])[0]
+    r = _Reader(data, file)
+    kind = _kind(r)
+    archs = data.get("architectures")
+    name = r.text("_name_or_path", None) or (archs[0] if isinstance(archs, list) and archs and
+                                             isinstance(archs[0], str) else kind)
     if kind in _LLAMA_LIKE:
-        heads = _get(data, "num_attention_heads", file)
-        out = {
-            "name": name, "layers": _get(data, "num_hidden_layers", file),
-            "hidden": _get(data, "hidden_size", file), "heads": heads,
-            "kv_heads": data.get("num_key_value_heads") or heads,
-            "ffn_hidden": _get(data, "intermediate_size", file), "vocab": _get(data, "vocab_size", file),
-            "activation": _act(data.get("hidden_act", "silu")), "norm": "rmsnorm",
-            "tied_embeddings": bool(data.get("tie_word_embeddings", False)), "position_encoding": "rope",
-        }
-        if data.get("head_dim"):
-            out["head_dim"] = data["head_dim"]
-        return out
-    if kind == "gpt_neox":
-        return {
-            "name": name, "layers": _get(data, "num_hidden_layers", file),
-            "hidden": _get(data, "hidden_size", file), "heads": _get(data, "num_attention_heads", file),
-            "ffn_hidden": _get(data, "intermediate_size", file), "vocab": _get(data, "vocab_size", file),
-            "activation": _act(data.get("hidden_act", "gelu")), "norm": "layernorm",
-            "tied_embeddings": bool(data.get("tie_word_embeddings", False)), "position_encoding": "rope",
-            "bias": True,
-        }
-    if kind == "mpt":
-        d = _get(data, "d_model", file)
-        attn = data.get("attn_config") or {}
-        return {
-            "name": name, "layers": _get(data, "n_layers", file), "hidden": d,
-            "heads": _get(data, "n_heads", file), "kv_heads": attn.get("kv_n_heads") or data["n_heads"],
-            "ffn_hidden": int(data.get("expansion_ratio", 4) * d), "vocab": _get(data, "vocab_size", file),
-            "activation": "gelu", "norm": "layernorm", "tied_embeddings": True,
-            "position_encoding": "alibi" if attn.get("alibi", False) else "learned",
-            "max_position": data.get("max_seq_len"), "bias": not data.get("no_bias", True),
-        }
-    if kind == "gpt2":
-        d = _get(data, "n_embd", file)
-        return {
-            "name": name, "layers": _get(data, "n_layer", file), "hidden": d,
-            "heads": _get(data, "n_head", file), "ffn_hidden": data.get("n_inner") or 4 * d,
-            "vocab": _get(data, "vocab_size", file), "activation": "gelu", "norm": "layernorm",
-            "tied_embeddings": True, "position_encoding": "learned",
-            "max_position": data.get("n_positions", 1024), "bias": True,
-        }
-    raise RankflowError(f"unsupported Hugging Face model_type {kind!r}", file=file, field="model_type",
-                        fix=f"use one of {', '.join(SUPPORTED)} or write a Rankflow model YAML")
+        out = _llama_like(r, kind, name)
+    elif kind == "gpt_neox":
+        out = _gpt_neox(r, name)
+    elif kind == "mpt":
+        out = _mpt(r, name)
+    else:
+        out = _gpt2(r, name)
+    return {k: v for k, v in out.items() if v is not None}

@@ -70,6 +70,29 @@ class _Checker:
         return RankflowError(msg, file=self.model_file, field=field, fix=fix)
 
 
+MAX_STEPS = 2_000_000  # schedule steps (passes) over all stages: bounds the work of any answer to seconds
+
+
+def _check_model(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> None:
+    if m.max_position is not None and w.seq_len > m.max_position:
+        what = "learned position table" if m.position_encoding == "learned" else "context length"
+        raise c.model("workload.seq_len", f"seq_len={w.seq_len} exceeds the model's {what} of {m.max_position} "
+                      "(model.max_position)", "lower workload.seq_len, or raise model.max_position for a model "
+                                               "extended to longer contexts")
+    if p.recompute_every > m.layers:
+        raise c.plan("parallelism.recompute_every", f"recompute_every={p.recompute_every} exceeds the {m.layers} layers",
+                     f"choose a value from 1 to {m.layers}")
+
+
+def _check_work(p: ParallelPlan, microbatches: int, c: _Checker) -> None:
+    steps = 2 * p.pp * p.virtual_stages * microbatches
+    if steps > MAX_STEPS:
+        raise c.model("workload.global_batch", f"the step runs {steps:,} forward/backward passes over its "
+                      f"{p.pp} stages, more than the {MAX_STEPS:,} this simulator replays",
+                      "lower global_batch or raise micro_batch (the step time scales linearly with microbatches "
+                      "once the pipeline is full)")
+
+
 def _check_axes(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> None:
     if p.cp != 1:
         raise c.plan("parallelism.cp", "context parallelism is not supported by this version", "set parallelism.cp=1")
@@ -168,9 +191,11 @@ def make_scenario(mc: ModelConfig, hw: Cluster, plan: ParallelPlan, execution: E
     """Check a model config, a cluster and a plan against each other and make the Scenario."""
     m, w, p = mc.model, mc.workload, plan
     c = _Checker(model_file, plan_file or hardware_file, hardware_file)
+    _check_model(m, w, p, c)
     _check_axes(m, w, p, c)
     _check_pipeline(m, p, c)
     mbs = _microbatches(w, p, c)
+    _check_work(p, mbs, c)
     problem = SCHEDULES[p.schedule].check(p.pp, p.virtual_stages, mbs, m.layers)
     if problem:
         raise c.plan(*problem)

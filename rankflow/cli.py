@@ -188,6 +188,9 @@ def run(argv: list[str], prog_name: str = "run_perf.py") -> int:
     if not args.quiet:
         sys.stdout.write(text.summary(ev.result, layer_table=args.layers))
         for path in outputs.paths():
+            if path == args.chakra_out:
+                path = (f"{path}/rankflow.<0..{program.mesh.world - 1}>.et and {path}/rankflow.comm_groups.json "
+                        "(Chakra 0.0.4)")
             sys.stdout.write(f"wrote {path}\n")
     return 0
 

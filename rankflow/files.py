@@ -9,6 +9,7 @@ the document expands to (alias bombs) are bounded, and files over 16 MiB are ref
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -50,28 +51,27 @@ for _tag in ("binary", "set", "omap", "pairs"):
 
 
 def _check_plain(data: Any, file: str) -> None:
-    """Only JSON-representable values, bounded in depth and in expanded size."""
+    """Only JSON-representable, finite values, bounded in depth and in expanded size."""
     count = 0
-    stack: list[tuple[Any, int]] = [(data, 0)]
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
     while stack:
-        value, depth = stack.pop()
+        value, path = stack.pop()
         count += 1
         if count > MAX_NODES:
             raise RankflowError(f"the document expands to more than {MAX_NODES:,} values (YAML aliases?)",
                                 file=file, fix="write the config without repeated anchors/aliases")
-        if depth > MAX_DEPTH:
+        if len(path) > MAX_DEPTH:
             raise RankflowError(f"nested deeper than {MAX_DEPTH} levels", file=file, fix="flatten the document")
         if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
+            stack.extend((v, (*path, str(k))) for k, v in value.items())
         elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+            stack.extend((v, (*path, str(i))) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise RankflowError(f"{value} is not a finite number", file=file, field=".".join(path) or None,
+                                fix="give a finite value")
         elif not (value is None or isinstance(value, str | int | float | bool)):
             raise RankflowError(f"value of type {type(value).__name__} is not a config value", file=file,
-                                fix="use numbers, strings, booleans, lists and mappings only")
-
-
-def _json_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a finite number")
+                                field=".".join(path) or None, fix="use numbers, strings, booleans, lists and mappings")
 
 
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict:
@@ -86,7 +86,7 @@ def _json_pairs(pairs: list[tuple[str, Any]]) -> dict:
 def parse_text(text: str, file: str, as_json: bool) -> Any:
     try:
         if as_json:
-            return json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_json_constant)
+            return json.loads(text, object_pairs_hook=_json_pairs)
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except RecursionError:
         raise RankflowError(f"nested deeper than {MAX_DEPTH} levels", file=file, fix="flatten the document") from None
@@ -95,7 +95,9 @@ def parse_text(text: str, file: str, as_json: bool) -> Any:
         if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
             mark = exc.problem_mark or exc.context_mark
             first = exc.problem + (f" (line {mark.line + 1})" if mark else "")
-        raise RankflowError(f"cannot parse: {first}", file=file, fix="check the YAML/JSON syntax") from None
+        fix = ("write plain values: numbers, strings, booleans, lists and mappings, each key once"
+               if isinstance(exc, yaml.constructor.ConstructorError) else "check the YAML/JSON syntax")
+        raise RankflowError(f"cannot parse: {first}", file=file, fix=fix) from None
 
 
 def read_mapping(path: str | Path, what: str) -> dict[str, Any]:

@@ -118,7 +118,24 @@ def test_binary_of_the_other_build_is_named_in_the_note(tmp_path):
     binary.chmod(0o755)
     prog = program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 8}, tp=8))
     ev = AstraBackend(binary=str(binary), network="aware", mode="full").run(prog)
-    assert any("congestion-unaware build ran" in n for n in ev.result.notes)
+    assert any("is the congestion-unaware build: it ran" in n for n in ev.result.notes)
+    assert not any("aware network" in n and "unaware" not in n for n in ev.result.notes)
+
+
+def test_aware_binary_on_a_multi_node_network_says_what_to_point_at(tmp_path):
+    binary = tmp_path / "AstraSim_Analytical_Congestion_Aware"
+    binary.write_text(Path(FAKE).read_text())
+    binary.chmod(0o755)
+    prog = program(scenario(dict(TINY_LLAMA, kv_heads=8), {"global_batch": 8}, tp=8, dp=2))  # two nodes
+    with pytest.raises(RankflowError, match="bin directory") as exc:
+        AstraBackend(binary=str(binary), mode="full").run(prog)
+    assert "AstraSim_Analytical_Congestion_Unaware" in exc.value.one_line()
+
+
+def test_non_utf8_output_is_read(monkeypatch):
+    monkeypatch.setenv("FAKE_ASTRA_MODE", "nonutf8")
+    res = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
+    assert res.step_time_s == pytest.approx(8000e-9)
 
 
 @needs_astra

@@ -22,8 +22,9 @@ from pathlib import Path
 from backends.analytical import replay
 from backends.astra import inputs, runner
 from backends.base import Breakdown, Evaluation, RoleTiming, assemble_result
-from backends.chakra.writer import comm_groups, network_dims, trace_files
+from backends.chakra.writer import MAX_RANKS, comm_groups, network_dims, trace_files
 from graphgen.costs.evaluate import comm_key, cost_program
+from graphgen.errors import RankflowError
 from graphgen.ir import CollectiveNode, ComputeNode, Phase, RecvNode, Role, SendNode, comm_stream
 from graphgen.program import Program
 
@@ -49,11 +50,14 @@ class AstraBackend:
         return self.mode or opts.mode, network, self.timeout_s or opts.timeout_s, notes
 
     def run(self, prog: Program) -> Evaluation:
+        if prog.mesh.world > MAX_RANKS:
+            raise RankflowError(f"ASTRA-sim would replay {prog.mesh.world:,} ranks, more than {MAX_RANKS:,}",
+                                field="execution_backend.model", fix="use the analytical backend at this scale")
         mode, network, timeout, notes = self._options(prog)
         binary, build = runner.find_binary(network, self.binary or prog.scenario.execution.astra.binary)
         if build != network:
-            notes.append(f"the ASTRA-sim binary given ({binary.name}) is the congestion-{build} build; the "
-                         f"congestion-{network} build was asked for but is not beside it, so the congestion-{build} build ran")
+            notes.append(f"the ASTRA-sim binary given ({binary.name}) is the congestion-{build} build: it ran, not the "
+                         f"congestion-{network} build that this one-dimensional network would otherwise use")
             network = build
         with tempfile.TemporaryDirectory(prefix="rankflow-astra-") as tmp:
             work = Path(tmp)

@@ -32,9 +32,10 @@ def template(name: str) -> str:
 
 
 def find_binary(network: str, explicit: str | None = None) -> tuple[Path, str]:
-    """The binary for 'aware' or 'unaware', and the build it is: --astra-bin, else $ASTRA_SIM_BIN;
-    each may name a directory holding ASTRA-sim's analytical binaries or one binary. A binary of the
-    other build is replaced by its sibling when the directory has it, else used as it is."""
+    """The binary to run and the build it is ('aware' or 'unaware'): --astra-bin, else
+    $ASTRA_SIM_BIN, naming a directory of ASTRA-sim's analytical binaries (the wanted build is taken
+    from it) or one binary. A named binary is used as it is, except an aware build on a network only
+    the unaware build takes: then its unaware sibling is used, or the error says what to point at."""
     given = explicit or os.environ.get(ENV)
     field = "--astra-bin" if explicit else ENV
     if not given:
@@ -49,13 +50,14 @@ def find_binary(network: str, explicit: str | None = None) -> tuple[Path, str]:
     if not path.is_file() or not os.access(path, os.X_OK):
         raise RankflowError(f"'{given}' is not an executable file", field=field, fix=HOW_TO_GET)
     build = next((net for net, name in BINARIES.items() if path.name == name), network)
-    if build != network:
-        sibling = path.parent / BINARIES[network]
+    if build == "aware" and network == "unaware":
+        sibling = path.parent / BINARIES["unaware"]
         if sibling.is_file() and os.access(sibling, os.X_OK):
-            return sibling, network
-        if network == "aware":
-            return path, build  # the unaware build runs any network, without congestion
-    return path, network
+            return sibling, "unaware"
+        raise RankflowError(f"'{given}' is the congestion-aware build, which takes one-dimensional networks only",
+                            field=field, fix=f"point {field} at ASTRA-sim's bin directory, or at its "
+                                             f"{BINARIES['unaware']} binary, for networks over several nodes")
+    return path, build
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 from backends.chakra import wire
 from graphgen.costs.evaluate import Costs
+from graphgen.errors import RankflowError
 from graphgen.ir import CollectiveNode, ComputeNode, Role, SendNode
 from graphgen.parallel.layout import Collective
 from graphgen.program import Program
 
 SCHEMA_VERSION = "0.0.4"
+MAX_RANKS = 65_536  # one file per rank: a trace set beyond this is not a useful artefact
 
 # NodeType and CollectiveCommType values of et_def.proto.
 COMP_NODE, COMM_SEND_NODE, COMM_RECV_NODE, COMM_COLL_NODE = 4, 5, 6, 7
@@ -200,6 +202,9 @@ def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow") -> Iterat
     Programs must be op level: a coarse node would hide its inline collectives from ASTRA-sim."""
     if prog.detail != "ops":
         raise ValueError("Chakra traces are written from op-level programs")
+    if prog.mesh.world > MAX_RANKS:
+        raise RankflowError(f"{prog.mesh.world:,} ranks would need as many trace files, more than {MAX_RANKS:,}",
+                            field="--chakra-out", fix="simulate fewer GPUs for traces, or use the analytical backend")
     for rank, data in encode_traces(prog, costs):
         yield f"{prefix}.{rank}.et", data
     yield f"{prefix}.comm_groups.json", comm_groups_json(prog).encode()

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
-from graphgen.config.base import DimInt, Fraction, NonNegFloat, PosFloat, Str, Strict
+from graphgen.config.base import DimInt, Fraction, NonNegFloat, PosFloat, Rate, Str, Strict
 from graphgen.costs.algorithms import ALGORITHMS
 
 
@@ -69,11 +69,12 @@ DeviceDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
 
 class DeviceSpec(Strict):
     name: Str
-    peak_tflops: dict[DeviceDtype, PosFloat] = Field(
+    peak_tflops: dict[DeviceDtype, Rate] = Field(
         min_length=1, description="Dense (non-sparse) peak TFLOP/s per dtype.")
-    hbm_gib: PosFloat = Field(description="Device memory in GiB.")
-    hbm_bandwidth_gbs: PosFloat = Field(description="HBM bandwidth, GB/s.")
-    launch_overhead_us: NonNegFloat = Field(4.0, description="Fixed cost per kernel, microseconds.")
+    hbm_gib: Rate = Field(description="Device memory in GiB.")
+    hbm_bandwidth_gbs: Rate = Field(description="HBM bandwidth, GB/s.")
+    launch_overhead_us: Annotated[float, Field(ge=0, le=1e6, strict=True)] = Field(
+        4.0, description="Fixed cost per kernel, microseconds.")
     sm_count: DimInt | None = Field(
         None, description="Streaming multiprocessors (compute units): a fused attention call with fewer "
                           "query blocks than this leaves SMs idle. Unset: no such penalty.")
@@ -84,7 +85,7 @@ class DeviceSpec(Strict):
     allocator_fragmentation: Annotated[float, Field(ge=0, lt=1, strict=True)] = Field(
         0.15, description="Caching-allocator slack as a fraction of allocated memory: memory reserved but "
                           "not usable because it is split into pieces too small for the next request.")
-    memory_reserved_gib: NonNegFloat = Field(
+    memory_reserved_gib: Annotated[float, Field(ge=0, le=1e6, strict=True)] = Field(
         1.5, description="CUDA context, NCCL buffers and allocator slack, GiB.")
     sources: dict[Str, Str] = Field(default_factory=dict, description="field -> source.")
 
@@ -108,8 +109,8 @@ class LinkSpec(Strict):
 
     topology: Literal["switch", "ring", "fully_connected"] = Field(
         "switch", description="switch: non-blocking switch (NVSwitch, fat tree); ring; fully_connected.")
-    bandwidth_gbs: PosFloat = Field(description="Per-GPU unidirectional bandwidth in GB/s (decimal).")
-    latency_us: NonNegFloat = Field(description="Per-hop latency, microseconds.")
+    bandwidth_gbs: Rate = Field(description="Per-GPU unidirectional bandwidth in GB/s (decimal).")
+    latency_us: Annotated[float, Field(ge=0, le=1e6, strict=True)] = Field(description="Per-hop latency, microseconds.")
     efficiency: Fraction = Field(
         1.0, description="Achieved fraction of bandwidth for large collectives (NCCL bus bandwidth / link).")
     derate: Fraction = Field(1.0, description="Degraded-link factor applied on top of efficiency (1 = healthy).")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictInt, model_validator
 
-from graphgen.config.base import Bool, DimInt, NonNegInt, PosFloat, PosInt, Str, Strict
+from graphgen.config.base import Bool, DimInt, LayerCount, PosFloat, PosInt, Str, Strict
 
 Precision = Literal["fp32", "bf16", "fp16", "fp8"]
 AttentionKind = Literal["full", "sliding"]
@@ -16,7 +16,7 @@ class ModelSpec(Strict):
     """Architecture of a decoder-only transformer."""
 
     name: Str = Field(description="Display name, e.g. 'Llama-2-7B'.")
-    layers: DimInt = Field(description="Number of transformer blocks.")
+    layers: LayerCount = Field(description="Number of transformer blocks.")
     hidden: DimInt = Field(description="Model width d_model.")
     heads: DimInt = Field(description="Query attention heads.")
     kv_heads: DimInt | None = Field(None, description="Key/value heads (GQA/MQA); defaults to heads (MHA).")
@@ -80,7 +80,8 @@ class FineTune(Strict):
         "full", description="full: all weights train; freeze: the first frozen_layers blocks (and the "
                             "embedding) are frozen; lora/qlora/dora: base weights frozen, low-rank adapters train "
                             "(qlora: NF4 base weights; dora: plus a trained magnitude vector).")
-    frozen_layers: NonNegInt = Field(0, description="Blocks frozen from the input side (freeze).")
+    frozen_layers: Annotated[StrictInt, Field(ge=0, le=10_000)] = Field(
+        0, description="Blocks frozen from the input side (freeze).")
     lora_rank: DimInt = Field(16, description="Adapter rank r.")
     lora_alpha: PosFloat = Field(32.0, description="Adapter scale numerator (alpha / r).")
     target_modules: list[Literal["qkv_proj", "out_proj", "fc1", "fc2"]] = Field(

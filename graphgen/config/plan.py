@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from graphgen.config.base import Bool, NonNegFloat, NonNegInt, PosFloat, PosInt, Str, Strict
+from graphgen.config.base import Bool, NonNegFloat, NonNegInt, PosFloat, PosInt, Rate, Str, Strict
 from graphgen.schedule import SCHEDULES
 
 
@@ -34,7 +34,7 @@ class ParallelPlan(Strict):
     recompute_every: PosInt = Field(
         1, description="Under full recompute, checkpoint every k-th block only (torchtitan's layer-level "
                        "selective AC with ac_freq=2 is full recompute with k=2).")
-    bucket_mb: PosFloat = Field(40.0, description="Gradient-reduction bucket size, MiB of gradients.")
+    bucket_mb: Rate = Field(40.0, description="Gradient-reduction bucket size, MiB of gradients.")
     grad_reduce_dtype: Literal["fp32", "bf16"] = Field(
         "fp32", description="Dtype of gradient reduction (Megatron keeps fp32 main grads for bf16).")
     overlap_grad_reduce: Bool = Field(True, description="Overlap DP gradient reduction with backward.")
@@ -62,7 +62,7 @@ class ParallelPlan(Strict):
     zero3_grad_all_reduce: Bool = Field(
         False, description="ZeRO-3 reduces gradients with an all-reduce and keeps its own shard (DeepSpeed 0.3 "
                            "did, DeepSpeed #1173) instead of a reduce-scatter: twice the traffic.")
-    zero3_gather_gbs: PosFloat | None = Field(
+    zero3_gather_gbs: Rate | None = Field(
         None, description="Ceiling on the bus bandwidth (GB/s per GPU) of ZeRO-3/FSDP parameter all-gathers, "
                           "for implementations that the host, not the network, limits (DeepSpeed 0.3: 18.6 "
                           "GB/s, see benchmarks/frameworks.yaml). Unset: the network model alone. The "

@@ -2,41 +2,66 @@
 
 from __future__ import annotations
 
-from graphgen.config.model import ModelSpec
-from graphgen.model.params import matmul_params, total_params
+from graphgen.config.model import FineTune, ModelSpec
+from graphgen.model.finetune import FINETUNE_METHODS
+from graphgen.model.params import block_linears, block_matmul_params, matmul_params, total_params
 
 __all__ = ["attention_keys", "matmul_params", "model_flops_per_token", "recompute_flops_per_token", "total_params"]
 
 
+def _keys(m: ModelSpec, layer: int, seq_len: int) -> int:
+    """Keys a query attends to in one layer: the sequence, or the window of a sliding-window layer."""
+    if m.attention_kind(layer) == "sliding" and m.sliding_window:
+        return min(seq_len, m.sliding_window)
+    return seq_len
+
+
 def attention_keys(m: ModelSpec, seq_len: int) -> int:
-    """Keys summed over layers that a query attends to: the sequence in full-attention layers, the
-    window in sliding-window layers."""
-    window = min(seq_len, m.sliding_window or seq_len)
-    sliding = sum(1 for layer in range(m.layers) if m.attention_kind(layer) == "sliding")
-    return (m.layers - sliding) * seq_len + sliding * window
+    """Keys a query attends to, summed over layers."""
+    return sum(_keys(m, layer, seq_len) for layer in range(m.layers))
 
 
-def model_flops_per_token(m: ModelSpec, seq_len: int) -> float:
+def model_flops_per_token(m: ModelSpec, seq_len: int, finetune: FineTune | None = None) -> float:
     """Standard model FLOPs per token for one training step (PaLM, Chowdhery et al. 2022, App. B).
 
-    6 x matmul parameters (forward 2, backward 4) plus 12 x heads x head_dim x the keys each query
-    attends to, summed over layers (seq_len per layer, or the window of a sliding-window layer), for
-    attention scores, non-causal, without recompute.
+    Pretraining: 6 x matmul parameters (forward 2, backward 4) plus 12 x heads x head_dim x the keys
+    each query attends to, summed over layers, non-causal, without recompute. Fine-tuning counts
+    what the method computes, in the same convention: frozen weights have no weight-gradient
+    FLOPs, a frozen prefix of layers no backward at all, and adapters their own 6 x parameters.
     """
-    return 6.0 * matmul_params(m) + 12.0 * m.heads * m.d_head * attention_keys(m, seq_len)
+    if finetune is None or finetune.method == "full":
+        return 6.0 * matmul_params(m) + 12.0 * m.heads * m.d_head * attention_keys(m, seq_len)
+    method = FINETUNE_METHODS[finetune.method]
+    frozen = finetune.frozen_layers if method.frozen_prefix else 0
+    total = 0.0
+    for layer in range(m.layers):
+        weights, attn = block_matmul_params(m, layer), 4.0 * m.heads * m.d_head * _keys(m, layer, seq_len)
+        total += 2 * weights + attn  # forward
+        if layer >= frozen:  # backward: input gradients, attention, and weight gradients if they train
+            total += 2 * weights + 2 * attn + (2 * weights if method.trains_block_weights() else 0)
+        if method.adapters:
+            total += 6.0 * _adapter_params(m, finetune, layer, method.magnitude)
+    head = m.vocab * m.hidden
+    return total + 2 * head + 2 * head + (2 * head if method.trains_head(finetune) else 0)
+
+
+def _adapter_params(m: ModelSpec, ft: FineTune, layer: int, magnitude: bool) -> float:
+    return sum(ft.lora_rank * (lin.d_in + lin.d_out) + (lin.d_out if magnitude else 0)
+               for lin in block_linears(m, layer) if lin.name in ft.target_modules)
 
 
 def recompute_flops_per_token(m: ModelSpec, seq_len: int, recompute: str, flash_attention: bool,
-                              every: int = 1) -> float:
+                              every: int = 1, frozen_layers: int = 0) -> float:
     """Forward FLOPs re-executed per token by activation recompute, in the convention above.
 
-    Full recompute reruns every block's forward; selective reruns the attention-score products,
-    which a fused attention kernel already recomputes inside its own backward (not counted).
+    Full recompute reruns the forward of every checkpointed block that has a backward; selective
+    reruns the attention-score products, which a fused attention kernel already recomputes inside
+    its own backward (not counted).
     """
-    attn_fwd = 4.0 * m.heads * m.d_head * attention_keys(m, seq_len)
+    layers = [layer for layer in range(frozen_layers, m.layers)]
     if recompute == "full":
-        blocks = -(-m.layers // every) / m.layers  # fraction of blocks checkpointed (every k-th)
-        return blocks * (2.0 * (matmul_params(m) - m.vocab * m.hidden) + attn_fwd)
+        return sum(2.0 * block_matmul_params(m, layer) + 4.0 * m.heads * m.d_head * _keys(m, layer, seq_len)
+                   for layer in layers if layer % every == 0)
     if recompute == "selective" and not flash_attention:
-        return attn_fwd
+        return sum(4.0 * m.heads * m.d_head * _keys(m, layer, seq_len) for layer in layers)
     return 0.0

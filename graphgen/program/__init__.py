@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphgen.errors import RankflowError
 from graphgen.ir import Phase, Role
 from graphgen.model.layer_graph import LayerGraph, build_layer_graph
 from graphgen.model.shape import BlockShape
@@ -33,6 +34,7 @@ from graphgen.scenario import Scenario
 from graphgen.schedule import SCHEDULES
 
 DETAILS = ("coarse", "ops")
+MAX_NODES = 1_500_000  # nodes over all roles: about ten seconds of building and replaying
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,26 @@ def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Tem
     return templates, ids
 
 
+def estimate_nodes(sc: Scenario, templates: list[Template], ids: PassTemplates, detail: str) -> int:
+    """About how many nodes the program will have: every pass instance's nodes, its transfers and its
+    data-parallel collectives (per unit and microbatch under ZeRO-2/3)."""
+    p, M = sc.plan, sc.microbatches
+    total = 0
+    for g in range(len(ids.forward)):
+        tpls = [templates[ids.forward[g]], templates[ids.backward[g]]]
+        if ids.wgrad:
+            tpls.append(templates[ids.wgrad[g]])
+        for tpl in tpls:
+            units = len(tpl.first_use)
+            # A coarse pass is a segment with its leading and trailing collectives, cut further only
+            # where a collective attaches: per unit every pass under ZeRO-2/3, else in the chunk's
+            # first forward and last backward.
+            per_pass = len(tpl.items) if detail == "ops" else min(len(tpl.items), 3)
+            dp_nodes = 2 * units if p.dp > 1 and p.zero_stage >= 2 else 0
+            total += M * (per_pass + 2 + dp_nodes) + 2 * units
+    return total
+
+
 def build_program(sc: Scenario, detail: str = "ops") -> Program:
     if detail not in DETAILS:
         raise ValueError(f"detail must be one of {DETAILS}")
@@ -98,6 +120,12 @@ def build_program(sc: Scenario, detail: str = "ops") -> Program:
     lg = build_layer_graph(block_shape(sc))
     chunk_layers = stage_layers(sc.model, p)
     templates, ids = pass_templates(sc, lg, chunk_layers)
+    nodes = estimate_nodes(sc, templates, ids, detail)
+    if nodes > MAX_NODES:
+        hint = ("drop --trace/--graph/--chakra-out to use the coarse DAG, or" if detail == "ops" else "") + \
+            " lower global_batch or raise micro_batch, or use --memory-only"
+        raise RankflowError(f"the {detail} DAG would hold about {nodes:,} nodes, more than the {MAX_NODES:,} this "
+                            "simulator builds", file=sc.model_file, field="workload.global_batch", fix=hint.strip())
     shared: dict = {}
     roles = tuple(build_role(sc, lg, chunk_layers, templates, ids, stage, detail == "coarse", shared)
                   for stage in range(p.pp))

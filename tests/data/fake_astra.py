@@ -2,7 +2,7 @@
 """Stands in for an ASTRA-sim binary in tests of the runner's parsing and error handling.
 
 It counts the trace files, prints ASTRA-sim's finish line for each rank (rank r finishes at
-(r + 1) x 1000 cycles), and misbehaves on request through FAKE_ASTRA_MODE: crash, hang, garbage, crash_at_exit.
+(r + 1) x 1000 cycles), and misbehaves on request through FAKE_ASTRA_MODE: crash, hang, garbage, crash_at_exit, nonutf8.
 """
 
 import glob
@@ -22,6 +22,9 @@ if mode == "hang":
 if mode == "garbage":
     print("nothing useful")
     sys.exit(0)
+if mode == "nonutf8":
+    sys.stdout.buffer.write(b"\xff\xfe binary noise \x80\n")
+    sys.stdout.flush()
 crash_at_exit = mode == "crash_at_exit"
 for r in range(world):
     print(f"[2026-01-01T00:00:00+0000] [I] <workload>: sys[{r}] finished, {(r + 1) * 1000} cycles, "

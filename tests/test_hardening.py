@@ -1,0 +1,320 @@
+"""Hostile input: every case ends in an answer with finite numbers, or one line on stderr with exit 2,
+no traceback and no output file; identical inputs give identical bytes.
+
+The CLI runs in process here (rankflow.cli.main), so a traceback is a test error."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rankflow.cli import main
+from tests.helpers import ROOT, TINY_LLAMA, run, scenario
+
+HW = ROOT / "hardware_configs" / "A100-SXM4-80GB.yaml"
+MODEL = ROOT / "model_configs" / "llama2-7b.yaml"
+SMALL = ["--set", "model.layers=2", "--set", "workload.global_batch=8"]
+
+
+def cli(capsys, *args, cwd: Path | None = None) -> tuple[int, str, str]:
+    old = os.getcwd()
+    if cwd:
+        os.chdir(cwd)
+    try:
+        rc = main([str(a) for a in args])
+    finally:
+        os.chdir(old)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def finite(doc) -> bool:
+    if isinstance(doc, dict):
+        return all(finite(v) for v in doc.values())
+    if isinstance(doc, list):
+        return all(finite(v) for v in doc)
+    return not isinstance(doc, float) or math.isfinite(doc)
+
+
+def assert_contract(rc: int, err: str, outputs: list[Path]) -> None:
+    """Exit 0 with finite numbers in every output, or exit 2 with one line and nothing written."""
+    assert "Traceback" not in err
+    if rc == 0:
+        for p in outputs:
+            if p.suffix == ".json" and p.exists():
+                assert finite(json.loads(p.read_text()))
+        return
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rankflow: error:") and "fix:" in lines[0], err
+    assert not any(p.exists() for p in outputs)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+MODEL_TEXT = MODEL.read_text()
+
+BAD_MODEL_FILES = {
+    "binary": MODEL_TEXT.replace("name: Llama-2-7B", "name: !!binary aGVsbG8="),
+    "set": MODEL_TEXT.replace("name: Llama-2-7B", "name: !!set {a, b}"),
+    "timestamp": MODEL_TEXT.replace("layers: 32", "layers: 2024-01-01T10:00:00"),
+    "deep": "model: " + "[" * 3000 + "]" * 3000,
+    "duplicate": MODEL_TEXT + "workload:\n  seq_len: 8\n",
+    "bool as number": MODEL_TEXT.replace("heads: 32", "heads: true"),
+    "infinite": MODEL_TEXT.replace("hidden: 4096", "hidden: .inf"),
+    "not a mapping": "- 1\n- 2\n",
+    "bad syntax": "model: [\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MODEL_FILES))
+def test_bad_model_files_are_one_line(capsys, tmp_path, case):
+    path = write(tmp_path, "m.yaml", BAD_MODEL_FILES[case])
+    out = tmp_path / "r.json"
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", path, "--json", out)
+    assert rc == 2
+    assert_contract(rc, err, [out])
+    assert "m.yaml" in err
+
+
+def test_alias_bomb_is_refused_quickly(capsys, tmp_path):
+    text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 12):
+        text += f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n"
+    path = write(tmp_path, "bomb.yaml", text + "model: *a11\n")
+    t0 = time.perf_counter()
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", path)
+    assert rc == 2 and "expands" in err and time.perf_counter() - t0 < 10
+
+
+def test_a_date_as_a_name_is_kept_as_written(capsys, tmp_path):
+    path = write(tmp_path, "m.yaml", MODEL_TEXT.replace("name: Llama-2-7B", "name: 2024-01-01"))
+    out = tmp_path / "r.json"
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", path, *SMALL, "--json", out, "--quiet")
+    assert rc == 0, err
+    assert json.loads(out.read_text())["model"] == "2024-01-01"
+
+
+BAD_SETS = [
+    ("node.intra.latency_us=.inf", "node.intra.latency_us"), ("device.peak_tflops.bf16=.inf", "peak_tflops"),
+    ("device.hbm_gib=.inf", "device.hbm_gib"), ("device.hbm_bandwidth_gbs=.nan", "hbm_bandwidth_gbs"),
+    ("device.launch_overhead_us=.inf", "launch_overhead_us"), ("parallelism.bucket_mb=.inf", "bucket_mb"),
+    ("execution_backend.astra.timeout_s=.inf", "timeout_s"), ("parallelism.tp=true", "parallelism.tp"),
+    ("model.layers=100000000000000000000000", "model.layers"), ("model..layers=4", "--set"),
+    ("parallelism.recompute_every=40", "recompute_every"), ("workload.seq_len=8192", "workload.seq_len"),
+    ("device.peak_tflops.bf16=1e-300", "peak_tflops"), ("node.intra.bandwidth_gbs=0", "bandwidth_gbs"),
+    ("node.intra.efficiency=1e-300", "efficiency"), ("parallelism.tp=-2", "parallelism.tp"),
+    ("parallelism=3", "parallelism"), ("workload.global_batch=1000000000", "workload.global_batch"),
+    ("parallelism.schedule=[1]", "--set"),
+]
+
+
+@pytest.mark.parametrize("setting,field", BAD_SETS)
+def test_values_that_must_be_refused(capsys, tmp_path, setting, field):
+    out = tmp_path / "r.json"
+    model = write(tmp_path, "m.yaml", MODEL_TEXT.replace("  seq_len: 4096", "  seq_len: 4096\n  # max 4096")
+                  .replace("position_encoding: rope", "position_encoding: rope\n  max_position: 4096"))
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", model, "--set", setting, "--json", out)
+    assert_contract(rc, err, [out])
+    assert rc == 2 and field in err
+
+
+BAD_FLAGS = [
+    (["--memory-only", "--trace", "t.json"], "--trace"), (["--memory-only", "--chakra-out", "et"], "--chakra-out"),
+    (["--json", ""], "--json"), (["--trace-ranks", "0"], "--trace-ranks"),
+    (["--graph", "g", "--graph-max-nodes", "-5"], "--graph-max-nodes"), (["--quiet"], "--quiet"),
+    (["--bogus"], "arguments"), (["--trace", "t.json", "--trace-ranks", "99"], "--trace-ranks"),
+    (["--json", "r.json", "--trace", "r.json"], "same path"), (["--backend", "magic"], "backend"),
+]
+
+
+@pytest.mark.parametrize("flags,word", BAD_FLAGS)
+def test_contradictory_or_empty_flags(capsys, tmp_path, flags, word):
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, *flags, cwd=tmp_path)
+    assert_contract(rc, err, [tmp_path / f for f in ("t.json", "r.json", "g.dot", "et")])
+    assert rc == 2 and word in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_usage_errors_name_the_command_typed(capsys):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, str(ROOT / "run_perf.py"), "--model_config", str(MODEL)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+    assert "run_perf.py --help" in p.stderr and "--hardware_config" in p.stderr
+
+
+OUTPUT_FAILURES = [
+    (["--json", "r.json", "--trace", "missing/t.json"], "missing"),
+    (["--json", "r.json", "--chakra-out", "afile"], "afile"),
+    (["--json", "afile/sub/r.json"], "afile/sub"),
+    (["--json", "r.json", "--graph", "missing/g"], "missing"),
+]
+
+
+@pytest.mark.parametrize("flags,named", OUTPUT_FAILURES)
+def test_one_failing_output_leaves_no_other(capsys, tmp_path, flags, named):
+    (tmp_path / "afile").write_text("")
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, *flags, cwd=tmp_path)
+    assert rc == 2 and named in err and ".tmp" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_full_disk_names_the_path_and_leaves_nothing(tmp_path, monkeypatch):
+    from graphgen.errors import RankflowError
+    from rankflow import outputs
+
+    real = outputs._stage_file
+    calls = []
+
+    def full(path, data, mode):
+        calls.append(path)
+        if len(calls) == 2:
+            raise outputs._fail(path, OSError(28, "No space left on device"))
+        return real(path, data, mode)
+
+    monkeypatch.setattr(outputs, "_stage_file", full)
+    out = outputs.OutputSet()
+    out.add(str(tmp_path / "a.json"), lambda: "{}")
+    out.add(str(tmp_path / "b.json"), lambda: "{}")
+    with pytest.raises(RankflowError, match="b.json.*No space left") as exc:
+        out.commit()
+    assert ".tmp" not in exc.value.one_line()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_the_usual_permissions(capsys, tmp_path):
+    old = os.umask(0o022)
+    try:
+        rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, "--json", "r.json",
+                         "--trace", "t.json", "--graph", "g", "--chakra-out", "et", "--quiet", cwd=tmp_path)
+    finally:
+        os.umask(old)
+    assert rc == 0, err
+    files = [tmp_path / n for n in ("r.json", "t.json", "g.dot", "g.html")] + list((tmp_path / "et").iterdir())
+    assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o644 for f in files)
+    assert stat.S_IMODE((tmp_path / "et").stat().st_mode) == 0o755
+
+
+HF_CASES = {
+    "architectures null": ({"architectures": [None], "hidden_size": 64}, "architectures"),
+    "model_type list": ({"model_type": ["llama"]}, "model_type"),
+    "hidden_act number": ({"model_type": "llama", "hidden_act": 5}, "hidden_act"),
+    "hidden_act unknown": ({"model_type": "llama", "hidden_act": "xielu"}, "hidden_act"),
+    "expansion_ratio text": ({"model_type": "mpt", "expansion_ratio": "4"}, "expansion_ratio"),
+    "attn_config list": ({"model_type": "mpt", "attn_config": [1]}, "attn_config"),
+    "no kv heads": ({"model_type": "mistral", "num_key_value_heads": 0}, "num_key_value_heads"),
+    "moe keys on dense": ({"model_type": "mistral", "num_local_experts": 8}, "num_local_experts"),
+    "layers bool": ({"model_type": "llama", "num_hidden_layers": True}, "num_hidden_layers"),
+    "nan": ({"model_type": "llama", "hidden_size": "NaN"}, "hidden_size"),
+}
+LLAMA_HF = {"hidden_size": 256, "num_attention_heads": 8, "num_hidden_layers": 2, "intermediate_size": 512,
+            "vocab_size": 1000, "max_position_embeddings": 4096}
+MPT_HF = {"d_model": 256, "n_heads": 8, "n_layers": 2, "vocab_size": 1000}
+
+
+@pytest.mark.parametrize("case", sorted(HF_CASES))
+def test_malformed_hugging_face_configs(capsys, tmp_path, case):
+    data, field = HF_CASES[case]
+    base = MPT_HF if data.get("model_type") == "mpt" else LLAMA_HF
+    text = json.dumps({**base, **data}).replace('"NaN"', "NaN")
+    path = write(tmp_path, "config.json", text)
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", path, "--set", "workload.global_batch=8")
+    assert_contract(rc, err, [])
+    assert rc == 2 and field in err
+
+
+def test_hugging_face_sliding_window_is_modelled(tmp_path):
+    from rankflow import api
+
+    path = write(tmp_path, "config.json", json.dumps({**LLAMA_HF, "model_type": "mistral", "sliding_window": 128}))
+    mc = api.load_model(path)
+    assert mc.model.sliding_window == 128 and mc.model.attention_kind(0) == "sliding"
+    qwen = write(tmp_path, "q.json", json.dumps({**LLAMA_HF, "model_type": "qwen2", "sliding_window": 128,
+                                                 "use_sliding_window": True, "max_window_layers": 1}))
+    assert api.load_model(qwen).model.attention_pattern == ["full", "sliding"]
+    off = write(tmp_path, "o.json", json.dumps({**LLAMA_HF, "model_type": "qwen2", "sliding_window": 128}))
+    assert api.load_model(off).model.sliding_window is None
+
+
+METHODS = st.sampled_from([{}, {"method": "lora"}, {"method": "qlora"}, {"method": "dora"},
+                           {"method": "freeze", "frozen_layers": 3}, {"method": "lora", "train_embeddings": True}])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ft=METHODS, recompute=st.sampled_from(["none", "selective", "full"]), tp=st.sampled_from([1, 2]),
+       pp=st.sampled_from([1, 2]), flash=st.booleans(), seq=st.sampled_from([256, 512]))
+def test_utilisation_stays_within_its_bounds(ft, recompute, tp, pp, flash, seq):
+    """0 < MFU <= HFU <= 1 whatever trains: frozen weights run no weight-gradient GEMMs, so the
+    FLOPs MFU counts follow what the method computes."""
+    sc = scenario(TINY_LLAMA, {"global_batch": 4, "seq_len": seq, "finetune": ft, "flash_attention": flash},
+                  tp=tp, pp=pp, recompute=recompute, zero_stage=0 if ft.get("method") == "qlora" else 1)
+    res = run(sc)
+    assert 0 < res.mfu <= res.hfu + 1e-12 <= 1
+
+
+def test_lora_and_freeze_report_possible_utilisation(capsys, tmp_path):
+    for sets in (["workload.finetune.method=lora"],
+                 ["workload.finetune.method=freeze", "workload.finetune.frozen_layers=31"]):
+        rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL,
+                         *[a for s in sets for a in ("--set", s)], "--json", "r.json", "--quiet", cwd=tmp_path)
+        assert rc == 0, err
+        flops = json.loads((tmp_path / "r.json").read_text())["flops"]
+        assert 0 < flops["mfu"] <= flops["hfu"] <= 1
+        assert "frozen weights" in flops["mfu_definition"]
+
+
+def test_huge_plans_answer_or_refuse_within_seconds(capsys, tmp_path):
+    for sets in (["parallelism.dp=1000000000", "workload.global_batch=1000000000"], ["workload.global_batch=1000000"],
+                 ["model.layers=1000000"]):
+        t0 = time.perf_counter()
+        rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL,
+                         *[a for s in sets for a in ("--set", s)], "--json", "r.json", "--quiet", cwd=tmp_path)
+        assert_contract(rc, err, [tmp_path / "r.json"])
+        assert time.perf_counter() - t0 < 15
+        (tmp_path / "r.json").unlink(missing_ok=True)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32))
+def test_fuzzed_inputs_keep_the_contract(seed):
+    """Mutated files, --set strings, HF configs and flags (benchmarks/fuzz_cases.py); the larger
+    campaign with subprocesses and timeouts is `python -m benchmarks.fuzz`."""
+    import contextlib
+    import io
+    import tempfile
+
+    from benchmarks.fuzz_cases import case, outputs_of
+
+    files, args = case(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "out").mkdir()
+        for name, text in files.items():
+            (d / name).write_text(text)
+        err = io.StringIO()
+        old = os.getcwd()
+        os.chdir(d)
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                rc = main(args)
+        finally:
+            os.chdir(old)
+        outs = [d / p for p in outputs_of(args)]
+        assert_contract(rc, err.getvalue(), outs)
+        if rc == 0 and "--memory-only" not in args:
+            assert all(p.exists() for p in outs), args
