@@ -12,6 +12,53 @@ Precision = Literal["fp32", "bf16", "fp16", "fp8"]
 AttentionKind = Literal["full", "sliding"]
 
 
+class MoESpec(Strict):
+    """Mixture-of-experts MLP: routed experts (top-k of `experts` per token) plus shared experts that
+    every token passes through. Which layers are MoE: every `every`-th layer after the first
+    `first_dense_layers`, except those listed in `dense_layers`."""
+
+    experts: DimInt = Field(description="Routed experts per MoE layer.")
+    top_k: DimInt = Field(description="Routed experts each token is sent to.")
+    expert_ffn_hidden: DimInt = Field(description="Inner width of one routed expert's MLP.")
+    shared_experts: Annotated[StrictInt, Field(ge=0, le=1024)] = Field(
+        0, description="Shared experts (DeepSeek, Qwen2-MoE, Llama 4), each as wide as shared_ffn_hidden / count.")
+    shared_ffn_hidden: DimInt | None = Field(
+        None, description="Total inner width of the shared experts (one MLP); default shared_experts x "
+                          "expert_ffn_hidden.")
+    first_dense_layers: Annotated[StrictInt, Field(ge=0, le=10_000)] = Field(
+        0, description="Leading layers with a dense MLP (DeepSeek first_k_dense_replace).")
+    every: PosInt = Field(1, description="MoE every k-th layer after the dense prefix (Llama 4's interleave step, "
+                                         "Qwen2-MoE's decoder_sparse_step), counted from the first MoE layer.")
+    dense_layers: list[Annotated[StrictInt, Field(ge=0, le=10_000)]] = Field(
+        default_factory=list, max_length=10_000, description="Further layers with a dense MLP (Qwen mlp_only_layers).")
+    router: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="Router score function (DeepSeek-V3 uses sigmoid); its cost is the same.")
+    capacity_factor: PosFloat | None = Field(
+        None, description="Tokens an expert takes at most, as a multiple of the balanced share; unset: dropless.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MoESpec:
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k ({self.top_k}) exceeds the number of experts ({self.experts})")
+        return self
+
+    @property
+    def shared_width(self) -> int:
+        return self.shared_ffn_hidden or self.shared_experts * self.expert_ffn_hidden
+
+
+class MLASpec(Strict):
+    """DeepSeek's multi-head latent attention: queries and keys/values pass through low-rank latents;
+    the KV cache holds the kv latent and the shared rotary key."""
+
+    q_lora_rank: DimInt | None = Field(None, description="Query latent width; unset: a plain query projection "
+                                                         "(DeepSeek-V2-Lite).")
+    kv_lora_rank: DimInt = Field(description="Key/value latent width (what the KV cache stores per token).")
+    qk_nope_head_dim: DimInt = Field(description="Per-head query/key width without rotary embedding.")
+    qk_rope_head_dim: DimInt = Field(description="Per-head query/key width with rotary embedding (the key's is shared).")
+    v_head_dim: DimInt = Field(description="Per-head value width.")
+
+
 class ModelSpec(Strict):
     """Architecture of a decoder-only transformer."""
 
@@ -38,9 +85,14 @@ class ModelSpec(Strict):
     sliding_window: DimInt | None = Field(
         None, description="Keys each query attends to in sliding-window layers (Mistral, gpt-oss).")
     attention_pattern: list[AttentionKind] | None = Field(
-        None, min_length=1, max_length=1024,
+        None, min_length=1, max_length=10_000,
         description="Attention kind of each layer, repeated over the layers (gpt-oss: [sliding, full]). "
                     "Unset: every layer 'sliding' when sliding_window is set, else 'full'.")
+    moe: MoESpec | None = Field(None, description="Mixture-of-experts MLP (unset: every layer dense).")
+    mla: MLASpec | None = Field(None, description="Multi-head latent attention (unset: MHA/GQA/MQA).")
+    mtp_layers: Annotated[StrictInt, Field(ge=0, le=16)] = Field(
+        0, description="Multi-token-prediction modules after the last layer (DeepSeek-V3: 1), each a "
+                       "projection and one more transformer block with its own loss over the shared head.")
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -67,6 +119,13 @@ class ModelSpec(Strict):
         if self.attention_pattern:
             return self.attention_pattern[layer % len(self.attention_pattern)]
         return "sliding" if self.sliding_window else "full"
+
+    def is_moe(self, layer: int) -> bool:
+        """Whether a layer's MLP is the mixture of experts."""
+        moe = self.moe
+        if moe is None or layer < moe.first_dense_layers or layer in moe.dense_layers:
+            return False
+        return (layer - moe.first_dense_layers) % moe.every == 0
 
 
 LORA_TARGETS = ("qkv_proj", "out_proj", "fc1", "fc2")
@@ -118,6 +177,13 @@ class Workload(Strict):
                              "momentum; adafactor: factored second moment, no momentum.")
     fused_cross_entropy: Bool = Field(
         True, description="Loss fused with the LM head's softmax (no fp32 copy of the logits).")
+    expert_imbalance: Annotated[float, Field(ge=1, le=1000, strict=True)] = Field(
+        1.0, description="Tokens the busiest expert-parallel rank processes, as a multiple of the balanced share "
+                         "(1: balanced, as forced-balance benchmarks run). The slowest rank sets the step.")
+    expert_load: list[Annotated[float, Field(ge=0, le=1, strict=True)]] | None = Field(
+        None, max_length=100_000, description="Fraction of routed tokens each expert receives (one per expert); "
+                                              "when given, it sets the busiest rank's share instead of "
+                                              "expert_imbalance (experts are placed contiguously on ep ranks).")
     finetune: FineTune = FineTune()
 
 

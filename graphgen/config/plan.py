@@ -18,8 +18,22 @@ class ParallelPlan(Strict):
     sp: Bool = Field(False, description="Megatron sequence parallelism (needs tp > 1 to matter).")
     pp: PosInt = Field(1, description="Pipeline stages.")
     dp: PosInt = Field(1, description="Data-parallel replicas.")
-    cp: PosInt = Field(1, description="Context parallel size (only 1 for now).")
-    ep: PosInt = Field(1, description="Expert parallel size (only 1 for now).")
+    cp: PosInt = Field(1, description="Context-parallel size: each sequence is split over cp ranks (two chunks each, "
+                                      "for causal load balance).")
+    ep: PosInt = Field(1, description="Expert-parallel size: MoE layers' experts are split over ep ranks, carved from "
+                                      "the tp x cp x dp ranks as in Megatron-Core (ep is not a factor of the world "
+                                      "size).")
+    etp: PosInt = Field(1, description="Expert tensor-parallel size: each expert's weights split over etp ranks.")
+    moe_dispatcher: Literal["alltoall", "allgather", "deepep"] = Field(
+        "alltoall", description="Token dispatcher: all-to-all over ep (Megatron alltoall), all-gather and "
+                                "reduce-scatter (Megatron allgather), or DeepEP-style all-to-all at the link's "
+                                "measured DeepEP rate (collective_fits.deepep_dispatch).")
+    moe_overlap: Bool = Field(
+        False, description="Dispatch and combine overlap other compute (Megatron's overlap of expert-parallel "
+                           "communication across microbatches, DeepSeek's DualPipe); false: they are exposed.")
+    cp_algorithm: Literal["ring", "allgather"] = Field(
+        "ring", description="Context-parallel attention: ring (KV chunks passed peer to peer, overlapped with "
+                            "attention compute; Megatron's p2p) or allgather (KV gathered before attention).")
     schedule: Str = Field("1f1b", description="Pipeline schedule, a name in graphgen.schedule's registry: gpipe, "
                                               "1f1b, interleaved.")
     virtual_stages: PosInt = Field(1, description="Model chunks per pipeline rank (interleaved schedule).")
