@@ -20,14 +20,16 @@ from graphgen.config import (
     FineTune,
     GemmTable,
     LinkSpec,
+    MLASpec,
     ModelSpec,
+    MoESpec,
     NodeSpec,
     ParallelPlan,
     Workload,
 )
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("model", ModelSpec), ("workload", Workload), ("workload.finetune", FineTune), ("device", DeviceSpec),
+    ("model", ModelSpec), ("model.moe", MoESpec), ("model.mla", MLASpec), ("workload", Workload), ("workload.finetune", FineTune), ("device", DeviceSpec),
     ("device.efficiency", Efficiency),
     ("efficiency curve (matmul, matmul_fp8, attention, attention_kernels.*, message_efficiency)", EfficiencyCurve),
     ("efficiency.matmul_shapes", GemmTable), ("node", NodeSpec),

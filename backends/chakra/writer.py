@@ -61,7 +61,7 @@ def comm_groups(prog: Program) -> tuple[dict[str, Addressing], dict[int, tuple[i
     groups: dict[int, tuple[int, ...]] = {}
     gpn = prog.scenario.hardware.node.gpus_per_node
     for axis in prog.axes:  # a one-rank axis runs no collective
-        per_node, nodes = prog.mesh.axis_span(axis, gpn)
+        per_node, nodes = prog.axis_span(axis, gpn)
         shape = [per_node, nodes] if len(dims) == 2 else [per_node * nodes]
         involved = tuple(s == d and s > 1 for s, d in zip(shape, dims, strict=True))
         covers = all(s in (1, d) for s, d in zip(shape, dims, strict=True))
@@ -69,7 +69,7 @@ def comm_groups(prog: Program) -> tuple[dict[str, Addressing], dict[int, tuple[i
             addressing[axis] = Addressing(involved, None)
             continue
         by_rank: dict[int, int] = {}
-        for members in prog.mesh.groups(axis):
+        for members in prog.axis_groups(axis):
             gid = len(groups) + 1
             groups[gid] = members
             for r in members:

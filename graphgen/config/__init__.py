@@ -27,14 +27,23 @@ from graphgen.config.hardware import (
     LinkSpec,
     NodeSpec,
 )
-from graphgen.config.model import LORA_TARGETS, FineTune, ModelConfig, ModelSpec, Precision, Workload
+from graphgen.config.model import (
+    LORA_TARGETS,
+    FineTune,
+    MLASpec,
+    ModelConfig,
+    ModelSpec,
+    MoESpec,
+    Precision,
+    Workload,
+)
 from graphgen.config.overrides import Override, apply_overrides, parse_override, split_overrides
 from graphgen.config.plan import AstraOptions, ExecutionBackend, ParallelPlan
 
 __all__ = [
     "CLUSTER_SECTIONS", "HARDWARE_SECTIONS", "LORA_TARGETS", "MODEL_SECTIONS", "PLAN_SECTIONS", "AstraOptions",
     "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
-    "GemmTable", "HardwareConfig", "LinkSpec", "ModelConfig", "ModelSpec", "NodeSpec", "Override", "ParallelPlan",
+    "GemmTable", "HardwareConfig", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
     "PlanConfig", "Precision", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
     "parse_override", "parse_plan_config", "pydantic_error", "split_overrides",
 ]

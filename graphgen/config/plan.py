@@ -86,11 +86,18 @@ class ParallelPlan(Strict):
 
     @property
     def world(self) -> int:
-        return self.tp * self.cp * self.ep * self.dp * self.pp
+        """GPUs: tp x cp x dp x pp (expert parallelism re-divides the same ranks)."""
+        return self.tp * self.cp * self.dp * self.pp
+
+    @property
+    def edp(self) -> int:
+        """Expert data-parallel size: the ranks of tp x cp x dp that hold the same experts (at least 1)."""
+        return max(1, (self.tp * self.cp * self.dp) // (self.etp * self.ep))
 
     def axis_sizes(self) -> dict[str, int]:
-        """Mesh axes in Megatron order (tp innermost) with their sizes."""
-        return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "dp": self.dp, "pp": self.pp}
+        """Every mesh axis (graphgen.parallel.layout.AXES) with its size."""
+        return {"tp": self.tp, "cp": self.cp, "ep": self.ep, "etp": self.etp, "dp": self.dp, "edp": self.edp,
+                "pp": self.pp}
 
 
 class AstraOptions(Strict):

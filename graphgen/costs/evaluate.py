@@ -89,7 +89,7 @@ class Coster:
         key = (kind, nbytes, axis, purpose)
         t = self._coll.get(key)
         if t is None:
-            per_node, nodes = self.prog.mesh.axis_span(axis, self.cluster.node.gpus_per_node)
+            per_node, nodes = self.prog.axis_span(axis, self.cluster.node.gpus_per_node)
             t = self.net.collective_time(kind, nbytes, per_node, nodes)
             cap = self.prog.scenario.plan.zero3_gather_gbs
             if purpose == ZERO3_GATHER and cap is not None:

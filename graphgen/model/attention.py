@@ -76,7 +76,8 @@ def attention_ops(sh: BlockShape, kind: str) -> tuple[Op, ...]:
     qkv, out = attention_linears(m)
     ops: list[Op] = [norm(sh, "ln_attn")]
     ops.append(Op("qkv_proj", OpKind.MATMUL, flops=2 * T * qkv.weights / t,
-                  bytes=e * (T * m.hidden + qkv.weights / t + T * qkv.d_out / t), out_layout=sh.heads,
+                  bytes=e * (T * m.hidden + qkv.weights / t + T * qkv.d_out / t), in_layout=sh.replicated,
+                  out_layout=sh.heads,
                   shards_input=sh.column_shards, out_bytes=e * T * qkv.d_out,
                   weight_params=qkv.weights / t + (qkv.d_out / t if qkv.bias else 0), saved_bytes=column_input_saved(sh),
                   shape=(qkv.d_in, qkv.d_out / t), local_out_bytes=e * T * qkv.d_out / t))

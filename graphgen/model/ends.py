@@ -12,7 +12,8 @@ def embedding_ops(sh: BlockShape) -> tuple[Op, ...]:
     m, e, T, t = sh.model, sh.e, sh.tokens, sh.tp
     params = sh.vocab * m.hidden / t + (m.max_position or sh.workload.seq_len) * m.hidden * (
         m.position_encoding == "learned")
-    return (Op("embedding", OpKind.EMBEDDING, flops=0.0, bytes=2 * e * T * m.hidden, out_layout=sh.row_out,
+    return (Op("embedding", OpKind.EMBEDDING, flops=0.0, bytes=2 * e * T * m.hidden, in_layout=sh.replicated,
+               out_layout=sh.row_out,
                out_bytes=e * T * m.hidden, weight_params=params, saved_bytes=dropout_mask_bytes(sh),
                shape=(sh.vocab / t, m.hidden), bwd_flops_factor=0.0, bwd_bytes_factor=3.0,
                local_out_bytes=sh.local(e * T * m.hidden, False)),)
@@ -32,7 +33,8 @@ def head_ops(sh: BlockShape) -> tuple[Op, ...]:
     return (
         norm(sh, "ln_final"),
         Op("lm_head", OpKind.MATMUL, flops=2 * T * m.hidden * V / t, bytes=e * (T * m.hidden + V * m.hidden / t + T * V / t),
-           out_layout=sh.vocab_shard, shards_input=sh.column_shards, out_bytes=e * T * V, weight_params=params,
+           in_layout=sh.replicated, out_layout=sh.vocab_shard, shards_input=sh.column_shards, out_bytes=e * T * V,
+           weight_params=params,
            saved_bytes=column_input_saved(sh), shape=(m.hidden, V / t), local_out_bytes=sh.local(e * T * V, False)),
         Op("cross_entropy", OpKind.LOSS, flops=6 * T * V / t, bytes=(2 * e if fused else e + 8) * T * V / t,
            in_layout=sh.vocab_shard, out_layout=sh.row_out, out_bytes=12 * T,

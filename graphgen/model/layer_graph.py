@@ -108,6 +108,6 @@ def build_layer_graph(sh: BlockShape) -> LayerGraph:
             blocks.append(Block(len(blocks), "/".join(kind),
                                 apply_finetune(ops, ft, method.trains_block_weights(), T, e)))
         layer_block.append(ids[kind])
-    return LayerGraph(tuple(blocks), tuple(layer_block), residual=sh.resid, head_out=Layout(), layers=m.layers,
+    return LayerGraph(tuple(blocks), tuple(layer_block), residual=sh.resid, head_out=sh.replicated, layers=m.layers,
                       frozen_layers=ft.frozen_layers if method.frozen_prefix else 0,
                       embed_trainable=method.trains_embedding(ft))

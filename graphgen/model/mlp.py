@@ -24,7 +24,7 @@ def dense_mlp(sh: BlockShape) -> tuple[Op, ...]:
     return (
         norm(sh, "ln_mlp"),
         Op("fc1", OpKind.MATMUL, flops=2 * T * fc1.weights / t, bytes=e * (T * m.hidden + fc1.weights / t + T * up / t),
-           out_layout=sh.hid, shards_input=sh.column_shards, out_bytes=e * T * up,
+           in_layout=sh.replicated, out_layout=sh.hid, shards_input=sh.column_shards, out_bytes=e * T * up,
            weight_params=fc1.weights / t + (up / t if fc1.bias else 0), saved_bytes=column_input_saved(sh),
            shape=(m.hidden, up / t), local_out_bytes=e * T * up / t),
         Op("swiglu" if gated else m.activation, OpKind.ELEMENTWISE, flops=8 * T * f / t,

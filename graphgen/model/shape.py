@@ -16,10 +16,13 @@ def activation_bytes(precision: str) -> float:
 
 @dataclass(frozen=True)
 class BlockShape:
-    """Sizes and tensor-parallel layouts of one microbatch on one rank.
+    """Sizes and layouts of one microbatch on one rank.
 
     Megatron TP: the residual stream is Replicate on tp, or Shard(seq) under sequence parallelism;
     attention heads, the MLP width and the vocabulary are Shard on tp; row-parallel outputs Partial.
+    Context parallelism shards the sequence on cp everywhere (attention exchanges keys and values
+    inside its kernel). Expert parallelism: every rank of an ep (and etp) group holds other tokens,
+    so tokens are Shard on ep and etp until the dispatcher sends them to their experts.
     """
 
     model: ModelSpec
@@ -28,22 +31,38 @@ class BlockShape:
     sp: bool          # sequence parallelism in effect (sp and tp > 1)
     vocab: int        # padded vocabulary
     pp: int
+    cp: int = 1
+    ep: int = 1
+    etp: int = 1
+    imbalance: float = 1.0  # routed tokens on the busiest expert-parallel rank / the balanced share
 
     @property
     def e(self) -> float:
         return activation_bytes(self.workload.precision)
 
     @property
-    def tokens(self) -> int:
-        return self.workload.micro_batch * self.workload.seq_len
+    def tokens(self) -> float:
+        """Tokens of one microbatch on this rank's context-parallel shard."""
+        return self.workload.micro_batch * self.workload.seq_len / self.cp
 
     @property
     def resid_tokens(self) -> float:
         """Tokens each rank holds in the residual stream."""
         return self.tokens / self.tp if self.sp else self.tokens
 
+    def _lay(self, **tp_axes) -> Layout:
+        """A layout: the given tensor-parallel placements on top of the sharding every tensor has."""
+        base = {}
+        if self.cp > 1:
+            base["cp"] = shard("seq")
+        if self.ep > 1:
+            base["ep"] = shard("tokens")
+        if self.etp > 1:
+            base["etp"] = shard("tokens")
+        return layout(**{**base, **tp_axes})
+
     def _tp(self, placement) -> Layout:
-        return layout(tp=placement) if self.tp > 1 else Layout()
+        return self._lay(tp=placement) if self.tp > 1 else self._lay()
 
     @property
     def resid(self) -> Layout:
@@ -64,6 +83,19 @@ class BlockShape:
     @property
     def row_out(self) -> Layout:
         return self._tp(PARTIAL)
+
+    @property
+    def replicated(self) -> Layout:
+        """Replicated on tp (a column-parallel linear's input)."""
+        return self._tp(REPLICATE)
+
+    def experts(self, etp_placement) -> Layout:
+        """An expert tensor: tokens sent to this rank's experts, laid out on etp as given; on tp as the
+        residual stream (the expert ranks re-divide the dense ones, so no tp collective applies)."""
+        tp = {"tp": shard("seq") if self.sp else REPLICATE} if self.tp > 1 else {}
+        ep = {"ep": shard("experts")} if self.ep > 1 else {}
+        etp = {"etp": etp_placement} if self.etp > 1 else {}
+        return layout(**{**({"cp": shard("seq")} if self.cp > 1 else {}), **tp, **ep, **etp})
 
     @property
     def column_shards(self) -> frozenset[str]:

@@ -93,7 +93,10 @@ def grad_produced(inp: Placement, shards_input: bool) -> Placement:
 
 # ----------------------------------------------------------------------------------- per mesh axis
 
-AXES: tuple[str, ...] = ("tp", "cp", "ep", "dp", "pp")  # Megatron order, tp innermost
+# Mesh axes a tensor can be laid out on, tp innermost. The dense layers' ranks are tp x cp x dp x pp
+# (Megatron order); the expert layers' are etp x ep x edp x pp over the same ranks (Megatron-Core's
+# expert rank generator), so ep, etp and edp re-divide tp x cp x dp.
+AXES: tuple[str, ...] = ("tp", "cp", "ep", "etp", "dp", "edp", "pp")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from graphgen.parallel.layout import AXES
+AXES: tuple[str, ...] = ("tp", "cp", "ep", "dp", "pp")  # Megatron's RankGenerator order, tp innermost
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,21 @@ class Mesh:
             r = r * getattr(self, a) + coords.get(a, 0)
         return r
 
-    def group(self, axis: str, rank: int) -> tuple[int, ...]:
-        """Ranks that share every coordinate of `rank` except `axis`, in axis order."""
-        st, size = self.stride(axis), getattr(self, axis)
-        base = rank - self.coords(rank)[axis] * st
+    def group(self, axis: str | tuple[str, ...], rank: int) -> tuple[int, ...]:
+        """Ranks that share every coordinate of `rank` except `axis` (or adjacent axes), in axis order."""
+        names = (axis,) if isinstance(axis, str) else axis
+        st, size = self.stride(names[0]), math.prod(getattr(self, a) for a in names)
+        c = self.coords(rank)
+        base = rank - sum(c[a] * self.stride(a) for a in names)
         return tuple(base + i * st for i in range(size))
 
-    def axis_span(self, axis: str, gpus_per_node: int) -> tuple[int, int]:
+    def axis_span(self, axis: str | tuple[str, ...], gpus_per_node: int) -> tuple[int, int]:
         """(members per node, nodes) of the axis's groups, computed without listing ranks, so its
         cost does not grow with the group size. Equals span(group(axis, 0)) for regular groups; for a
         group that fills nodes unevenly it gives the fewest members any node holds, whose NICs then
-        bound the scale-out traffic."""
-        n, st, gpn = getattr(self, axis), self.stride(axis), gpus_per_node
+        bound the scale-out traffic. A tuple of adjacent axes spans them as one group."""
+        names = (axis,) if isinstance(axis, str) else axis
+        n, st, gpn = math.prod(getattr(self, a) for a in names), self.stride(names[0]), gpus_per_node
         if n == 1:
             return 1, 1
         if st >= gpn:
@@ -76,7 +79,7 @@ class Mesh:
         period = st // math.gcd(st, gpn)  # the per-node counts repeat every lcm(st, gpn) / gpn nodes
         return min(count(j) for j in {*range(min(nodes, period)), nodes - 1}), nodes
 
-    def groups(self, axis: str) -> list[tuple[int, ...]]:
+    def groups(self, axis: str | tuple[str, ...]) -> list[tuple[int, ...]]:
         """All groups of an axis, each once, ordered by their first rank."""
         seen: dict[int, tuple[int, ...]] = {}
         for r in range(self.world):

@@ -18,7 +18,7 @@ from graphgen.errors import RankflowError
 from graphgen.ir import Phase, Role
 from graphgen.model.layer_graph import LayerGraph, build_layer_graph
 from graphgen.model.shape import BlockShape
-from graphgen.parallel.layout import grad_required_layout
+from graphgen.parallel.layout import AXES, grad_required_layout
 from graphgen.parallel.mesh import Mesh
 from graphgen.parallel.pipeline import stage_layers
 from graphgen.program.roles import PassTemplates, build_role
@@ -37,15 +37,19 @@ DETAILS = ("coarse", "ops")
 MAX_NODES = 1_500_000  # nodes over all roles: about ten seconds of building and replaying
 
 
+EXPERT_AXES = frozenset({"ep", "etp", "edp"})
+
+
 @dataclass(frozen=True)
 class Program:
     scenario: Scenario
-    mesh: Mesh
+    mesh: Mesh                                  # dense layers' ranks: tp x cp x dp x pp
     roles: tuple[Role, ...]
     layer_graph: LayerGraph
     templates: tuple[Template, ...]
     chunk_layers: tuple[tuple[int, ...], ...]   # global chunk -> its layers
     detail: str = "ops"                         # "ops": a node per fused op; "coarse": per pass segment
+    expert_mesh: Mesh | None = None             # expert layers' ranks: etp x ep x edp x pp, same ranks
 
     def role_of_rank(self, rank: int) -> int:
         return self.mesh.coords(rank)["pp"]
@@ -55,10 +59,34 @@ class Program:
         per = self.mesh.world // self.mesh.pp
         return range(role * per, (role + 1) * per)
 
+    def axis_view(self, axis: str) -> tuple[Mesh, tuple[str, ...]]:
+        """The mesh and its axes that a communication axis's groups run over. Gradients of dense
+        weights reduce over dp and cp together (Megatron's data-parallel group with context
+        parallelism); expert axes are the expert mesh's."""
+        if axis in EXPERT_AXES:
+            return self.expert_mesh, {"ep": ("ep",), "etp": ("tp",), "edp": ("dp",)}[axis]
+        return self.mesh, (("cp", "dp") if axis == "dp" else (axis,))
+
+    def axis_span(self, axis: str, gpus_per_node: int) -> tuple[int, int]:
+        mesh, names = self.axis_view(axis)
+        return mesh.axis_span(names, gpus_per_node)
+
+    def axis_groups(self, axis: str) -> list[tuple[int, ...]]:
+        mesh, names = self.axis_view(axis)
+        return mesh.groups(names)
+
+    def group_size(self, axis: str) -> int:
+        mesh, names = self.axis_view(axis)
+        size = 1
+        for n in names:
+            size *= getattr(mesh, n)
+        return size
+
     @property
     def axes(self) -> tuple[str, ...]:
-        """Mesh axes with more than one rank, in Megatron order."""
-        return tuple(a for a, n in self.scenario.plan.axis_sizes().items() if n > 1)
+        """Communication axes with more than one rank, in mesh order (expert axes for MoE models)."""
+        moe = self.scenario.model.moe is not None
+        return tuple(a for a in AXES if (moe or a not in EXPERT_AXES) and self.group_size(a) > 1)
 
 
 def block_shape(sc: Scenario) -> BlockShape:
@@ -129,5 +157,6 @@ def build_program(sc: Scenario, detail: str = "ops") -> Program:
     shared: dict = {}
     roles = tuple(build_role(sc, lg, chunk_layers, templates, ids, stage, detail == "coarse", shared)
                   for stage in range(p.pp))
-    mesh = Mesh(tp=p.tp, cp=p.cp, ep=p.ep, dp=p.dp, pp=p.pp)
-    return Program(sc, mesh, roles, lg, tuple(templates), tuple(chunk_layers), detail)
+    mesh = Mesh(tp=p.tp, cp=p.cp, dp=p.dp, pp=p.pp)
+    experts = Mesh(tp=p.etp, ep=p.ep, dp=p.edp, pp=p.pp)
+    return Program(sc, mesh, roles, lg, tuple(templates), tuple(chunk_layers), detail, experts)
