@@ -73,6 +73,10 @@ class ModelStates:
     def total(self) -> float:
         return self.weights + self.master + self.grads + self.optimizer
 
+    def __add__(self, other: ModelStates) -> ModelStates:
+        return ModelStates(self.weights + other.weights, self.master + other.master, self.grads + other.grads,
+                           self.optimizer + other.optimizer)
+
 
 def model_states(weight_bytes: float, trainable: float, *, precision: str, optimizer: str, grad_dtype: str,
                  dp: int, zero: int, adafactor_elems: float = 0.0, shard_master: bool = True,
@@ -118,8 +122,25 @@ def peak_in_flight(order, chunks: list[int], weight: dict[int, float]) -> float:
     return peak
 
 
-def _unit_weight_bytes(lg: LayerGraph, unit: int, pbytes: float) -> float:
-    return sum(op.weight_params * (op.weight_bytes or pbytes) for op in lg.unit_ops(unit))
+def _unit_weight_bytes(lg: LayerGraph, unit: int, pbytes: float, expert: bool | None = None) -> float:
+    return sum(op.weight_params * (op.weight_bytes or pbytes) for op in lg.unit_ops(unit)
+               if expert is None or op.expert == expert)
+
+
+def stage_states(sc: Scenario, lg: LayerGraph, units: list[int], pbytes: float) -> ModelStates:
+    """Model states of a stage's units: dense weights sharded by ZeRO over dp x cp, routed experts'
+    over their expert data-parallel group (Megatron's distributed optimizer keeps the two apart)."""
+    p, w = sc.plan, sc.workload
+    groups = [(None, p.dp * p.cp)] if sc.model.moe is None else [(False, p.dp * p.cp), (True, p.edp)]
+    total = ModelStates(0.0, 0.0, 0.0, 0.0)
+    for expert, dp in groups:
+        total += model_states(
+            sum(_unit_weight_bytes(lg, u, pbytes, expert) for u in units),
+            sum(lg.unit_trainable(u, expert) for u in units), precision=w.precision, optimizer=w.optimizer,
+            grad_dtype=p.grad_reduce_dtype, dp=dp, zero=p.zero_stage,
+            adafactor_elems=sum(_adafactor_elems(lg, u) for u in units) if not expert else 0.0,
+            shard_master=p.shard_master_weights, param_dtype_grads=p.param_dtype_grads)
+    return total
 
 
 def _adafactor_elems(lg: LayerGraph, unit: int) -> float:
@@ -217,7 +238,7 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
     p, w = sc.plan, sc.workload
     e = activation_bytes(w.precision)
     pbytes = dtype_bytes("fp32") if w.precision == "fp32" else e
-    resid = e * w.micro_batch * w.seq_len * sc.model.hidden / (p.tp if p.sp and p.tp > 1 else 1)
+    resid = e * w.micro_batch * w.seq_len / p.cp * sc.model.hidden / (p.tp if p.sp and p.tp > 1 else 1)
     dev = sc.hardware.device
     out = []
     for stage, chunks in enumerate(role_chunks):
@@ -225,10 +246,7 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
         layers = tuple(u for u in units if 0 <= u < lg.layers)
         weight_bytes = sum(_unit_weight_bytes(lg, u, pbytes) for u in units)
         trainable = sum(lg.unit_trainable(u) for u in units)
-        states = model_states(
-            weight_bytes, trainable, precision=w.precision, optimizer=w.optimizer, grad_dtype=p.grad_reduce_dtype,
-            dp=p.dp, zero=p.zero_stage, adafactor_elems=sum(_adafactor_elems(lg, u) for u in units),
-            shard_master=p.shard_master_weights, param_dtype_grads=p.param_dtype_grads)
+        states = stage_states(sc, lg, units, pbytes)
         acts = _activations(sc, lg, chunk_layers, chunks, stage, resid)
         transient = _transient(lg, sc, e, (len(chunk_layers) - 1) in chunks, layers or (0,))
         # The post-step parameter all-gather runs when activations are gone: it competes with the

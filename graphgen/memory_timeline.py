@@ -20,7 +20,7 @@ def memory_timeline(prog, start, finish, role: int) -> list[tuple[float, float]]
     p, w = sc.plan, sc.workload
     mem = role_memory(prog)[role]
     static = mem.weights + mem.master_weights + mem.gradients + mem.optimizer_states + mem.comm_buffers
-    resid = activation_bytes(w.precision) * w.micro_batch * w.seq_len * sc.model.hidden / (
+    resid = activation_bytes(w.precision) * w.micro_batch * w.seq_len / p.cp * sc.model.hidden / (
         p.tp if p.sp and p.tp > 1 else 1)
     events: list[tuple[float, float]] = []
     for n in prog.roles[role].nodes:

@@ -93,16 +93,49 @@ def _check_work(p: ParallelPlan, microbatches: int, c: _Checker) -> None:
                       "once the pipeline is full)")
 
 
+def _check_experts(m: ModelSpec, p: ParallelPlan, c: _Checker) -> None:
+    if m.moe is None:
+        for axis in ("ep", "etp"):
+            if getattr(p, axis) > 1:
+                raise c.plan(f"parallelism.{axis}", f"{axis}={getattr(p, axis)} needs a mixture-of-experts model",
+                             f"set parallelism.{axis}=1 or give the model a moe section")
+        return
+    moe = m.moe
+    if moe.experts % p.ep:
+        raise c.plan("parallelism.ep", f"ep={p.ep} does not divide the {moe.experts} experts",
+                     "choose ep that divides the number of experts")
+    ranks = p.tp * p.cp * p.dp
+    if ranks % (p.ep * p.etp):
+        raise c.plan("parallelism.ep", f"ep x etp = {p.ep * p.etp} does not divide the tp x cp x dp = {ranks} ranks "
+                     "it is carved from", "choose ep and etp whose product divides tp x cp x dp")
+    if moe.expert_ffn_hidden % p.etp:
+        raise c.plan("parallelism.etp", f"etp={p.etp} does not divide the expert width {moe.expert_ffn_hidden}",
+                     "choose etp that divides model.moe.expert_ffn_hidden")
+    if p.tp > 1 and not p.sp:
+        raise c.plan("parallelism.sp", "mixture-of-experts layers with tensor parallelism need sequence parallelism "
+                     "(Megatron-Core asserts it: the dispatcher routes each rank's own tokens)", "set parallelism.sp=true")
+
+
+def _check_context(w: Workload, p: ParallelPlan, c: _Checker) -> None:
+    if p.cp > 1 and w.seq_len % (2 * p.cp):
+        raise c.plan("parallelism.cp", f"context parallelism splits seq_len={w.seq_len} into 2 x cp = {2 * p.cp} "
+                     "chunks (for causal load balance)", "choose cp so that 2 x cp divides workload.seq_len")
+    if p.cp > 1 and p.sp and p.tp > 1 and (w.seq_len // p.cp) % p.tp:
+        raise c.plan("parallelism.sp", f"sequence parallelism needs each cp shard ({w.seq_len // p.cp} tokens) "
+                     f"divisible by tp={p.tp}", "change workload.seq_len, parallelism.cp or parallelism.tp")
+
+
 def _check_axes(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> None:
-    if p.cp != 1:
-        raise c.plan("parallelism.cp", "context parallelism is not supported by this version", "set parallelism.cp=1")
-    if p.ep != 1:
-        raise c.plan("parallelism.ep", "expert parallelism needs an MoE model, not supported by this version",
-                     "set parallelism.ep=1")
-    for what, size in (("heads", m.heads), ("kv_heads", m.n_kv_heads), ("ffn_hidden", m.ffn_hidden)):
+    _check_experts(m, p, c)
+    _check_context(w, p, c)
+    dense_mlp = any(not m.is_moe(layer) for layer in range(m.layers))
+    widths = [("heads", m.heads), ("kv_heads", m.n_kv_heads)]
+    widths += [("ffn_hidden", m.ffn_hidden)] if dense_mlp else []
+    widths += [("moe.shared_ffn_hidden", m.moe.shared_width)] if m.moe and m.moe.shared_width else []
+    for what, size in widths:
         if size % p.tp:
             label = {"heads": "the number of attention heads", "kv_heads": "the number of key/value heads",
-                     "ffn_hidden": "the MLP width"}[what]
+                     "ffn_hidden": "the MLP width", "moe.shared_ffn_hidden": "the shared experts' width"}[what]
             raise c.plan("parallelism.tp", f"tp={p.tp} does not divide {what}={size}", f"choose tp that divides {label}")
     if p.sp and p.tp > 1 and w.seq_len % p.tp:
         raise c.plan("parallelism.sp", f"sequence parallelism needs seq_len={w.seq_len} divisible by tp={p.tp}",

@@ -1,16 +1,43 @@
-"""Attention blocks: the block builder per attention kind (full, sliding window), and the core's
-kernel implementations (fused flash attention, or unfused scores/softmax/values)."""
+"""Attention blocks: the block builder per attention kind (full, sliding window, DeepSeek's latent
+attention), and the core's kernel implementations (fused flash attention, or unfused
+scores/softmax/values).
+
+Context parallelism: each rank holds 1/cp of the sequence (two chunks, so causal work balances)
+and needs every key and value. The ring variant passes K/V chunks peer to peer while the kernel
+computes (Megatron's p2p; backward passes K/V again and the K/V gradients back); the all-gather
+variant gathers them before the kernel and reduce-scatters their gradients after. Either is a
+collective on the cp axis beside the core op (`Op.side_comm`).
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from graphgen.model.common import column_input_saved, norm, residual_add
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.params import attention_linears
 from graphgen.model.shape import BlockShape
+from graphgen.parallel.layout import Collective
 from graphgen.registry import Registry
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Per-head widths and key/value heads of the attention core."""
+
+    qk: int
+    v: int
+    kv_heads: int
+
+
+def dims(sh: BlockShape) -> Dims:
+    m = sh.model
+    if m.mla is not None:  # after the up projection every head has its own key and value
+        return Dims(m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim, m.mla.v_head_dim, m.heads)
+    return Dims(m.d_head, m.d_head, m.n_kv_heads)
+
 
 CoreBuilder = Callable[[BlockShape, int], tuple[Op, ...]]
 ATTENTION_KERNELS: Registry[CoreBuilder] = Registry("attention kernel")
@@ -30,75 +57,126 @@ def causal_fraction(s: int, window: int) -> float:
     return (window * s - window * (window - 1) / 2) / (s * s)
 
 
+def _cp_comm(sh: BlockShape, d: Dims) -> tuple:
+    """(axis, pass, kind, full bytes, overlapped) of the cp exchange of keys and values."""
+    if sh.cp == 1:
+        return ()
+    kv = sh.e * sh.workload.micro_batch * sh.workload.seq_len * d.kv_heads * (d.qk + d.v) / sh.tp
+    AG, RS = Collective.ALL_GATHER, Collective.REDUCE_SCATTER
+    if sh.cp_ring:
+        return (("cp", "fwd", AG, kv, True), ("cp", "bwd", AG, kv, True), ("cp", "bwd", RS, kv, True))
+    return (("cp", "fwd", AG, kv, False), ("cp", "bwd", RS, kv, False))
+
+
 @ATTENTION_KERNELS.register("fused")
 def fused_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
     """Flash attention: no s x s matrix; backward runs 5 products to forward's 2. A sliding window
     skips the keys outside it and walks only `window` keys per query block."""
-    m, w, t, e = sh.model, sh.workload, sh.tp, sh.e
-    b, s, a, kv, d = w.micro_batch, w.seq_len, m.heads, m.n_kv_heads, m.d_head
+    m, w, t, e, d = sh.model, sh.workload, sh.tp, sh.e, dims(sh)
+    b, s, a = w.micro_batch, w.seq_len, m.heads
     T = sh.tokens
-    score = 2 * b * a * s * s * d / t  # one s x s x d product over all heads of this rank
-    return (Op("flash_attention", OpKind.ATTENTION, flops=2 * score * causal_fraction(s, window),
-               bytes=e * T * (2 * a + 2 * kv) * d / t, in_layout=sh.heads, out_layout=sh.heads,
-               out_bytes=e * T * a * d, saved_bytes=e * T * (a + 2 * kv) * d / t + 4 * b * a * s / t,
+    fwd = 2 * b * a * s * s * (d.qk + d.v) / t / sh.cp * causal_fraction(s, window)
+    return (Op("flash_attention", OpKind.ATTENTION, flops=fwd,
+               bytes=e * T * (a * d.qk + d.kv_heads * (d.qk + d.v) + a * d.v) / t, in_layout=sh.heads,
+               out_layout=sh.heads, out_bytes=e * T * a * d.v,
+               saved_bytes=e * T * (a * d.qk + d.kv_heads * (d.qk + d.v)) / t + 4 * b * a * s / t / sh.cp,
                bwd_flops_factor=2.5, bwd_bytes_factor=2.5, seq_len=window,
-               attention_blocks=b * (a / t) * math.ceil(s / 128), local_out_bytes=e * T * a * d / t),)
+               attention_blocks=b * (a / t) * math.ceil(s / sh.cp / 128), local_out_bytes=e * T * a * d.v / t,
+               side_comm=_cp_comm(sh, d)),)
 
 
 @ATTENTION_KERNELS.register("unfused")
 def unfused_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
     """Scores, softmax and values as separate kernels over the full s x s matrix (a mask, not a
     narrower product, implements causality and windows), recomputed under selective recompute."""
-    m, w, t, e = sh.model, sh.workload, sh.tp, sh.e
-    b, s, a, kv, d = w.micro_batch, w.seq_len, m.heads, m.n_kv_heads, m.d_head
+    m, w, t, e, d = sh.model, sh.workload, sh.tp, sh.e, dims(sh)
+    b, s, a, kv = w.micro_batch, w.seq_len, m.heads, d.kv_heads
     T = sh.tokens
     drop = 1 if m.dropout > 0 else 0
-    score = 2 * b * a * s * s * d / t
-    probs = b * a * s * s / t
+    probs = b * a * s * s / t / sh.cp
     return (
-        Op("attn_scores", OpKind.MATMUL, flops=score, bytes=e * (T * (a + kv) * d / t + probs), in_layout=sh.heads,
-           out_layout=sh.heads, out_bytes=e * probs * t, saved_bytes=e * T * (a + kv) * d / t,
-           recompute_selective=True, local_out_bytes=sh.local(e * probs * t, False)),
+        Op("attn_scores", OpKind.MATMUL, flops=2 * probs * d.qk, bytes=e * (T * (a + kv) * d.qk / t + probs),
+           in_layout=sh.heads, out_layout=sh.heads, out_bytes=e * probs * t, saved_bytes=e * T * (a + kv) * d.qk / t,
+           recompute_selective=True, local_out_bytes=sh.local(e * probs * t, False), side_comm=_cp_comm(sh, d)),
         Op("softmax", OpKind.ELEMENTWISE, flops=5 * probs, bytes=(2 * e + drop) * probs, in_layout=sh.heads,
            out_layout=sh.heads, out_bytes=e * probs * t, saved_bytes=(e + drop) * probs, recompute_selective=True,
            selective_freed_bytes=(e + drop) * probs, local_out_bytes=sh.local(e * probs * t, False)),
-        Op("attn_values", OpKind.MATMUL, flops=score, bytes=e * (probs + 2 * T * a * d / t), in_layout=sh.heads,
-           out_layout=sh.heads, out_bytes=e * T * a * d, saved_bytes=(e * probs if drop else 0) + e * T * kv * d / t,
-           recompute_selective=True, selective_freed_bytes=e * probs if drop else 0,
-           local_out_bytes=sh.local(e * T * a * d, False)),
+        Op("attn_values", OpKind.MATMUL, flops=2 * probs * d.v, bytes=e * (probs + 2 * T * a * d.v / t),
+           in_layout=sh.heads, out_layout=sh.heads, out_bytes=e * T * a * d.v,
+           saved_bytes=(e * probs if drop else 0) + e * T * kv * d.v / t, recompute_selective=True,
+           selective_freed_bytes=e * probs if drop else 0, local_out_bytes=sh.local(e * T * a * d.v, False)),
     )
+
+
+def _core(sh: BlockShape, kind: str) -> tuple[Op, ...]:
+    return ATTENTION_KERNELS["fused" if sh.workload.flash_attention else "unfused"](sh, key_span(sh, kind))
+
+
+def _out_proj(sh: BlockShape) -> Op:
+    m, t, e, T = sh.model, sh.tp, sh.e, sh.tokens
+    out = attention_linears(m)[-1]
+    return Op("out_proj", OpKind.MATMUL, flops=2 * T * out.weights / t,
+              bytes=e * (T * out.d_in / t + out.weights / t + T * m.hidden), in_layout=sh.heads,
+              out_layout=sh.row_out, out_bytes=e * T * m.hidden,
+              weight_params=out.weights / t + (m.hidden if out.bias else 0), shape=(out.d_in / t, m.hidden),
+              saved_bytes=e * T * out.d_in / t, local_out_bytes=e * T * m.hidden / t)
+
+
+def _rope(sh: BlockShape, width: float, out_bytes: float) -> Op:
+    """Rotary embedding over `width` values per token on this rank. In complex arithmetic (eager) it
+    reads and writes fp32 copies: about 10 passes instead of 2."""
+    passes, kernels = (10, 6) if sh.eager else (2, 1)
+    return Op("rope", OpKind.ELEMENTWISE, flops=3 * sh.tokens * width, bytes=passes * sh.e * sh.tokens * width,
+              in_layout=sh.heads, out_layout=sh.heads, out_bytes=out_bytes, gemm_kernels=kernels,
+              local_out_bytes=out_bytes / sh.tp)
 
 
 def attention_ops(sh: BlockShape, kind: str) -> tuple[Op, ...]:
     """One attention sub-block: norm, qkv projection (column parallel), rotary embedding, the core,
     output projection (row parallel) and the residual add."""
     m, t, e, T = sh.model, sh.tp, sh.e, sh.tokens
-    qkv, out = attention_linears(m)
+    qkv = attention_linears(m)[0]
     ops: list[Op] = [norm(sh, "ln_attn")]
     ops.append(Op("qkv_proj", OpKind.MATMUL, flops=2 * T * qkv.weights / t,
                   bytes=e * (T * m.hidden + qkv.weights / t + T * qkv.d_out / t), in_layout=sh.replicated,
-                  out_layout=sh.heads,
-                  shards_input=sh.column_shards, out_bytes=e * T * qkv.d_out,
+                  out_layout=sh.heads, shards_input=sh.column_shards, out_bytes=e * T * qkv.d_out,
                   weight_params=qkv.weights / t + (qkv.d_out / t if qkv.bias else 0), saved_bytes=column_input_saved(sh),
                   shape=(qkv.d_in, qkv.d_out / t), local_out_bytes=e * T * qkv.d_out / t))
     if m.position_encoding == "rope":
-        # Rotary embedding in complex arithmetic (eager) reads and writes fp32 copies: ~10 passes, not 2.
-        passes, kernels = (10, 6) if sh.eager else (2, 1)
-        rot = T * (m.heads + m.n_kv_heads) * m.d_head / t
-        ops.append(Op("rope", OpKind.ELEMENTWISE, flops=3 * rot, bytes=passes * e * rot, in_layout=sh.heads,
-                      out_layout=sh.heads, out_bytes=e * T * qkv.d_out, gemm_kernels=kernels,
-                      local_out_bytes=e * T * qkv.d_out / t))
-    core = "fused" if sh.workload.flash_attention else "unfused"
-    ops.extend(ATTENTION_KERNELS[core](sh, key_span(sh, kind)))
-    ops.append(Op("out_proj", OpKind.MATMUL, flops=2 * T * out.weights / t,
-                  bytes=e * (T * out.d_in / t + out.weights / t + T * m.hidden), in_layout=sh.heads,
-                  out_layout=sh.row_out, out_bytes=e * T * m.hidden,
-                  weight_params=out.weights / t + (m.hidden if out.bias else 0), shape=(out.d_in / t, m.hidden),
-                  saved_bytes=e * T * out.d_in / t, local_out_bytes=e * T * m.hidden / t))
-    ops.append(residual_add(sh, "attn_residual"))
-    return tuple(ops)
+        ops.append(_rope(sh, (m.heads + m.n_kv_heads) * m.d_head / t, e * T * qkv.d_out))
+    return (*ops, *_core(sh, kind), _out_proj(sh), residual_add(sh, "attn_residual"))
+
+
+def mla_ops(sh: BlockShape, kind: str = "full") -> tuple[Op, ...]:
+    """Multi-head latent attention (DeepSeek-V2 Section 2.1; Megatron-Core's MLASelfAttention): the
+    down projections to the query and key/value latents (and the shared rotary key) are duplicated on
+    every tensor-parallel rank; their norms; the up projections, column parallel by heads (with no
+    query latent, the query projection sits beside the key/value up projection)."""
+    m, t, e, T, mla = sh.model, sh.tp, sh.e, sh.tokens, sh.model.mla
+    lins = {lin.name: lin for lin in attention_linears(m)}
+    down = [lins[n] for n in ("q_down", "kv_down") if n in lins]
+    up = [lins[n] for n in ("q_up", "q_proj", "kv_up") if n in lins]
+    down_w, up_w = sum(lin.weights for lin in down), sum(lin.weights for lin in up) / t
+    latent = (mla.q_lora_rank or 0) + mla.kv_lora_rank
+    up_in = latent + (0 if mla.q_lora_rank else m.hidden)
+    up_out = sum(lin.d_out for lin in up)
+    d = dims(sh)
+    ops = [norm(sh, "ln_attn"),
+           Op("mla_down", OpKind.MATMUL, flops=2 * T * down_w, bytes=e * (T * m.hidden + down_w + T * (latent + mla.qk_rope_head_dim)),
+              in_layout=sh.replicated, out_layout=sh.replicated, out_bytes=e * T * latent,
+              weight_params=down_w, saved_bytes=column_input_saved(sh), shape=(m.hidden, down_w / m.hidden),
+              gemm_kernels=len(down), local_out_bytes=e * T * latent),
+           Op("mla_norm", OpKind.NORM, flops=8 * T * latent, bytes=2 * e * T * latent, in_layout=sh.replicated,
+              out_layout=sh.replicated, out_bytes=e * T * latent, weight_params=latent, saved_bytes=e * T * latent),
+           Op("mla_up", OpKind.MATMUL, flops=2 * T * up_w, bytes=e * (T * up_in + up_w + T * up_out / t),
+              in_layout=sh.replicated, out_layout=sh.heads, shards_input=sh.column_shards, out_bytes=e * T * up_out,
+              weight_params=up_w, saved_bytes=e * T * up_in, gemm_kernels=len(up), shape=(up_in, up_out / t),
+              local_out_bytes=e * T * up_out / t)]
+    ops.append(_rope(sh, m.heads * mla.qk_rope_head_dim / t + mla.qk_rope_head_dim, e * T * m.heads * d.qk))
+    return (*ops, *_core(sh, kind), _out_proj(sh), residual_add(sh, "attn_residual"))
 
 
 ATTENTION_BLOCKS: Registry[Callable[[BlockShape], tuple[Op, ...]]] = Registry("attention block")
 ATTENTION_BLOCKS.add("full", lambda sh: attention_ops(sh, "full"))
 ATTENTION_BLOCKS.add("sliding", lambda sh: attention_ops(sh, "sliding"))
+ATTENTION_BLOCKS.add("mla", lambda sh: mla_ops(sh))

@@ -77,18 +77,20 @@ class LayerGraph:
             return self.embed_trainable
         return unit >= self.frozen_layers or unit == self.layers
 
-    def unit_params(self, unit: int) -> float:
-        return sum(op.weight_params for op in self.unit_ops(unit))
+    def unit_params(self, unit: int, expert: bool | None = None) -> float:
+        """Parameters of a unit on this rank (only the routed experts', or only the others, if asked)."""
+        return sum(op.weight_params for op in self.unit_ops(unit) if expert is None or op.expert == expert)
 
-    def unit_trainable(self, unit: int) -> float:
+    def unit_trainable(self, unit: int, expert: bool | None = None) -> float:
         if 0 <= unit < self.frozen_layers:
             return 0.0
-        return sum(op.weight_params for op in self.unit_ops(unit) if op.trainable)
+        return sum(op.weight_params for op in self.unit_ops(unit)
+                   if op.trainable and (expert is None or op.expert == expert))
 
 
 def layer_kind(m: ModelSpec, layer: int) -> tuple[str, str]:
-    """(attention kind, MLP kind) of one layer."""
-    return m.attention_kind(layer), "dense"
+    """(attention kind, MLP kind) of one layer: names in ATTENTION_BLOCKS and MLP_BLOCKS."""
+    return ("mla" if m.mla is not None else m.attention_kind(layer)), ("moe" if m.is_moe(layer) else "dense")
 
 
 def build_layer_graph(sh: BlockShape) -> LayerGraph:

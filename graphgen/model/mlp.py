@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from graphgen.model.common import column_input_saved, norm, residual_add
 from graphgen.model.ops import Op, OpKind
-from graphgen.model.params import mlp_linears
+from graphgen.model.params import dense_mlp_linears, mlp_up_width
 from graphgen.model.shape import BlockShape
+from graphgen.parallel.layout import PARTIAL, REPLICATE, shard
 from graphgen.registry import Registry
 
 MLP_BLOCKS: Registry[Callable[[BlockShape], tuple[Op, ...]]] = Registry("MLP block")
@@ -17,7 +18,7 @@ MLP_BLOCKS: Registry[Callable[[BlockShape], tuple[Op, ...]]] = Registry("MLP blo
 @MLP_BLOCKS.register("dense")
 def dense_mlp(sh: BlockShape) -> tuple[Op, ...]:
     m, t, e, T = sh.model, sh.tp, sh.e, sh.tokens
-    fc1, fc2 = mlp_linears(m)
+    fc1, fc2 = dense_mlp_linears(m, m.ffn_hidden)
     f, up, gated = m.ffn_hidden, fc1.d_out, m.activation == "swiglu"
     # Eager SwiGLU runs silu and the multiply separately (5 passes instead of 3) and keeps silu(gate).
     glu_passes, glu_kernels = (5, 2) if sh.eager_glu else (3, 1)
@@ -37,3 +38,76 @@ def dense_mlp(sh: BlockShape) -> tuple[Op, ...]:
            shape=(f / t, m.hidden), local_out_bytes=e * T * m.hidden / t),
         residual_add(sh, "mlp_residual"),
     )
+
+
+def _glu(sh: BlockShape) -> tuple[int, int]:
+    """(HBM passes, kernels) of the gated activation: eager SwiGLU runs silu and the multiply apart."""
+    return (5, 2) if sh.eager_glu else (3, 1)
+
+
+def _shared_experts(sh: BlockShape) -> tuple[Op, ...]:
+    """Shared experts: one dense MLP every token passes through, tensor-parallel like any MLP."""
+    m, t, e, T = sh.model, sh.tp, sh.e, sh.tokens
+    width = m.moe.shared_width
+    fc1, fc2 = dense_mlp_linears(m, width, "shared_")
+    up, gated = fc1.d_out, m.activation == "swiglu"
+    passes, kernels = _glu(sh)
+    return (
+        Op("shared_fc1", OpKind.MATMUL, flops=2 * T * fc1.weights / t, bytes=e * (T * m.hidden + fc1.weights / t + T * up / t),
+           in_layout=sh.replicated, out_layout=sh.hid, shards_input=sh.column_shards, out_bytes=e * T * up,
+           weight_params=fc1.weights / t, saved_bytes=column_input_saved(sh), shape=(m.hidden, up / t),
+           local_out_bytes=e * T * up / t),
+        Op("shared_act", OpKind.ELEMENTWISE, flops=8 * T * width / t,
+           bytes=e * T * width / t * (passes if gated else 2), in_layout=sh.hid, out_layout=sh.hid,
+           out_bytes=e * T * width, gemm_kernels=kernels if gated else 1, saved_bytes=e * T * up / t,
+           local_out_bytes=e * T * width / t),
+        Op("shared_fc2", OpKind.MATMUL, flops=2 * T * fc2.weights / t, bytes=e * (T * width / t + fc2.weights / t + T * m.hidden),
+           in_layout=sh.hid, out_layout=sh.row_out, out_bytes=e * T * m.hidden, weight_params=fc2.weights / t,
+           saved_bytes=e * T * width / t, shape=(width / t, m.hidden), local_out_bytes=e * T * m.hidden / t),
+    )
+
+
+@MLP_BLOCKS.register("moe")
+def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
+    """Router, dispatch, routed experts (grouped GEMMs over this rank's experts), combine, then the
+    shared experts. The dispatcher's collectives come from the layout table: tokens go from Shard on
+    ep (each rank's own) to Shard by expert (all-to-all) and, under expert tensor parallelism, are
+    gathered on etp; the combine reverses both. The busiest expert-parallel rank (sh.imbalance)
+    sets the expert GEMMs' work and the dispatch's bytes."""
+    m, e, etp = sh.model, sh.e, sh.etp
+    moe = m.moe
+    h, f, E, k = m.hidden, moe.expert_ffn_hidden, moe.experts, moe.top_k
+    up = mlp_up_width(m, f)
+    local_experts = max(1, E // sh.ep)
+    Tl = sh.resid_tokens                   # tokens this rank routes
+    routed = Tl * k * sh.imbalance         # token copies the busiest rank's experts receive
+    G = routed * etp                       # rows of its expert GEMMs once gathered over etp
+    passes, kernels = _glu(sh)
+    gated = m.activation == "swiglu"
+    expert_in = sh.experts(REPLICATE) if etp > 1 else sh.experts(None)
+    ops: list[Op] = [
+        norm(sh, "ln_mlp"),
+        Op("router", OpKind.MATMUL, flops=2 * Tl * h * E, bytes=e * (Tl * h + h * E + Tl * E), in_layout=sh.resid,
+           out_layout=sh.resid, weight_params=h * E, saved_bytes=e * Tl * h + 4 * Tl * E, shape=(h, E),
+           out_bytes=e * Tl * h),
+        Op("permute", OpKind.ELEMENTWISE, flops=0.0, bytes=2 * e * Tl * k * h, in_layout=sh.resid, out_layout=sh.resid,
+           out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h),), local_out_bytes=e * routed * h),
+        Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + local_experts * h * up / etp + G * up / etp),
+           in_layout=expert_in, out_layout=sh.experts(shard("hidden")), shards_input=frozenset({"etp"}) if etp > 1 else frozenset(),
+           out_bytes=e * G * up, weight_params=local_experts * h * up / etp, saved_bytes=e * G * h,
+           gemm_kernels=local_experts, shape=(h, up / etp), expert=True, local_out_bytes=e * G * up / etp),
+        Op("expert_act", OpKind.ELEMENTWISE, flops=8 * G * f / etp, bytes=e * G * f / etp * (passes if gated else 2),
+           in_layout=sh.experts(shard("hidden")), out_layout=sh.experts(shard("hidden")), out_bytes=e * G * f,
+           gemm_kernels=kernels if gated else 1, saved_bytes=e * G * up / etp, local_out_bytes=e * G * f / etp),
+        Op("expert_fc2", OpKind.MATMUL, flops=2 * G * f * h / etp, bytes=e * (G * f / etp + local_experts * f * h / etp + G * h),
+           in_layout=sh.experts(shard("hidden")), out_layout=sh.experts(PARTIAL) if etp > 1 else expert_in,
+           out_bytes=e * G * h, axis_bytes=(("ep", e * routed * h),), weight_params=local_experts * f * h / etp,
+           saved_bytes=e * G * f / etp, gemm_kernels=local_experts, shape=(f / etp, h), expert=True,
+           local_out_bytes=e * G * h),
+        Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h, bytes=e * (Tl * k * h + Tl * h), in_layout=sh.resid,
+           out_layout=sh.resid, out_bytes=e * sh.tokens * h, saved_bytes=4 * Tl * k, local_out_bytes=e * Tl * h),
+    ]
+    if moe.shared_width:
+        ops.extend(_shared_experts(sh))
+    ops.append(residual_add(sh, "mlp_residual"))
+    return tuple(ops)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from graphgen.parallel.layout import Layout
+from graphgen.parallel.layout import Collective, Layout
 
 
 class OpKind(str, Enum):
@@ -51,6 +51,18 @@ class Op:
     seq_len: float = 0.0            # key/value length a fused attention kernel walks (sets its efficiency)
     attention_blocks: float = 0.0   # 128-row query blocks a fused attention call runs in parallel
     local_out_bytes: float = 0.0    # this rank's share of the output (largest transient backward buffer)
+    expert: bool = False            # routed-expert weights: sharded over ep/etp, gradients reduced over edp
+    axis_bytes: tuple[tuple[str, float], ...] = ()  # bytes a collective on an axis moves, where not out_bytes
+    # Collectives the op runs itself, beside its compute or around it: (axis, "fwd" | "bwd", kind,
+    # full buffer bytes, overlapped with the op's compute) -- context parallelism's key/value exchange.
+    side_comm: tuple[tuple[str, str, Collective, float, bool], ...] = ()
+
+    def comm_bytes(self, axis: str) -> float:
+        """Bytes of the collective that relayouts this op's output on one axis."""
+        for a, b in self.axis_bytes:
+            if a == axis:
+                return b
+        return self.out_bytes
 
 
 def op_work(op: Op, direction: str, selective: bool = False) -> tuple[float, float]:

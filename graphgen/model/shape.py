@@ -35,6 +35,7 @@ class BlockShape:
     ep: int = 1
     etp: int = 1
     imbalance: float = 1.0  # routed tokens on the busiest expert-parallel rank / the balanced share
+    cp_ring: bool = True    # context parallelism passes K/V around a ring (else all-gathers it)
 
     @property
     def e(self) -> float:

@@ -69,81 +69,115 @@ def make_buckets(units_bwd_order: list[tuple[int, float, float]], bucket_mb: flo
 ZERO3_GATHER = "zero3_param_gather"  # purpose of ZeRO-3/FSDP parameter gathers (a cost rule may cap them)
 
 
+@dataclass(frozen=True)
+class GradGroup:
+    """Parameters whose gradients reduce over one group: dense weights over dp x cp, routed experts'
+    over their expert data-parallel group (edp), each with its own buckets, as Megatron keeps them."""
+
+    axis: str
+    size: int
+    expert: bool
+    buckets: dict[int, list[Bucket]]
+    bucket_of: dict[int, Bucket]
+
+    @property
+    def sync(self) -> bool:
+        return self.size > 1
+
+
+def grad_groups(plan, lg, chunks, units_of, grad_bytes: float, moe: bool) -> list[GradGroup]:
+    specs = [("dp", plan.dp * plan.cp, False if moe else None)]
+    if moe:
+        specs.append(("edp", plan.edp, True))
+    out = []
+    for axis, size, expert in specs:
+        buckets, bucket_of = {}, {}
+        for g in chunks:
+            units = [(u, lg.unit_trainable(u, expert), lg.unit_params(u, expert)) for u in reversed(units_of(g))]
+            buckets[g] = make_buckets(units, plan.bucket_mb, grad_bytes, per_unit=plan.zero_stage == 3)
+            bucket_of.update({u: b for b in buckets[g] for u in b.units})
+        out.append(GradGroup(axis, size, bool(expert), buckets, bucket_of))
+    return out
+
+
 class DataParallelEmitter:
     """Data-parallel collectives of one role: gradient reduction per bucket, ZeRO-1/2 parameter
-    all-gathers at the step's start, ZeRO-3 per-unit gathers one unit ahead of compute."""
+    all-gathers at the step's start, ZeRO-3 per-unit gathers one unit ahead of compute; for each
+    gradient group (dense weights, routed experts)."""
 
-    def __init__(self, em, plan, chunks, units_of, lg, param_bytes: float, grad_bytes: float) -> None:
+    def __init__(self, em, plan, chunks, units_of, lg, param_bytes: float, grad_bytes: float, moe: bool = False) -> None:
         self.em, self.plan, self.lg = em, plan, lg
         self.param_bytes, self.grad_bytes = param_bytes, grad_bytes
-        self.sync = plan.dp > 1
         self.zero = plan.zero_stage
-        self.buckets: dict[int, list[Bucket]] = {}
-        self.bucket_of: dict[int, Bucket] = {}
-        for g in chunks:
-            units = [(u, lg.unit_trainable(u), lg.unit_params(u)) for u in reversed(units_of(g))]
-            self.buckets[g] = make_buckets(units, plan.bucket_mb, grad_bytes, per_unit=self.zero == 3)
-            self.bucket_of.update({u: b for b in self.buckets[g] for u in b.units})
+        self.groups = grad_groups(plan, lg, chunks, units_of, grad_bytes, moe)
         self.grad_syncs: list[int] = []
-        self.step_start_gather: dict[int, int] = {}
+        self.step_start_gather: dict[int, list[int]] = {}
 
-    def param_gather(self, g: int, b: Bucket, deps: tuple[int, ...], phase, mb: int) -> int:
+    def param_gather(self, grp: GradGroup, g: int, b: Bucket, deps: tuple[int, ...], phase, mb: int) -> int:
         """All-gather of a bucket's full parameters on this TP rank: every parameter under ZeRO-3,
         only the updated (trainable) ones when ZeRO-1/2 re-gathers after the optimizer step."""
         nb = (b.gather_params if self.zero == 3 else b.params) * self.param_bytes
-        return self.em.add(CollectiveNode, name=f"dp_all_gather_params.c{g}.b{b.index}", kind=Collective.ALL_GATHER,
-                           bytes=nb, axis="dp", group_size=self.plan.dp, deps=deps, phase=phase, microbatch=mb,
-                           chunk=g, layers=layer_span(b.units, self.lg.layers), stream=comm_stream("dp"),
+        tag = "" if grp.axis == "dp" else f"{grp.axis}_"
+        return self.em.add(CollectiveNode, name=f"{tag}dp_all_gather_params.c{g}.b{b.index}", kind=Collective.ALL_GATHER,
+                           bytes=nb, axis=grp.axis, group_size=grp.size, deps=deps, phase=phase, microbatch=mb,
+                           chunk=g, layers=layer_span(b.units, self.lg.layers), stream=comm_stream(grp.axis),
                            purpose=ZERO3_GATHER if self.zero == 3 else "")
 
-    def grad_sync(self, g: int, b: Bucket, dep: int, mb: int) -> None:
+    def grad_sync(self, grp: GradGroup, g: int, b: Bucket, dep: int, mb: int) -> None:
         if b.params <= 0:
             return
         kind = grad_collective(self.zero, self.zero == 3 and self.plan.zero3_grad_all_reduce)
         nb = b.params * self.grad_bytes  # the full gradient buffer, all-reduced or reduce-scattered
+        tag = "" if grp.axis == "dp" else f"{grp.axis}_"
         self.grad_syncs.append(self.em.add(
-            CollectiveNode, name=f"dp_{kind.value}_grads.c{g}.b{b.index}.mb{mb}", kind=kind, bytes=nb, axis="dp",
-            group_size=self.plan.dp, deps=(dep,), phase=Phase.GRAD_SYNC, microbatch=mb, chunk=g,
-            layers=layer_span(b.units, self.lg.layers), stream=comm_stream("dp")))
+            CollectiveNode, name=f"{tag}dp_{kind.value}_grads.c{g}.b{b.index}.mb{mb}", kind=kind, bytes=nb,
+            axis=grp.axis, group_size=grp.size, deps=(dep,), phase=Phase.GRAD_SYNC, microbatch=mb, chunk=g,
+            layers=layer_span(b.units, self.lg.layers), stream=comm_stream(grp.axis)))
 
     def step_start(self, chunks) -> None:
         """ZeRO-1/2 with overlapped gathers: every bucket's gather is issued at the step's start and
         gates the first forward use of its units."""
-        if self.zero in (1, 2) and self.plan.overlap_param_gather and self.sync:
-            for g in chunks:
-                for b in self.buckets[g]:
-                    ag = self.param_gather(g, b, (), Phase.PARAM_SYNC, -1)
-                    self.step_start_gather.update({u: ag for u in b.units})
+        if self.zero in (1, 2) and self.plan.overlap_param_gather:
+            for grp in self.groups:
+                if not grp.sync:
+                    continue
+                for g in chunks:
+                    for b in grp.buckets[g]:
+                        ag = self.param_gather(grp, g, b, (), Phase.PARAM_SYNC, -1)
+                        for u in b.units:
+                            self.step_start_gather.setdefault(u, []).append(ag)
 
     def attach(self, att, tpl, g: int, mb: int, phase: str, first_forward: bool, last_backward: bool,
                first_deps: list[int], grads_here: bool) -> None:
         """Fill one pass instance's attachments: gates before first uses, FSDP gathers (weight-gradient
         steps need no weights), and the gradient buckets that become final inside this pass."""
-        fwd = phase == "F"
-        if fwd and first_forward and self.step_start_gather:
+        if phase == "F" and first_forward and self.step_start_gather:
             for u, idx in tpl.first_use.items():
                 if u in self.step_start_gather:
-                    att.before.setdefault(idx, []).append(self.step_start_gather[u])
-        if self.zero == 3 and self.sync and phase != "W":
-            self._fsdp(att, tpl, g, mb, first_deps)
-        if grads_here and self.sync and (grads_every_microbatch(self.zero) or (last_backward and self.plan.overlap_grad_reduce)):
-            for b in self.buckets[g]:
-                done = [tpl.last_use[u] for u in b.units if u in tpl.last_use]
-                if done:
-                    att.after.setdefault(max(done), []).append(
-                        lambda node, g=g, b=b, mb=mb: self.grad_sync(g, b, node, mb))
+                    att.before.setdefault(idx, []).extend(self.step_start_gather[u])
+        for grp in self.groups:
+            if self.zero == 3 and grp.sync and phase != "W":
+                self._fsdp(grp, att, tpl, g, mb, first_deps)
+        reduce_now = grads_every_microbatch(self.zero) or (last_backward and self.plan.overlap_grad_reduce)
+        for grp in self.groups:
+            if grads_here and grp.sync and reduce_now:
+                for b in grp.buckets[g]:
+                    done = [tpl.last_use[u] for u in b.units if u in tpl.last_use]
+                    if done:
+                        att.after.setdefault(max(done), []).append(
+                            lambda node, grp=grp, g=g, b=b, mb=mb: self.grad_sync(grp, g, b, node, mb))
 
-    def _fsdp(self, att, tpl, g: int, mb: int, first_deps: list[int]) -> None:
+    def _fsdp(self, grp: GradGroup, att, tpl, g: int, mb: int, first_deps: list[int]) -> None:
         """Each unit's parameters are all-gathered before its first item (see gather_points); the
         k-th gather waits for the span of the (k-2)-th to finish, so at most one unit is prefetched
         ahead of compute, as FSDP's all-gather rate limiter allows."""
-        points = gather_points(tpl, self.bucket_of, self.plan.zero3_regather_after_recompute)
+        points = gather_points(tpl, grp.bucket_of, self.plan.zero3_regather_after_recompute)
         for first, _, _ in points:
             att.before.setdefault(first, [])
 
         def gather(k: int, deps: tuple[int, ...]) -> None:
             idx, _, u = points[k]
-            att.before[idx].append(self.param_gather(g, self.bucket_of[u], deps, tpl.items[idx].phase, mb))
+            att.before[idx].append(self.param_gather(grp, g, grp.bucket_of[u], deps, tpl.items[idx].phase, mb))
 
         for k in range(min(2, len(points))):
             gather(k, tuple(first_deps))
@@ -152,17 +186,19 @@ class DataParallelEmitter:
 
     def finish(self, chunks, last: int, microbatches: int) -> None:
         """Gradient reduction after the last backward when it is not overlapped with it."""
-        if self.sync and not self.plan.overlap_grad_reduce and not grads_every_microbatch(self.zero):
-            for g in chunks:
-                for b in self.buckets[g]:
-                    self.grad_sync(g, b, last, microbatches - 1)
+        if not self.plan.overlap_grad_reduce and not grads_every_microbatch(self.zero):
+            for grp in self.groups:
+                for g in chunks:
+                    for b in grp.buckets[g] if grp.sync else ():
+                        self.grad_sync(grp, g, b, last, microbatches - 1)
 
     def after_optimizer(self, chunks, opt: int) -> None:
         """ZeRO-1/2 without overlap gathers the updated parameters after the optimizer step."""
-        if self.zero in (1, 2) and not self.plan.overlap_param_gather and self.sync:
-            for g in chunks:
-                for b in self.buckets[g]:
-                    self.param_gather(g, b, (opt,), Phase.PARAM_SYNC, -1)
+        if self.zero in (1, 2) and not self.plan.overlap_param_gather:
+            for grp in self.groups:
+                for g in chunks:
+                    for b in grp.buckets[g] if grp.sync else ():
+                        self.param_gather(grp, g, b, (opt,), Phase.PARAM_SYNC, -1)
 
 
 def gather_points(tpl, bucket_of: dict, regather: bool) -> list[tuple[int, int, int]]:

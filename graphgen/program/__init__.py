@@ -89,9 +89,26 @@ class Program:
         return tuple(a for a in AXES if (moe or a not in EXPERT_AXES) and self.group_size(a) > 1)
 
 
+def expert_imbalance(sc: Scenario) -> float:
+    """Routed tokens on the busiest expert-parallel rank over the balanced share: from the per-expert
+    load when given (experts placed contiguously, E/ep per rank), else the stated factor; a capacity
+    factor drops what exceeds it."""
+    m, w, p = sc.model, sc.workload, sc.plan
+    if m.moe is None:
+        return 1.0
+    factor = w.expert_imbalance
+    if w.expert_load:
+        per = m.moe.experts // p.ep
+        total = sum(w.expert_load)
+        factor = max(sum(w.expert_load[r * per:(r + 1) * per]) for r in range(p.ep)) / total * p.ep
+    cf = m.moe.capacity_factor
+    return max(1.0, min(factor, cf) if cf else factor)
+
+
 def block_shape(sc: Scenario) -> BlockShape:
     p = sc.plan
-    return BlockShape(sc.model, sc.workload, p.tp, p.sp and p.tp > 1, sc.padded_vocab, p.pp)
+    return BlockShape(sc.model, sc.workload, p.tp, p.sp and p.tp > 1, sc.padded_vocab, p.pp, cp=p.cp, ep=p.ep,
+                      etp=p.etp, imbalance=expert_imbalance(sc), cp_ring=p.cp_algorithm == "ring")
 
 
 def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Template], PassTemplates]:

@@ -52,6 +52,9 @@ def _segments(tpl: Template, cuts: set[int], coarse: bool) -> list[tuple[int, in
     lead = next((i for i, it in enumerate(tpl.items) if not it.is_comm), n)
     trail = next((i for i, it in enumerate(reversed(tpl.items)) if not it.is_comm), n)
     edges = set(range(lead + 1)) | set(range(n - trail, n + 1))
+    for i, it in enumerate(tpl.items):
+        if it.parallel:  # the collective and the item it runs beside stay nodes of their own
+            edges |= {i, i + 1, i + 2}
     bounds = sorted({0, n} | {c for c in cuts | edges if 0 < c < n})
     return [(a, b - 1) for a, b in zip(bounds, bounds[1:], strict=False)]
 
@@ -65,10 +68,19 @@ def emit_pass(em: Emitter, tpl: Template, tpl_id: int, first_deps: list[int], at
     segments = em.shared.get(key)
     if segments is None:
         segments = em.shared[key] = _segments(tpl, cuts, coarse)
+    beside: list[int] = []  # collectives running beside the previous node: the next one waits for them too
     for a, b in segments:
         deps = list(first_deps) if prev is None else [prev]
         deps.extend(att.before.get(a, ()))
         it = tpl.items[a]
+        if a == b and it.parallel:
+            beside.append(em.add(CollectiveNode, name=it.name, kind=it.kind, bytes=it.bytes, axis=it.axis,
+                                 group_size=it.group_size, deps=tuple(deps), phase=it.phase, microbatch=mb,
+                                 chunk=chunk, layers=it.layers, stream=comm_stream(it.axis)))
+            continue
+        if not tpl.items[a - 1].parallel if a else True:
+            deps.extend(beside)
+            beside = []
         if a == b and it.is_comm:
             prev = em.add(CollectiveNode, name=it.name, kind=it.kind, bytes=it.bytes, axis=it.axis,
                           group_size=it.group_size, deps=tuple(deps), phase=it.phase, microbatch=mb, chunk=chunk,
@@ -77,6 +89,8 @@ def emit_pass(em: Emitter, tpl: Template, tpl_id: int, first_deps: list[int], at
             prev = _compute(em, tpl, tpl_id, a, b, tuple(deps), mb, chunk)
         for cb in att.after.get(b, ()):
             cb(prev)
+    if beside:
+        raise ValueError("a pass ends with a collective still beside its last item")
     return prev
 
 

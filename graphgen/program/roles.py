@@ -44,8 +44,11 @@ def units_of(lg: LayerGraph, chunk_layers, g: int) -> list[int]:
 def optimizer_item(sc: Scenario, lg: LayerGraph, chunk_layers, chunks) -> Item:
     """The optimizer step of one role: memory-bound over the parameters this rank updates."""
     p, w = sc.plan, sc.workload
-    params = sum(lg.unit_trainable(u) for g in chunks for u in units_of(lg, chunk_layers, g))
-    local = params / (p.dp if p.zero_stage >= 1 else 1)
+    units = [u for g in chunks for u in units_of(lg, chunk_layers, g)]
+    shard = p.zero_stage >= 1
+    dense = sum(lg.unit_trainable(u, False if sc.model.moe else None) for u in units)
+    experts = sum(lg.unit_trainable(u, True) for u in units) if sc.model.moe else 0.0
+    local = dense / (p.dp * p.cp if shard else 1) + experts / (p.edp if shard else 1)
     opt = OPTIMIZERS[w.optimizer]
     per_param = opt.step_bytes(low_precision_copy=w.precision != "fp32")
     return Item(False, "optimizer_step", Phase.OPTIMIZER, -3, (-1, -1), op_names=("optimizer",),
@@ -65,7 +68,7 @@ def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Templ
     em = Emitter(shared)
     e = activation_bytes(w.precision)
     dp = DataParallelEmitter(em, p, chunks, lambda g: units_of(lg, chunk_layers, g), lg, e,
-                             dtype_bytes(p.grad_reduce_dtype))
+                             dtype_bytes(p.grad_reduce_dtype), moe=sc.model.moe is not None)
     pipe = PipelineEmitter(em, stage_of, sc.microbatches, e * w.micro_batch * w.seq_len * sc.model.hidden / p.tp)
     grads_at = "W" if sched.split_backward else "B"
     last_grad = {chunks[st.chunk]: i for i, st in enumerate(order) if st.phase == grads_at}

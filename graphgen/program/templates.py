@@ -44,6 +44,7 @@ class Item:
     axis: str = ""
     group_size: int = 1
     kernel: OpKind | None = None  # an item without ops (the optimizer step) costed as this kernel kind
+    parallel: bool = False        # a collective that runs beside the next item (its op's own exchange)
 
 
 @dataclass(frozen=True)
@@ -86,23 +87,42 @@ class PassBuilder:
         self._seg = []
 
     def op(self, ref: tuple[int, int], op: Op, unit: int, phase: Phase, direction: str) -> None:
+        sides = [c for c in op.side_comm if c[1] == ("fwd" if direction == "fwd" else "bwd")]
+        if sides:
+            return self._with_sides(ref, op, unit, phase, direction, sides)
         if (phase, unit) != self._key:
             self._flush()
             self._key = (phase, unit)
         fl, by = op_work(op, direction, self.selective)
         self._seg.append(((ref[0], ref[1], direction), op.name, fl, by))
 
-    def comm(self, axis: str, kind: Collective, nbytes: float, phase: Phase, unit: int) -> None:
+    def _with_sides(self, ref, op: Op, unit: int, phase: Phase, direction: str, sides) -> None:
+        """An op with its own collectives: overlapped ones run beside it, a gather before it and a
+        scatter after it; the op is an item of its own."""
+        for axis, _, kind, nbytes, overlapped in sides:
+            if overlapped or kind is not Collective.REDUCE_SCATTER:
+                self.comm(axis, kind, nbytes, phase, unit, parallel=overlapped)
+        self._key = (phase, unit)
+        fl, by = op_work(op, direction, self.selective)
+        self._seg.append(((ref[0], ref[1], direction), op.name, fl, by))
+        self._flush()
+        self._key = None
+        for axis, _, kind, nbytes, overlapped in sides:
+            if not overlapped and kind is Collective.REDUCE_SCATTER:
+                self.comm(axis, kind, nbytes, phase, unit)
+
+    def comm(self, axis: str, kind: Collective, nbytes: float, phase: Phase, unit: int, parallel: bool = False) -> None:
         self._flush()
         self._key = None
         self.items.append(Item(True, f"{phase.value}:{axis}_{kind.value}", phase, unit,
                                layer_span([unit], self.n_layers), bytes=nbytes, kind=kind, axis=axis,
-                               group_size=self.sizes[axis]))
+                               group_size=self.sizes[axis], parallel=parallel))
 
-    def relayout(self, src: Layout, dst: Layout, nbytes: float, phase: Phase, unit: int) -> None:
-        """The collectives that turn src into dst, one per axis whose placement differs."""
+    def relayout(self, src: Layout, dst: Layout, producer: Op | None, phase: Phase, unit: int) -> None:
+        """The collectives that turn src into dst, one per axis whose placement differs, each moving
+        the producer's tensor as that axis sees it."""
         for axis, kind in transitions(src, dst):
-            self.comm(axis, kind, nbytes, phase, unit)
+            self.comm(axis, kind, producer.comm_bytes(axis) if producer else 0.0, phase, unit)
 
     def template(self, phase: Phase) -> Template:
         self._flush()
@@ -126,12 +146,12 @@ def lower_forward(pb: PassBuilder, stream: Stream, start: Layout, end: Layout, p
     collectives the layout table names (this is where TP all-reduces appear)."""
     if not stream:
         return
-    cur, cur_bytes, cur_unit = start, 0.0, stream[0][2]
+    cur, producer, cur_unit = start, None, stream[0][2]
     for ref, op, unit in stream:
-        pb.relayout(cur, op.in_layout, cur_bytes, phase, cur_unit)
+        pb.relayout(cur, op.in_layout, producer, phase, cur_unit)
         pb.op(ref, op, unit, phase, "fwd")
-        cur, cur_bytes, cur_unit = op.out_layout, op.out_bytes, unit
-    pb.relayout(cur, end, cur_bytes, phase, cur_unit)
+        cur, producer, cur_unit = op.out_layout, op, unit
+    pb.relayout(cur, end, producer, phase, cur_unit)
 
 
 def _by_unit(stream: Stream) -> list[tuple[int, Stream]]:
@@ -155,7 +175,7 @@ def lower_backward(pb: PassBuilder, stream: Stream, grad_in: Layout, resid: Layo
         if recompute_every and 0 <= unit < lg.layers and unit % recompute_every == 0:
             lower_forward(pb, entries, resid, resid, Phase.RECOMPUTE)
         for ref, op, _ in reversed(entries):
-            pb.relayout(cur, grad_required_layout(op.out_layout), op.out_bytes, Phase.BACKWARD, unit)
+            pb.relayout(cur, grad_required_layout(op.out_layout), op, Phase.BACKWARD, unit)
             pb.op(ref, op, unit, Phase.BACKWARD, direction)
             cur = grad_produced_layout(op.in_layout, op.shards_input)
 
