@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import re
 import sys
@@ -25,11 +26,13 @@ from graphgen.model.flops import model_flops_per_token
 from rankflow import api
 
 FRAMEWORKS = Path(__file__).resolve().parent / "frameworks.yaml"
+CATALOGUE = Path(__file__).resolve().parent / "model_catalogue.yaml"
 
 HARDWARE = [  # (substring of the CSV's gpu column, hardware config file)
     ("A100-40GB", "A100-SXM4-40GB.yaml"), ("A100-SXM4-40GB", "A100-SXM4-40GB.yaml"),
     ("A100", "A100-SXM4-80GB.yaml"), ("H200", "H200-SXM-141GB.yaml"), ("H100", "H100-SXM5-80GB.yaml"),
-    ("B200", "B200.yaml"), ("V100", "V100-SXM2-32GB.yaml"), ("MI300X", "MI300X.yaml"),
+    ("GB200", "GB200.yaml"), ("GB300", "GB300.yaml"), ("B200", "B200.yaml"), ("V100", "V100-SXM2-32GB.yaml"),
+    ("MI300X", "MI300X.yaml"),
 ]
 
 DEFINITIONS = {
@@ -101,11 +104,39 @@ def _int(text: str, field: str, default: int | None = None) -> int:
     return int(m.group())
 
 
+@functools.cache
+def catalogue() -> tuple[dict, ...]:
+    return tuple(yaml.safe_load(CATALOGUE.read_text()))
+
+
+def _catalogued(r: dict) -> dict | None:
+    """The model spec of a row whose model the catalogue knows (benchmarks/model_catalogue.yaml)."""
+    low = r["model"].lower()
+    entry = next((e for e in catalogue() if e["match"] in low), None)
+    if entry is None:
+        return None
+    if "skip" in entry:
+        raise Skip(entry["skip"])
+    spec = api.load_model(HW_DIR.parent / "model_configs" / entry["config"]).model.model_dump(exclude_none=True)
+    if entry.get("layers") == "row":
+        spec["layers"] = _int(r["layers"], "layers")
+    for key, value in entry.get("set", {}).items():
+        node = spec
+        *path, leaf = key.split(".")[1:]
+        for k in path:
+            node = node[k]
+        node[leaf] = value
+    return spec
+
+
 def _architecture(r: dict, models: dict[str, dict]) -> dict:
     name = r["model"]
     low = name.lower()
+    known = _catalogued(r)
+    if known is not None:
+        return known
     if any(k in low for k in MOE_NAMES) or _int(r.get("ep", ""), "ep", 1) > 1:
-        raise Skip("MoE model: expert parallelism is not supported yet")
+        raise Skip("MoE model not in benchmarks/model_catalogue.yaml")
     arch = {k: r.get(k, "") for k in ("layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab")}
     if not arch["layers"]:
         ref = models.get(re.sub(r"[^a-z0-9.]", "", low))
@@ -169,8 +200,6 @@ def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
     n = _int(r["num_gpus"], "num_gpus")
     tp, pp = _int(r["tp"], "tp", None), _int(r["pp"], "pp", None)
     cp = _int(r["cp"], "cp", 1)
-    if cp > 1:
-        raise Skip("context parallelism is not supported yet")
     dp = _int(r["dp"], "dp", 0) or n // (tp * pp * cp)
     if tp * pp * dp * cp != n:
         raise Skip(f"tp x pp x dp x cp = {tp * pp * dp * cp} != num_gpus {n}")
@@ -196,9 +225,10 @@ def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
             schedule, v = "interleaved", 2
     precision = _precision(r)
     hw_path = _hardware_file(r["gpu"])
-    plan = dict(tp=tp, pp=pp, dp=dp, sp=(r["sequence_parallel"] or "").lower().startswith("y"),
-                zero_stage=min(zero, 3), recompute=recompute, recompute_every=every, schedule=schedule,
-                virtual_stages=v, grad_reduce_dtype=grad_reduce_dtype(r))
+    sp = (r["sequence_parallel"] or "").lower().startswith(("y", "t"))
+    plan = dict(tp=tp, pp=pp, dp=dp, cp=cp, sp=sp, zero_stage=min(zero, 3), recompute=recompute,
+                recompute_every=every, schedule=schedule, virtual_stages=v, grad_reduce_dtype=grad_reduce_dtype(r))
+    plan.update(_expert_plan(r, arch, tp))
     key = source_key(r["source"])
     kernel = attention_kernel(r)
     if kernel not in hardware(hw_path).device.efficiency.attention_kernels:
@@ -207,6 +237,19 @@ def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
                 "flash_attention": key not in PRE_FLASH_SOURCES, "fused_kernels": key not in EAGER_SOURCES,
                 "attention_kernel": kernel, "fused_cross_entropy": key not in UNFUSED_LOSS_SOURCES}
     return row_scenario_from(arch, workload, hw_path, plan, framework_overrides(r, frameworks))
+
+
+def _expert_plan(r: dict, arch: dict, tp: int) -> dict:
+    """Expert parallelism as the row states it: ep, the dispatcher, and whether expert-parallel
+    communication overlapped compute (notes: A2A_OVERLAP)."""
+    if "moe" not in arch:
+        return {}
+    notes = r["notes"]
+    ep = _int(r["ep"], "ep", 1)
+    etp = int(m.group(1)) if (m := re.search(r"ETP=(\d+)", notes)) else 1
+    dispatcher = "deepep" if ("DeepEP" in notes or "HybridEP" in notes) else "alltoall"
+    # Megatron-Core requires sequence parallelism for MoE with tensor parallelism.
+    return dict(ep=ep, etp=etp, moe_dispatcher=dispatcher, moe_overlap="A2A_OVERLAP=1" in notes, sp=tp > 1)
 
 
 def _convention_flops_per_token(definition: str, sc, recompute: str, stated_params: float | None) -> float:

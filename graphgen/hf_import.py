@@ -12,7 +12,8 @@ from typing import Any
 from graphgen.errors import RankflowError
 
 _LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3"}
-SUPPORTED = sorted(_LLAMA_LIKE | {"gpt_neox", "mpt", "gpt2"})
+_MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3"}
+SUPPORTED = sorted(_LLAMA_LIKE | _MOE | {"gpt_neox", "mpt", "gpt2"})
 _MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size", "num_experts_per_tok")
 _MISSING = object()
 
@@ -77,7 +78,7 @@ def _kind(r: _Reader) -> str:
         raise r.bad("model_type", f"unsupported Hugging Face model_type {kind!r}",
                     f"use one of {', '.join(SUPPORTED)} or write a Rankflow model YAML")
     moe = [k for k in _MOE_KEYS if r.data.get(k)]
-    if moe:
+    if moe and kind not in _MOE:
         raise r.bad(moe[0], f"mixture-of-experts keys on model_type '{kind}'",
                     "this version simulates dense models only; write a dense Rankflow model YAML")
     return kind
@@ -129,6 +130,50 @@ def _llama_like(r: _Reader, kind: str, name: str) -> dict[str, Any]:
     return {**out, **_window(r, kind, layers)}
 
 
+def _dense_layers(r: _Reader, layers: int) -> list[int]:
+    value = r.data.get("mlp_only_layers") or []
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < layers
+                                              for v in value):
+        raise r.bad("mlp_only_layers", f"must be a list of layer indices, got {value!r}", "correct the config.json")
+    return value
+
+
+def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
+    """The moe section: Mixtral's num_local_experts (every layer, no shared expert); Qwen's experts,
+    shared expert, sparse step and MLP-only layers; DeepSeek's routed and shared experts and dense prefix."""
+    if kind == "mixtral":
+        return {"experts": r.int("num_local_experts"), "top_k": r.int("num_experts_per_tok"),
+                "expert_ffn_hidden": r.int("intermediate_size")}
+    if kind in ("qwen2_moe", "qwen3_moe"):
+        shared = r.int("shared_expert_intermediate_size", 0, minimum=0)
+        return {"experts": r.int("num_experts"), "top_k": r.int("num_experts_per_tok"),
+                "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": 1 if shared else 0,
+                **({"shared_ffn_hidden": shared} if shared else {}), "every": r.int("decoder_sparse_step", 1),
+                "dense_layers": _dense_layers(r, layers)}
+    scoring = r.text("scoring_func", "softmax")
+    if scoring not in ("softmax", "sigmoid"):
+        raise r.bad("scoring_func", f"router score '{scoring}' is not modelled", "use softmax or sigmoid")
+    return {"experts": r.int("n_routed_experts"), "top_k": r.int("num_experts_per_tok"),
+            "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": r.int("n_shared_experts", 0, minimum=0),
+            "first_dense_layers": r.int("first_k_dense_replace", 0, minimum=0), "every": r.int("moe_layer_freq", 1),
+            "router": scoring}
+
+
+def _deepseek(r: _Reader, kind: str, name: str) -> dict[str, Any]:
+    layers = r.int("num_hidden_layers")
+    return {
+        "name": name, "layers": layers, "hidden": r.int("hidden_size"), "heads": r.int("num_attention_heads"),
+        "ffn_hidden": r.int("intermediate_size"), "vocab": r.int("vocab_size"),
+        "activation": _activation(r, "silu", gated=True), "norm": "rmsnorm",
+        "tied_embeddings": r.flag("tie_word_embeddings", False), "position_encoding": "rope",
+        "max_position": r.int("max_position_embeddings", None), "moe": _moe(r, kind, layers),
+        "mla": {"q_lora_rank": r.int("q_lora_rank", None), "kv_lora_rank": r.int("kv_lora_rank"),
+                "qk_nope_head_dim": r.int("qk_nope_head_dim"), "qk_rope_head_dim": r.int("qk_rope_head_dim"),
+                "v_head_dim": r.int("v_head_dim")},
+        "mtp_layers": r.int("num_nextn_predict_layers", 0, minimum=0),
+    }
+
+
 def _gpt_neox(r: _Reader, name: str) -> dict[str, Any]:
     return {
         "name": name, "layers": r.int("num_hidden_layers"), "hidden": r.int("hidden_size"),
@@ -169,6 +214,11 @@ def model_from_hf(data: dict[str, Any], file: str) -> dict[str, Any]:
                                              isinstance(archs[0], str) else kind)
     if kind in _LLAMA_LIKE:
         out = _llama_like(r, kind, name)
+    elif kind in ("deepseek_v2", "deepseek_v3"):
+        out = _deepseek(r, kind, name)
+    elif kind in _MOE:
+        out = {**_llama_like(r, "mistral" if kind == "mixtral" else "qwen2", name),
+               "moe": _moe(r, kind, r.int("num_hidden_layers"))}
     elif kind == "gpt_neox":
         out = _gpt_neox(r, name)
     elif kind == "mpt":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from graphgen.model.common import column_input_saved, dropout_mask_bytes, norm
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.shape import BlockShape
@@ -20,23 +22,54 @@ def embedding_ops(sh: BlockShape) -> tuple[Op, ...]:
 
 
 def head_ops(sh: BlockShape) -> tuple[Op, ...]:
-    """Final norm, column-parallel LM head and vocab-parallel cross-entropy.
-
-    The loss keeps fp32 logits; per-token max, sum-exp and target logit are partial sums over the
-    vocab shards (3 fp32 values per token to all-reduce). Fused: the kernel keeps only the logits'
-    gradient in bf16; unfused: an fp32 softmax copy.
-    """
-    m, w, e, T, t, V = sh.model, sh.workload, sh.e, sh.tokens, sh.tp, sh.vocab
+    """Final norm, column-parallel LM head and vocab-parallel cross-entropy, then any
+    multi-token-prediction modules (mtp_ops)."""
+    m = sh.model
     # A tied LM head reuses the embedding table on the same rank only when one stage holds both.
-    params = 0.0 if (m.tied_embeddings and sh.pp == 1) else V * m.hidden / t
+    params = 0.0 if (m.tied_embeddings and sh.pp == 1) else sh.vocab * m.hidden / sh.tp
+    ops = _output(sh, "", params)
+    for i in range(m.mtp_layers):
+        ops += mtp_ops(sh, f"mtp{i}.")
+    return ops
+
+
+def mtp_ops(sh: BlockShape, prefix: str) -> tuple[Op, ...]:
+    """One multi-token-prediction module (DeepSeek-V3 Section 2.2, Megatron-Core's MTP block): norms of
+    the hidden state and of the next token's embedding, their concatenation projected 2h -> h
+    (duplicated on every tensor-parallel rank), a transformer block like the last layer, and its own
+    pass through the shared output head and loss."""
+    from graphgen.model.attention import ATTENTION_BLOCKS
+    from graphgen.model.layer_graph import layer_kind
+    from graphgen.model.mlp import MLP_BLOCKS
+
+    m, e, T, h = sh.model, sh.e, sh.tokens, sh.model.hidden
+    attn, mlp = layer_kind(m, m.layers - 1)
+    block = ATTENTION_BLOCKS[attn](sh) + MLP_BLOCKS[mlp](sh)
+    ops = (
+        Op(prefix + "norms", OpKind.NORM, flops=16 * T * h, bytes=4 * e * T * h, in_layout=sh.resid, out_layout=sh.resid,
+           out_bytes=2 * e * T * h, weight_params=2 * h, saved_bytes=2 * e * T * h, local_out_bytes=sh.local(2 * e * T * h, False)),
+        Op(prefix + "proj", OpKind.MATMUL, flops=2 * T * 2 * h * h, bytes=e * (2 * T * h + 2 * h * h + T * h),
+           in_layout=sh.replicated, out_layout=sh.resid, out_bytes=e * T * h, weight_params=2 * h * h,
+           saved_bytes=2 * e * T * h, shape=(2 * h, h), local_out_bytes=e * T * h),
+        *(dataclasses.replace(op, name=prefix + op.name) for op in block),
+    )
+    return ops + _output(sh, prefix, 0.0)
+
+
+def _output(sh: BlockShape, prefix: str, head_params: float) -> tuple[Op, ...]:
+    """Norm, LM head and loss. The loss keeps fp32 logits; per-token max, sum-exp and target logit are
+    partial sums over the vocab shards (3 fp32 values per token to all-reduce). Fused: the kernel keeps
+    only the logits' gradient in bf16; unfused: an fp32 softmax copy."""
+    m, w, e, T, t, V = sh.model, sh.workload, sh.e, sh.tokens, sh.tp, sh.vocab
+    params = head_params
     fused = w.fused_cross_entropy
     return (
-        norm(sh, "ln_final"),
-        Op("lm_head", OpKind.MATMUL, flops=2 * T * m.hidden * V / t, bytes=e * (T * m.hidden + V * m.hidden / t + T * V / t),
+        norm(sh, prefix + "ln_final"),
+        Op(prefix + "lm_head", OpKind.MATMUL, flops=2 * T * m.hidden * V / t, bytes=e * (T * m.hidden + V * m.hidden / t + T * V / t),
            in_layout=sh.replicated, out_layout=sh.vocab_shard, shards_input=sh.column_shards, out_bytes=e * T * V,
            weight_params=params,
            saved_bytes=column_input_saved(sh), shape=(m.hidden, V / t), local_out_bytes=sh.local(e * T * V, False)),
-        Op("cross_entropy", OpKind.LOSS, flops=6 * T * V / t, bytes=(2 * e if fused else e + 8) * T * V / t,
+        Op(prefix + "cross_entropy", OpKind.LOSS, flops=6 * T * V / t, bytes=(2 * e if fused else e + 8) * T * V / t,
            in_layout=sh.vocab_shard, out_layout=sh.row_out, out_bytes=12 * T,
            saved_bytes=(e if fused else 4) * T * V / t, bwd_flops_factor=0.5, bwd_bytes_factor=1.0,
            local_out_bytes=sh.local(12 * T, False)),

@@ -16,6 +16,20 @@ def _keys(m: ModelSpec, layer: int, seq_len: int) -> int:
     return seq_len
 
 
+def _attention_fwd(m: ModelSpec, layer: int, seq_len: int) -> float:
+    """Forward attention FLOPs per token of one layer, non-causal: 2 x heads x (qk + v width) x keys
+    (4 x heads x head_dim x keys when the widths agree)."""
+    qk, v = attention_widths(m)
+    return 2.0 * m.heads * (qk + v) * _keys(m, layer, seq_len)
+
+
+def attention_widths(m: ModelSpec) -> tuple[int, int]:
+    """Per-head query/key and value widths (MLA's differ)."""
+    if m.mla is not None:
+        return m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim, m.mla.v_head_dim
+    return m.d_head, m.d_head
+
+
 def attention_keys(m: ModelSpec, seq_len: int) -> int:
     """Keys a query attends to, summed over layers."""
     return sum(_keys(m, layer, seq_len) for layer in range(m.layers))
@@ -30,12 +44,12 @@ def model_flops_per_token(m: ModelSpec, seq_len: int, finetune: FineTune | None 
     FLOPs, a frozen prefix of layers no backward at all, and adapters their own 6 x parameters.
     """
     if finetune is None or finetune.method == "full":
-        return 6.0 * matmul_params(m) + 12.0 * m.heads * m.d_head * attention_keys(m, seq_len)
+        return 6.0 * matmul_params(m) + 3.0 * sum(_attention_fwd(m, layer, seq_len) for layer in range(m.layers))
     method = FINETUNE_METHODS[finetune.method]
     frozen = finetune.frozen_layers if method.frozen_prefix else 0
     total = 0.0
     for layer in range(m.layers):
-        weights, attn = block_matmul_params(m, layer), 4.0 * m.heads * m.d_head * _keys(m, layer, seq_len)
+        weights, attn = block_matmul_params(m, layer, active=True), _attention_fwd(m, layer, seq_len)
         total += 2 * weights + attn  # forward
         if layer >= frozen:  # backward: input gradients, attention, and weight gradients if they train
             total += 2 * weights + 2 * attn + (2 * weights if method.trains_block_weights() else 0)
@@ -60,8 +74,8 @@ def recompute_flops_per_token(m: ModelSpec, seq_len: int, recompute: str, flash_
     """
     layers = [layer for layer in range(frozen_layers, m.layers)]
     if recompute == "full":
-        return sum(2.0 * block_matmul_params(m, layer) + 4.0 * m.heads * m.d_head * _keys(m, layer, seq_len)
+        return sum(2.0 * block_matmul_params(m, layer, active=True) + _attention_fwd(m, layer, seq_len)
                    for layer in layers if layer % every == 0)
     if recompute == "selective" and not flash_attention:
-        return sum(4.0 * m.heads * m.d_head * _keys(m, layer, seq_len) for layer in layers)
+        return sum(_attention_fwd(m, layer, seq_len) for layer in layers)
     return 0.0
