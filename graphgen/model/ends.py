@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from graphgen.model.attention import ATTENTION_BLOCKS
 from graphgen.model.common import column_input_saved, dropout_mask_bytes, norm
+from graphgen.model.kinds import layer_kind
+from graphgen.model.mlp import MLP_BLOCKS
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.shape import BlockShape
 
@@ -38,10 +41,6 @@ def mtp_ops(sh: BlockShape, prefix: str) -> tuple[Op, ...]:
     the hidden state and of the next token's embedding, their concatenation projected 2h -> h
     (duplicated on every tensor-parallel rank), a transformer block like the last layer, and its own
     pass through the shared output head and loss."""
-    from graphgen.model.attention import ATTENTION_BLOCKS
-    from graphgen.model.layer_graph import layer_kind
-    from graphgen.model.mlp import MLP_BLOCKS
-
     m, e, T, h = sh.model, sh.e, sh.tokens, sh.model.hidden
     attn, mlp = layer_kind(m, m.layers - 1)
     block = ATTENTION_BLOCKS[attn](sh) + MLP_BLOCKS[mlp](sh)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graphgen.config.model import ModelSpec
 from graphgen.model.attention import ATTENTION_BLOCKS
 from graphgen.model.ends import embedding_ops, head_ops
 from graphgen.model.finetune import FINETUNE_METHODS, apply_finetune
+from graphgen.model.kinds import layer_kind
 from graphgen.model.mlp import MLP_BLOCKS
 from graphgen.model.ops import Op
 from graphgen.model.shape import BlockShape
@@ -86,11 +86,6 @@ class LayerGraph:
             return 0.0
         return sum(op.weight_params for op in self.unit_ops(unit)
                    if op.trainable and (expert is None or op.expert == expert))
-
-
-def layer_kind(m: ModelSpec, layer: int) -> tuple[str, str]:
-    """(attention kind, MLP kind) of one layer: names in ATTENTION_BLOCKS and MLP_BLOCKS."""
-    return ("mla" if m.mla is not None else m.attention_kind(layer)), ("moe" if m.is_moe(layer) else "dense")
 
 
 def build_layer_graph(sh: BlockShape) -> LayerGraph:
