@@ -6,7 +6,7 @@ the in-process cost of one more plan through rankflow.api.
 Prints one line per case: `<case> wall_s=<seconds> peak_rss_mib=<MiB>` (trace cases add
 `trace_mib=`; in-process cases print `ms_per_plan=`). Targets (2-core machine): (b) GPT-3 175B on
 1024 A100, (c) Llama-3.1-405B on 16,384 H100 and (d) Llama-3.1-70B on 64 H100 with 512 microbatches
-each under 1 s; the per-plan cost of (b) after the first call under 5 ms; writing the GPT-3 175B
+each under 1 s; (e) DeepSeek-V3 on 2048 H800 with DualPipe under 2 s; the per-plan cost of (b) after the first call under 5 ms; writing the GPT-3 175B
 traces for 1024 GPUs (8 microbatches) under 30 s. With ASTRA_SIM_BIN set, ASTRA-sim cases follow.
 """
 
@@ -35,6 +35,11 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ("(d) llama3.1-70b-64xH100-tp8-pp4-dp2-512mb", "H100-SXM5-80GB.yaml", "llama3.1-70b.yaml",
      ["parallelism.tp=8", "parallelism.pp=4", "parallelism.dp=2", "parallelism.sp=true",
       "workload.global_batch=1024", "workload.micro_batch=1", "workload.seq_len=8192"]),
+    # DeepSeek-V3 report Sec. 3.2: 2048 H800, 16-way pipeline (DualPipe), 64-way expert parallelism, ZeRO-1.
+    ("(e) deepseek-v3-2048xH800-pp16-ep64-dualpipe", "H800.yaml", "deepseek-v3.yaml",
+     ["parallelism.tp=1", "parallelism.pp=16", "parallelism.dp=128", "parallelism.ep=64",
+      "parallelism.zero_stage=1", "parallelism.schedule=dualpipe", "parallelism.moe_overlap=true",
+      "workload.global_batch=15360", "workload.micro_batch=1"]),
 ]
 
 GPT3_1024 = ["parallelism.tp=8", "parallelism.pp=8", "parallelism.dp=16", "parallelism.sp=true",

@@ -109,10 +109,14 @@ def catalogue() -> tuple[dict, ...]:
     return tuple(yaml.safe_load(CATALOGUE.read_text()))
 
 
+def _catalogue_entry(r: dict) -> dict | None:
+    low = r["model"].lower()
+    return next((e for e in catalogue() if e["match"] in low), None)
+
+
 def _catalogued(r: dict) -> dict | None:
     """The model spec of a row whose model the catalogue knows (benchmarks/model_catalogue.yaml)."""
-    low = r["model"].lower()
-    entry = next((e for e in catalogue() if e["match"] in low), None)
+    entry = _catalogue_entry(r)
     if entry is None:
         return None
     if "skip" in entry:
@@ -193,6 +197,20 @@ def _hardware_file(gpu: str) -> Path:
     raise Skip(f"no hardware config for GPU '{gpu}'")
 
 
+# Megatron --recompute-modules as the rows abbreviate them ("selective (norm, act, shared_expert)").
+MODULE_ALIASES = {"norm": "layernorm", "act": "moe_act", "shared_expert": "shared_experts"}
+
+
+def _recompute(text: str) -> tuple[str, list[str]]:
+    """(recompute, recompute_modules) from the row's column: none, full, selective, or selective
+    with Megatron's module list in parentheses."""
+    low = (text or "none").strip().lower()
+    m = re.fullmatch(r"selective\s*\((.*)\)", low)
+    if m:
+        return "selective", [MODULE_ALIASES.get(x.strip(), x.strip()) for x in m.group(1).split(",")]
+    return (low if low in ("none", "selective", "full") else "none"), ["core_attn"]
+
+
 def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
     arch = _architecture(r, models)
     low = r["model"].lower()
@@ -207,9 +225,7 @@ def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
     mb = _int(r["micro_batch"], "micro_batch", 1)
     vpp = _int(r["vpp"], "vpp", 1)
     zero = _int(r["zero_stage"], "zero_stage", 0)
-    recompute = (r["recompute"] or "none").strip().lower()
-    if recompute not in ("none", "selective", "full"):
-        recompute = "none"
+    recompute, modules = _recompute(r["recompute"])
     every = 1
     if recompute == "selective" and source_key(r["source"]) == "torchtitan":
         # torchtitan's "selective" AC is not Megatron's: layer-level SAC checkpoints every 2nd block
@@ -227,8 +243,9 @@ def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
     hw_path = _hardware_file(r["gpu"])
     sp = (r["sequence_parallel"] or "").lower().startswith(("y", "t"))
     plan = dict(tp=tp, pp=pp, dp=dp, cp=cp, sp=sp, zero_stage=min(zero, 3), recompute=recompute,
-                recompute_every=every, schedule=schedule, virtual_stages=v, grad_reduce_dtype=grad_reduce_dtype(r))
+                recompute_every=every, recompute_modules=modules, schedule=schedule, virtual_stages=v, grad_reduce_dtype=grad_reduce_dtype(r))
     plan.update(_expert_plan(r, arch, tp))
+    plan.update((_catalogue_entry(r) or {}).get("plan", {}))
     key = source_key(r["source"])
     kernel = attention_kernel(r)
     if kernel not in hardware(hw_path).device.efficiency.attention_kernels:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graphgen.model.layer_graph import EMBED, LayerGraph
+from graphgen.model.layer_graph import LayerGraph
 from graphgen.model.ops import OpKind
 from graphgen.model.optimizers import OPTIMIZERS
 from graphgen.model.shape import activation_bytes
@@ -109,16 +109,24 @@ def layer_activation_bytes(ops, recompute: str, tokens_resid_bytes: float) -> fl
     return saved
 
 
-def peak_in_flight(order, chunks: list[int], weight: dict[int, float]) -> float:
-    """Max over the schedule of sum(chunk weight x microbatches forwarded but not yet backwarded)."""
+def peak_in_flight(order, chunks: list[int], weight: dict[int, float], kept_for_w: dict[int, float] | None = None) -> float:
+    """Max over the schedule of the saved bytes of microbatches forwarded but not yet backwarded
+    (chunk weight each). A split backward frees in two steps: its input-gradient half (Bi) all but
+    what the deferred weight-gradient step (W) still reads, the inputs of the layers with weights
+    (under full recompute, the recomputed ones)."""
+    kept = kept_for_w or {}
     peak = cur = 0.0
     for st in order:
         g = chunks[st.chunk]
         if st.phase == "F":
             cur += weight[g]
-            peak = max(peak, cur)
+        elif st.phase == "Bi":
+            cur += kept.get(g, 0.0) - weight[g]  # grows under full recompute: W holds the recomputed inputs
+        elif st.phase == "W":
+            cur -= kept.get(g, 0.0)
         else:
             cur -= weight[g]
+        peak = max(peak, cur)
     return peak
 
 
@@ -199,9 +207,7 @@ def scenario_memory(sc: Scenario) -> tuple[MemoryBreakdown, ...]:
 
 
 def _stage_units(lg: LayerGraph, chunk_layers, chunks) -> list[int]:
-    G = len(chunk_layers)
-    return [u for g in chunks for u in
-            ([EMBED] if g == 0 else []) + list(chunk_layers[g]) + ([lg.layers] if g == G - 1 else [])]
+    return [u for g in chunks for u in lg.chunk_units(chunk_layers, g)]
 
 
 def _activations(sc: Scenario, lg: LayerGraph, chunk_layers, chunks, stage: int, resid: float) -> float:
@@ -217,9 +223,17 @@ def _activations(sc: Scenario, lg: LayerGraph, chunk_layers, chunks, stage: int,
             return layer_activation_bytes(ops, p.recompute if unit % p.recompute_every == 0 else "none", resid)
         return sum(op.saved_bytes for op in ops)
 
-    weight = {g: sum(saved(u) for u in _stage_units(lg, chunk_layers, [g])) for g in chunks}
+    def for_w(unit: int) -> float:
+        # W reads the saved inputs of trainable GEMMs (recomputed ones too, held from Bi until W)
+        if not lg.has_backward(unit):
+            return 0.0
+        return sum(op.saved_bytes for op in lg.unit_ops(unit) if op.weight_params > 0 and op.trainable)
+
+    units = {g: lg.chunk_units(chunk_layers, g) for g in chunks}
+    weight = {g: sum(saved(u) for u in units[g]) for g in chunks}
+    kept = {g: sum(for_w(u) for u in units[g]) for g in chunks}
     order = stage_order(p.schedule, p.pp, stage, sc.microbatches, p.virtual_stages)
-    return peak_in_flight(order, list(chunks), weight)
+    return peak_in_flight(order, list(chunks), weight, kept)
 
 
 def _buffers(sc: Scenario, lg: LayerGraph, layers, grads: float, pbytes: float, resid: float) -> float:
@@ -248,7 +262,7 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
         trainable = sum(lg.unit_trainable(u) for u in units)
         states = stage_states(sc, lg, units, pbytes)
         acts = _activations(sc, lg, chunk_layers, chunks, stage, resid)
-        transient = _transient(lg, sc, e, (len(chunk_layers) - 1) in chunks, layers or (0,))
+        transient = _transient(lg, sc, e, any(g % len(chunk_layers) == len(chunk_layers) - 1 for g in chunks), layers or (0,))
         # The post-step parameter all-gather runs when activations are gone: it competes with the
         # activation peak rather than adding to it.
         step = 0.0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from graphgen.config import Cluster, ExecutionBackend, ModelConfig, ModelSpec, ParallelPlan, Workload, parse
 from graphgen.errors import RankflowError
 from graphgen.model.finetune import FINETUNE_METHODS
+from graphgen.parallel.pipeline import split_problem
 from graphgen.schedule import SCHEDULES
 
 
@@ -85,9 +86,9 @@ def _check_model(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> Non
 
 
 def _check_work(p: ParallelPlan, microbatches: int, c: _Checker) -> None:
-    steps = 2 * p.pp * p.virtual_stages * microbatches
+    steps = min(3, len(SCHEDULES[p.schedule].phases)) * p.pp * p.virtual_stages * microbatches
     if steps > MAX_STEPS:
-        raise c.model("workload.global_batch", f"the step runs {steps:,} forward/backward passes over its "
+        raise c.model("workload.global_batch", f"the step runs {steps:,} forward and backward passes over its "
                       f"{p.pp} stages, more than the {MAX_STEPS:,} this simulator replays",
                       "lower global_batch or raise micro_batch (the step time scales linearly with microbatches "
                       "once the pipeline is full)")
@@ -104,13 +105,13 @@ def _check_experts(m: ModelSpec, p: ParallelPlan, c: _Checker) -> None:
     if moe.experts % p.ep:
         raise c.plan("parallelism.ep", f"ep={p.ep} does not divide the {moe.experts} experts",
                      "choose ep that divides the number of experts")
+    if moe.expert_ffn_hidden % p.etp:
+        raise c.plan("parallelism.etp", f"etp={p.etp} does not divide the expert width {moe.expert_ffn_hidden}",
+                     "choose etp that divides model.moe.expert_ffn_hidden")
     ranks = p.tp * p.cp * p.dp
     if ranks % (p.ep * p.etp):
         raise c.plan("parallelism.ep", f"ep x etp = {p.ep * p.etp} does not divide the tp x cp x dp = {ranks} ranks "
                      "it is carved from", "choose ep and etp whose product divides tp x cp x dp")
-    if moe.expert_ffn_hidden % p.etp:
-        raise c.plan("parallelism.etp", f"etp={p.etp} does not divide the expert width {moe.expert_ffn_hidden}",
-                     "choose etp that divides model.moe.expert_ffn_hidden")
     if p.tp > 1 and not p.sp:
         raise c.plan("parallelism.sp", "mixture-of-experts layers with tensor parallelism need sequence parallelism "
                      "(Megatron-Core asserts it: the dispatcher routes each rank's own tokens)", "set parallelism.sp=true")
@@ -144,9 +145,13 @@ def _check_axes(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> None
 
 def _check_pipeline(m: ModelSpec, p: ParallelPlan, c: _Checker) -> None:
     sched = SCHEDULES[p.schedule]
+    if sched.fixed_virtual and p.virtual_stages != sched.fixed_virtual:
+        raise c.plan("parallelism.virtual_stages", f"the {p.schedule} schedule holds exactly {sched.fixed_virtual} "
+                     f"chunks per stage (got virtual_stages={p.virtual_stages})",
+                     f"set parallelism.virtual_stages={sched.fixed_virtual}")
     if not sched.virtual and p.virtual_stages != 1:
-        raise c.plan("parallelism.virtual_stages", "virtual stages need the interleaved schedule",
-                     "set parallelism.schedule=interleaved or parallelism.virtual_stages=1")
+        raise c.plan("parallelism.virtual_stages", f"the {p.schedule} schedule holds one chunk per stage",
+                     "set parallelism.schedule=interleaved (or zb-v, dualpipev with 2) or parallelism.virtual_stages=1")
     chunks = p.pp * p.virtual_stages
     if m.layers < chunks and p.stage_split != "balanced":
         raise c.plan("parallelism.pp", f"{m.layers} layers cannot fill pp x virtual_stages = {chunks} chunks",
@@ -154,7 +159,8 @@ def _check_pipeline(m: ModelSpec, p: ParallelPlan, c: _Checker) -> None:
     if p.stage_split == "balanced" and p.virtual_stages > 1:
         raise c.plan("parallelism.stage_split", "the balanced split is defined for one chunk per stage",
                      "use stage_split=even with the interleaved schedule")
-    problem = sched.check(p.pp, p.virtual_stages, p.pp, m.layers)  # microbatches are checked once known
+    problem = split_problem(m.layers, p, not (sched.fixed_virtual or sched.copies > 1)) or \
+        sched.check(p.pp, p.virtual_stages, None, m.layers)  # microbatches are checked once known
     if problem:
         raise c.plan(*problem)
 
@@ -209,9 +215,11 @@ def _check_cluster(w: Workload, hw: Cluster, p: ParallelPlan, c: _Checker) -> No
     if gpn % p.tp and p.tp % gpn:
         raise c.plan("parallelism.tp", f"tp={p.tp} groups would straddle {gpn}-GPU nodes unevenly",
                      "choose tp that divides node.gpus_per_node (or a multiple of it)")
-    if p.world > gpn and p.world % gpn:
-        raise c.plan("parallelism.dp", f"world size {p.world} is not a whole number of {gpn}-GPU nodes",
-                     "make tp x pp x dp a multiple of node.gpus_per_node")
+    unit = hw.node.allocation_gpus or gpn
+    if p.world > unit and p.world % unit:
+        raise c.plan("parallelism.dp", f"world size {p.world} is not a whole number of {unit}-GPU "
+                     f"{'nodes' if unit == gpn else 'allocation units'}",
+                     "make tp x cp x dp x pp a multiple of node.allocation_gpus (default gpus_per_node)")
     if w.precision not in hw.device.peak_tflops and not (w.precision == "fp32" and "tf32" in hw.device.peak_tflops):
         raise RankflowError(f"{hw.device.name} has no peak for precision {w.precision}", file=c.hardware_file,
                             field="device.peak_tflops", fix="choose a precision the device supports (workload.precision) "

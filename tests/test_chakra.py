@@ -111,3 +111,18 @@ def test_comm_group_json_lists_every_group_once(prog, tmp_path):
     for axis in ("tp", "dp", "pp"):
         assert sorted(tuple(v) for v in groups.values() if tuple(v) in set(prog.mesh.groups(axis))) == sorted(
             prog.mesh.groups(axis))
+
+
+def test_moe_context_parallel_traces_round_trip_with_their_communicators(tmp_path):
+    """All-to-all nodes on ep, the cp exchange and expert gradients on edp survive the round trip, and
+    each of those axes gets its communicator groups (expert axes from the expert mesh)."""
+    moe = dict(TINY_LLAMA, moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 256})
+    p = program(scenario(moe, {"global_batch": 8, "seq_len": 1024}, dp=4, ep=4, cp=2, pp=2,
+                         schedule="zb-h1", cp_algorithm="allgather"))
+    prefix, groups_file, _ = write(p, tmp_path)
+    roles, _ = read_traces(prefix, p.mesh.world)
+    kinds = {(n.axis, n.kind.value) for r in roles for n in r.nodes if isinstance(n, CollectiveNode)}
+    assert {("ep", "all_to_all"), ("cp", "all_gather"), ("edp", "all_reduce")} <= kinds
+    groups = {tuple(v) for v in json.loads(groups_file.read_text()).values()}
+    for axis in ("ep", "cp"):
+        assert set(p.axis_groups(axis)) <= groups | {g for g in p.axis_groups(axis) if len(g) == 8}

@@ -68,11 +68,11 @@ class _SplitGPipe(Schedule):
     """GPipe with the backward split into input- and weight-gradient steps (all W steps last)."""
 
     name = "test-split-gpipe"
-    split_backward = True
+    phases = frozenset({"F", "Bi", "W"})
 
     def order(self, pp: int, stage: int, microbatches: int, v: int) -> list[Step]:
         mbs = range(microbatches)
-        return ([Step("F", m, 0) for m in mbs] + [Step("B", m, 0) for m in reversed(mbs)]
+        return ([Step("F", m, 0) for m in mbs] + [Step("Bi", m, 0) for m in reversed(mbs)]
                 + [Step("W", m, 0) for m in mbs])
 
 

@@ -117,7 +117,7 @@ BAD_SETS = [
     ("device.peak_tflops.bf16=1e-300", "peak_tflops"), ("node.intra.bandwidth_gbs=0", "bandwidth_gbs"),
     ("node.intra.efficiency=1e-300", "efficiency"), ("parallelism.tp=-2", "parallelism.tp"),
     ("parallelism=3", "parallelism"), ("workload.global_batch=1000000000", "workload.global_batch"),
-    ("parallelism.schedule=[1]", "--set"),
+    ("parallelism.schedule=[1]", "parallelism.schedule"), ("parallelism.schedule=[[1]]", "--set"),
 ]
 
 

@@ -90,7 +90,8 @@ class DeviceSpec(Strict):
     sources: dict[Str, Str] = Field(default_factory=dict, description="field -> source.")
 
 
-CollectiveName = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all"]
+# A collective kind, or an implementation of one with its own measured fit (DeepEP's dispatch/combine kernels).
+CollectiveName = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "deepep_all_to_all"]
 
 
 class CollectiveFit(Strict):
@@ -130,6 +131,10 @@ class LinkSpec(Strict):
 
 class NodeSpec(Strict):
     gpus_per_node: DimInt = Field(description="GPUs in one scale-up domain (a node, or an NVL72 rack).")
+    allocation_gpus: DimInt | None = Field(
+        None, description="GPUs in the smallest unit a job is given (an NVL72 rack's 4-GPU compute tray); the "
+                          "world is a multiple of it and may fill its last scale-up domain partly. Default: "
+                          "gpus_per_node.")
     intra: LinkSpec = Field(description="Scale-up fabric (NVLink/NVSwitch, Infinity Fabric).")
 
 

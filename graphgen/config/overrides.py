@@ -22,14 +22,21 @@ def parse_override(text: str) -> Override:
     if not key.strip() or any(not p.strip() or p != p.strip() for p in parts):
         raise RankflowError(f"override '{text}' has an empty or blank key segment", field="--set",
                             fix="write --set section.field=value, e.g. --set parallelism.tp=8")
+    if len(raw) > 100_000:
+        raise RankflowError(f"override for '{key}' is {len(raw):,} characters long", field="--set",
+                            fix="put large values in the config file")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, (dict, list)):
-        raise RankflowError(f"override '{text}' sets a mapping or list", field="--set",
-                            fix="set one leaf field per --set")
-    if value is not None and not isinstance(value, (str, int, float, bool)):
+    except (RecursionError, ValueError) as exc:  # nesting too deep, an integer too long to convert
+        raise RankflowError(f"override for '{key}' cannot be read ({type(exc).__name__})", field="--set",
+                            fix="give a plain number, word or flat list") from None
+    flat_list = isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value)
+    if isinstance(value, dict) or (isinstance(value, list) and not flat_list):
+        raise RankflowError(f"override '{key}' sets a mapping or nested list", field="--set",
+                            fix="set one leaf field per --set (a flat list like [a,b] is fine)")
+    if value is not None and not isinstance(value, (str, int, float, bool, list)):
         value = raw.strip()  # dates and timestamps stay the text the user wrote
     return parts, value
 

@@ -27,7 +27,8 @@ class ParallelPlan(Strict):
     moe_dispatcher: Literal["alltoall", "allgather", "deepep"] = Field(
         "alltoall", description="Token dispatcher: all-to-all over ep (Megatron alltoall), all-gather and "
                                 "reduce-scatter (Megatron allgather), or DeepEP-style all-to-all at the link's "
-                                "measured DeepEP rate (collective_fits.deepep_dispatch).")
+                                "measured DeepEP rate (a link's collective_fits.deepep_all_to_all; without one, the link's "
+                                "all-to-all).")
     moe_overlap: Bool = Field(
         False, description="Dispatch and combine overlap other compute (Megatron's overlap of expert-parallel "
                            "communication across microbatches, DeepSeek's DualPipe); false: they are exposed.")
@@ -35,16 +36,37 @@ class ParallelPlan(Strict):
         "ring", description="Context-parallel attention: ring (KV chunks passed peer to peer, overlapped with "
                             "attention compute; Megatron's p2p) or allgather (KV gathered before attention).")
     schedule: Str = Field("1f1b", description="Pipeline schedule, a name in graphgen.schedule's registry: gpipe, "
-                                              "1f1b, interleaved.")
-    virtual_stages: PosInt = Field(1, description="Model chunks per pipeline rank (interleaved schedule).")
+                                              "1f1b, interleaved, zb-h1, zb-v, dualpipe, dualpipev.")
+    virtual_stages: PosInt = Field(1, description="Model chunks per pipeline rank (interleaved: any; zb-v and "
+                                                  "dualpipev: exactly 2, the two arms of the V).")
     stage_split: Literal["even", "balanced"] = Field(
         "even", description="Layers per pipeline stage: even (Megatron), or balanced by compute with the LM "
                             "head counted (nanotron), which gives the first stages more layers.")
+    first_stage_layers: NonNegInt | None = Field(
+        None, description="Transformer layers on the first pipeline stage, the rest spread evenly over the "
+                          "others (Megatron --decoder-first-pipeline-num-layers); with virtual stages, split "
+                          "evenly over that stage's chunks.")
+    last_stage_layers: NonNegInt | None = Field(
+        None, description="Transformer layers on the last pipeline stage (Megatron "
+                          "--decoder-last-pipeline-num-layers).")
+    split_accounts_embedding: Bool = Field(
+        False, description="The input embedding counts as one layer when layers are divided over the pipeline "
+                           "chunks, so the first chunk holds one layer fewer (Megatron "
+                           "--account-for-embedding-in-pipeline-split).")
+    split_accounts_loss: Bool = Field(
+        False, description="The LM head and loss count as one layer, so the last chunk holds one layer fewer "
+                           "(Megatron --account-for-loss-in-pipeline-split).")
     microbatches: PosInt | None = Field(
         None, description="Microbatches per step per replica; derived from global_batch when unset.")
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="0 DDP; 1 distributed optimizer; 2 + sharded grads; 3 + sharded params (FSDP).")
     recompute: Literal["none", "selective", "full"] = Field("none", description="Activation recompute.")
+    recompute_modules: list[Literal["core_attn", "layernorm", "mla_up_proj", "mlp", "moe_act", "shared_experts",
+                                    "moe"]] = Field(
+        default_factory=lambda: ["core_attn"], max_length=7,
+        description="Under selective recompute, the modules whose forward is rerun in the backward "
+                    "(Megatron-Core --recompute-modules): core_attn (default), layernorm, mla_up_proj, mlp, "
+                    "moe_act, shared_experts, moe (the whole MoE MLP; its all-to-alls are not rerun here).")
     recompute_every: PosInt = Field(
         1, description="Under full recompute, checkpoint every k-th block only (torchtitan's layer-level "
                        "selective AC with ac_freq=2 is full recompute with k=2).")

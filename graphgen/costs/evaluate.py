@@ -90,7 +90,8 @@ class Coster:
         t = self._coll.get(key)
         if t is None:
             per_node, nodes = self.prog.axis_span(axis, self.cluster.node.gpus_per_node)
-            t = self.net.collective_time(kind, nbytes, per_node, nodes)
+            deepep = axis == "ep" and self.prog.scenario.plan.moe_dispatcher == "deepep"
+            t = self.net.collective_time(kind, nbytes, per_node, nodes, "deepep" if deepep else "")
             cap = self.prog.scenario.plan.zero3_gather_gbs
             if purpose == ZERO3_GATHER and cap is not None:
                 # A host-limited gather implementation moves data no faster than its own rate.

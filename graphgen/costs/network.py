@@ -55,8 +55,9 @@ class _Dim:
     algorithm: str
 
 
-def _dim(link: LinkSpec, kind: Collective, nbytes: float, size: int) -> _Dim:
-    fit = link.collective_fits.get(kind.value)
+def _dim(link: LinkSpec, kind: Collective, nbytes: float, size: int, implementation: str = "") -> _Dim:
+    fit = link.collective_fits.get(f"{implementation}_{kind.value}") if implementation else None
+    fit = fit or link.collective_fits.get(kind.value)
     step, base = (fit.step_latency_us, fit.base_latency_us) if fit else (link.latency_us, 0.0)
     return _Dim(size, link_bandwidth(link, nbytes, fit), step * US, base * US, link.algorithm)
 
@@ -65,22 +66,24 @@ def _dim(link: LinkSpec, kind: Collective, nbytes: float, size: int) -> _Dim:
 class NetworkModel:
     hardware: Cluster
 
-    def collective_time(self, kind: Collective, nbytes: float, per_node: int, nodes: int) -> float:
-        """Seconds for a collective of `nbytes` (full buffer) over per_node x nodes ranks."""
+    def collective_time(self, kind: Collective, nbytes: float, per_node: int, nodes: int,
+                        implementation: str = "") -> float:
+        """Seconds for a collective of `nbytes` (full buffer) over per_node x nodes ranks; an
+        implementation (e.g. "deepep") uses its own fit on a link that lists one."""
         n = per_node * nodes
         if n <= 1 or nbytes <= 0:
             return 0.0
         intra, inter = self.hardware.node.intra, self.hardware.scale_out
         dims: list[_Dim] = []
         if per_node > 1:
-            dim = _dim(intra, kind, nbytes, per_node)
+            dim = _dim(intra, kind, nbytes, per_node, implementation)
             gpn = self.hardware.node.gpus_per_node
             if intra.topology == "fully_connected" and gpn > 1:
                 # A full mesh gives each peer its own link: a group uses only its members' links.
                 dim = dataclasses.replace(dim, bandwidth=dim.bandwidth * (per_node - 1) / (gpn - 1))
             dims.append(dim)
         if nodes > 1:
-            dim = _dim(inter, kind, nbytes, nodes)
+            dim = _dim(inter, kind, nbytes, nodes, implementation)
             dims.append(dataclasses.replace(dim, bandwidth=dim.bandwidth * per_node))
         bw = min(d.bandwidth for d in dims)
         return bus_coefficient(kind, n) * nbytes / bw + self._latency(kind, dims)

@@ -18,6 +18,7 @@ from graphgen.model.finetune import FINETUNE_METHODS, apply_finetune
 from graphgen.model.kinds import layer_kind
 from graphgen.model.mlp import MLP_BLOCKS
 from graphgen.model.ops import Op
+from graphgen.model.recompute import mark_recompute
 from graphgen.model.shape import BlockShape
 from graphgen.parallel.layout import Layout
 
@@ -77,6 +78,12 @@ class LayerGraph:
             return self.embed_trainable
         return unit >= self.frozen_layers or unit == self.layers
 
+    def chunk_units(self, chunk_layers, g: int) -> list[int]:
+        """Units of global pipeline chunk g (of any copy of the model, position g % chunks): the
+        embedding with the first position, the LM head with the last."""
+        pos, last = g % len(chunk_layers), len(chunk_layers) - 1
+        return ([EMBED] if pos == 0 else []) + list(chunk_layers[pos]) + ([self.layers] if pos == last else [])
+
     def unit_params(self, unit: int, expert: bool | None = None) -> float:
         """Parameters of a unit on this rank (only the routed experts', or only the others, if asked)."""
         return sum(op.weight_params for op in self.unit_ops(unit) if expert is None or op.expert == expert)
@@ -94,13 +101,14 @@ def build_layer_graph(sh: BlockShape) -> LayerGraph:
     method = FINETUNE_METHODS[ft.method]
     e, T = sh.e, sh.tokens
     blocks = [Block(0, "embed", apply_finetune(embedding_ops(sh), ft, method.trains_embedding(ft), T, e)),
-              Block(1, "head", apply_finetune(head_ops(sh), ft, method.trains_head(ft), T, e))]
+              Block(1, "head", apply_finetune(mark_recompute(head_ops(sh), sh.recompute_modules), ft,
+                                              method.trains_head(ft), T, e))]
     ids: dict[tuple[str, str], int] = {}
     layer_block = []
     for layer in range(m.layers):
         kind = layer_kind(m, layer)
         if kind not in ids:
-            ops = ATTENTION_BLOCKS[kind[0]](sh) + MLP_BLOCKS[kind[1]](sh)
+            ops = mark_recompute(ATTENTION_BLOCKS[kind[0]](sh) + MLP_BLOCKS[kind[1]](sh), sh.recompute_modules)
             ids[kind] = len(blocks)
             blocks.append(Block(len(blocks), "/".join(kind),
                                 apply_finetune(ops, ft, method.trains_block_weights(), T, e)))

@@ -84,24 +84,30 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
     G = routed * etp                       # rows of its expert GEMMs once gathered over etp
     passes, kernels = _glu(sh)
     gated = m.activation == "swiglu"
-    expert_in = sh.experts(REPLICATE) if etp > 1 else sh.experts(None)
+    # The allgather dispatcher gathers every token of the ep group and reduce-scatters the outputs;
+    # all-to-all moves only the routed copies.
+    ag = sh.gather_dispatch and sh.ep > 1
+    ep_in, ep_out = (REPLICATE, PARTIAL) if ag else (None, None)
+    ep_bytes = e * Tl * h * sh.ep if ag else e * routed * h
+    expert_in = sh.experts(REPLICATE if etp > 1 else None, ep_in)
+    hidden = sh.experts(shard("hidden"), ep_in)
     ops: list[Op] = [
         norm(sh, "ln_mlp"),
         Op("router", OpKind.MATMUL, flops=2 * Tl * h * E, bytes=e * (Tl * h + h * E + Tl * E), in_layout=sh.resid,
            out_layout=sh.resid, weight_params=h * E, saved_bytes=e * Tl * h + 4 * Tl * E, shape=(h, E),
            out_bytes=e * Tl * h),
         Op("permute", OpKind.ELEMENTWISE, flops=0.0, bytes=2 * e * Tl * k * h, in_layout=sh.resid, out_layout=sh.resid,
-           out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h),), local_out_bytes=e * routed * h),
+           out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h), ("ep", ep_bytes)), local_out_bytes=e * routed * h),
         Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + local_experts * h * up / etp + G * up / etp),
-           in_layout=expert_in, out_layout=sh.experts(shard("hidden")), shards_input=frozenset({"etp"}) if etp > 1 else frozenset(),
+           in_layout=expert_in, out_layout=hidden, shards_input=frozenset({"etp"}) if etp > 1 else frozenset(),
            out_bytes=e * G * up, weight_params=local_experts * h * up / etp, saved_bytes=e * G * h,
            gemm_kernels=local_experts, shape=(h, up / etp), expert=True, local_out_bytes=e * G * up / etp),
         Op("expert_act", OpKind.ELEMENTWISE, flops=8 * G * f / etp, bytes=e * G * f / etp * (passes if gated else 2),
-           in_layout=sh.experts(shard("hidden")), out_layout=sh.experts(shard("hidden")), out_bytes=e * G * f,
+           in_layout=hidden, out_layout=hidden, out_bytes=e * G * f,
            gemm_kernels=kernels if gated else 1, saved_bytes=e * G * up / etp, local_out_bytes=e * G * f / etp),
         Op("expert_fc2", OpKind.MATMUL, flops=2 * G * f * h / etp, bytes=e * (G * f / etp + local_experts * f * h / etp + G * h),
-           in_layout=sh.experts(shard("hidden")), out_layout=sh.experts(PARTIAL) if etp > 1 else expert_in,
-           out_bytes=e * G * h, axis_bytes=(("ep", e * routed * h),), weight_params=local_experts * f * h / etp,
+           in_layout=hidden, out_layout=sh.experts(PARTIAL if etp > 1 else None, ep_out) if etp > 1 or ag else expert_in,
+           out_bytes=e * G * h, axis_bytes=(("ep", ep_bytes),), weight_params=local_experts * f * h / etp,
            saved_bytes=e * G * f / etp, gemm_kernels=local_experts, shape=(f / etp, h), expert=True,
            local_out_bytes=e * G * h),
         Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h, bytes=e * (Tl * k * h + Tl * h), in_layout=sh.resid,

@@ -140,6 +140,6 @@ def total_params(m: ModelSpec) -> int:
 
 def active_params(m: ModelSpec) -> int:
     """Parameters a token uses: every weight but the routed experts it is not sent to."""
-    inactive = sum(lin.all_weights - lin.active_weights for layer in range(m.layers)
-                   for lin in block_linears(m, layer))
+    layers = [*range(m.layers), *[mtp_layer(m)] * m.mtp_layers]  # an MTP module routes like its block
+    inactive = sum(lin.all_weights - lin.active_weights for layer in layers for lin in block_linears(m, layer))
     return total_params(m) - inactive

@@ -36,6 +36,8 @@ class BlockShape:
     etp: int = 1
     imbalance: float = 1.0  # routed tokens on the busiest expert-parallel rank / the balanced share
     cp_ring: bool = True    # context parallelism passes K/V around a ring (else all-gathers it)
+    recompute_modules: tuple[str, ...] = ("core_attn",)  # under selective recompute (graphgen.model.recompute)
+    gather_dispatch: bool = False  # Megatron's allgather dispatcher: tokens all-gathered on ep, outputs reduce-scattered
 
     @property
     def e(self) -> float:
@@ -90,11 +92,12 @@ class BlockShape:
         """Replicated on tp (a column-parallel linear's input)."""
         return self._tp(REPLICATE)
 
-    def experts(self, etp_placement) -> Layout:
-        """An expert tensor: tokens sent to this rank's experts, laid out on etp as given; on tp as the
-        residual stream (the expert ranks re-divide the dense ones, so no tp collective applies)."""
+    def experts(self, etp_placement, ep_placement=None) -> Layout:
+        """An expert tensor: tokens sent to this rank's experts (by default Shard by expert on ep), laid
+        out on etp as given; on tp as the residual stream (the expert ranks re-divide the dense ones, so
+        no tp collective applies)."""
         tp = {"tp": shard("seq") if self.sp else REPLICATE} if self.tp > 1 else {}
-        ep = {"ep": shard("experts")} if self.ep > 1 else {}
+        ep = {"ep": ep_placement or shard("experts")} if self.ep > 1 else {}
         etp = {"etp": etp_placement} if self.etp > 1 else {}
         return layout(**{**({"cp": shard("seq")} if self.cp > 1 else {}), **tp, **ep, **etp})
 

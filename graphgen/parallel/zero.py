@@ -162,8 +162,9 @@ class DataParallelEmitter:
         for grp in self.groups:
             if grads_here and grp.sync and reduce_now:
                 for b in grp.buckets[g]:
-                    done = [tpl.last_use[u] for u in b.units if u in tpl.last_use]
-                    if done:
+                    # a unit with no item in this pass (the embedding in a W pass) is final at its end
+                    done = [tpl.last_use.get(u, len(tpl.items) - 1) for u in b.units]
+                    if done and tpl.items:
                         att.after.setdefault(max(done), []).append(
                             lambda node, grp=grp, g=g, b=b, mb=mb: self.grad_sync(grp, g, b, node, mb))
 

@@ -108,34 +108,44 @@ def expert_imbalance(sc: Scenario) -> float:
 def block_shape(sc: Scenario) -> BlockShape:
     p = sc.plan
     return BlockShape(sc.model, sc.workload, p.tp, p.sp and p.tp > 1, sc.padded_vocab, p.pp, cp=p.cp, ep=p.ep,
-                      etp=p.etp, imbalance=expert_imbalance(sc), cp_ring=p.cp_algorithm == "ring")
+                      etp=p.etp, imbalance=expert_imbalance(sc), cp_ring=p.cp_algorithm == "ring",
+                      recompute_modules=tuple(sorted(set(p.recompute_modules))),
+                      gather_dispatch=p.moe_dispatcher == "allgather")
 
 
 def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Template], PassTemplates]:
-    """Forward and backward (and, for a split backward, weight-gradient) templates of every chunk."""
+    """The templates of every chunk position for each pass the schedule runs: forward, whole
+    backward, input-gradient backward, weight gradients."""
     p = sc.plan
-    split = SCHEDULES[p.schedule].split_backward
+    phases = SCHEDULES[p.schedule].phases
     every = p.recompute_every if p.recompute == "full" else None
     sizes = p.axis_sizes()
-    G = len(chunk_layers)
-    fwd, bwd, wgrad = [], [], []
-    for g in range(G):
-        stream = chunk_stream(lg, chunk_layers[g], g == 0, g == G - 1)
+    P = len(chunk_layers)
+    # Expert-parallel overlap (Megatron's EP overlap, DualPipe's paired chunks) hides a dispatch or
+    # combine behind the compute beside it, here the next item of the same pass: a steady-state
+    # approximation of overlapping another microbatch's compute.
+    overlap = frozenset({"ep", "etp"}) if p.moe_overlap and sc.model.moe is not None else frozenset()
+    templates: list[Template] = []
+    ids: dict[tuple[str, int], int] = {}
+    for g in range(P):
+        stream = chunk_stream(lg, chunk_layers[g], g == 0, g == P - 1)
         start = stream[0][1].in_layout if g == 0 and stream else lg.residual
-        end = lg.head_out if g == G - 1 else lg.residual
-        pb = PassBuilder(lg.layers, sizes, p.recompute == "selective")
-        lower_forward(pb, stream, start, end, Phase.FORWARD)
-        fwd.append(pb.template(Phase.FORWARD))
-        pb = PassBuilder(lg.layers, sizes, p.recompute == "selective")
-        lower_backward(pb, stream, grad_required_layout(end), lg.residual, lg, every, "bwd_in" if split else "bwd")
-        bwd.append(pb.template(Phase.BACKWARD))
-        if split:
-            pb = PassBuilder(lg.layers, sizes, False)
-            lower_wgrad(pb, stream, lg)
-            wgrad.append(pb.template(Phase.WGRAD))
-    templates = fwd + bwd + wgrad
-    ids = PassTemplates(tuple(range(G)), tuple(range(G, 2 * G)), tuple(range(2 * G, 3 * G)) if split else None)
-    return templates, ids
+        end = lg.head_out if g == P - 1 else lg.residual
+        for phase in ("F", "B", "Bi", "W"):
+            if phase not in phases:
+                continue
+            pb = PassBuilder(lg.layers, sizes, p.recompute == "selective" and phase != "W", overlap)
+            if phase == "F":
+                lower_forward(pb, stream, start, end, Phase.FORWARD)
+            elif phase == "W":
+                lower_wgrad(pb, stream, lg)
+            else:
+                lower_backward(pb, stream, grad_required_layout(end), lg.residual, lg, every,
+                               "bwd" if phase == "B" else "bwd_in")
+            ids[(phase, g)] = len(templates)
+            templates.append(pb.template(Phase.WGRAD if phase == "W" else
+                                         Phase.FORWARD if phase == "F" else Phase.BACKWARD))
+    return templates, PassTemplates(ids, P)
 
 
 def estimate_nodes(sc: Scenario, templates: list[Template], ids: PassTemplates, detail: str) -> int:
@@ -143,18 +153,17 @@ def estimate_nodes(sc: Scenario, templates: list[Template], ids: PassTemplates, 
     data-parallel collectives (per unit and microbatch under ZeRO-2/3)."""
     p, M = sc.plan, sc.microbatches
     total = 0
-    for g in range(len(ids.forward)):
-        tpls = [templates[ids.forward[g]], templates[ids.backward[g]]]
-        if ids.wgrad:
-            tpls.append(templates[ids.wgrad[g]])
-        for tpl in tpls:
+    copies = SCHEDULES[p.schedule].copies
+    for tpl_id in ids.ids.values():
+        tpl = templates[tpl_id]
+        for _ in range(copies):
             units = len(tpl.first_use)
             # A coarse pass is a segment with its leading and trailing collectives, cut further only
             # where a collective attaches: per unit every pass under ZeRO-2/3, else in the chunk's
             # first forward and last backward.
             per_pass = len(tpl.items) if detail == "ops" else min(len(tpl.items), 3)
             dp_nodes = 2 * units if p.dp > 1 and p.zero_stage >= 2 else 0
-            total += M * (per_pass + 2 + dp_nodes) + 2 * units
+            total += M // copies * (per_pass + 2 + dp_nodes) + 2 * units
     return total
 
 

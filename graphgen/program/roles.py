@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphgen.ir import ComputeNode, Phase, Role, Work
-from graphgen.model.layer_graph import EMBED, LayerGraph
+from graphgen.model.layer_graph import LayerGraph
 from graphgen.model.ops import OpKind
 from graphgen.model.optimizers import OPTIMIZERS
 from graphgen.model.shape import activation_bytes
@@ -25,26 +25,20 @@ from graphgen.units import dtype_bytes
 
 @dataclass(frozen=True)
 class PassTemplates:
-    """Template ids of each chunk's passes in the program's template list (W only when the schedule
-    splits the backward)."""
+    """Template ids by (pass, chunk position) in the program's template list; a global chunk of any
+    copy of the model uses its position's templates."""
 
-    forward: tuple[int, ...]
-    backward: tuple[int, ...]
-    wgrad: tuple[int, ...] | None
+    ids: dict[tuple[str, int], int]
+    positions: int
 
     def of(self, phase: str, g: int) -> int:
-        return {"F": self.forward, "B": self.backward, "W": self.wgrad}[phase][g]
-
-
-def units_of(lg: LayerGraph, chunk_layers, g: int) -> list[int]:
-    last = len(chunk_layers) - 1
-    return ([EMBED] if g == 0 else []) + list(chunk_layers[g]) + ([lg.layers] if g == last else [])
+        return self.ids[(phase, g % self.positions)]
 
 
 def optimizer_item(sc: Scenario, lg: LayerGraph, chunk_layers, chunks) -> Item:
     """The optimizer step of one role: memory-bound over the parameters this rank updates."""
     p, w = sc.plan, sc.workload
-    units = [u for g in chunks for u in units_of(lg, chunk_layers, g)]
+    units = [u for g in chunks for u in lg.chunk_units(chunk_layers, g)]
     shard = p.zero_stage >= 1
     dense = sum(lg.unit_trainable(u, False if sc.model.moe else None) for u in units)
     experts = sum(lg.unit_trainable(u, True) for u in units) if sc.model.moe else 0.0
@@ -61,17 +55,17 @@ def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Templ
     sched = SCHEDULES[p.schedule]
     chunks = sched.chunks(p.pp, stage, p.virtual_stages)
     order = sched.order(p.pp, stage, sc.microbatches, p.virtual_stages)
-    stage_of = [0] * len(chunk_layers)
+    stage_of = [0] * (len(chunk_layers) * sched.copies)
     for s in range(p.pp):
         for g in sched.chunks(p.pp, s, p.virtual_stages):
             stage_of[g] = s
     em = Emitter(shared)
     e = activation_bytes(w.precision)
-    dp = DataParallelEmitter(em, p, chunks, lambda g: units_of(lg, chunk_layers, g), lg, e,
+    dp = DataParallelEmitter(em, p, chunks, lambda g: lg.chunk_units(chunk_layers, g), lg, e,
                              dtype_bytes(p.grad_reduce_dtype), moe=sc.model.moe is not None)
-    pipe = PipelineEmitter(em, stage_of, sc.microbatches, e * w.micro_batch * w.seq_len * sc.model.hidden / p.tp)
-    grads_at = "W" if sched.split_backward else "B"
-    last_grad = {chunks[st.chunk]: i for i, st in enumerate(order) if st.phase == grads_at}
+    pipe = PipelineEmitter(em, stage_of, len(chunk_layers), sc.microbatches,
+                           e * w.micro_batch * w.seq_len / p.cp * sc.model.hidden / p.tp)
+    last_grad = {chunks[st.chunk]: i for i, st in enumerate(order) if st.phase in ("B", "W")}
     first_f: dict[int, int] = {}
     for i, st in enumerate(order):
         if st.phase == "F":
@@ -85,7 +79,7 @@ def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Templ
         first_deps = pipe.recv(g, mb, phase == "F") if phase != "W" else []
         att = Attachments()
         dp.attach(att, templates[tpl_id], g, mb, phase, i == first_f.get(g), i == last_grad.get(g), first_deps,
-                  grads_here=phase == grads_at)
+                  grads_here=phase in ("B", "W"))
         last = emit_pass(em, templates[tpl_id], tpl_id, first_deps, att, mb, g, coarse)
         if phase != "W":
             pipe.send(g, mb, phase == "F", last)
@@ -97,5 +91,5 @@ def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Templ
                  bytes=it.bytes, deps=(last, *dp.grad_syncs), phase=Phase.OPTIMIZER, microbatch=-1, chunk=-1,
                  layers=(-1, -1), ops=("optimizer",))
     dp.after_optimizer(chunks, opt)
-    layers = tuple(layer for g in chunks for layer in chunk_layers[g])
+    layers = tuple(layer for g in chunks for layer in chunk_layers[g % len(chunk_layers)])
     return Role(stage, f"stage{stage}", stage, tuple(chunks), layers, em.nodes)

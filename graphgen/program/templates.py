@@ -13,7 +13,7 @@ stay apart so that data-parallel buckets and FSDP gathers can attach at layer gr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from graphgen.ir import Phase, layer_span
 from graphgen.model.layer_graph import EMBED, LayerGraph
@@ -70,8 +70,10 @@ def make_template(items: list[Item], phase: Phase) -> Template:
 class PassBuilder:
     """Collects the items of one pass, fusing adjacent ops of one unit and phase."""
 
-    def __init__(self, n_layers: int, sizes: dict[str, int], selective: bool) -> None:
+    def __init__(self, n_layers: int, sizes: dict[str, int], selective: bool,
+                 overlap_axes: frozenset[str] = frozenset()) -> None:
         self.n_layers, self.sizes, self.selective = n_layers, sizes, selective
+        self.overlap_axes = overlap_axes  # relayouts on these axes run beside the next compute
         self.items: list[Item] = []
         self._seg: list[tuple[OpRef, str, float, float]] = []
         self._key: tuple[Phase, int] | None = None
@@ -122,11 +124,16 @@ class PassBuilder:
         """The collectives that turn src into dst, one per axis whose placement differs, each moving
         the producer's tensor as that axis sees it."""
         for axis, kind in transitions(src, dst):
-            self.comm(axis, kind, producer.comm_bytes(axis) if producer else 0.0, phase, unit)
+            self.comm(axis, kind, producer.comm_bytes(axis) if producer else 0.0, phase, unit,
+                      parallel=axis in self.overlap_axes)
 
     def template(self, phase: Phase) -> Template:
         self._flush()
-        return make_template(self.items, phase)
+        # A collective runs beside the compute item after it only when a later item can wait for both.
+        n = len(self.items)
+        items = [replace(it, parallel=False) if it.parallel and (i + 2 >= n or self.items[i + 1].is_comm) else it
+                 for i, it in enumerate(self.items)]
+        return make_template(items, phase)
 
 
 Stream = list[tuple[tuple[int, int], Op, int]]  # ((block id, op index), op, unit)

@@ -1,10 +1,14 @@
 """Pipeline schedules: where model chunks live and the order in which a stage runs its steps.
 
 A schedule is a registry entry giving, per stage, the global chunks it holds and its list of
-Step(phase, microbatch, chunk): F (forward), B (backward: input and weight gradients, or the input
-gradient alone when the schedule splits the backward) and W (weight gradients). The program turns
+Step(phase, microbatch, chunk): F (forward), B (the whole backward), Bi (the input-gradient half
+of a backward whose weight gradients are deferred) and W (those weight gradients). The program turns
 the order into compute-stream order, so the pipeline bubble is simulated, never taken from a
 formula. A new schedule is one module that registers itself here.
+
+Chunks: a model is cut into pp x v chunks; a schedule may run `copies` of it (DualPipe runs two, fed
+from opposite ends). Global chunk g is position g % (pp x v) of copy g // (pp x v); a microbatch
+flows through one copy's chunks in position order.
 """
 
 from __future__ import annotations
@@ -13,30 +17,35 @@ from dataclasses import dataclass
 
 from graphgen.registry import Registry
 
+PHASES = ("F", "B", "Bi", "W")
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    phase: str      # "F", "B" or "W"
+    phase: str      # "F", "B" (whole backward), "Bi" (input gradients only) or "W" (deferred weight gradients)
     microbatch: int
     chunk: int      # local model chunk on this stage (0 .. chunks per stage - 1)
 
 
 class Schedule:
-    """Base: one chunk per stage (chunk s on stage s), no split backward."""
+    """Base: chunk c x pp + s on stage s (one per stage unless virtual), one copy of the model."""
 
     name = ""
-    split_backward = False  # B steps compute input gradients only; W steps the weight gradients
     virtual = False         # takes virtual_stages > 1
+    fixed_virtual = 0       # a schedule defined for exactly this many chunks per stage (V shapes: 2)
+    copies = 1              # model copies the schedule runs (DualPipe: 2)
+    phases = frozenset({"F", "B"})  # the passes its orders use
 
     def chunks(self, pp: int, stage: int, v: int) -> tuple[int, ...]:
-        """Global chunk ids held by a stage, in local-chunk order (chunk g feeds chunk g + 1)."""
+        """Global chunk ids held by a stage, in local-chunk order."""
         return tuple(c * pp + stage for c in range(v))
 
     def order(self, pp: int, stage: int, microbatches: int, v: int) -> list[Step]:
         raise NotImplementedError
 
-    def check(self, pp: int, v: int, microbatches: int, layers: int) -> tuple[str, str, str] | None:
-        """(field, problem, fix) when the schedule cannot run this plan, else None."""
+    def check(self, pp: int, v: int, microbatches: int | None, layers: int) -> tuple[str, str, str] | None:
+        """(field, problem, fix) when the schedule cannot run this plan, else None (microbatches None:
+        the plan's shape alone, before the batch is known)."""
         return None
 
 
@@ -52,4 +61,4 @@ def stage_chunks(schedule: str, pp: int, stage: int, virtual_stages: int = 1) ->
 
 
 # Registration happens on import of each schedule module.
-from graphgen.schedule import gpipe, interleaved, one_f_one_b  # noqa: E402,F401
+from graphgen.schedule import dualpipe, gpipe, interleaved, one_f_one_b, zero_bubble, zero_bubble_v  # noqa: E402,F401

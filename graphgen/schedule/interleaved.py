@@ -40,12 +40,8 @@ class Interleaved(Schedule):
             order.append(Step("B", _microbatch(i, pp, v), _chunk(i, pp, v, False)))
         return order
 
-    def check(self, pp: int, v: int, microbatches: int, layers: int) -> tuple[str, str, str] | None:
-        if layers % (pp * v):
-            return ("parallelism.virtual_stages",
-                    f"interleaved schedule needs layers={layers} divisible by pp x virtual_stages={pp * v}",
-                    "choose pp and virtual_stages whose product divides the layer count")
-        if pp > 1 and microbatches % pp:
+    def check(self, pp: int, v: int, microbatches: int | None, layers: int) -> tuple[str, str, str] | None:
+        if pp > 1 and microbatches is not None and microbatches % pp:
             return ("parallelism.microbatches",
                     f"interleaved schedule needs microbatches={microbatches} to be a multiple of pp={pp}",
                     "change workload.global_batch or parallelism.pp")
