@@ -15,7 +15,7 @@ from graphgen.ir import ComputeNode
 from graphgen.memory import MemoryBreakdown
 from graphgen.program import Program
 
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
@@ -71,6 +71,7 @@ class Result:
     memory: tuple[MemoryBreakdown, ...]
     layer_table: tuple[dict[str, object], ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
+    framework: dict[str, object] | None = None  # the profile's name, version and its reporting conventions
 
     @property
     def tokens_per_s(self) -> float:
@@ -159,12 +160,32 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
                                                        p.recompute_every, frozen) * tokens
     peak = ComputeModel(sc.hardware.device, w.precision).matmul_peak
     table = layer_table(program)
-    plan = {"tp": p.tp, "sp": p.sp, "pp": p.pp, "dp": p.dp, "schedule": p.schedule,
-            "virtual_stages": p.virtual_stages, "zero_stage": p.zero_stage, "recompute": p.recompute,
-            "micro_batch": w.micro_batch, "seq_len": w.seq_len, "precision": w.precision}
+    plan = {"tp": p.tp, "sp": p.sp, "pp": p.pp, "dp": p.dp, "cp": p.cp, "ep": p.ep, "etp": p.etp,
+            "schedule": p.schedule, "virtual_stages": p.virtual_stages, "zero_stage": p.zero_stage,
+            "recompute": p.recompute, "micro_batch": w.micro_batch, "seq_len": w.seq_len, "precision": w.precision}
+    memory = role_memory(program)
+    fw = framework_report(sc, memory, step_time, peak) if sc.framework else None
+    notes = (*notes, *(sc.framework.notes if sc.framework else ()))
     return Result(backend=backend, model=m.name, hardware=sc.hardware.name, device=sc.hardware.device.name,
                   plan=plan, gpus=sc.world, step_time_s=step_time, tokens_per_step=tokens,
                   global_batch=sc.global_batch, microbatches=sc.microbatches, model_flops_per_step=model_flops,
                   hardware_flops_per_step=hw_flops, peak_flops_per_gpu=peak, breakdown=breakdown,
-                  critical_role=critical_role, roles=roles, memory=role_memory(program), layer_table=table,
-                  notes=notes)
+                  critical_role=critical_role, roles=roles, memory=memory, layer_table=table,
+                  notes=notes, framework=fw)
+
+
+def framework_report(sc, memory, step_time: float, peak: float) -> dict[str, object]:
+    """The step as the scenario's framework would log it: TFLOP/s and MFU in its FLOP convention,
+    peak memory as the figure it prints (PyTorch's max allocated, or max reserved = allocated plus
+    the caching allocator's slack)."""
+    from graphgen.model.flop_conventions import FLOP_CONVENTIONS
+
+    fw, w = sc.framework, sc.workload
+    conv = FLOP_CONVENTIONS[fw.flops]
+    per_gpu = conv.per_token(sc.model, w.seq_len, sc.plan.recompute, None) * sc.tokens_per_step / step_time / sc.world
+    reserved = fw.memory == "reserved"
+    mem = max(m.allocated + (m.fragmentation if reserved else 0.0) for m in memory)
+    return {"name": fw.name, "version": fw.version, "profile": fw.file, "flop_convention": fw.flops,
+            "flop_convention_definition": conv.description, "tflops_per_gpu": per_gpu / 1e12,
+            "mfu": per_gpu / peak, "memory_figure": f"max_memory_{fw.memory}",
+            "peak_memory_gib": mem / 2**30}

@@ -38,13 +38,13 @@ def _compare(cases) -> str:
 
 
 def validation_cases(path: Path):
-    from benchmarks.validate import _load_models, load_frameworks, row_scenario
+    from benchmarks.validate import _load_models, row_scenario
 
-    models, frameworks, seen = _load_models(path), load_frameworks(), set()
+    models, seen = _load_models(path), set()
     with path.open() as fh:
         for r in csv.DictReader(fh):
             try:
-                sc = row_scenario(r, models, frameworks)
+                sc = row_scenario(r, models)
             except (Skip, RankflowError):
                 continue
             key = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.plan.model_dump_json(), sc.hardware.name)

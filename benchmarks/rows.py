@@ -21,8 +21,9 @@ class Row:
     measured: float | bool
     predicted: float | bool | None
     skipped: str | None
-    definition: str | None = None
+    definition: str | None = None    # the framework and version the row ran under
     bf16_dense: bool = False
+    convention: str | None = None    # the FLOP convention its TFLOP/s and MFU are compared in
 
     @property
     def is_verdict(self) -> bool:

@@ -4,7 +4,9 @@
 
 Each row is mapped to a model config, a hardware config from hardware_configs/ and a plan, then
 simulated. Metrics are compared like with like: each source's own FLOP-counting convention is
-applied to the predicted step time (see DEFINITIONS). Nothing here is fitted to the rows.
+applied to the predicted step time: the convention of the framework the source ran, whose profile
+(framework_configs/) benchmarks/sources.yaml names for it. Nothing here is fitted to the rows, and
+nothing here knows a source except through sources.yaml.
 """
 
 from __future__ import annotations
@@ -22,76 +24,54 @@ import yaml
 
 from backends.base import Result
 from benchmarks.rows import HW_DIR, ROOT, Row, Skip, attempt, hardware, row_scenario_from  # noqa: F401
-from graphgen.model.flops import model_flops_per_token
+from graphgen.model.flop_conventions import FLOP_CONVENTIONS
 from rankflow import api
 
-FRAMEWORKS = Path(__file__).resolve().parent / "frameworks.yaml"
 CATALOGUE = Path(__file__).resolve().parent / "model_catalogue.yaml"
 
 HARDWARE = [  # (substring of the CSV's gpu column, hardware config file)
     ("A100-40GB", "A100-SXM4-40GB.yaml"), ("A100-SXM4-40GB", "A100-SXM4-40GB.yaml"),
-    ("A100", "A100-SXM4-80GB.yaml"), ("H200", "H200-SXM-141GB.yaml"), ("H100", "H100-SXM5-80GB.yaml"),
+    ("A100", "A100-SXM4-80GB.yaml"), ("H200", "H200-SXM-141GB.yaml"),
+    ("H100 (HBM2e", "H100-SXM5-96GB.yaml"), ("H100-96", "H100-SXM5-96GB.yaml"), ("H100-PCIe", "H100-PCIe.yaml"),
+    ("H800", "H800.yaml"), ("A800", "A800-SXM4-80GB.yaml"), ("GH200", "GH200.yaml"), ("H100", "H100-SXM5-80GB.yaml"),
     ("GB200", "GB200.yaml"), ("GB300", "GB300.yaml"), ("B200", "B200.yaml"), ("V100", "V100-SXM2-32GB.yaml"),
     ("MI300X", "MI300X.yaml"),
 ]
 
-DEFINITIONS = {
-    "megatron": "Megatron/Narayanan eq. 3: 72*l*h^2*(1 + s/(6h) + V/(16*l*h)) per token, x4/3 under full "
-                "recompute (hardware FLOPs); % of peak = that / 312 TF",
-    "llmfoundry": "llm-foundry: 6 x all parameters + 12 x layers x hidden x seq per token (model FLOPs)",
-    "torchtitan": "torchtitan: 6 x non-embedding parameters + 12 x layers x heads x head_dim x seq (model FLOPs)",
-    "standard": "Rankflow standard model FLOPs (README: MFU definition), recompute not counted",
-}
-
-# Framework facts, not fitted: FlashAttention appeared in 2022, after Megatron-LM 2021 and ZeRO
-# (2019-2020) ran; torchtitan's 2024 numbers ran eager PyTorch (RMSNorm and RoPE unfused).
-PRE_FLASH_SOURCES = {"narayanan2021", "zero"}
-EAGER_SOURCES = {"torchtitan"}
-# Plain PyTorch / 2021 Megatron losses upcast the logits to fp32 (no fused cross-entropy kernel).
-# llm-foundry's MPT defaults to loss_fn=fused_crossentropy (flash-attn's xentropy kernel, in its
-# `gpu` extra; modeling_mpt.py at v0.3.0 and 5e85bd62d, no benchmark yaml overrides it).
-UNFUSED_LOSS_SOURCES = {"torchtitan", "narayanan2021", "zero"}
-
-
-def grad_reduce_dtype(row: dict[str, str]) -> str:
-    """Composer's FSDP mixed precision: PURE reduce-scatters gradients in bf16; DEFAULT does too up to
-    composer 0.16.3, and in fp32 from 0.16.4 (commit d745fcb1b, "patch default"). The llm-foundry
-    commits that added the DEFAULT (amp_bf16) tables pin composer >= 0.16.4 (b2a43a147) and >= 0.17.2
-    (5e85bd62d); the PURE (bf16) A100-40GB table is older (composer 0.14). Megatron keeps fp32 grads."""
-    if source_key(row["source"]) != "llm-foundry":
-        return "fp32"
-    return "fp32" if "(DEFAULT)" in row["notes"] else "bf16"
-
-# llm-foundry's benchmark sweep ran attn_impl=triton (scripts/train/benchmarking/submit_benchmarks.py).
-ATTENTION_KERNEL = {"llm-foundry": "triton"}
-# Except its ">= 128 GPUs" H100 table, produced by scripts/train/benchmarking/sweep.py (commit 5e85bd62d,
-# the one that added that table): 13b and 30b ran triton, 1b/3b/7b/70b ran attn_impl=flash. That
-# commit's submit_benchmarks.run_config installs llm-foundry main with `.[gpu-flash2]`
-# (flash-attn==2.4.2), so "flash" there is FlashAttention-2: the device's default attention curve.
-LARGE_SCALE_FLASH_MODELS = ("1b", "3b", "7b", "70b")
-
-
-def attention_kernel(row: dict[str, str]) -> str | None:
-    key = source_key(row["source"])
-    if key == "llm-foundry" and "large scale" in row["source"].lower():
-        size = row["model"].lower().rsplit("-", 1)[-1]
-        return None if size in LARGE_SCALE_FLASH_MODELS else "triton"
-    return ATTENTION_KERNEL.get(key)
-
+SOURCES = Path(__file__).resolve().parent / "sources.yaml"
 MOE_NAMES = ("mixtral", "deepseek", "qwen3", "gpt-oss", "moe")
 
 
+@functools.cache
+def sources() -> tuple[dict, ...]:
+    return tuple(yaml.safe_load(SOURCES.read_text()))
+
+
+def _matches(entry: dict, row: dict[str, str]) -> bool:
+    m = entry["match"]
+    text = {k: (row.get(k) or "").lower() for k in ("source", "notes", "model")}
+    if any(pat.lower() not in text[k] for k, pat in m.items() if k in text):
+        return False
+    return "model_regex" not in m or re.search(m["model_regex"], text["model"]) is not None
+
+
+def row_source(row: dict[str, str]) -> dict:
+    """What sources.yaml says about a row's runs: its publication's name, framework and version, the
+    settings the source states, and its recompute vocabulary (later matching entries add to earlier)."""
+    out: dict = {"name": (row["source"].split() or ["unknown"])[0].lower(), "framework": None, "version": None,
+                 "flops": None, "set": {}, "recompute": {}}
+    for entry in sources():
+        if _matches(entry, row):
+            for key in ("name", "framework", "version", "flops"):
+                out[key] = entry.get(key, out[key])
+            out["set"] = {**out["set"], **entry.get("set", {})}
+            out["recompute"] = {**out["recompute"], **entry.get("recompute", {})}
+    return out
+
+
 def source_key(source: str) -> str:
-    s = source.lower()
-    for key, pat in (("narayanan2021", "narayanan"), ("llm-foundry", "llm-foundry"), ("nemo", "nemo"),
-                     ("torchtitan", "torchtitan"), ("simumax", "simumax"), ("zero", "zero:")):
-        if pat in s:
-            return key
-    return s.split()[0] if s else "unknown"
-
-
-def flops_definition(key: str) -> str:
-    return {"narayanan2021": "megatron", "llm-foundry": "llmfoundry", "torchtitan": "torchtitan"}.get(key, "standard")
+    """The publication a source column names (sources.yaml `name`), for grouping."""
+    return row_source({"source": source})["name"]
 
 
 def _int(text: str, field: str, default: int | None = None) -> int:
@@ -175,21 +155,6 @@ def _precision(r: dict) -> str:
     return "bf16"
 
 
-def load_frameworks(path: Path = FRAMEWORKS) -> dict[str, dict]:
-    return yaml.safe_load(path.read_text())
-
-
-def framework_overrides(row: dict[str, str], frameworks: dict[str, dict]) -> list[tuple[str, object]]:
-    """Plan fields set by the framework profiles (benchmarks/frameworks.yaml) this row ran under."""
-    out: list[tuple[str, object]] = []
-    key = source_key(row["source"])
-    for prof in frameworks.values():
-        match = prof["rows"]
-        if match["source"] == key and match["notes"].lower() in row["notes"].lower():
-            out.extend(prof["set"].items())
-    return out
-
-
 def _hardware_file(gpu: str) -> Path:
     for key, fname in HARDWARE:
         if key.lower() in gpu.lower():
@@ -211,8 +176,32 @@ def _recompute(text: str) -> tuple[str, list[str]]:
     return (low if low in ("none", "selective", "full") else "none"), ["core_attn"]
 
 
-def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
+# What a row's notes may state about its run, in words any source uses: (pattern, settings).
+NOTE_FACTS = (
+    (r"fused ce\b|cross[- _]entropy[- _]fusion|fused cross[- ]entropy", {"workload.fused_cross_entropy": True}),
+    (r"\bflash[- ]?attn\b|flash[- ]?attention", {"workload.flash_attention": True}),
+    (r"torch\.compile|\bcompiled?\b", {"workload.fused_kernels": True}),
+)
+
+
+def note_facts(notes: str) -> dict:
+    out: dict = {}
+    for pattern, settings in NOTE_FACTS:
+        if re.search(pattern, notes.lower()):
+            out.update(settings)
+    return out
+
+
+def _stated(column: str) -> bool | None:
+    text = (column or "").strip().lower()
+    return True if text.startswith(("y", "t")) else False if text.startswith(("n", "f")) else None
+
+
+def row_scenario(r: dict, models: dict[str, dict]):
+    """A row's scenario: its columns, its notes' stated facts, and its source's framework profile
+    (sources.yaml) for everything the row leaves unsaid."""
     arch = _architecture(r, models)
+    src = row_source(r)
     low = r["model"].lower()
     seq = _int(r["seq_len"], "seq_len", 8192 if "llama 3" in low else (4096 if "llama 2" in low else None))
     n = _int(r["num_gpus"], "num_gpus")
@@ -224,36 +213,23 @@ def row_scenario(r: dict, models: dict[str, dict], frameworks: dict[str, dict]):
     gb = _int(r["global_batch"], "global_batch")
     mb = _int(r["micro_batch"], "micro_batch", 1)
     vpp = _int(r["vpp"], "vpp", 1)
-    zero = _int(r["zero_stage"], "zero_stage", 0)
     recompute, modules = _recompute(r["recompute"])
-    every = 1
-    if recompute == "selective" and source_key(r["source"]) == "torchtitan":
-        # torchtitan's "selective" AC is not Megatron's: layer-level SAC checkpoints every 2nd block
-        # (ac_freq 2); op-level SAC recomputes every other matmul, the same forward FLOPs.
-        recompute, every = "full", 2
-    schedule, v = "1f1b", 1
+    plan: dict = dict(tp=tp, pp=pp, dp=dp, cp=cp, zero_stage=min(_int(r["zero_stage"], "zero_stage", 0), 3),
+                      recompute=recompute, recompute_modules=modules)
+    plan.update({k.split(".", 1)[1]: v for k, v in src["recompute"].get(recompute, {}).items()})
     if vpp > 1:
-        schedule, v = "interleaved", vpp
-    elif "interleaved" in r["notes"].lower() and pp > 1:
-        # Chunks per stage not stated: use 2 where Megatron's divisibility rules allow it.
-        mbs = gb // (mb * dp)
-        if arch["layers"] % (pp * 2) == 0 and mbs % pp == 0:
-            schedule, v = "interleaved", 2
-    precision = _precision(r)
-    hw_path = _hardware_file(r["gpu"])
-    sp = (r["sequence_parallel"] or "").lower().startswith(("y", "t"))
-    plan = dict(tp=tp, pp=pp, dp=dp, cp=cp, sp=sp, zero_stage=min(zero, 3), recompute=recompute,
-                recompute_every=every, recompute_modules=modules, schedule=schedule, virtual_stages=v, grad_reduce_dtype=grad_reduce_dtype(r))
+        plan.update(schedule="interleaved", virtual_stages=vpp)
+    elif "interleaved" in r["notes"].lower() and pp > 1 and (gb // (mb * dp)) % pp == 0:
+        plan.update(schedule="interleaved", virtual_stages=2)  # chunks per stage not stated: Megatron's 2
+    if _stated(r["sequence_parallel"]) is not None:
+        plan["sp"] = _stated(r["sequence_parallel"])
     plan.update(_expert_plan(r, arch, tp))
     plan.update((_catalogue_entry(r) or {}).get("plan", {}))
-    key = source_key(r["source"])
-    kernel = attention_kernel(r)
-    if kernel not in hardware(hw_path).device.efficiency.attention_kernels:
-        kernel = None
-    workload = {"seq_len": seq, "global_batch": gb, "micro_batch": mb, "precision": precision,
-                "flash_attention": key not in PRE_FLASH_SOURCES, "fused_kernels": key not in EAGER_SOURCES,
-                "attention_kernel": kernel, "fused_cross_entropy": key not in UNFUSED_LOSS_SOURCES}
-    return row_scenario_from(arch, workload, hw_path, plan, framework_overrides(r, frameworks))
+    workload = {"seq_len": seq, "global_batch": gb, "micro_batch": mb, "precision": _precision(r)}
+    if src["framework"]:
+        workload.update(framework=src["framework"], framework_version=src["version"])
+    stated = {**src["set"], **note_facts(r["notes"])}
+    return row_scenario_from(arch, workload, _hardware_file(r["gpu"]), plan, list(stated.items()))
 
 
 def _expert_plan(r: dict, arch: dict, tp: int) -> dict:
@@ -269,39 +245,26 @@ def _expert_plan(r: dict, arch: dict, tp: int) -> dict:
     return dict(ep=ep, etp=etp, moe_dispatcher=dispatcher, moe_overlap="A2A_OVERLAP=1" in notes, sp=tp > 1)
 
 
-def _convention_flops_per_token(definition: str, sc, recompute: str, stated_params: float | None) -> float:
-    m, s = sc.model, sc.workload.seq_len
-    h, L, V = m.hidden, m.layers, m.vocab
-    if definition == "megatron":
-        f = 72.0 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
-        return f * (4.0 / 3.0 if recompute == "full" else 1.0)
-    if definition == "llmfoundry":
-        # The source's own NumParams (it includes MPT's learned position table, which grows with seq).
-        from graphgen.model.flops import total_params
-        return 6.0 * (stated_params or total_params(m)) + 12.0 * L * h * s
-    if definition == "torchtitan":
-        from graphgen.model.flops import total_params
-        return 6.0 * (total_params(m) - m.vocab * h) + 12.0 * L * m.heads * m.d_head * s
-    return model_flops_per_token(m, s)
-
-
-def predict(metric: str, res: Result, sc, definition: str, stated_params: float | None = None) -> float:
+def predict(metric: str, res: Result, sc, stated_params: float | None = None, flops: str | None = None) -> float:
+    """The row's metric from a Result, as the row's framework reports it (its FLOP convention, its
+    memory figure), or in the convention its publication states (`flops`); rows without either use
+    Rankflow's standard convention and allocated memory."""
+    fw = dict(res.framework or {})
+    if flops:
+        fw["flop_convention"] = flops
     if metric == "step_time_s":
         return res.step_time_s
     if metric == "tokens_per_s_per_gpu":
         return res.tokens_per_s_per_gpu
     if metric == "mem_gib_per_gpu":
-        return max(m.allocated for m in res.memory) / 2**30  # sources report peak allocated
-    per_token = _convention_flops_per_token(definition, sc, sc.plan.recompute, stated_params)
+        return fw.get("peak_memory_gib", max(m.allocated for m in res.memory) / 2**30)
+    conv = FLOP_CONVENTIONS[fw.get("flop_convention", "standard")]
+    per_token = conv.per_token(sc.model, sc.workload.seq_len, sc.plan.recompute, stated_params)
     tflops = per_token * res.tokens_per_s_per_gpu / 1e12
     if metric == "tflops_per_gpu":
         return tflops
     if metric == "mfu":
-        # Megatron's "% of peak" is against 312 TF; others against the dense peak of the run's precision
-        # (torchtitan's Float8 MFU numbers, 177 tokens/s at 23.5 % vs 109 at 29.0 % in bf16, imply the
-        # fp8 peak whatever its footnote says).
-        peak = 312.0 if definition == "megatron" else res.peak_flops_per_gpu / 1e12
-        return 100.0 * tflops / peak
+        return 100.0 * tflops / (res.peak_flops_per_gpu / 1e12)
     raise Skip(f"metric {metric} not predicted")
 
 
@@ -318,26 +281,26 @@ def _load_models(csv_path: Path) -> dict[str, dict]:
 
 def validate(csv_path: Path, detail: str = "coarse") -> list[Row]:
     models = _load_models(csv_path)
-    frameworks = load_frameworks()
     cache: dict[tuple, tuple] = {}
     rows: list[Row] = []
     with csv_path.open() as fh:
         data = list(csv.DictReader(fh))
     for r in data:
-        key = source_key(r["source"])
-        definition = flops_definition(key)
+        src = row_source(r)
         measured = float(r["value"]) if r["value"] else float("nan")
-        row = Row(r["id"], key, r["metric"], measured, None, None, definition)
+        row = Row(r["id"], src["name"], r["metric"], measured, None, None,
+                  f"{src['framework']} {src['version']}" if src["framework"] else None)
 
-        def run(r=r, row=row, definition=definition) -> None:
-            sc = row_scenario(r, models, frameworks)
-            row.bf16_dense = sc.workload.precision == "bf16"
+        def run(r=r, row=row, src=src) -> None:
+            sc = row_scenario(r, models)
+            row.bf16_dense = sc.workload.precision == "bf16" and sc.model.moe is None
             ck = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.plan.model_dump_json(),
                   sc.hardware.name)
             if ck not in cache:
                 cache[ck] = api.simulate(sc, detail=detail)
             stated = float(r["params_b"]) * 1e9 if r.get("params_b") else None
-            row.predicted = predict(r["metric"], cache[ck], sc, definition, stated)
+            row.predicted = predict(r["metric"], cache[ck], sc, stated, src["flops"])
+            row.convention = src["flops"] or (cache[ck].framework or {}).get("flop_convention", "standard")
 
         attempt([row], run)
         rows.append(row)
@@ -358,10 +321,14 @@ def summarize(rows: list[Row]) -> dict:
 
     done = [r for r in rows if r.skipped is None and not r.is_verdict]
     verdicts = [r for r in rows if r.skipped is None and r.is_verdict]
-    by_metric, by_source = defaultdict(list), defaultdict(list)
+    by_metric, by_source, by_framework = defaultdict(list), defaultdict(list), defaultdict(list)
+    conventions: dict[str, str] = {}
     for r in done:
         by_metric[r.metric].append(r)
         by_source[r.source].append(r)
+        by_framework[r.definition or "none"].append(r)
+        if r.metric in ("tflops_per_gpu", "mfu") and r.convention:
+            conventions[r.source] = r.convention
     skipped = defaultdict(int)
     for r in rows:
         if r.skipped:
@@ -373,8 +340,8 @@ def summarize(rows: list[Row]) -> dict:
         "by_metric": {k: mape(v) for k, v in sorted(by_metric.items())},
         "verdicts": {m: mape([r for r in verdicts if r.metric == m]) for m in sorted({r.metric for r in verdicts})},
         "by_source": {k: mape(v) for k, v in sorted(by_source.items())},
-        "definitions_by_source": {k: DEFINITIONS[flops_definition(k)] for k in sorted(by_source)
-                                  if any(r.metric in ("tflops_per_gpu", "mfu") for r in by_source[k])},
+        "by_framework": {k: mape(v) for k, v in sorted(by_framework.items())},
+        "definitions_by_source": {k: FLOP_CONVENTIONS[conv].description for k, conv in sorted(conventions.items())},
         "skipped": {"rows": sum(skipped.values()), "reasons": dict(sorted(skipped.items(), key=lambda kv: -kv[1]))},
     }
 
@@ -425,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write(f"  overall: {_fmt(summary['overall']['mape_pct'])} % over {summary['overall']['rows']} rows\n")
     t = summary["target_bf16_dense_time_metrics"]
     out.write(f"  BF16 dense rows, step time / TFLOP/s / MFU / tokens/s: {_fmt(t['mape_pct'])} % over {t['rows']} rows\n")
-    for name in ("by_metric", "by_source"):
+    for name in ("by_metric", "by_source", "by_framework"):
         out.write(f"  {name.replace('_', ' ')}:\n")
         for k, v in summary[name].items():
             out.write(f"    {k:28} {_fmt(v['mape_pct']):>7} %  (median {_fmt(v['median_ape_pct'])} %, {v['rows']} rows)\n")
@@ -440,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"rows": [{"id": r.id, "metric": r.metric, "measured": r.measured, "predicted": r.predicted,
                          "error_pct": r.error_pct, "skipped": r.skipped, "source": r.source,
-                         "flops_definition": r.definition} for r in rows], "summary": summary}
+                         "framework": r.definition, "flop_convention": r.convention} for r in rows],
+               "summary": summary}
         Path(args.json).write_text(json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from graphgen.config import Cluster, ExecutionBackend, ModelConfig, ModelSpec, ParallelPlan, Workload, parse
+from graphgen.config.framework import Framework
 from graphgen.errors import RankflowError
 from graphgen.model.finetune import FINETUNE_METHODS
 from graphgen.parallel.pipeline import split_problem
@@ -27,6 +28,7 @@ class Scenario:
     model_file: str = "<model config>"
     hardware_file: str = "<hardware config>"
     plan_file: str = "<plan>"
+    framework: Framework | None = None  # the profile that filled defaults and sets the report's conventions
 
     @property
     def world(self) -> int:

@@ -15,6 +15,7 @@ pipeline. Each argument of load_scenario takes a file path, a dict, or an alread
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from graphgen.config import (
     parse_plan_config,
     split_overrides,
 )
+from graphgen.config.framework import Framework, FrameworkProfile, apply_defaults, resolve
 from graphgen.errors import RankflowError
 from graphgen.hf_import import is_hf_config, model_from_hf
 from graphgen.memory import MemoryReport, scenario_memory
@@ -48,7 +50,7 @@ Source = str | Path | dict[str, Any]
 
 def _model_data(model: Source | ModelConfig) -> tuple[dict[str, Any], str]:
     if isinstance(model, ModelConfig):
-        return model.model_dump(), "<model config>"
+        return model.model_dump(exclude_unset=True), "<model config>"
     if isinstance(model, dict):
         data, file = model, "<model config>"
     else:
@@ -64,7 +66,8 @@ PLAN_KEYS = ("parallelism", "execution_backend")
 def _hardware(hardware: Source | Cluster, overrides: list) -> tuple[Cluster, dict[str, Any], str]:
     """The cluster (validated once; a parsed one is used as it is) and the hardware file's own plan."""
     if isinstance(hardware, Cluster):
-        plan = {k: getattr(hardware, k).model_dump() for k in PLAN_KEYS if hasattr(hardware, k)}
+        # Only what the file set: a framework profile fills the rest.
+        plan = {k: getattr(hardware, k).model_dump(exclude_unset=True) for k in PLAN_KEYS if hasattr(hardware, k)}
         cluster = hardware.cluster if isinstance(hardware, HardwareConfig) else hardware
         if not overrides:
             return cluster, plan, "<hardware config>"
@@ -107,20 +110,56 @@ def load_scenario(model: Source | ModelConfig, hardware: Source | HardwareConfig
     plan that replaces the hardware file's; `overrides` are `--set` strings (section.field=value)."""
     routed = split_overrides(list(overrides))
     model_data, model_file = _model_data(model)
-    mc = parse_model_config(apply_overrides(model_data, routed.model), model_file)
     cluster, hw_plan, hw_file = _hardware(hardware, routed.cluster)
     plan_data, plan_file = _plan_data(plan)
     if plan_data is None:
         plan_data, plan_file = hw_plan, hw_file
     else:
         parse_plan_config(hw_plan, hw_file)  # the hardware file's own plan must be valid too
-    pc = parse_plan_config(apply_overrides(plan_data, routed.plan), plan_file)
+    model_data = apply_overrides(model_data, routed.model)
+    plan_data = apply_overrides(plan_data, routed.plan)
+    framework = _framework(model_data, plan_data, model_file, cluster)
+    mc = parse_model_config(model_data, model_file)
+    pc = parse_plan_config(plan_data, plan_file)
     execution = pc.execution_backend or parse_plan_config(hw_plan, hw_file).execution_backend or ExecutionBackend()
     if execution.model not in BACKENDS:
         raise RankflowError(f"unknown backend '{execution.model}'", file=plan_file, field="execution_backend.model",
                             fix=f"use one of: {', '.join(BACKENDS)}")
-    return make_scenario(mc, cluster, pc.parallelism, execution, model_file=model_file, hardware_file=hw_file,
-                         plan_file=plan_file)
+    sc = make_scenario(mc, cluster, pc.parallelism, execution, model_file=model_file, hardware_file=hw_file,
+                       plan_file=plan_file)
+    return replace(sc, framework=framework) if framework else sc
+
+
+FRAMEWORKS_DIR = Path(__file__).resolve().parent.parent / "framework_configs"
+
+
+def load_framework(name: str, version: str | None = None, file: str = "<model config>") -> Framework:
+    """A framework profile (framework_configs/<name>.yaml) resolved at a version."""
+    known = sorted(p.stem for p in FRAMEWORKS_DIR.glob("*.yaml"))
+    if name not in known:
+        raise RankflowError(f"no framework profile '{name}'", file=file, field="workload.framework",
+                            fix=f"use one of: {', '.join(known)}, or unset it")
+    path = FRAMEWORKS_DIR / f"{name}.yaml"
+    return resolve(parse(FrameworkProfile, read_mapping(path, "framework profile"), str(path)), version, str(path))
+
+
+def _framework(model_data: dict[str, Any], plan_data: dict[str, Any], model_file: str,
+               cluster: Cluster) -> Framework | None:
+    """The workload's framework profile; its defaults go into copies of the workload and parallelism
+    sections, under what the files and --set give."""
+    workload = model_data.get("workload")
+    if not isinstance(workload, dict) or workload.get("framework") is None:
+        return None
+    name, version = workload["framework"], workload.get("framework_version")
+    if not isinstance(name, str) or not (version is None or isinstance(version, (str, int, float))):
+        return None  # the schema check names the field
+    fw = load_framework(name, None if version is None else str(version), model_file)
+    model_data["workload"] = dict(workload)
+    parallelism = plan_data.get("parallelism")
+    plan_data["parallelism"] = dict(parallelism) if isinstance(parallelism, dict) else {}
+    notes = apply_defaults(fw, model_data["workload"], plan_data["parallelism"],
+                           cluster.device.efficiency.attention_kernels)
+    return replace(fw, notes=notes)
 
 
 def build(scenario: Scenario, detail: str = "ops") -> Program:

@@ -46,6 +46,7 @@ def result_to_dict(r: Result) -> dict[str, Any]:
                   for t in r.roles],
         "memory": memory_dict(r.memory),
         "layer_table": [dict(row) for row in r.layer_table],
+        "framework": dict(r.framework) if r.framework else None,
         "notes": list(r.notes),
     }
 

@@ -32,6 +32,7 @@ def summary(r: Result, layer_table: bool = False) -> str:
     lines = [
         f"Rankflow ({r.backend} backend): {r.model} on {r.gpus} x {r.device} ({r.hardware})",
         f"  plan: tp={p['tp']} sp={'on' if p['sp'] else 'off'} pp={p['pp']} dp={p['dp']} "
+        f"{''.join(f'{a}={p[a]} ' for a in ('cp', 'ep', 'etp') if p.get(a, 1) > 1)}"
         f"schedule={p['schedule']} v={p['virtual_stages']} zero={p['zero_stage']} recompute={p['recompute']} "
         f"{p['precision']}",
         f"  batch: {r.global_batch} sequences x {p['seq_len']} tokens = {r.tokens_per_step:,} tokens/step; "
@@ -51,6 +52,11 @@ def summary(r: Result, layer_table: bool = False) -> str:
             continue  # an axis this plan does not use
         lines.append(f"  exposed {axis + ' comm':15} {t:10.4f} s  {_pct(t, r.step_time_s)}")
     lines.append(f"  pipeline bubble         {b.pipeline_bubble:10.4f} s  {_pct(b.pipeline_bubble, r.step_time_s)}")
+    if r.framework:
+        f = r.framework
+        lines += ["", f"As {f['name']} {f['version']} would log it ({f['flop_convention']} FLOPs, "
+                      f"{f['memory_figure']}): {f['tflops_per_gpu']:.1f} TFLOP/s/GPU, MFU {100 * f['mfu']:.1f} %, "
+                      f"peak memory {f['peak_memory_gib']:.2f} GiB"]
     lines += ["", memory_table(r.memory)]
     if layer_table:
         lines += ["", "One transformer layer, one microbatch, one GPU:",

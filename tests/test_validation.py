@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.validate import Row, attention_kernel, summarize, validate
+from benchmarks.validate import Row, row_scenario, row_source, summarize, validate
 from tests.helpers import ROOT
 
 SAMPLE = ROOT / "tests" / "data" / "validation" / "training_sample.csv"
@@ -21,19 +21,35 @@ def test_rows_are_predicted_or_skipped_with_a_reason():
     rows = {r.id: r for r in validate(SAMPLE)}
     assert rows["T1-tps"].predicted > 0 and rows["T1-mfu"].predicted > 0
     # MFU under llm-foundry's own convention follows the predicted throughput exactly.
-    assert rows["T1-mfu"].definition == "llmfoundry"
+    assert rows["T1-mfu"].convention == "llmfoundry" and rows["T1-mfu"].definition.startswith("composer")
     assert rows["T2-moe"].predicted > 0  # a MoE model the catalogue knows (benchmarks/model_catalogue.yaml)
     assert rows["T4-moe-unknown"].skipped.startswith("MoE model not in")
     assert rows["T3-nogb"].skipped == "global_batch not stated"
 
 
+ROW = {"id": "x", "model": "MPT-7b", "layers": "32", "hidden": "4096", "heads": "32", "kv_heads": "32",
+       "ffn_hidden": "16384", "vocab": "50368", "seq_len": "2048", "gpu": "H100-80GB", "num_gpus": "8", "tp": "1",
+       "pp": "1", "dp": "8", "cp": "", "ep": "", "vpp": "", "zero_stage": "3", "recompute": "none",
+       "sequence_parallel": "", "global_batch": "64", "micro_batch": "1", "notes": "", "params_b": ""}
+
+
 def test_llm_foundry_attention_kernel_follows_the_table_that_ran_it():
+    """From sources.yaml and the composer profile alone: the triton kernel, except where the large-scale
+    table's sweep ran flash-attn 2."""
     big = 'mosaicml/llm-foundry README "## H100 80GB BF16 (Large Scale, >= 128 GPUs)"'
     small = 'mosaicml/llm-foundry README "## H100 80GB BF16"'
-    assert attention_kernel({"source": big, "model": "MPT-7b"}) is None  # flash-attn 2.4.2: the default curve
-    assert attention_kernel({"source": big, "model": "MPT-13b"}) == "triton"
-    assert attention_kernel({"source": small, "model": "MPT-7b"}) == "triton"
-    assert attention_kernel({"source": "NVIDIA NeMo", "model": "Llama"}) is None
+    kernel = {(src, m): row_scenario({**ROW, "source": src, "model": m}, {}).workload.attention_kernel
+              for src in (big, small) for m in ("MPT-7b", "MPT-13b")}
+    assert kernel[(big, "MPT-7b")] is None and kernel[(big, "MPT-13b")] == "triton"
+    assert kernel[(small, "MPT-7b")] == "triton"
+    assert row_source({"source": "NVIDIA/NeMo docs", "notes": "", "model": "Llama"})["framework"] == "nemo"
+
+
+def test_an_unseen_source_runs_without_a_framework_and_states_its_facts():
+    row = {**ROW, "source": "Someone's blog 2026", "model": "MPT-7b", "notes": "bf16; fused CE; torch.compile"}
+    sc = row_scenario(row, {})
+    assert sc.framework is None and row_source(row)["name"] == "someone's"
+    assert sc.workload.fused_cross_entropy and sc.workload.fused_kernels
 
 
 def test_summary_counts_errors_and_verdicts():
@@ -81,28 +97,21 @@ def test_sample_files_exist():
     assert Path(SAMPLE).exists()
 
 
-def test_framework_profiles_apply_to_their_rows_and_name_valid_plan_fields():
-    from benchmarks.validate import framework_overrides, load_frameworks
-    from graphgen.config import ParallelPlan
-
-    profiles = load_frameworks()
-    assert profiles and all(p.get("source") for p in profiles.values())
-    row = {"source": "Narayanan et al. 2021 ... Table 2", "notes": "ZeRO-3 via DeepSpeed, no model parallelism"}
-    sets = framework_overrides(row, profiles)
-    assert ("parallelism.zero3_gather_gbs", 18.6) in sets
-    # Every field a profile sets is a real plan field with a valid value.
-    plan = ParallelPlan.model_validate({"zero_stage": 3, **{k.split(".", 1)[1]: v for k, v in sets}})
-    assert plan.zero3_regather_after_recompute
-    assert framework_overrides({"source": "Narayanan et al. 2021 Table 1", "notes": "PTD-P"}, profiles) == []
+def test_deepspeed_rows_get_the_profile_of_deepspeed_0_3():
+    row = {**ROW, "source": "Narayanan et al. 2021 ... Table 2", "notes": "ZeRO-3 via DeepSpeed, no model parallelism",
+           "gpu": "A100", "model": "GPT-7.5B", "zero_stage": "3"}
+    assert row_source(row)["framework"] == "deepspeed" and row_source(row)["flops"] == "megatron_hfu"
+    plan = row_scenario({**row, "model": "MPT-7b"}, {}).plan
+    assert plan.zero3_gather_gbs == 18.6 and plan.zero3_grad_all_reduce and plan.zero3_regather_after_recompute
+    ptdp = row_scenario({**row, "notes": "PTD-P", "model": "MPT-7b"}, {}).plan
+    assert ptdp.zero3_gather_gbs is None and not ptdp.overlap_grad_reduce  # Megatron 2021: reduce after backward
 
 
-def test_composer_mixed_precision_sets_the_gradient_reduce_dtype():
-    from benchmarks.validate import grad_reduce_dtype
-
+def test_composer_version_sets_the_gradient_reduce_dtype():
     src = "mosaicml/llm-foundry scripts/train/benchmarking/README.md"
-    assert grad_reduce_dtype({"source": src, "notes": "precision amp_bf16 (DEFAULT); grad accum 1"}) == "fp32"
-    assert grad_reduce_dtype({"source": src, "notes": "precision bf16 (PURE); grad accum 4"}) == "bf16"
-    assert grad_reduce_dtype({"source": "Narayanan et al. 2021", "notes": ""}) == "fp32"
+    dtype = {n: row_scenario({**ROW, "source": src, "notes": n}, {}).plan.grad_reduce_dtype
+             for n in ("precision amp_bf16 (DEFAULT); grad accum 1", "precision bf16 (PURE); grad accum 4")}
+    assert dtype == {"precision amp_bf16 (DEFAULT); grad accum 1": "fp32", "precision bf16 (PURE); grad accum 4": "bf16"}
 
 
 def test_llm_foundry_mpt_mapping_reproduces_its_parameter_count():

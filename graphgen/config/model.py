@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StrictInt, model_validator
+from pydantic import Field, StrictInt, field_validator, model_validator
 
 from graphgen.config.base import Bool, DimInt, LayerCount, PosFloat, PosInt, Str, Strict
 
@@ -156,6 +156,14 @@ class Workload(Strict):
     run_type: Literal["training"] = Field(
         "training", description="Only training steps are simulated by this version.")
     seq_len: DimInt = Field(2048, description="Tokens per sequence.")
+    framework: Str | None = Field(
+        None, description="Training framework whose profile (framework_configs/<name>.yaml) fills the workload "
+                          "and parallelism fields left unset, and whose FLOP and memory conventions the report "
+                          "adds: megatron-lm, megatron-bridge, nemo, torchtitan, deepspeed, composer, nanotron, "
+                          "hf-trainer.")
+    framework_version: Str | None = Field(
+        None, description="Framework version: the profile's newest version at or before it (unset: its newest). "
+                          "A bare number is read as YAML reads it: quote '24.10' to keep its trailing zero.")
     global_batch: PosInt | None = Field(
         None, description="Sequences per optimizer step, across all data-parallel replicas.")
     micro_batch: PosInt = Field(1, description="Sequences per microbatch.")
@@ -185,6 +193,12 @@ class Workload(Strict):
                                               "when given, it sets the busiest rank's share instead of "
                                               "expert_imbalance (experts are placed contiguously on ep ranks).")
     finetune: FineTune = FineTune()
+
+    @field_validator("framework_version", mode="before")
+    @classmethod
+    def _version_text(cls, v: object) -> object:
+        return repr(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
 
 
 class ModelConfig(Strict):

@@ -101,7 +101,7 @@ class ParallelPlan(Strict):
     zero3_gather_gbs: Rate | None = Field(
         None, description="Ceiling on the bus bandwidth (GB/s per GPU) of ZeRO-3/FSDP parameter all-gathers, "
                           "for implementations that the host, not the network, limits (DeepSpeed 0.3: 18.6 "
-                          "GB/s, see benchmarks/frameworks.yaml). Unset: the network model alone. The "
+                          "GB/s, see framework_configs/deepspeed.yaml). Unset: the network model alone. The "
                           "ASTRA-sim backend times these collectives on its own network model, without it.")
 
     _known_schedule = field_validator("schedule")(lambda cls, name: SCHEDULES.check(name))

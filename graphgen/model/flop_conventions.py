@@ -1,0 +1,77 @@
+"""FLOP-counting conventions frameworks use for the TFLOP/s and MFU they log, so a prediction can be
+reported the way a user's own framework would report it (each framework profile names its own).
+
+Each is FLOPs per token of one training step for a model at a sequence length; `recompute` is the
+plan's, for conventions that count the recompute pass; `stated_params` a parameter count a source
+states itself (llm-foundry's NumParams includes MPT's learned position table)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from graphgen.config.model import ModelSpec
+from graphgen.model.flops import (
+    attention_keys,
+    attention_widths,
+    matmul_params,
+    model_flops_per_token,
+    total_params,
+)
+from graphgen.registry import Registry
+
+
+@dataclass(frozen=True)
+class FlopConvention:
+    name: str
+    description: str
+    per_token: Callable[[ModelSpec, int, str, float | None], float]
+    peak: str = "precision"  # MFU's peak: the run's precision ("precision") or the bf16 peak ("bf16")
+
+
+FLOP_CONVENTIONS: Registry[FlopConvention] = Registry("FLOP convention")
+
+
+def _attention(m: ModelSpec, s: int) -> float:
+    """Non-causal attention FLOPs per token of a training step (forward and backward)."""
+    qk, v = attention_widths(m)
+    return 6.0 * m.heads * (qk + v) * attention_keys(m, s)  # 3 x the forward 2 x heads x (qk + v) x keys
+
+
+def _standard(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
+    return model_flops_per_token(m, s)
+
+
+def _causal(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
+    return model_flops_per_token(m, s) - _attention(m, s) / 2
+
+
+def _megatron_hfu(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
+    h, L, V = m.hidden, m.layers, m.vocab
+    f = 72.0 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
+    return f * (4.0 / 3.0 if recompute == "full" else 1.0)
+
+
+def _llmfoundry(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
+    return 6.0 * (stated or total_params(m)) + 12.0 * m.layers * m.hidden * s
+
+
+def _torchtitan(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
+    return 6.0 * (total_params(m) - m.vocab * m.hidden) + 12.0 * m.layers * m.heads * m.d_head * s
+
+
+for _c in (
+    FlopConvention("standard", "Rankflow standard model FLOPs (README: MFU definition), recompute not counted",
+                   _standard),
+    FlopConvention("causal", "6 x matmul parameters + 6 x layers x heads x head_dim x seq (causal attention), "
+                   "recompute not counted (Megatron-Core >= 0.12, Megatron-Bridge, NeMo 2025)", _causal),
+    FlopConvention("megatron_hfu", "Megatron/Narayanan eq. 3: 72*l*h^2*(1 + s/(6h) + V/(16*l*h)) per token, x4/3 "
+                   "under full recompute (hardware FLOPs)", _megatron_hfu),
+    FlopConvention("llmfoundry", "llm-foundry: 6 x all parameters + 12 x layers x hidden x seq per token "
+                   "(model FLOPs)", _llmfoundry),
+    FlopConvention("torchtitan", "torchtitan: 6 x non-embedding parameters + 12 x layers x heads x head_dim x seq "
+                   "(model FLOPs)", _torchtitan),
+):
+    FLOP_CONVENTIONS.add(_c.name, _c)
+
+__all__ = ["FLOP_CONVENTIONS", "FlopConvention", "matmul_params"]
