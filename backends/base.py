@@ -20,8 +20,9 @@ SCHEMA_VERSION = "2.2"
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
     "per token = 6 x matmul parameters (all linears and the LM head) + 12 x layers x heads x head_dim x "
-    "seq_len (attention scores, non-causal; a sliding-window layer counts its window instead of seq_len), "
-    "recompute not counted (PaLM, Chowdhery et al. 2022, App. B); fine-tuning counts what the method computes: "
+    "the keys a query attends to under the causal mask ((seq_len + 1) / 2; in a sliding-window layer, up to "
+    "its window), recompute not counted (PaLM, Chowdhery et al. 2022, App. B, with causal attention as "
+    "Megatron-Core counts it, so MFU stays below 100 % at any length); fine-tuning counts what the method computes: "
     "frozen weights have no weight-gradient FLOPs, a frozen prefix of layers no backward, adapters 6 x their "
     "parameters")
 HFU_DEFINITION = (

@@ -32,18 +32,14 @@ class FlopConvention:
 FLOP_CONVENTIONS: Registry[FlopConvention] = Registry("FLOP convention")
 
 
-def _attention(m: ModelSpec, s: int) -> float:
-    """Non-causal attention FLOPs per token of a training step (forward and backward)."""
+def _palm(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
+    """6 x matmul parameters + 12 x layers x heads x (qk + v) / 2 x keys, the masked half included."""
     qk, v = attention_widths(m)
-    return 6.0 * m.heads * (qk + v) * attention_keys(m, s)  # 3 x the forward 2 x heads x (qk + v) x keys
+    return 6.0 * matmul_params(m) + 6.0 * m.heads * (qk + v) * attention_keys(m, s)
 
 
 def _standard(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
     return model_flops_per_token(m, s)
-
-
-def _causal(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
-    return model_flops_per_token(m, s) - _attention(m, s) / 2
 
 
 def _megatron_hfu(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
@@ -61,10 +57,13 @@ def _torchtitan(m: ModelSpec, s: int, recompute: str, stated: float | None) -> f
 
 
 for _c in (
-    FlopConvention("standard", "Rankflow standard model FLOPs (README: MFU definition), recompute not counted",
-                   _standard),
+    FlopConvention("standard", "Rankflow standard model FLOPs (README: MFU definition): 6 x matmul parameters + "
+                   "12 x layers x heads x head_dim x the keys a query attends to under the causal mask, recompute "
+                   "not counted", _standard),
     FlopConvention("causal", "6 x matmul parameters + 6 x layers x heads x head_dim x seq (causal attention), "
-                   "recompute not counted (Megatron-Core >= 0.12, Megatron-Bridge, NeMo 2025)", _causal),
+                   "recompute not counted (Megatron-Core >= 0.12, Megatron-Bridge, NeMo 2025)", _standard),
+    FlopConvention("palm", "6 x matmul parameters + 12 x layers x heads x head_dim x seq (non-causal attention, "
+                   "PaLM App. B), recompute not counted", _palm),
     FlopConvention("megatron_hfu", "Megatron/Narayanan eq. 3: 72*l*h^2*(1 + s/(6h) + V/(16*l*h)) per token, x4/3 "
                    "under full recompute (hardware FLOPs)", _megatron_hfu),
     FlopConvention("llmfoundry", "llm-foundry: 6 x all parameters + 12 x layers x hidden x seq per token "

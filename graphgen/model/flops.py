@@ -10,17 +10,25 @@ __all__ = ["attention_keys", "matmul_params", "model_flops_per_token", "recomput
 
 
 def _keys(m: ModelSpec, layer: int, seq_len: int) -> int:
-    """Keys a query attends to in one layer: the sequence, or the window of a sliding-window layer."""
+    """Keys a query may attend to in one layer, ignoring the causal mask: the sequence, or the window
+    of a sliding-window layer (the non-causal count of PaLM-style conventions)."""
     if m.attention_kind(layer) == "sliding" and m.sliding_window:
         return min(seq_len, m.sliding_window)
     return seq_len
 
 
+def _causal_keys(m: ModelSpec, layer: int, seq_len: int) -> float:
+    """Keys a query attends to on average under the causal mask: query i sees min(i, window) keys, so
+    (w s - w (w - 1) / 2) / s for a window w <= s ((s + 1) / 2 for full attention)."""
+    w = _keys(m, layer, seq_len)
+    return (w * seq_len - w * (w - 1) / 2) / seq_len
+
+
 def _attention_fwd(m: ModelSpec, layer: int, seq_len: int) -> float:
-    """Forward attention FLOPs per token of one layer, non-causal: 2 x heads x (qk + v width) x keys
-    (4 x heads x head_dim x keys when the widths agree)."""
+    """Forward attention FLOPs per token of one layer, as computed under the causal mask: 2 x heads x
+    (qk + v width) x the keys a query attends to (4 x heads x head_dim x keys when the widths agree)."""
     qk, v = attention_widths(m)
-    return 2.0 * m.heads * (qk + v) * _keys(m, layer, seq_len)
+    return 2.0 * m.heads * (qk + v) * _causal_keys(m, layer, seq_len)
 
 
 def attention_widths(m: ModelSpec) -> tuple[int, int]:
@@ -36,10 +44,12 @@ def attention_keys(m: ModelSpec, seq_len: int) -> int:
 
 
 def model_flops_per_token(m: ModelSpec, seq_len: int, finetune: FineTune | None = None) -> float:
-    """Standard model FLOPs per token for one training step (PaLM, Chowdhery et al. 2022, App. B).
+    """Standard model FLOPs per token for one training step (PaLM, Chowdhery et al. 2022, App. B, with
+    the attention FLOPs the causal mask leaves, as Megatron-Core >= 0.12 counts them).
 
     Pretraining: 6 x matmul parameters (forward 2, backward 4) plus 12 x heads x head_dim x the keys
-    each query attends to, summed over layers, non-causal, without recompute. Fine-tuning counts
+    each query attends to under the causal mask, summed over layers, without recompute. Counting the
+    masked half too (PaLM) would put MFU above 100 % at long sequences, which no GPU can reach. Fine-tuning counts
     what the method computes, in the same convention: frozen weights have no weight-gradient
     FLOPs, a frozen prefix of layers no backward at all, and adapters their own 6 x parameters.
     """
