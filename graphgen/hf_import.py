@@ -101,10 +101,11 @@ def _activation(r: _Reader, default: str, gated: bool) -> str:
 def _window(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
     """Sliding-window attention: Mistral applies its window to every layer; Qwen2 only with
     use_sliding_window, from max_window_layers on (HF Qwen2Attention)."""
+    qwen = kind.startswith("qwen")
     window = r.int("sliding_window", None)
-    if window is None or (kind in ("qwen2", "qwen3") and not r.flag("use_sliding_window", False)):
+    if window is None or (qwen and not r.flag("use_sliding_window", False)):
         return {}
-    if kind in ("qwen2", "qwen3"):
+    if qwen:
         first = r.int("max_window_layers", layers, minimum=0)
         if first >= layers:
             return {}
@@ -113,6 +114,24 @@ def _window(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
                         "write a Rankflow model YAML with attention_pattern")
         return {"sliding_window": window, "attention_pattern": ["full"] * first + ["sliding"] * (layers - first)}
     return {"sliding_window": window}
+
+
+def _biases(r: _Reader, kind: str) -> dict[str, Any]:
+    """Which linears carry biases, as the HF modules build them: Qwen2's attention always biases q, k
+    and v (it reads no key), Qwen2-MoE's by qkv_bias, neither biases o_proj; Llama and Qwen3 put
+    attention_bias on q, k, v and o alike and Llama's mlp_bias on the MLP; Mistral/Mixtral have none."""
+    if kind == "qwen2":
+        return {"qkv_bias": True}
+    if kind == "qwen2_moe":
+        return {"qkv_bias": r.flag("qkv_bias", True)}
+    if kind not in ("llama", "qwen3", "qwen3_moe"):
+        return {}
+    attn, mlp = r.flag("attention_bias", False), kind == "llama" and r.flag("mlp_bias", False)
+    if attn != mlp:  # Rankflow's `bias` covers every linear, `qkv_bias` only q/k/v: o_proj alone has no field
+        key = "attention_bias" if attn else "mlp_bias"
+        raise r.bad(key, f"{key} without {'mlp_bias' if attn else 'attention_bias'} is not modelled",
+                    "write a Rankflow model YAML (qkv_bias biases q/k/v only; bias biases every linear)")
+    return {"bias": True} if attn else {}
 
 
 def _llama_like(r: _Reader, kind: str, name: str) -> dict[str, Any]:
@@ -127,7 +146,7 @@ def _llama_like(r: _Reader, kind: str, name: str) -> dict[str, Any]:
     }
     if r.data.get("head_dim") is not None:
         out["head_dim"] = r.int("head_dim")
-    return {**out, **_window(r, kind, layers)}
+    return {**out, **_biases(r, kind), **_window(r, kind, layers)}
 
 
 def _dense_layers(r: _Reader, layers: int) -> list[int]:
@@ -161,6 +180,9 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
 
 def _deepseek(r: _Reader, kind: str, name: str) -> dict[str, Any]:
     layers = r.int("num_hidden_layers")
+    if r.flag("attention_bias", False):  # HF biases the latent projections; MLA's have no bias field
+        raise r.bad("attention_bias", "biases on latent-attention projections are not modelled",
+                    "set attention_bias false or write a Rankflow model YAML")
     return {
         "name": name, "layers": layers, "hidden": r.int("hidden_size"), "heads": r.int("num_attention_heads"),
         "ffn_hidden": r.int("intermediate_size"), "vocab": r.int("vocab_size"),
@@ -175,6 +197,10 @@ def _deepseek(r: _Reader, kind: str, name: str) -> dict[str, Any]:
 
 
 def _gpt_neox(r: _Reader, name: str) -> dict[str, Any]:
+    # The MLP always has biases (HF GPTNeoXMLP); attention_bias switches those of qkv and dense together.
+    if not r.flag("attention_bias", True):
+        raise r.bad("attention_bias", "an unbiased attention beside a biased MLP is not modelled",
+                    "write a Rankflow model YAML (bias covers every linear, qkv_bias only q/k/v)")
     return {
         "name": name, "layers": r.int("num_hidden_layers"), "hidden": r.int("hidden_size"),
         "heads": r.int("num_attention_heads"), "ffn_hidden": r.int("intermediate_size"), "vocab": r.int("vocab_size"),
@@ -217,8 +243,7 @@ def model_from_hf(data: dict[str, Any], file: str) -> dict[str, Any]:
     elif kind in ("deepseek_v2", "deepseek_v3"):
         out = _deepseek(r, kind, name)
     elif kind in _MOE:
-        out = {**_llama_like(r, "mistral" if kind == "mixtral" else "qwen2", name),
-               "moe": _moe(r, kind, r.int("num_hidden_layers"))}
+        out = {**_llama_like(r, kind, name), "moe": _moe(r, kind, r.int("num_hidden_layers"))}
     elif kind == "gpt_neox":
         out = _gpt_neox(r, name)
     elif kind == "mpt":

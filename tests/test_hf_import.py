@@ -1,0 +1,67 @@
+"""Hugging Face import: what each key the importer reads becomes, and the keys it refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from graphgen.errors import RankflowError
+from graphgen.model.params import attention_linears, total_params
+from rankflow.api import load_model
+from tests.helpers import ROOT, TINY_LLAMA, layer_graph, scenario
+
+HF = ROOT / "tests" / "data" / "hf"
+LLAMA = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 8, "num_hidden_layers": 4,
+         "intermediate_size": 512, "vocab_size": 1000}
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def refused(tmp_path: Path, data: dict, key: str) -> str:
+    """The one-line error an unrepresentable config gets: it names the file and the HF key."""
+    path = write(tmp_path, data)
+    with pytest.raises(RankflowError) as err:
+        load_model(path)
+    text = str(err.value)
+    assert "\n" not in text and str(path) in text and key in text
+    return text
+
+
+def test_qwen2_biases_query_key_value_but_not_the_output_projection():
+    m = load_model(HF / "qwen2.json").model
+    assert m.qkv_bias and not m.bias
+    qkv, out = attention_linears(m)
+    assert qkv.bias and not out.bias
+    # 28 layers of q (3584), k and v (4 x 128 each) biases: what the HF checkpoint holds beyond the weights.
+    assert total_params(m) - total_params(m.model_copy(update={"qkv_bias": False})) == 28 * (3584 + 2 * 512)
+    assert load_model(HF / "qwen2_moe.json").model.qkv_bias
+
+
+def test_qkv_bias_adds_parameters_to_the_qkv_projection_op_only():
+    plain = layer_graph(scenario(TINY_LLAMA))
+    biased = layer_graph(scenario({**TINY_LLAMA, "qkv_bias": True}))
+    d_out = (8 + 2 * 4) * 32
+    assert biased.unit_block(0).op("qkv_proj").weight_params - plain.unit_block(0).op("qkv_proj").weight_params == d_out
+    assert biased.unit_block(0).op("out_proj").weight_params == plain.unit_block(0).op("out_proj").weight_params
+
+
+def test_llama_attention_bias_with_mlp_bias_biases_every_linear(tmp_path):
+    m = load_model(write(tmp_path, {**LLAMA, "attention_bias": True, "mlp_bias": True})).model
+    assert m.bias and not m.qkv_bias
+
+
+@pytest.mark.parametrize("data,key", [
+    ({**LLAMA, "attention_bias": True}, "attention_bias"),
+    ({**LLAMA, "mlp_bias": True}, "mlp_bias"),
+    ({**LLAMA, "model_type": "qwen3_moe", "attention_bias": True, "num_experts": 8, "num_experts_per_tok": 2,
+      "moe_intermediate_size": 128}, "attention_bias"),
+    ({**LLAMA, "model_type": "gpt_neox", "attention_bias": False}, "attention_bias"),
+], ids=["llama-attention-only", "llama-mlp-only", "qwen3-moe", "gpt-neox-unbiased-attention"])
+def test_biases_rankflow_cannot_place_are_refused(tmp_path, data, key):
+    refused(tmp_path, data, key)
