@@ -98,22 +98,67 @@ def _activation(r: _Reader, default: str, gated: bool) -> str:
                                                                         "model YAML")
 
 
-def _window(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
-    """Sliding-window attention: Mistral applies its window to every layer; Qwen2 only with
-    use_sliding_window, from max_window_layers on (HF Qwen2Attention)."""
-    qwen = kind.startswith("qwen")
-    window = r.int("sliding_window", None)
-    if window is None or (qwen and not r.flag("use_sliding_window", False)):
+_LAYER_TYPES = {"full_attention": "full", "sliding_attention": "sliding"}
+
+
+def _layer_types(r: _Reader, layers: int) -> list[str] | None:
+    """HF's per-layer attention list (layer_types) as Rankflow attention kinds; None when absent."""
+    value = r.data.get("layer_types")
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != layers:
+        got = f"{len(value)} entries" if isinstance(value, list) else type(value).__name__
+        raise r.bad("layer_types", f"must list one attention type per layer ({layers}), got {got}",
+                    "correct the config.json")
+    bad = [v for v in value if not isinstance(v, str) or v not in _LAYER_TYPES]
+    if bad:  # chunked (Llama 4), linear (Qwen3-Next) and other kinds have no attention builder here
+        raise r.bad("layer_types", f"layer type {str(bad[0])[:40]!r} is not modelled",
+                    "use full_attention or sliding_attention, or write a Rankflow model YAML")
+    return [_LAYER_TYPES[v] for v in value]
+
+
+def _period(kinds: list[str]) -> list[str]:
+    """The shortest pattern that, repeated over the layers as attention_pattern is, gives every layer's
+    kind (gpt-oss: [sliding, full]): the length minus the longest border (KMP), in linear time."""
+    border = [0] * len(kinds)
+    for i in range(1, len(kinds)):
+        k = border[i - 1]
+        while k and kinds[i] != kinds[k]:
+            k = border[k - 1]
+        border[i] = k + (kinds[i] == kinds[k])
+    return kinds[:len(kinds) - border[-1]]
+
+
+def _windowed(window: int, kinds: list[str]) -> dict[str, Any]:
+    pattern = _period(kinds)
+    if "sliding" not in pattern:
         return {}
-    if qwen:
+    return {"sliding_window": window, **({} if pattern == ["sliding"] else {"attention_pattern": pattern})}
+
+
+def _window(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
+    """Sliding-window attention per layer. Qwen has a window only with use_sliding_window (HF sets it
+    to None otherwise, so every layer attends fully whatever layer_types says), on the layers
+    layer_types names sliding_attention, by default from max_window_layers on (HF Qwen2Config).
+    Mistral, Mixtral and Llama read no layer_types: their window, if set, is on every layer."""
+    window, kinds = r.int("sliding_window", None), _layer_types(r, layers)
+    if not kind.startswith("qwen"):
+        expected = "sliding" if window else "full"
+        if kinds is not None and any(k != expected for k in kinds):
+            raise r.bad("layer_types", f"HF's '{kind}' ignores layer_types and attends '{expected}' on every "
+                        "layer; this list says otherwise", "write a Rankflow model YAML with attention_pattern")
+        return {"sliding_window": window} if window else {}
+    if window is None or not r.flag("use_sliding_window", False):
+        return {}
+    if kinds is None:
         first = r.int("max_window_layers", layers, minimum=0)
         if first >= layers:
             return {}
         if layers > 1024:
             raise r.bad("max_window_layers", "a per-layer window pattern over more than 1024 layers",
                         "write a Rankflow model YAML with attention_pattern")
-        return {"sliding_window": window, "attention_pattern": ["full"] * first + ["sliding"] * (layers - first)}
-    return {"sliding_window": window}
+        kinds = ["full"] * first + ["sliding"] * (layers - first)
+    return _windowed(window, kinds)
 
 
 def _biases(r: _Reader, kind: str) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from graphgen.errors import RankflowError
 from graphgen.model.params import attention_linears, total_params
@@ -65,3 +67,48 @@ def test_llama_attention_bias_with_mlp_bias_biases_every_linear(tmp_path):
 ], ids=["llama-attention-only", "llama-mlp-only", "qwen3-moe", "gpt-neox-unbiased-attention"])
 def test_biases_rankflow_cannot_place_are_refused(tmp_path, data, key):
     refused(tmp_path, data, key)
+
+
+def test_layer_types_set_the_attention_pattern():
+    # Qwen3-8B's shape with a window on three layers of four; max_window_layers (36) alone would slide none.
+    m = load_model(HF / "qwen3_layer_types.json").model
+    assert m.sliding_window == 4096 and m.attention_pattern == ["sliding", "sliding", "sliding", "full"]
+    assert [m.attention_kind(i) for i in range(8)] == ["sliding"] * 3 + ["full"] + ["sliding"] * 3 + ["full"]
+
+
+def test_layer_types_give_every_layer_its_kind(tmp_path):
+    qwen = {**LLAMA, "model_type": "qwen2", "sliding_window": 64, "use_sliding_window": True}
+    for kinds in (["full", "sliding", "sliding", "full"], ["full", "sliding", "sliding", "sliding"]):
+        m = load_model(write(tmp_path, {**qwen, "layer_types": [f"{k}_attention" for k in kinds]})).model
+        assert [m.attention_kind(i) for i in range(4)] == kinds
+    assert m.attention_pattern == ["full", "sliding", "sliding", "sliding"]  # no shorter pattern repeats
+    every = {**qwen, "layer_types": ["sliding_attention"] * 4}  # one kind: no pattern needed
+    m = load_model(write(tmp_path, every)).model
+    assert m.attention_pattern is None and m.sliding_window == 64
+
+
+def test_layer_types_without_use_sliding_window_attend_fully(tmp_path):
+    # HF Qwen2Config drops the window unless use_sliding_window: sliding_attention layers then see every key.
+    qwen = {**LLAMA, "model_type": "qwen2", "sliding_window": 64, "layer_types": ["sliding_attention"] * 4}
+    m = load_model(write(tmp_path, qwen)).model
+    assert m.sliding_window is None and m.attention_kind(0) == "full"
+
+
+@pytest.mark.parametrize("data", [
+    {**LLAMA, "model_type": "qwen3", "sliding_window": 64, "use_sliding_window": True,
+     "layer_types": ["chunked_attention"] * 4},
+    {**LLAMA, "model_type": "qwen3", "layer_types": ["full_attention"] * 3},
+    {**LLAMA, "model_type": "qwen3", "layer_types": "full_attention"},
+    {**LLAMA, "model_type": "mistral", "sliding_window": 64, "layer_types": ["full_attention", "sliding_attention"] * 2},
+], ids=["unknown-kind", "too-short", "not-a-list", "mistral-ignores-it"])
+def test_layer_types_rankflow_cannot_follow_are_refused(tmp_path, data):
+    refused(tmp_path, data, "layer_types")
+
+
+@given(st.lists(st.sampled_from(["full", "sliding"]), min_size=1, max_size=40))
+def test_the_pattern_is_the_shortest_that_repeats_into_every_layer(kinds):
+    from graphgen.hf_import import _period
+
+    pattern = _period(kinds)
+    assert all(k == pattern[i % len(pattern)] for i, k in enumerate(kinds))
+    assert not any(all(k == kinds[i % p] for i, k in enumerate(kinds)) for p in range(1, len(pattern)))
