@@ -252,6 +252,8 @@ def _gpt_neox(r: _Reader, name: str) -> dict[str, Any]:
         "activation": _activation(r, "gelu", gated=False), "norm": "layernorm",
         "tied_embeddings": r.flag("tie_word_embeddings", False), "position_encoding": "rope", "bias": True,
         "max_position": r.int("max_position_embeddings", None),
+        # HF GPTNeoXConfig defaults it to true: x + attn(ln1(x)) + mlp(ln2(x)).
+        "parallel_residual": r.flag("use_parallel_residual", True),
     }
 
 

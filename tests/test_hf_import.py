@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from graphgen.errors import RankflowError
 from graphgen.model.params import attention_linears, total_params
 from rankflow.api import load_model
-from tests.helpers import ROOT, TINY_LLAMA, layer_graph, scenario
+from tests.helpers import ROOT, TINY_GPT, TINY_LLAMA, layer_graph, run, scenario
 
 HF = ROOT / "tests" / "data" / "hf"
 LLAMA = {"model_type": "llama", "hidden_size": 256, "num_attention_heads": 8, "num_hidden_layers": 4,
@@ -112,3 +112,26 @@ def test_the_pattern_is_the_shortest_that_repeats_into_every_layer(kinds):
     pattern = _period(kinds)
     assert all(k == pattern[i % len(pattern)] for i, k in enumerate(kinds))
     assert not any(all(k == kinds[i % p] for i, k in enumerate(kinds)) for p in range(1, len(pattern)))
+
+
+def test_gpt_neox_parallel_residual_is_imported(tmp_path):
+    assert load_model(HF / "gpt_neox.json").model.parallel_residual  # GPT-NeoX-20B
+    neox = {**LLAMA, "model_type": "gpt_neox"}
+    assert load_model(write(tmp_path, neox)).model.parallel_residual  # HF's default
+    assert not load_model(write(tmp_path, {**neox, "use_parallel_residual": False})).model.parallel_residual
+
+
+@pytest.mark.parametrize("tp,sp", [(1, False), (2, False), (2, True)])
+def test_parallel_residual_saves_one_activation_less_with_the_same_work(tp, sp):
+    base = {**TINY_GPT, "dropout": 0.0}
+    seq, par = (scenario({**base, "parallel_residual": p}, tp=tp, sp=sp) for p in (False, True))
+    s_ops, p_ops = (layer_graph(sc).unit_block(0).ops for sc in (seq, par))
+    assert [o.name for o in p_ops][-6:] == ["out_proj", "ln_mlp", "fc1", "gelu", "fc2", "parallel_residual"]
+    # ln_mlp reads the block input ln_attn already keeps: one residual-stream tensor less per layer.
+    stream = 2 * 512 * TINY_GPT["hidden"] / (tp if sp else 1)
+    assert sum(o.saved_bytes for o in s_ops) - sum(o.saved_bytes for o in p_ops) == stream
+    assert sum(o.weight_params for o in p_ops) == sum(o.weight_params for o in s_ops)
+    assert sum(o.flops for o in p_ops) == pytest.approx(sum(o.flops for o in s_ops))
+    s_res, p_res = run(seq), run(par)
+    assert p_res.breakdown.exposed_comm["tp"] == pytest.approx(s_res.breakdown.exposed_comm["tp"])
+    assert p_res.memory[0].activations < s_res.memory[0].activations

@@ -83,6 +83,10 @@ class ModelSpec(Strict):
     qkv_bias: Bool = Field(
         False, description="Query/key/value projections carry biases even where `bias` is false (Qwen2, "
                            "Qwen2-MoE); the output projection and the MLP follow `bias`.")
+    parallel_residual: Bool = Field(
+        False, description="Attention and MLP both read the block input, each through its own norm, and add to "
+                           "the residual stream together: x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX, GPT-J). "
+                           "Same parameters and FLOPs; one activation fewer is saved per layer.")
     dropout: float = Field(0.0, ge=0, lt=1, strict=True,
                            description="Hidden/attention dropout probability; > 0 stores 1-byte masks for backward.")
     sliding_window: DimInt | None = Field(
