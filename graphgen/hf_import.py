@@ -23,11 +23,14 @@ def is_hf_config(data: dict[str, Any]) -> bool:
 
 
 class _Reader:
-    def __init__(self, data: dict[str, Any], file: str) -> None:
-        self.data, self.file = data, file
+    def __init__(self, data: dict[str, Any], file: str, prefix: str = "") -> None:
+        self.data, self.file, self.prefix = data, file, prefix  # prefix: a nested mapping's path, for errors
 
     def bad(self, key: str, msg: str, fix: str) -> RankflowError:
-        return RankflowError(msg, file=self.file, field=key, fix=fix)
+        return RankflowError(msg, file=self.file, field=self.prefix + key, fix=fix)
+
+    def nested(self, key: str) -> _Reader:
+        return _Reader(self.mapping(key), self.file, f"{self.prefix}{key}.")
 
     def int(self, key: str, default: Any = _MISSING, minimum: int = 1) -> int:
         value = self.data.get(key, default)
@@ -84,9 +87,9 @@ def _kind(r: _Reader) -> str:
     return kind
 
 
-def _activation(r: _Reader, default: str, gated: bool) -> str:
+def _activation(r: _Reader, default: str, gated: bool, key: str = "hidden_act") -> str:
     """Rankflow's MLP kind: gated MLPs (three matrices, any gate activation) are 'swiglu'-shaped."""
-    name = r.text("hidden_act", default) or default
+    name = r.text(key, default) or default
     low = name.lower()
     if low in {"silu", "swish", "swiglu"} or (gated and (low.startswith("gelu") or low == "relu")):
         return "swiglu" if gated else "gelu"
@@ -94,7 +97,7 @@ def _activation(r: _Reader, default: str, gated: bool) -> str:
         return "gelu"
     if low == "relu":
         return "relu"
-    raise r.bad("hidden_act", f"activation '{name}' is not modelled", "use silu, gelu or relu, or write a Rankflow "
+    raise r.bad(key, f"activation '{name}' is not modelled", "use silu, gelu or relu, or write a Rankflow "
                                                                         "model YAML")
 
 
@@ -257,13 +260,59 @@ def _gpt_neox(r: _Reader, name: str) -> dict[str, Any]:
     }
 
 
+_MPT_MOE_FFN = ("torch_dmoe", "mb_moe", "mb_dmoe")
+# TransformerEngine LayerNormMLP activations as Rankflow MLP kinds: the *glu ones gate (three matrices).
+_TE_ACTIVATIONS = {"gelu": "gelu", "qgelu": "gelu", "relu": "relu", "geglu": "swiglu", "qgeglu": "swiglu",
+                   "reglu": "swiglu", "swiglu": "swiglu"}
+
+
+def _mpt_width(r: _Reader, ffn: _Reader, d: int) -> int:
+    """llm-foundry's resolve_ffn_hidden_size: ffn_hidden_size wins; else d_model x expansion_ratio,
+    which must be a whole number."""
+    if ffn.data.get("ffn_hidden_size") is not None:
+        return ffn.int("ffn_hidden_size")
+    width = r.number("expansion_ratio", 4) * d
+    if width != int(width):
+        raise r.bad("expansion_ratio", f"d_model x expansion_ratio = {width} is not a whole number",
+                    "set ffn_config.ffn_hidden_size or correct expansion_ratio")
+    return int(width)
+
+
+def _mpt_ffn(r: _Reader, d: int) -> dict[str, Any]:
+    """MPT's MLP from ffn_config (llm-foundry's build_ffn): mptmlp (two matrices) or mptglu (gated,
+    three), activation from ffn_act_fn (default gelu); te_ln_mlp is TransformerEngine's LayerNormMLP,
+    the block's second norm and MLP fused (the same work), its activation named by `activation`.
+    fc_type picks the linear's implementation (torch or te), not its shape, so it is not read."""
+    ffn = r.nested("ffn_config")
+    kind = ffn.text("ffn_type", "mptmlp")
+    if kind in _MPT_MOE_FFN:
+        raise ffn.bad("ffn_type", f"MPT mixture-of-experts ('{kind}') is not imported",
+                      "write a Rankflow model YAML with a moe section")
+    if kind in ("mptmlp", "mptglu"):
+        act = _activation(ffn.nested("ffn_act_fn"), "gelu", gated=kind == "mptglu", key="name")
+    elif kind == "te_ln_mlp":
+        if ffn.data.get("ffn_act_fn") is not None:  # llm-foundry refuses it too
+            raise ffn.bad("ffn_act_fn", "te_ln_mlp takes no ffn_act_fn", "name the activation in ffn_config.activation")
+        if (ffn.text("normalization", "LayerNorm") or "LayerNorm") != "LayerNorm":  # its norm is the block's
+            raise ffn.bad("normalization", "te_ln_mlp's norm differs from the block's LayerNorm",
+                          "write a Rankflow model YAML")
+        name = ffn.text("activation", "gelu") or "gelu"
+        if name not in _TE_ACTIVATIONS:
+            raise ffn.bad("activation", f"TransformerEngine activation {name[:40]!r} is not modelled",
+                          f"use one of {', '.join(_TE_ACTIVATIONS)}")
+        act = _TE_ACTIVATIONS[name]
+    else:
+        raise ffn.bad("ffn_type", f"unknown MPT ffn_type {str(kind)[:40]!r}", "use mptmlp, mptglu or te_ln_mlp")
+    return {"ffn_hidden": _mpt_width(r, ffn, d), "activation": act}
+
+
 def _mpt(r: _Reader, name: str) -> dict[str, Any]:
     d, heads = r.int("d_model"), r.int("n_heads")
-    attn = _Reader(r.mapping("attn_config"), r.file)
+    attn = r.nested("attn_config")
     return {
         "name": name, "layers": r.int("n_layers"), "hidden": d, "heads": heads,
-        "kv_heads": attn.int("kv_n_heads", heads), "ffn_hidden": int(r.number("expansion_ratio", 4) * d),
-        "vocab": r.int("vocab_size"), "activation": "gelu", "norm": "layernorm", "tied_embeddings": True,
+        "kv_heads": attn.int("kv_n_heads", heads), **_mpt_ffn(r, d),
+        "vocab": r.int("vocab_size"), "norm": "layernorm", "tied_embeddings": True,
         "position_encoding": "alibi" if attn.flag("alibi", False) else "learned",
         "max_position": r.int("max_seq_len", None), "bias": not r.flag("no_bias", True),
     }

@@ -135,3 +135,42 @@ def test_parallel_residual_saves_one_activation_less_with_the_same_work(tp, sp):
     s_res, p_res = run(seq), run(par)
     assert p_res.breakdown.exposed_comm["tp"] == pytest.approx(s_res.breakdown.exposed_comm["tp"])
     assert p_res.memory[0].activations < s_res.memory[0].activations
+
+
+MPT = {"model_type": "mpt", "d_model": 256, "n_heads": 8, "n_layers": 2, "vocab_size": 1000}
+
+
+def test_mpt_ffn_config_sets_the_mlp_width_and_gate():
+    # MPT-7B's shape with llm-foundry's gated MLP (SwiGLU) at an explicit width: expansion_ratio 4 is ignored.
+    m = load_model(HF / "mpt_glu.json").model
+    assert m.activation == "swiglu" and m.ffn_hidden == 10944
+    plain = load_model(HF / "mpt.json").model
+    assert plain.activation == "gelu" and plain.ffn_hidden == 4 * 4096
+
+
+@pytest.mark.parametrize("ffn,activation,width", [
+    ({"ffn_type": "mptmlp", "ffn_act_fn": {"name": "relu"}}, "relu", 1024),
+    ({"ffn_type": "mptglu"}, "swiglu", 1024),  # gelu-gated: three matrices, as SwiGLU
+    ({"ffn_type": "te_ln_mlp", "fc_type": "te", "ffn_hidden_size": 640}, "gelu", 640),
+    ({"ffn_type": "te_ln_mlp", "activation": "swiglu"}, "swiglu", 1024),
+    ({"fc_type": {"name": "torch"}}, "gelu", 1024),
+])
+def test_mpt_ffn_types(tmp_path, ffn, activation, width):
+    m = load_model(write(tmp_path, {**MPT, "expansion_ratio": 4, "ffn_config": ffn})).model
+    assert (m.activation, m.ffn_hidden) == (activation, width)
+
+
+@pytest.mark.parametrize("data,key", [
+    ({**MPT, "ffn_config": {"ffn_type": "mb_dmoe"}}, "ffn_config.ffn_type"),
+    ({**MPT, "ffn_config": {"ffn_type": "mystery"}}, "ffn_config.ffn_type"),
+    ({**MPT, "ffn_config": {"ffn_act_fn": {"name": "mish"}}}, "ffn_config.ffn_act_fn.name"),
+    ({**MPT, "ffn_config": {"ffn_type": "te_ln_mlp", "ffn_act_fn": {"name": "silu"}}}, "ffn_config.ffn_act_fn"),
+    ({**MPT, "ffn_config": {"ffn_type": "te_ln_mlp", "activation": "srelu"}}, "ffn_config.activation"),
+    ({**MPT, "ffn_config": {"ffn_type": "te_ln_mlp", "normalization": "RMSNorm"}}, "ffn_config.normalization"),
+    ({**MPT, "ffn_config": {"ffn_hidden_size": 0}}, "ffn_config.ffn_hidden_size"),
+    ({**MPT, "ffn_config": [1]}, "ffn_config"),
+    ({**MPT, "expansion_ratio": 2.001}, "expansion_ratio"),
+], ids=["moe", "unknown", "act-unknown", "te-act-fn", "te-activation", "te-norm", "width-0", "not-a-mapping",
+        "fractional-width"])
+def test_mpt_ffn_configs_rankflow_cannot_follow_are_refused(tmp_path, data, key):
+    refused(tmp_path, data, key)
