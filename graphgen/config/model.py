@@ -80,6 +80,13 @@ class ModelSpec(Strict):
         None, description="Longest sequence the model takes: rows of a learned position table, or the "
                           "context length a rotary model was trained for. Unset: no limit is checked.")
     bias: Bool = Field(False, description="Linear layers carry biases (GPT-2/3, BLOOM).")
+    qkv_bias: Bool = Field(
+        False, description="Query/key/value projections carry biases even where `bias` is false (Qwen2, "
+                           "Qwen2-MoE); the output projection and the MLP follow `bias`.")
+    parallel_residual: Bool = Field(
+        False, description="Attention and MLP both read the block input, each through its own norm, and add to "
+                           "the residual stream together: x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX, GPT-J). "
+                           "Same parameters and FLOPs; one activation fewer is saved per layer.")
     dropout: float = Field(0.0, ge=0, lt=1, strict=True,
                            description="Hidden/attention dropout probability; > 0 stores 1-byte masks for backward.")
     sliding_window: DimInt | None = Field(
@@ -102,6 +109,8 @@ class ModelSpec(Strict):
         if self.head_dim is None and self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) is not divisible by heads ({self.heads}); "
                              "set head_dim explicitly")
+        if self.qkv_bias and self.mla is not None:
+            raise ValueError("qkv_bias is for q/k/v projections; latent attention (mla) has none")
         if self.attention_pattern and "sliding" in self.attention_pattern and self.sliding_window is None:
             raise ValueError("attention_pattern names sliding layers but sliding_window is not set")
         return self

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from graphgen.model.attention import ATTENTION_BLOCKS
+from graphgen.model.block import layer_ops
 from graphgen.model.common import column_input_saved, dropout_mask_bytes, norm
 from graphgen.model.kinds import layer_kind
-from graphgen.model.mlp import MLP_BLOCKS
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.shape import BlockShape
 
@@ -42,8 +41,7 @@ def mtp_ops(sh: BlockShape, prefix: str) -> tuple[Op, ...]:
     (duplicated on every tensor-parallel rank), a transformer block like the last layer, and its own
     pass through the shared output head and loss."""
     m, e, T, h = sh.model, sh.e, sh.tokens, sh.model.hidden
-    attn, mlp = layer_kind(m, m.layers - 1)
-    block = ATTENTION_BLOCKS[attn](sh) + MLP_BLOCKS[mlp](sh)
+    block = layer_ops(sh, layer_kind(m, m.layers - 1))
     ops = (
         Op(prefix + "norms", OpKind.NORM, flops=16 * T * h, bytes=4 * e * T * h, in_layout=sh.resid, out_layout=sh.resid,
            out_bytes=2 * e * T * h, weight_params=2 * h, saved_bytes=2 * e * T * h, local_out_bytes=sh.local(2 * e * T * h, False)),

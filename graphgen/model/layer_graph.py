@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from graphgen.model.attention import ATTENTION_BLOCKS
+from graphgen.model.block import layer_ops
 from graphgen.model.ends import embedding_ops, head_ops
 from graphgen.model.finetune import FINETUNE_METHODS, apply_finetune
 from graphgen.model.kinds import layer_kind
-from graphgen.model.mlp import MLP_BLOCKS
 from graphgen.model.ops import Op
 from graphgen.model.recompute import mark_recompute
 from graphgen.model.shape import BlockShape
@@ -108,7 +107,7 @@ def build_layer_graph(sh: BlockShape) -> LayerGraph:
     for layer in range(m.layers):
         kind = layer_kind(m, layer)
         if kind not in ids:
-            ops = mark_recompute(ATTENTION_BLOCKS[kind[0]](sh) + MLP_BLOCKS[kind[1]](sh), sh.recompute_modules)
+            ops = mark_recompute(layer_ops(sh, kind), sh.recompute_modules)
             ids[kind] = len(blocks)
             blocks.append(Block(len(blocks), "/".join(kind),
                                 apply_finetune(ops, ft, method.trains_block_weights(), T, e)))

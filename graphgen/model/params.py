@@ -49,7 +49,9 @@ def attention_linears(m: ModelSpec) -> tuple[Linear, ...]:
     """Query/key/value and output projections; for MLA the down (latent) and up projections."""
     if m.mla is None:
         qkv = (m.heads + 2 * m.n_kv_heads) * m.d_head
-        return (Linear("qkv_proj", m.hidden, qkv, m.bias), Linear("out_proj", m.heads * m.d_head, m.hidden, m.bias))
+        # qkv_bias: Qwen2 biases q, k and v but not the output projection.
+        return (Linear("qkv_proj", m.hidden, qkv, m.bias or m.qkv_bias),
+                Linear("out_proj", m.heads * m.d_head, m.hidden, m.bias))
     a, mla = m.heads, m.mla
     qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
     q = ((Linear("q_down", m.hidden, mla.q_lora_rank, False), Linear("q_up", mla.q_lora_rank, a * qk, False))
