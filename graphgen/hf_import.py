@@ -306,12 +306,26 @@ def _mpt_ffn(r: _Reader, d: int) -> dict[str, Any]:
     return {"ffn_hidden": _mpt_width(r, ffn, d), "activation": act}
 
 
+def _mpt_kv_heads(attn: _Reader, heads: int) -> int:
+    """llm-foundry's attention classes: multihead ignores kv_n_heads, multiquery has one K/V head, and
+    grouped-query reads it (llmfoundry/layers/attention.py)."""
+    kind = attn.text("attn_type", "multihead_attention") or "multihead_attention"
+    if kind == "multihead_attention":
+        return heads
+    if kind == "multiquery_attention":
+        return 1
+    if kind == "grouped_query_attention":
+        return attn.int("kv_n_heads", heads)
+    raise attn.bad("attn_type", f"unknown MPT attn_type {kind[:40]!r}",
+                   "use multihead_attention, multiquery_attention or grouped_query_attention")
+
+
 def _mpt(r: _Reader, name: str) -> dict[str, Any]:
     d, heads = r.int("d_model"), r.int("n_heads")
     attn = r.nested("attn_config")
     return {
         "name": name, "layers": r.int("n_layers"), "hidden": d, "heads": heads,
-        "kv_heads": attn.int("kv_n_heads", heads), **_mpt_ffn(r, d),
+        "kv_heads": _mpt_kv_heads(attn, heads), **_mpt_ffn(r, d),
         "vocab": r.int("vocab_size"), "norm": "layernorm", "tied_embeddings": True,
         "position_encoding": "alibi" if attn.flag("alibi", False) else "learned",
         "max_position": r.int("max_seq_len", None), "bias": not r.flag("no_bias", True),

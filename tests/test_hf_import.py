@@ -174,3 +174,17 @@ def test_mpt_ffn_types(tmp_path, ffn, activation, width):
         "fractional-width"])
 def test_mpt_ffn_configs_rankflow_cannot_follow_are_refused(tmp_path, data, key):
     refused(tmp_path, data, key)
+
+
+@pytest.mark.parametrize("attn, kv", [({"attn_type": "multihead_attention", "kv_n_heads": 1}, 32),
+                                      ({"attn_type": "multiquery_attention"}, 1),
+                                      ({"attn_type": "grouped_query_attention", "kv_n_heads": 8}, 8)])
+def test_mpt_kv_heads_follow_its_attention_class(tmp_path, attn, kv):
+    """llm-foundry's multihead attention ignores kv_n_heads; multiquery has one K/V head."""
+    import json
+
+    cfg = {"model_type": "mpt", "d_model": 4096, "n_heads": 32, "n_layers": 2, "vocab_size": 50432,
+           "max_seq_len": 2048, "expansion_ratio": 4, "attn_config": attn}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    assert load_model(path).model.n_kv_heads == kv
