@@ -64,12 +64,13 @@ PLAN_KEYS = ("parallelism", "execution_backend")
 def _hardware(hardware: Source | Cluster, overrides: list) -> tuple[Cluster, dict[str, Any], str]:
     """The cluster (validated once; a parsed one is used as it is) and the hardware file's own plan."""
     if isinstance(hardware, Cluster):
+        file = "<hardware config>"
         plan = {k: getattr(hardware, k).model_dump() for k in PLAN_KEYS if hasattr(hardware, k)}
         cluster = hardware.cluster if isinstance(hardware, HardwareConfig) else hardware
-        if not overrides:
-            return cluster, plan, "<hardware config>"
-        data, file = cluster.model_dump(), "<hardware config>"
-    elif isinstance(hardware, dict):
+        if overrides:  # cluster overrides re-parse the cluster only: the parsed file's plan stays its plan
+            cluster = parse(Cluster, apply_overrides(cluster.model_dump(), overrides, file), file)
+        return cluster, plan, file
+    if isinstance(hardware, dict):
         data, file = hardware, "<hardware config>"
     else:
         data, file = read_mapping(hardware, "hardware_config"), str(hardware)

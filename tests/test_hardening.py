@@ -318,3 +318,15 @@ def test_fuzzed_inputs_keep_the_contract(seed):
         assert_contract(rc, err.getvalue(), outs)
         if rc == 0 and "--memory-only" not in args:
             assert all(p.exists() for p in outs), args
+
+
+def test_parsed_hardware_keeps_its_plan_under_cluster_overrides():
+    """A parsed hardware file passed with cluster overrides (a search re-using it) keeps its own plan."""
+    from rankflow import api
+
+    hw = api.load_hardware(HW)
+    hw = hw.model_copy(update={"parallelism": hw.parallelism.model_copy(update={"tp": 2, "dp": 4})})
+    model = {"model": TINY_LLAMA, "workload": {"seq_len": 512, "global_batch": 8}}
+    sc = api.load_scenario(model, hw, overrides=["name=renamed", "node.intra.latency_us=3"])
+    assert (sc.plan.tp, sc.plan.dp) == (2, 4)
+    assert sc.hardware.name == "renamed" and sc.hardware.node.intra.latency_us == 3
