@@ -358,3 +358,20 @@ def test_interleaving_one_stage_costs_what_one_chunk_does():
     two = run(scenario(TINY_LLAMA, {"global_batch": 8}, pp=1, virtual_stages=2, schedule="interleaved"))
     assert two.breakdown.exposed_comm["pp"] == 0
     assert two.step_time_s == pytest.approx(one.step_time_s, rel=1e-9)
+
+
+def test_recosting_under_another_cluster_reports_that_cluster():
+    """cost_program(prog, cluster): the Result names, peaks and sizes memory by the cluster costed."""
+    from backends.analytical import replay
+    from graphgen.costs.evaluate import cost_program
+    from tests.helpers import hardware, program
+
+    prog = program(scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, dp=2), "coarse")
+    h200 = hardware(ROOT / "hardware_configs" / "H200-SXM-141GB.yaml").cluster
+    own = replay(prog, cost_program(prog)).result
+    res = replay(prog, cost_program(prog, h200)).result
+    assert own.hardware == prog.scenario.hardware.name
+    assert res.hardware == h200.name and res.device == h200.device.name
+    assert res.peak_flops_per_gpu == pytest.approx(h200.device.peak_tflops["bf16"] * 1e12)
+    assert res.memory[0].capacity == pytest.approx(h200.device.hbm_gib * 2**30)
+    assert res.peak_flops_per_gpu != own.peak_flops_per_gpu
