@@ -96,7 +96,10 @@ def _plan_data(plan: Source | ParallelPlan | PlanConfig | None) -> tuple[dict[st
     if isinstance(plan, ParallelPlan):
         return {"parallelism": plan.model_dump()}, "<plan>"
     if isinstance(plan, PlanConfig):
-        return plan.model_dump(exclude_none=True), "<plan>"
+        data = plan.model_dump(exclude_none=True)
+        if "parallelism" not in plan.model_fields_set:  # its default plan is not a plan it gives
+            del data["parallelism"]
+        return data, "<plan>"
     if isinstance(plan, dict):
         return plan, "<plan>"
     return read_mapping(plan, "plan_config"), str(plan)
@@ -105,23 +108,28 @@ def _plan_data(plan: Source | ParallelPlan | PlanConfig | None) -> tuple[dict[st
 def load_scenario(model: Source | ModelConfig, hardware: Source | HardwareConfig | Cluster,
                   plan: Source | ParallelPlan | PlanConfig | None = None, overrides: Sequence[str] = ()) -> Scenario:
     """A checked Scenario from a model, a hardware (cluster, optionally with its plan) and an optional
-    plan that replaces the hardware file's; `overrides` are `--set` strings (section.field=value)."""
+    plan that replaces the hardware file's (its parallelism, when it gives one; its backend, when it
+    gives one); `overrides` are `--set` strings (section.field=value)."""
     routed = split_overrides(list(overrides))
     model_data, model_file = _model_data(model)
     mc = parse_model_config(apply_overrides(model_data, routed.model), model_file)
     cluster, hw_plan, hw_file = _hardware(hardware, routed.cluster)
     plan_data, plan_file = _plan_data(plan)
+    parallel_file = plan_file  # the file the parallelism comes from, for the plan checks' messages
     if plan_data is None:
-        plan_data, plan_file = hw_plan, hw_file
+        plan_data, plan_file, parallel_file = hw_plan, hw_file, hw_file
     else:
         parse_plan_config(hw_plan, hw_file)  # the hardware file's own plan must be valid too
+        if "parallelism" not in plan_data and "parallelism" in hw_plan:
+            # A plan file with only execution_backend changes the backend, not the parallelism.
+            plan_data, parallel_file = {**plan_data, "parallelism": hw_plan["parallelism"]}, hw_file
     pc = parse_plan_config(apply_overrides(plan_data, routed.plan), plan_file)
     execution = pc.execution_backend or parse_plan_config(hw_plan, hw_file).execution_backend or ExecutionBackend()
     if execution.model not in BACKENDS:
         raise RankflowError(f"unknown backend '{execution.model}'", file=plan_file, field="execution_backend.model",
                             fix=f"use one of: {', '.join(BACKENDS)}")
     return make_scenario(mc, cluster, pc.parallelism, execution, model_file=model_file, hardware_file=hw_file,
-                         plan_file=plan_file)
+                         plan_file=parallel_file)
 
 
 def build(scenario: Scenario, detail: str = "ops") -> Program:

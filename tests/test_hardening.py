@@ -375,3 +375,18 @@ def test_recosting_under_another_cluster_reports_that_cluster():
     assert res.peak_flops_per_gpu == pytest.approx(h200.device.peak_tflops["bf16"] * 1e12)
     assert res.memory[0].capacity == pytest.approx(h200.device.hbm_gib * 2**30)
     assert res.peak_flops_per_gpu != own.peak_flops_per_gpu
+
+
+def test_a_plan_file_with_only_a_backend_keeps_the_hardware_parallelism(capsys, tmp_path):
+    from graphgen.config import ExecutionBackend, PlanConfig
+    from rankflow import api
+
+    plan = write(tmp_path, "p.yaml", "execution_backend:\n  model: analytical\n")
+    rc, out, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, "--plan_config", plan,
+                       "--memory-only")
+    assert rc == 0, err
+    assert "8 x A100" in out and "dp=8 zero=1" in out  # the hardware file's plan: dp 8, ZeRO-1
+    sc = api.load_scenario(MODEL, HW, PlanConfig(execution_backend=ExecutionBackend()))
+    assert (sc.plan.dp, sc.plan.zero_stage) == (8, 1)
+    given = write(tmp_path, "q.yaml", "parallelism:\n  tp: 2\n")
+    assert api.load_scenario(MODEL, HW, given).plan.dp == 1  # a plan file's parallelism still replaces it
