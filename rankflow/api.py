@@ -21,6 +21,7 @@ from typing import Any
 from backends.base import Evaluation, Result
 from backends.registry import BACKENDS, get_backend
 from graphgen.config import (
+    AstraOptions,
     Cluster,
     ExecutionBackend,
     HardwareConfig,
@@ -36,7 +37,7 @@ from graphgen.config import (
 from graphgen.errors import RankflowError
 from graphgen.hf_import import is_hf_config, model_from_hf
 from graphgen.memory import MemoryReport, scenario_memory
-from graphgen.program import Program, build_program
+from graphgen.program import Program, build_program, check_detail
 from graphgen.scenario import Scenario, make_scenario
 from rankflow.files import read_mapping
 
@@ -141,10 +142,23 @@ def evaluate(scenario: Scenario, backend: str | None = None, *, detail: str = "c
              astra: dict[str, Any] | None = None, program: Program | None = None) -> tuple[Program, Evaluation]:
     """Build (unless given) and evaluate a program; returns it with the backend's Evaluation."""
     name = backend or scenario.execution.model
-    options = dict(astra or {}) if name == "astra" else {}
-    engine = get_backend(name, **options)
+    options = _astra_options(astra)  # checked whatever the backend: a misspelt option is an error
+    if program is None:
+        check_detail(detail)  # before anything runs: a full ASTRA-sim replay would not use it
+    engine = get_backend(name, **(options if name == "astra" else {}))
     prog = program or build_program(scenario, "ops" if name == "astra" and _astra_full(scenario, options) else detail)
     return prog, engine.run(prog)
+
+
+def _astra_options(astra: object) -> dict[str, Any]:
+    """The ASTRA-sim options given, checked as execution_backend.astra's fields (names, types, ranges)."""
+    if astra is None:
+        return {}
+    if not isinstance(astra, dict):
+        raise RankflowError(f"astra options must be a mapping, not {type(astra).__name__}", field="astra",
+                            fix=f"pass a dict with some of: {', '.join(AstraOptions.model_fields)}")
+    parsed = parse(AstraOptions, astra, "astra options")
+    return {k: getattr(parsed, k) for k in astra}
 
 
 def _astra_full(scenario: Scenario, options: dict[str, Any]) -> bool:

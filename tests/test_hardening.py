@@ -390,3 +390,22 @@ def test_a_plan_file_with_only_a_backend_keeps_the_hardware_parallelism(capsys, 
     assert (sc.plan.dp, sc.plan.zero_stage) == (8, 1)
     given = write(tmp_path, "q.yaml", "parallelism:\n  tp: 2\n")
     assert api.load_scenario(MODEL, HW, given).plan.dp == 1  # a plan file's parallelism still replaces it
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"detail": "fine"}, "detail"), ({"detail": None}, "detail"),
+    ({"backend": "astra", "astra": {"bogus": 1}}, "bogus"), ({"astra": {"bogus": 1}}, "bogus"),
+    ({"backend": "astra", "astra": {"mode": "weird"}}, "mode"),
+    ({"backend": "astra", "astra": {"timeout_s": -1}}, "timeout_s"), ({"backend": "astra", "astra": "x"}, "astra"),
+])
+def test_api_options_are_checked(kwargs, field):
+    """Bad evaluate/simulate options are RankflowErrors naming the option, never ValueError/TypeError."""
+    from graphgen.errors import RankflowError
+    from rankflow import api
+
+    sc = scenario(TINY_LLAMA, {"global_batch": 8})
+    with pytest.raises(RankflowError, match=field) as exc:
+        api.evaluate(sc, **kwargs)
+    assert "fix:" in exc.value.one_line()
+    with pytest.raises(RankflowError, match="detail"):
+        api.build(sc, "fine")

@@ -63,7 +63,8 @@ class AstraBackend:
             work = Path(tmp)
             if mode == "full":
                 if prog.detail != "ops":
-                    raise ValueError("a full ASTRA-sim replay needs an op-level program")
+                    raise RankflowError("a full ASTRA-sim replay needs an op-level program", field="detail",
+                                        fix="build the program with detail='ops', or use astra mode 'scalable'")
                 return self._full(prog, binary, network, work, timeout, notes)
             return self._scalable(prog, binary, network, work, timeout, notes)
 

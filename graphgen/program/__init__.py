@@ -167,9 +167,15 @@ def estimate_nodes(sc: Scenario, templates: list[Template], ids: PassTemplates, 
     return total
 
 
+def check_detail(detail: object) -> None:
+    """A DAG granularity given through the API is one of DETAILS (the CLI's choices are argparse's)."""
+    if not isinstance(detail, str) or detail not in DETAILS:
+        raise RankflowError(f"detail {detail!r} is not a DAG granularity", field="detail",
+                            fix=f"use one of: {', '.join(DETAILS)}")
+
+
 def build_program(sc: Scenario, detail: str = "ops") -> Program:
-    if detail not in DETAILS:
-        raise ValueError(f"detail must be one of {DETAILS}")
+    check_detail(detail)
     p = sc.plan
     lg = build_layer_graph(block_shape(sc))
     chunk_layers = stage_layers(sc.model, p)
