@@ -409,3 +409,82 @@ def test_api_options_are_checked(kwargs, field):
     assert "fix:" in exc.value.one_line()
     with pytest.raises(RankflowError, match="detail"):
         api.build(sc, "fine")
+
+
+def test_a_move_failing_half_way_puts_every_earlier_output_back(tmp_path, monkeypatch):
+    """The set is all or nothing even when the last move fails: files already moved in are removed,
+    files they replaced are restored, directories made for a directory output are removed."""
+    from graphgen.errors import RankflowError
+    from rankflow import outputs
+
+    (tmp_path / "b.json").write_text("old")
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("et"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing)
+    out = outputs.OutputSet()
+    out.add(str(tmp_path / "a.json"), lambda: "new")
+    out.add(str(tmp_path / "b.json"), lambda: "new")
+    out.add_dir(str(tmp_path / "x" / "y" / "et"), lambda: [("f", b"data")])
+    with pytest.raises(RankflowError, match="et.*No space left"):
+        out.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json"]
+    assert (tmp_path / "b.json").read_text() == "old"
+
+
+def test_a_file_in_the_way_inside_an_existing_trace_directory_restores_the_json(capsys, tmp_path):
+    (tmp_path / "et" / "rankflow.0.et").mkdir(parents=True)
+    (tmp_path / "r.json").write_text("old")
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, "--json", "r.json",
+                     "--chakra-out", "et", "--quiet", cwd=tmp_path)
+    assert_contract(rc, err, [])
+    assert rc == 2 and "rankflow.0.et" in err
+    assert (tmp_path / "r.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["et", "r.json"]
+    assert [p.name for p in (tmp_path / "et").iterdir()] == ["rankflow.0.et"]
+
+
+@pytest.mark.parametrize("flags", [["--json", "et/r.json", "--chakra-out", "et"],
+                                   ["--graph", "et/g", "--chakra-out", "et"],
+                                   ["--json", "r.json", "--trace", "here/r.json"]])
+def test_nested_or_aliased_outputs_are_refused(capsys, tmp_path, flags):
+    (tmp_path / "et").mkdir()
+    (tmp_path / "here").symlink_to(".")
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, *flags, "--quiet",
+                     cwd=tmp_path)
+    assert_contract(rc, err, [])
+    assert rc == 2 and ("inside" in err or "same path" in err)
+    if "inside" in err:
+        assert "et/" in err and "output et" in err  # both paths named
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["et", "here"] and not list((tmp_path / "et").iterdir())
+
+
+def test_special_files_are_never_replaced(capsys, tmp_path):
+    """A FIFO or a symbolic link at an output path is refused (a regular file is replaced); a device
+    is refused before anything is written."""
+    from graphgen.errors import RankflowError
+    from rankflow.outputs import OutputSet
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "elsewhere.json").write_text("keep")
+    (tmp_path / "link.json").symlink_to(tmp_path / "elsewhere.json")
+    for path in ("fifo", "link.json"):
+        rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, "--json", path, "--quiet",
+                         cwd=tmp_path)
+        assert_contract(rc, err, [])
+        assert rc == 2 and path in err and "not a regular file" in err
+    assert stat.S_ISFIFO((tmp_path / "fifo").lstat().st_mode) and (tmp_path / "link.json").is_symlink()
+    assert (tmp_path / "elsewhere.json").read_text() == "keep"
+    out = OutputSet()
+    out.add("/dev/null", lambda: "x")
+    with pytest.raises(RankflowError, match="/dev/null.*not a regular file"):
+        out.check()  # check only: a commit must never be tried on a device
+    (tmp_path / "r.json").write_text("old")
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, "--json", "r.json", "--quiet",
+                     cwd=tmp_path)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["gpus"] == 8
