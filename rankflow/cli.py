@@ -74,6 +74,17 @@ def _check_flags(args: argparse.Namespace) -> None:
                 name = "--" + flag.replace("_", "-")
                 raise bad(name, f"{name} needs the timeline, which --memory-only does not build",
                           f"drop --memory-only or {name}")
+        if args.layers:
+            raise bad("--layers", "--layers prints the per-op table of the timeline, which --memory-only does not "
+                      "build", "drop --memory-only or --layers")
+    if args.detail == "coarse":
+        for flag in ("trace", "graph", "chakra_out"):
+            if getattr(args, flag) is not None:
+                name = "--" + flag.replace("_", "-")
+                raise bad("--detail", f"{name} always uses the op-level DAG, so --detail coarse would be ignored",
+                          f"drop --detail coarse (or {name})")
+    if args.quiet and args.layers:
+        raise bad("--layers", "--layers prints a table, which --quiet suppresses", "drop --quiet or --layers")
     if args.trace_ranks is not None and args.trace is None:
         raise bad("--trace-ranks", "--trace-ranks without --trace", "add --trace OUT.json or drop --trace-ranks")
     for flag in ("graph_rank", "graph_max_nodes"):
@@ -119,6 +130,18 @@ def _memory_only(sc, args) -> int:
         for path in outputs.paths():
             sys.stdout.write(f"wrote {path}\n")
     return 0
+
+
+def _check_backend_flags(args, backend: str, astra: dict, plan_mode: str) -> None:
+    """ASTRA-sim flags with another backend, or --detail coarse where a full replay needs the op-level
+    DAG, would be silently ignored: refuse them."""
+    if astra and backend != "astra":
+        name = {"binary": "--astra-bin", "network": "--astra-network", "mode": "--astra-mode"}[next(iter(astra))]
+        raise RankflowError(f"{name} applies to the astra backend, not the {backend} backend", field=name,
+                            fix=f"add --backend astra or drop {name}")
+    if backend == "astra" and args.detail == "coarse" and (astra.get("mode") or plan_mode) == "full":
+        raise RankflowError("a full ASTRA-sim replay always uses the op-level DAG, so --detail coarse would be "
+                            "ignored", field="--detail", fix="drop --detail coarse or use --astra-mode scalable")
 
 
 def _astra_options(args) -> dict:
@@ -175,6 +198,7 @@ def run(argv: list[str], prog_name: str = "run_perf.py") -> int:
         return _memory_only(sc, args)
     backend = args.backend or sc.execution.model
     astra = _astra_options(args)
+    _check_backend_flags(args, backend, astra, sc.execution.astra.mode)
     mode = astra.get("mode") or sc.execution.astra.mode
     if args.trace and backend == "astra" and mode == "full":
         raise RankflowError("a full ASTRA-sim replay reports finish times only, no timeline", field="--trace",

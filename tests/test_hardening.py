@@ -488,3 +488,21 @@ def test_special_files_are_never_replaced(capsys, tmp_path):
                      cwd=tmp_path)
     assert rc == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["gpus"] == 8
+
+
+IGNORED_FLAGS = [
+    (["--memory-only", "--layers"], "--layers"), (["--quiet", "--layers", "--json", "r.json"], "--layers"),
+    (["--astra-bin", "/nowhere"], "--astra-bin"), (["--astra-mode", "scalable"], "--astra-mode"),
+    (["--backend", "analytical", "--astra-network", "aware"], "--astra-network"),
+    (["--detail", "coarse", "--trace", "t.json"], "--detail"), (["--detail", "coarse", "--graph", "g"], "--detail"),
+    (["--detail", "coarse", "--chakra-out", "et"], "--detail"),
+    (["--backend", "astra", "--astra-mode", "full", "--detail", "coarse"], "--detail"),
+]
+
+
+@pytest.mark.parametrize("flags,word", IGNORED_FLAGS)
+def test_flags_that_would_be_ignored_are_refused(capsys, tmp_path, flags, word):
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, *flags, cwd=tmp_path)
+    assert_contract(rc, err, [tmp_path / f for f in ("t.json", "r.json", "g.dot", "et")])
+    assert rc == 2 and word in err and "ASTRA_SIM_BIN" not in err
+    assert list(tmp_path.iterdir()) == []
