@@ -506,3 +506,18 @@ def test_flags_that_would_be_ignored_are_refused(capsys, tmp_path, flags, word):
     assert_contract(rc, err, [tmp_path / f for f in ("t.json", "r.json", "g.dot", "et")])
     assert rc == 2 and word in err and "ASTRA_SIM_BIN" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_trace_ranks_are_bounded(capsys, tmp_path):
+    big = ["--set", "model.layers=2", "--set", "parallelism.dp=128", "--set", "workload.global_batch=128"]
+    many = ",".join(map(str, range(100)))
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--trace", "t.json",
+                     "--trace-ranks", many, cwd=tmp_path)
+    assert_contract(rc, err, [tmp_path / "t.json"])
+    assert rc == 2 and "--trace-ranks" in err and "at most 64" in err
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--trace", "t.json",
+                     "--trace-ranks", "x" * 100_000, cwd=tmp_path)
+    assert rc == 2 and len(err) < 400
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--trace", "t.json", "--quiet",
+                     "--trace-ranks", ",".join(map(str, range(0, 128, 2))), cwd=tmp_path)
+    assert rc == 0, err
