@@ -521,3 +521,34 @@ def test_trace_ranks_are_bounded(capsys, tmp_path):
     rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--trace", "t.json", "--quiet",
                      "--trace-ranks", ",".join(map(str, range(0, 128, 2))), cwd=tmp_path)
     assert rc == 0, err
+
+
+TINY_MOE = dict(TINY_LLAMA, layers=8, kv_heads=8,
+                moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 256, "shared_experts": 1})
+
+
+@pytest.mark.parametrize("model,plan", [
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, zero_stage=3)),
+    (dict(TINY_LLAMA, layers=8), dict(dp=4, pp=2, zero_stage=3, recompute="full", zero3_regather_after_recompute=True)),
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, pp=2, zero_stage=3, schedule="zb-h1", tp=2, sp=True)),
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, pp=2, zero_stage=3, schedule="interleaved", virtual_stages=2)),
+    (TINY_MOE, dict(dp=2, zero_stage=3, recompute="full", zero3_regather_after_recompute=True, tp=2, sp=True)),
+    (TINY_MOE, dict(dp=4, ep=2, pp=2, zero_stage=3, schedule="dualpipe")),
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, pp=2, zero_stage=1, overlap_param_gather=True)),
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, zero_stage=2, bucket_mb=0.01)),
+])
+@pytest.mark.parametrize("detail", ["coarse", "ops"])
+def test_node_estimate_is_an_upper_bound(model, plan, detail):
+    """The MAX_NODES guard must never let a program through on an undercount (ZeRO-3 coarse DAGs
+    were undercounted about 1.6x)."""
+    from graphgen.model.layer_graph import build_layer_graph
+    from graphgen.parallel.pipeline import stage_layers
+    from graphgen.program import block_shape, build_program, estimate_nodes, pass_templates
+
+    sc = scenario(model, {"global_batch": 32}, **plan)
+    lg = build_layer_graph(block_shape(sc))
+    chunk_layers = stage_layers(sc.model, sc.plan)
+    templates, ids = pass_templates(sc, lg, chunk_layers)
+    estimate = estimate_nodes(sc, lg, chunk_layers, templates, ids, detail)
+    actual = sum(len(r.nodes) for r in build_program(sc, detail).roles)
+    assert actual <= estimate <= 2 * actual
