@@ -552,3 +552,40 @@ def test_node_estimate_is_an_upper_bound(model, plan, detail):
     estimate = estimate_nodes(sc, lg, chunk_layers, templates, ids, detail)
     actual = sum(len(r.nodes) for r in build_program(sc, detail).roles)
     assert actual <= estimate <= 2 * actual
+
+
+def test_memory_only_answers_past_the_replay_bound(capsys, tmp_path):
+    """--memory-only never replays the schedule, so a step too long to replay still gets its memory
+    answer (within seconds); the replay itself is still refused, pointing at --memory-only."""
+    big = ["--set", "parallelism.pp=4", "--set", "parallelism.dp=2", "--set", "workload.global_batch=80000000"]
+    t0 = time.perf_counter()
+    rc, out, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--memory-only",
+                       "--json", "m.json", cwd=tmp_path)
+    assert rc == 0, err
+    assert time.perf_counter() - t0 < 10 and "stage3" in out
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert finite(doc)
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--json", "r.json", cwd=tmp_path)
+    assert_contract(rc, err, [tmp_path / "r.json"])
+    assert rc == 2 and "workload.global_batch" in err and "--memory-only" in err
+
+
+@pytest.mark.parametrize("plan", [dict(pp=4), dict(pp=4, schedule="gpipe"), dict(pp=2, schedule="interleaved",
+                                  virtual_stages=2), dict(pp=2, schedule="zb-h1"), dict(pp=2, schedule="zb-v",
+                                  virtual_stages=2), dict(pp=2, schedule="dualpipe"), dict(pp=2, schedule="dualpipev",
+                                  virtual_stages=2)])
+def test_bounded_in_flight_walk_matches_the_full_walk(monkeypatch, plan):
+    """Past the replay bound the in-flight peak comes from two short orders; it is the full walk's."""
+    from graphgen import memory
+
+    sc = scenario(dict(TINY_LLAMA, layers=8), {"global_batch": 96}, recompute="full", **plan)
+    exact = memory.scenario_memory(sc)
+    monkeypatch.setattr(memory, "MAX_STEPS", memory.schedule_steps(sc.plan, sum(memory._probe_counts(sc))))
+    assert memory.schedule_steps(sc.plan, sc.microbatches) > memory.MAX_STEPS  # the bounded walk runs
+    bounded = memory.scenario_memory(sc)
+    for a, b in zip(exact, bounded, strict=True):
+        assert b.activations == pytest.approx(a.activations, rel=1e-9)
+    monkeypatch.setattr(memory, "MAX_STEPS", 10)
+    from graphgen.errors import RankflowError
+    with pytest.raises(RankflowError, match="global_batch"):
+        memory.scenario_memory(sc)

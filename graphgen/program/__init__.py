@@ -31,7 +31,7 @@ from graphgen.program.templates import (
     lower_forward,
     lower_wgrad,
 )
-from graphgen.scenario import Scenario
+from graphgen.scenario import Scenario, check_work
 from graphgen.schedule import SCHEDULES
 
 DETAILS = ("coarse", "ops")
@@ -158,6 +158,7 @@ def check_detail(detail: object) -> None:
 
 def build_program(sc: Scenario, detail: str = "ops") -> Program:
     check_detail(detail)
+    check_work(sc)
     p = sc.plan
     lg = build_layer_graph(block_shape(sc))
     chunk_layers = stage_layers(sc.model, p)
