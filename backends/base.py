@@ -7,9 +7,10 @@ bump the major part when a field changes meaning or disappears, the minor part w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from graphgen.config import Cluster
 from graphgen.costs.evaluate import Costs
 from graphgen.ir import ComputeNode
 from graphgen.memory import MemoryBreakdown
@@ -145,12 +146,16 @@ def layer_table(program: Program) -> tuple[dict[str, object], ...]:
 
 
 def assemble_result(program: Program, backend: str, step_time: float, breakdown: Breakdown,
-                    critical_role: str, roles: tuple[RoleTiming, ...], notes: tuple[str, ...] = ()) -> Result:
-    """Everything in a Result that does not depend on how the DAG was timed."""
+                    critical_role: str, roles: tuple[RoleTiming, ...], notes: tuple[str, ...] = (),
+                    cluster: Cluster | None = None) -> Result:
+    """Everything in a Result that does not depend on how the DAG was timed. `cluster` is the one the
+    program was costed under (default: its scenario's): its name, peak and memory capacity are reported."""
     from graphgen.costs.compute import ComputeModel
     from graphgen.memory import role_memory
     from graphgen.model.flops import model_flops_per_token, recompute_flops_per_token
 
+    if cluster is not None and cluster is not program.scenario.hardware:
+        program = replace(program, scenario=replace(program.scenario, hardware=cluster))
     sc = program.scenario
     p, w, m = sc.plan, sc.workload, sc.model
     tokens = sc.tokens_per_step

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from graphgen.errors import RankflowError
 from graphgen.model.layer_graph import LayerGraph
 from graphgen.model.ops import OpKind
 from graphgen.model.optimizers import OPTIMIZERS
 from graphgen.model.shape import activation_bytes
-from graphgen.scenario import Scenario
-from graphgen.schedule import stage_chunks, stage_order
+from graphgen.scenario import MAX_STEPS, Scenario, schedule_steps
+from graphgen.schedule import SCHEDULES, stage_chunks, stage_order
 from graphgen.units import GIB, MIB, dtype_bytes
 
 
@@ -232,8 +233,41 @@ def _activations(sc: Scenario, lg: LayerGraph, chunk_layers, chunks, stage: int,
     units = {g: lg.chunk_units(chunk_layers, g) for g in chunks}
     weight = {g: sum(saved(u) for u in units[g]) for g in chunks}
     kept = {g: sum(for_w(u) for u in units[g]) for g in chunks}
-    order = stage_order(p.schedule, p.pp, stage, sc.microbatches, p.virtual_stages)
-    return peak_in_flight(order, list(chunks), weight, kept)
+    return stage_peak(sc, stage, list(chunks), weight, kept)
+
+
+def _probe_counts(sc: Scenario) -> tuple[int, int] | None:
+    """Two microbatch counts the schedule takes, well past the pipeline's fill (every registered
+    schedule's in-flight peak stops changing by 2 x pp x v microbatches), or None."""
+    p = sc.plan
+    sched, span = SCHEDULES[p.schedule], p.pp * p.virtual_stages
+    valid = [m for m in range(4 * span, 8 * span + 8) if sched.check(p.pp, p.virtual_stages, m, sc.model.layers) is None]
+    firsts = [m for m in valid if m >= valid[0] + span] if valid else []
+    return (valid[0], firsts[0]) if firsts else None
+
+
+def stage_peak(sc: Scenario, stage: int, chunks: list[int], weight: dict[int, float],
+               kept: dict[int, float]) -> float:
+    """peak_in_flight of a stage's order, without walking an order longer than a replay may be.
+    Past the fill a schedule repeats a steady state: its peak then stays put, or grows by the same
+    amount per microbatch (GPipe runs every forward first), so two shorter orders give it."""
+    p = sc.plan
+
+    def peak(m: int) -> float:
+        return peak_in_flight(stage_order(p.schedule, p.pp, stage, m, p.virtual_stages), chunks, weight, kept)
+
+    if schedule_steps(p, sc.microbatches) <= MAX_STEPS:
+        return peak(sc.microbatches)  # what a replay walks anyway: exact
+    probes = _probe_counts(sc)
+    if probes is None or schedule_steps(p, sum(probes)) > MAX_STEPS:
+        raise RankflowError(f"the memory answer walks {p.pp * p.virtual_stages:,} pipeline chunks over "
+                            f"{sc.microbatches:,} microbatches, more than it can within seconds", file=sc.model_file,
+                            field="workload.global_batch", fix="lower global_batch, pp or virtual_stages")
+    (m1, m2), M = probes, sc.microbatches
+    p1, p2 = peak(m1), peak(m2)
+    if abs(p2 - p1) <= 1e-9 * max(abs(p1), 1.0):
+        return max(p1, p2)
+    return p1 + (p2 - p1) * (M - m1) / (m2 - m1)
 
 
 def _buffers(sc: Scenario, lg: LayerGraph, layers, grads: float, pbytes: float, resid: float) -> float:

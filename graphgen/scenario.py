@@ -87,13 +87,21 @@ def _check_model(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> Non
                      f"choose a value from 1 to {m.layers}")
 
 
-def _check_work(p: ParallelPlan, microbatches: int, c: _Checker) -> None:
-    steps = min(3, len(SCHEDULES[p.schedule].phases)) * p.pp * p.virtual_stages * microbatches
+def schedule_steps(p: ParallelPlan, microbatches: int) -> int:
+    """Steps (passes) the schedule runs over all stages in one training step."""
+    return min(3, len(SCHEDULES[p.schedule].phases)) * p.pp * p.virtual_stages * microbatches
+
+
+def check_work(sc: Scenario) -> None:
+    """Refuse a step too long to replay within seconds. Only what replays the schedule (building the
+    program) asks: the memory answer walks a bounded part of it (graphgen.memory)."""
+    steps = schedule_steps(sc.plan, sc.microbatches)
     if steps > MAX_STEPS:
-        raise c.model("workload.global_batch", f"the step runs {steps:,} forward and backward passes over its "
-                      f"{p.pp} stages, more than the {MAX_STEPS:,} this simulator replays",
-                      "lower global_batch or raise micro_batch (the step time scales linearly with microbatches "
-                      "once the pipeline is full)")
+        raise RankflowError(f"the step runs {steps:,} forward and backward passes over its {sc.plan.pp} stages, more "
+                            f"than the {MAX_STEPS:,} this simulator replays", file=sc.model_file,
+                            field="workload.global_batch",
+                            fix="lower global_batch or raise micro_batch (the step time scales linearly with "
+                                "microbatches once the pipeline is full); --memory-only answers at any batch")
 
 
 def _check_experts(m: ModelSpec, p: ParallelPlan, c: _Checker) -> None:
@@ -238,7 +246,6 @@ def make_scenario(mc: ModelConfig, hw: Cluster, plan: ParallelPlan, execution: E
     _check_axes(m, w, p, c)
     _check_pipeline(m, p, c)
     mbs = _microbatches(w, p, c)
-    _check_work(p, mbs, c)
     problem = SCHEDULES[p.schedule].check(p.pp, p.virtual_stages, mbs, m.layers)
     if problem:
         raise c.plan(*problem)

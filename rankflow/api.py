@@ -22,6 +22,7 @@ from typing import Any
 from backends.base import Evaluation, Result
 from backends.registry import BACKENDS, get_backend
 from graphgen.config import (
+    AstraOptions,
     Cluster,
     ExecutionBackend,
     HardwareConfig,
@@ -38,7 +39,7 @@ from graphgen.config.framework import Framework, FrameworkProfile, apply_default
 from graphgen.errors import RankflowError
 from graphgen.hf_import import is_hf_config, model_from_hf
 from graphgen.memory import MemoryReport, scenario_memory
-from graphgen.program import Program, build_program
+from graphgen.program import Program, build_program, check_detail
 from graphgen.scenario import Scenario, make_scenario
 from rankflow.files import read_mapping
 
@@ -66,13 +67,14 @@ PLAN_KEYS = ("parallelism", "execution_backend")
 def _hardware(hardware: Source | Cluster, overrides: list) -> tuple[Cluster, dict[str, Any], str]:
     """The cluster (validated once; a parsed one is used as it is) and the hardware file's own plan."""
     if isinstance(hardware, Cluster):
+        file = "<hardware config>"
         # Only what the file set: a framework profile fills the rest.
         plan = {k: getattr(hardware, k).model_dump(exclude_unset=True) for k in PLAN_KEYS if hasattr(hardware, k)}
         cluster = hardware.cluster if isinstance(hardware, HardwareConfig) else hardware
-        if not overrides:
-            return cluster, plan, "<hardware config>"
-        data, file = cluster.model_dump(), "<hardware config>"
-    elif isinstance(hardware, dict):
+        if overrides:  # cluster overrides re-parse the cluster only: the parsed file's plan stays its plan
+            cluster = parse(Cluster, apply_overrides(cluster.model_dump(), overrides, file), file)
+        return cluster, plan, file
+    if isinstance(hardware, dict):
         data, file = hardware, "<hardware config>"
     else:
         data, file = read_mapping(hardware, "hardware_config"), str(hardware)
@@ -98,7 +100,10 @@ def _plan_data(plan: Source | ParallelPlan | PlanConfig | None) -> tuple[dict[st
     if isinstance(plan, ParallelPlan):
         return {"parallelism": plan.model_dump()}, "<plan>"
     if isinstance(plan, PlanConfig):
-        return plan.model_dump(exclude_none=True), "<plan>"
+        data = plan.model_dump(exclude_none=True)
+        if "parallelism" not in plan.model_fields_set:  # its default plan is not a plan it gives
+            del data["parallelism"]
+        return data, "<plan>"
     if isinstance(plan, dict):
         return plan, "<plan>"
     return read_mapping(plan, "plan_config"), str(plan)
@@ -107,15 +112,20 @@ def _plan_data(plan: Source | ParallelPlan | PlanConfig | None) -> tuple[dict[st
 def load_scenario(model: Source | ModelConfig, hardware: Source | HardwareConfig | Cluster,
                   plan: Source | ParallelPlan | PlanConfig | None = None, overrides: Sequence[str] = ()) -> Scenario:
     """A checked Scenario from a model, a hardware (cluster, optionally with its plan) and an optional
-    plan that replaces the hardware file's; `overrides` are `--set` strings (section.field=value)."""
+    plan that replaces the hardware file's (its parallelism, when it gives one; its backend, when it
+    gives one); `overrides` are `--set` strings (section.field=value)."""
     routed = split_overrides(list(overrides))
     model_data, model_file = _model_data(model)
     cluster, hw_plan, hw_file = _hardware(hardware, routed.cluster)
     plan_data, plan_file = _plan_data(plan)
+    parallel_file = plan_file  # the file the parallelism comes from, for the plan checks' messages
     if plan_data is None:
-        plan_data, plan_file = hw_plan, hw_file
+        plan_data, plan_file, parallel_file = hw_plan, hw_file, hw_file
     else:
         parse_plan_config(hw_plan, hw_file)  # the hardware file's own plan must be valid too
+        if "parallelism" not in plan_data and "parallelism" in hw_plan:
+            # A plan file with only execution_backend changes the backend, not the parallelism.
+            plan_data, parallel_file = {**plan_data, "parallelism": hw_plan["parallelism"]}, hw_file
     model_data = apply_overrides(model_data, routed.model)
     plan_data = apply_overrides(plan_data, routed.plan)
     framework = _framework(model_data, plan_data, model_file, cluster)
@@ -126,7 +136,7 @@ def load_scenario(model: Source | ModelConfig, hardware: Source | HardwareConfig
         raise RankflowError(f"unknown backend '{execution.model}'", file=plan_file, field="execution_backend.model",
                             fix=f"use one of: {', '.join(BACKENDS)}")
     sc = make_scenario(mc, cluster, pc.parallelism, execution, model_file=model_file, hardware_file=hw_file,
-                       plan_file=plan_file)
+                       plan_file=parallel_file)
     return replace(sc, framework=framework) if framework else sc
 
 
@@ -171,10 +181,23 @@ def evaluate(scenario: Scenario, backend: str | None = None, *, detail: str = "c
              astra: dict[str, Any] | None = None, program: Program | None = None) -> tuple[Program, Evaluation]:
     """Build (unless given) and evaluate a program; returns it with the backend's Evaluation."""
     name = backend or scenario.execution.model
-    options = dict(astra or {}) if name == "astra" else {}
-    engine = get_backend(name, **options)
+    options = _astra_options(astra)  # checked whatever the backend: a misspelt option is an error
+    if program is None:
+        check_detail(detail)  # before anything runs: a full ASTRA-sim replay would not use it
+    engine = get_backend(name, **(options if name == "astra" else {}))
     prog = program or build_program(scenario, "ops" if name == "astra" and _astra_full(scenario, options) else detail)
     return prog, engine.run(prog)
+
+
+def _astra_options(astra: object) -> dict[str, Any]:
+    """The ASTRA-sim options given, checked as execution_backend.astra's fields (names, types, ranges)."""
+    if astra is None:
+        return {}
+    if not isinstance(astra, dict):
+        raise RankflowError(f"astra options must be a mapping, not {type(astra).__name__}", field="astra",
+                            fix=f"pass a dict with some of: {', '.join(AstraOptions.model_fields)}")
+    parsed = parse(AstraOptions, astra, "astra options")
+    return {k: getattr(parsed, k) for k in astra}
 
 
 def _astra_full(scenario: Scenario, options: dict[str, Any]) -> bool:

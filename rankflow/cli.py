@@ -74,6 +74,17 @@ def _check_flags(args: argparse.Namespace) -> None:
                 name = "--" + flag.replace("_", "-")
                 raise bad(name, f"{name} needs the timeline, which --memory-only does not build",
                           f"drop --memory-only or {name}")
+        if args.layers:
+            raise bad("--layers", "--layers prints the per-op table of the timeline, which --memory-only does not "
+                      "build", "drop --memory-only or --layers")
+    if args.detail == "coarse":
+        for flag in ("trace", "graph", "chakra_out"):
+            if getattr(args, flag) is not None:
+                name = "--" + flag.replace("_", "-")
+                raise bad("--detail", f"{name} always uses the op-level DAG, so --detail coarse would be ignored",
+                          f"drop --detail coarse (or {name})")
+    if args.quiet and args.layers:
+        raise bad("--layers", "--layers prints a table, which --quiet suppresses", "drop --quiet or --layers")
     if args.trace_ranks is not None and args.trace is None:
         raise bad("--trace-ranks", "--trace-ranks without --trace", "add --trace OUT.json or drop --trace-ranks")
     for flag in ("graph_rank", "graph_max_nodes"):
@@ -86,19 +97,30 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise bad("--quiet", "--quiet without an output file would produce nothing", "add --json OUT.json")
 
 
+MAX_TRACE_RANKS = 64
+
+
 def _ranks(text: str | None, prog) -> list[int]:
     if text is None:
         return [prog.ranks_of_role(r.id)[0] for r in prog.roles]
+    shown = text if len(text) <= 40 else text[:40] + "..."
     try:
         ranks = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise RankflowError(f"'{text}' is not a comma-separated list of ranks", field="--trace-ranks",
+        raise RankflowError(f"'{shown}' is not a comma-separated list of ranks", field="--trace-ranks",
                             fix="write e.g. --trace-ranks 0,8") from None
     bad = [r for r in ranks if not 0 <= r < prog.mesh.world]
     if bad or not ranks:
-        raise RankflowError(f"rank(s) {bad or text} outside 0..{prog.mesh.world - 1}", field="--trace-ranks",
+        listed = ",".join(map(str, bad[:5])) + (",..." if len(bad) > 5 else "") if bad else f"'{shown}'"
+        raise RankflowError(f"rank(s) {listed} outside 0..{prog.mesh.world - 1}", field="--trace-ranks",
                             fix="choose ranks inside the world size")
-    return sorted(set(ranks))
+    ranks = sorted(set(ranks))
+    if len(ranks) > MAX_TRACE_RANKS:
+        # Each rank is a copy of its stage's whole timeline: the trace grows with ranks x nodes.
+        raise RankflowError(f"{len(ranks):,} ranks asked for, more than the {MAX_TRACE_RANKS} a trace holds",
+                            field="--trace-ranks", fix=f"choose at most {MAX_TRACE_RANKS} ranks (ranks of one "
+                                                       "pipeline stage share one timeline)")
+    return ranks
 
 
 def _memory_only(sc, args) -> int:
@@ -121,12 +143,24 @@ def _memory_only(sc, args) -> int:
     return 0
 
 
+def _check_backend_flags(args, backend: str, astra: dict, plan_mode: str) -> None:
+    """ASTRA-sim flags with another backend, or --detail coarse where a full replay needs the op-level
+    DAG, would be silently ignored: refuse them."""
+    if astra and backend != "astra":
+        name = {"binary": "--astra-bin", "network": "--astra-network", "mode": "--astra-mode"}[next(iter(astra))]
+        raise RankflowError(f"{name} applies to the astra backend, not the {backend} backend", field=name,
+                            fix=f"add --backend astra or drop {name}")
+    if backend == "astra" and args.detail == "coarse" and (astra.get("mode") or plan_mode) == "full":
+        raise RankflowError("a full ASTRA-sim replay always uses the op-level DAG, so --detail coarse would be "
+                            "ignored", field="--detail", fix="drop --detail coarse or use --astra-mode scalable")
+
+
 def _astra_options(args) -> dict:
     return {k: v for k, v in dict(binary=args.astra_bin, network=args.astra_network, mode=args.astra_mode).items()
             if v is not None}
 
 
-def _outputs(args, prog, ev):
+def _outputs(args, prog, ev, ranks: list[int] | None):
     """Render every requested file (lazily, at commit) into one OutputSet."""
     from rankflow.outputs import OutputSet
     from reports import json_out
@@ -136,7 +170,6 @@ def _outputs(args, prog, ev):
         outputs.add(args.json, lambda: json_out.dumps(ev.result))
     if args.trace:
         from reports import trace
-        ranks = _ranks(args.trace_ranks, prog)
         outputs.add(args.trace, lambda: trace.dumps(prog, ev.timeline, ranks))
     if args.graph:
         _add_graph(outputs, args, prog, ev)
@@ -175,15 +208,17 @@ def run(argv: list[str], prog_name: str = "run_perf.py") -> int:
         return _memory_only(sc, args)
     backend = args.backend or sc.execution.model
     astra = _astra_options(args)
+    _check_backend_flags(args, backend, astra, sc.execution.astra.mode)
     mode = astra.get("mode") or sc.execution.astra.mode
     if args.trace and backend == "astra" and mode == "full":
         raise RankflowError("a full ASTRA-sim replay reports finish times only, no timeline", field="--trace",
                             fix="use --astra-mode scalable or the analytical backend for a trace")
     ops = bool(args.trace or args.graph or args.chakra_out) or args.detail == "ops"
     program = api.build(sc, "ops" if ops or (backend == "astra" and mode == "full") else "coarse")
-    _dry(args).check()  # refuse bad output paths before the (possibly long) evaluation
+    _dry(args).check()  # refuse bad output paths and ranks before the (possibly long) evaluation
+    ranks = _ranks(args.trace_ranks, program) if args.trace else None
     _, ev = api.evaluate(sc, backend, astra=astra, program=program)
-    outputs = _outputs(args, program, ev)
+    outputs = _outputs(args, program, ev, ranks)
     outputs.commit()
     if not args.quiet:
         sys.stdout.write(text.summary(ev.result, layer_table=args.layers))

@@ -196,3 +196,36 @@ def test_moe_step_with_expert_and_context_parallelism_runs_in_astra(mode):
     res = AstraBackend(binary=REAL, network="unaware", mode=mode).run(prog).result
     ana = AnalyticalBackend().run(prog).result
     assert res.step_time_s == pytest.approx(ana.step_time_s, rel=0.25)
+
+
+@pytest.mark.parametrize("mode,words", [
+    ("zero", "0 cycles"), ("exposed_over", "above its finish time"), ("offset", "rank ids"),
+    ("huge", "finish time of 401 digits"), ("huge_rank", "rank id of 5000 digits"), ("flood", "more than 16 MiB"),
+    ("flood_line", "more than 16 MiB")])
+def test_bogus_reports_are_one_line_errors(monkeypatch, mode, words):
+    """Output that parses but cannot be a report, or floods, is refused: never a ZeroDivisionError,
+    KeyError, OverflowError, a negative compute time or unbounded memory."""
+    monkeypatch.setenv("FAKE_ASTRA_MODE", mode)
+    with pytest.raises(RankflowError, match=words) as exc:
+        AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2))
+    assert "\n" not in exc.value.one_line() and "fix:" in exc.value.one_line()
+
+
+def test_a_bogus_event_log_is_a_one_line_error(monkeypatch):
+    monkeypatch.setenv("FAKE_ASTRA_MODE", "bad_log")
+    with pytest.raises(RankflowError, match="tick of 400 digits"):
+        AstraBackend(binary=FAKE, network="unaware", mode="scalable").run(small("coarse", tp=2, pp=2, dp=2))
+
+
+@pytest.mark.parametrize("mode", ["flood", "flood_line"])
+def test_long_output_is_streamed_and_its_report_read(monkeypatch, mode):
+    """Output under the bound, even one line of megabytes, is read as it streams (a line keeps only
+    its end) and the report at its end is found."""
+    from backends.astra import runner
+
+    monkeypatch.setenv("FAKE_ASTRA_MODE", mode)
+    monkeypatch.setenv("FAKE_ASTRA_FLOOD_MIB", "8")
+    res = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
+    assert res.step_time_s == pytest.approx(8000e-9)
+    lines = runner._Lines()
+    assert lines.feed(b"x" * 10 * 2**20) == [] and len(lines.rest) <= runner.LINE_BYTES

@@ -321,3 +321,274 @@ def test_fuzzed_inputs_keep_the_contract(seed):
         assert_contract(rc, err.getvalue(), outs)
         if rc == 0 and "--memory-only" not in args:
             assert all(p.exists() for p in outs), args
+
+
+def test_parsed_hardware_keeps_its_plan_under_cluster_overrides():
+    """A parsed hardware file passed with cluster overrides (a search re-using it) keeps its own plan."""
+    from rankflow import api
+
+    hw = api.load_hardware(HW)
+    hw = hw.model_copy(update={"parallelism": hw.parallelism.model_copy(update={"tp": 2, "dp": 4})})
+    model = {"model": TINY_LLAMA, "workload": {"seq_len": 512, "global_batch": 8}}
+    sc = api.load_scenario(model, hw, overrides=["name=renamed", "node.intra.latency_us=3"])
+    assert (sc.plan.tp, sc.plan.dp) == (2, 4)
+    assert sc.hardware.name == "renamed" and sc.hardware.node.intra.latency_us == 3
+
+
+@pytest.mark.parametrize("schedule,pp,v", [("interleaved", 1, 2), ("interleaved", 1, 4), ("zb-v", 2, 2),
+                                           ("dualpipev", 2, 2), ("zb-v", 1, 2)])
+def test_no_rank_sends_activations_to_itself(schedule, pp, v):
+    """Neighbouring chunks on one stage hand over in memory: no send/recv to itself, but the consuming
+    pass still waits for the producing one."""
+    from graphgen.ir import ComputeNode, Phase, RecvNode, SendNode
+    from tests.helpers import program
+
+    sc = scenario(TINY_LLAMA, {"global_batch": 8}, pp=pp, virtual_stages=v, schedule=schedule)
+    prog = program(sc)
+    for role in prog.roles:
+        assert not [n for n in role.nodes if isinstance(n, SendNode) and n.peer_role == role.id]
+        assert not [n for n in role.nodes if isinstance(n, RecvNode) and n.peer_role == role.id]
+    if pp == 1:  # chunk 1's first forward node depends on chunk 0's last forward node of the same microbatch
+        nodes = prog.roles[0].nodes
+        fwd = [n for n in nodes if isinstance(n, ComputeNode) and n.phase is Phase.FORWARD]
+        first_c1 = next(n for n in fwd if n.chunk == 1 and n.microbatch == 0)
+        last_c0 = max(n.id for n in fwd if n.chunk == 0 and n.microbatch == 0)
+        assert last_c0 in first_c1.deps
+
+
+def test_interleaving_one_stage_costs_what_one_chunk_does():
+    one = run(scenario(TINY_LLAMA, {"global_batch": 8}, pp=1))
+    two = run(scenario(TINY_LLAMA, {"global_batch": 8}, pp=1, virtual_stages=2, schedule="interleaved"))
+    assert two.breakdown.exposed_comm["pp"] == 0
+    assert two.step_time_s == pytest.approx(one.step_time_s, rel=1e-9)
+
+
+def test_recosting_under_another_cluster_reports_that_cluster():
+    """cost_program(prog, cluster): the Result names, peaks and sizes memory by the cluster costed."""
+    from backends.analytical import replay
+    from graphgen.costs.evaluate import cost_program
+    from tests.helpers import hardware, program
+
+    prog = program(scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, dp=2), "coarse")
+    h200 = hardware(ROOT / "hardware_configs" / "H200-SXM-141GB.yaml").cluster
+    own = replay(prog, cost_program(prog)).result
+    res = replay(prog, cost_program(prog, h200)).result
+    assert own.hardware == prog.scenario.hardware.name
+    assert res.hardware == h200.name and res.device == h200.device.name
+    assert res.peak_flops_per_gpu == pytest.approx(h200.device.peak_tflops["bf16"] * 1e12)
+    assert res.memory[0].capacity == pytest.approx(h200.device.hbm_gib * 2**30)
+    assert res.peak_flops_per_gpu != own.peak_flops_per_gpu
+
+
+def test_a_plan_file_with_only_a_backend_keeps_the_hardware_parallelism(capsys, tmp_path):
+    from graphgen.config import ExecutionBackend, PlanConfig
+    from rankflow import api
+
+    plan = write(tmp_path, "p.yaml", "execution_backend:\n  model: analytical\n")
+    rc, out, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, "--plan_config", plan,
+                       "--memory-only")
+    assert rc == 0, err
+    assert "8 x A100" in out and "dp=8 zero=1" in out  # the hardware file's plan: dp 8, ZeRO-1
+    sc = api.load_scenario(MODEL, HW, PlanConfig(execution_backend=ExecutionBackend()))
+    assert (sc.plan.dp, sc.plan.zero_stage) == (8, 1)
+    given = write(tmp_path, "q.yaml", "parallelism:\n  tp: 2\n")
+    assert api.load_scenario(MODEL, HW, given).plan.dp == 1  # a plan file's parallelism still replaces it
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"detail": "fine"}, "detail"), ({"detail": None}, "detail"),
+    ({"backend": "astra", "astra": {"bogus": 1}}, "bogus"), ({"astra": {"bogus": 1}}, "bogus"),
+    ({"backend": "astra", "astra": {"mode": "weird"}}, "mode"),
+    ({"backend": "astra", "astra": {"timeout_s": -1}}, "timeout_s"), ({"backend": "astra", "astra": "x"}, "astra"),
+])
+def test_api_options_are_checked(kwargs, field):
+    """Bad evaluate/simulate options are RankflowErrors naming the option, never ValueError/TypeError."""
+    from graphgen.errors import RankflowError
+    from rankflow import api
+
+    sc = scenario(TINY_LLAMA, {"global_batch": 8})
+    with pytest.raises(RankflowError, match=field) as exc:
+        api.evaluate(sc, **kwargs)
+    assert "fix:" in exc.value.one_line()
+    with pytest.raises(RankflowError, match="detail"):
+        api.build(sc, "fine")
+
+
+def test_a_move_failing_half_way_puts_every_earlier_output_back(tmp_path, monkeypatch):
+    """The set is all or nothing even when the last move fails: files already moved in are removed,
+    files they replaced are restored, directories made for a directory output are removed."""
+    from graphgen.errors import RankflowError
+    from rankflow import outputs
+
+    (tmp_path / "b.json").write_text("old")
+    real = os.replace
+
+    def failing(src, dst):
+        if str(dst).endswith("et"):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", failing)
+    out = outputs.OutputSet()
+    out.add(str(tmp_path / "a.json"), lambda: "new")
+    out.add(str(tmp_path / "b.json"), lambda: "new")
+    out.add_dir(str(tmp_path / "x" / "y" / "et"), lambda: [("f", b"data")])
+    with pytest.raises(RankflowError, match="et.*No space left"):
+        out.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json"]
+    assert (tmp_path / "b.json").read_text() == "old"
+
+
+def test_a_file_in_the_way_inside_an_existing_trace_directory_restores_the_json(capsys, tmp_path):
+    (tmp_path / "et" / "rankflow.0.et").mkdir(parents=True)
+    (tmp_path / "r.json").write_text("old")
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, "--json", "r.json",
+                     "--chakra-out", "et", "--quiet", cwd=tmp_path)
+    assert_contract(rc, err, [])
+    assert rc == 2 and "rankflow.0.et" in err
+    assert (tmp_path / "r.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["et", "r.json"]
+    assert [p.name for p in (tmp_path / "et").iterdir()] == ["rankflow.0.et"]
+
+
+@pytest.mark.parametrize("flags", [["--json", "et/r.json", "--chakra-out", "et"],
+                                   ["--graph", "et/g", "--chakra-out", "et"],
+                                   ["--json", "r.json", "--trace", "here/r.json"]])
+def test_nested_or_aliased_outputs_are_refused(capsys, tmp_path, flags):
+    (tmp_path / "et").mkdir()
+    (tmp_path / "here").symlink_to(".")
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, *flags, "--quiet",
+                     cwd=tmp_path)
+    assert_contract(rc, err, [])
+    assert rc == 2 and ("inside" in err or "same path" in err)
+    if "inside" in err:
+        assert "et/" in err and "output et" in err  # both paths named
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["et", "here"] and not list((tmp_path / "et").iterdir())
+
+
+def test_special_files_are_never_replaced(capsys, tmp_path):
+    """A FIFO or a symbolic link at an output path is refused (a regular file is replaced); a device
+    is refused before anything is written."""
+    from graphgen.errors import RankflowError
+    from rankflow.outputs import OutputSet
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "elsewhere.json").write_text("keep")
+    (tmp_path / "link.json").symlink_to(tmp_path / "elsewhere.json")
+    for path in ("fifo", "link.json"):
+        rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, "--json", path, "--quiet",
+                         cwd=tmp_path)
+        assert_contract(rc, err, [])
+        assert rc == 2 and path in err and "not a regular file" in err
+    assert stat.S_ISFIFO((tmp_path / "fifo").lstat().st_mode) and (tmp_path / "link.json").is_symlink()
+    assert (tmp_path / "elsewhere.json").read_text() == "keep"
+    out = OutputSet()
+    out.add("/dev/null", lambda: "x")
+    with pytest.raises(RankflowError, match="/dev/null.*not a regular file"):
+        out.check()  # check only: a commit must never be tried on a device
+    (tmp_path / "r.json").write_text("old")
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, "--json", "r.json", "--quiet",
+                     cwd=tmp_path)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "r.json").read_text())["gpus"] == 8
+
+
+IGNORED_FLAGS = [
+    (["--memory-only", "--layers"], "--layers"), (["--quiet", "--layers", "--json", "r.json"], "--layers"),
+    (["--astra-bin", "/nowhere"], "--astra-bin"), (["--astra-mode", "scalable"], "--astra-mode"),
+    (["--backend", "analytical", "--astra-network", "aware"], "--astra-network"),
+    (["--detail", "coarse", "--trace", "t.json"], "--detail"), (["--detail", "coarse", "--graph", "g"], "--detail"),
+    (["--detail", "coarse", "--chakra-out", "et"], "--detail"),
+    (["--backend", "astra", "--astra-mode", "full", "--detail", "coarse"], "--detail"),
+]
+
+
+@pytest.mark.parametrize("flags,word", IGNORED_FLAGS)
+def test_flags_that_would_be_ignored_are_refused(capsys, tmp_path, flags, word):
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, *flags, cwd=tmp_path)
+    assert_contract(rc, err, [tmp_path / f for f in ("t.json", "r.json", "g.dot", "et")])
+    assert rc == 2 and word in err and "ASTRA_SIM_BIN" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trace_ranks_are_bounded(capsys, tmp_path):
+    big = ["--set", "model.layers=2", "--set", "parallelism.dp=128", "--set", "workload.global_batch=128"]
+    many = ",".join(map(str, range(100)))
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--trace", "t.json",
+                     "--trace-ranks", many, cwd=tmp_path)
+    assert_contract(rc, err, [tmp_path / "t.json"])
+    assert rc == 2 and "--trace-ranks" in err and "at most 64" in err
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--trace", "t.json",
+                     "--trace-ranks", "x" * 100_000, cwd=tmp_path)
+    assert rc == 2 and len(err) < 400
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--trace", "t.json", "--quiet",
+                     "--trace-ranks", ",".join(map(str, range(0, 128, 2))), cwd=tmp_path)
+    assert rc == 0, err
+
+
+TINY_MOE = dict(TINY_LLAMA, layers=8, kv_heads=8,
+                moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 256, "shared_experts": 1})
+
+
+@pytest.mark.parametrize("model,plan", [
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, zero_stage=3)),
+    (dict(TINY_LLAMA, layers=8), dict(dp=4, pp=2, zero_stage=3, recompute="full", zero3_regather_after_recompute=True)),
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, pp=2, zero_stage=3, schedule="zb-h1", tp=2, sp=True)),
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, pp=2, zero_stage=3, schedule="interleaved", virtual_stages=2)),
+    (TINY_MOE, dict(dp=2, zero_stage=3, recompute="full", zero3_regather_after_recompute=True, tp=2, sp=True)),
+    (TINY_MOE, dict(dp=4, ep=2, pp=2, zero_stage=3, schedule="dualpipe")),
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, pp=2, zero_stage=1, overlap_param_gather=True)),
+    (dict(TINY_LLAMA, layers=8), dict(dp=2, zero_stage=2, bucket_mb=0.01)),
+])
+@pytest.mark.parametrize("detail", ["coarse", "ops"])
+def test_node_estimate_is_an_upper_bound(model, plan, detail):
+    """The MAX_NODES guard must never let a program through on an undercount (ZeRO-3 coarse DAGs
+    were undercounted about 1.6x)."""
+    from graphgen.model.layer_graph import build_layer_graph
+    from graphgen.parallel.pipeline import stage_layers
+    from graphgen.program import block_shape, build_program, estimate_nodes, pass_templates
+
+    sc = scenario(model, {"global_batch": 32}, **plan)
+    lg = build_layer_graph(block_shape(sc))
+    chunk_layers = stage_layers(sc.model, sc.plan)
+    templates, ids = pass_templates(sc, lg, chunk_layers)
+    estimate = estimate_nodes(sc, lg, chunk_layers, templates, ids, detail)
+    actual = sum(len(r.nodes) for r in build_program(sc, detail).roles)
+    assert actual <= estimate <= 2 * actual
+
+
+def test_memory_only_answers_past_the_replay_bound(capsys, tmp_path):
+    """--memory-only never replays the schedule, so a step too long to replay still gets its memory
+    answer (within seconds); the replay itself is still refused, pointing at --memory-only."""
+    big = ["--set", "parallelism.pp=4", "--set", "parallelism.dp=2", "--set", "workload.global_batch=80000000"]
+    t0 = time.perf_counter()
+    rc, out, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--memory-only",
+                       "--json", "m.json", cwd=tmp_path)
+    assert rc == 0, err
+    assert time.perf_counter() - t0 < 10 and "stage3" in out
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert finite(doc)
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *big, "--json", "r.json", cwd=tmp_path)
+    assert_contract(rc, err, [tmp_path / "r.json"])
+    assert rc == 2 and "workload.global_batch" in err and "--memory-only" in err
+
+
+@pytest.mark.parametrize("plan", [dict(pp=4), dict(pp=4, schedule="gpipe"), dict(pp=2, schedule="interleaved",
+                                  virtual_stages=2), dict(pp=2, schedule="zb-h1"), dict(pp=2, schedule="zb-v",
+                                  virtual_stages=2), dict(pp=2, schedule="dualpipe"), dict(pp=2, schedule="dualpipev",
+                                  virtual_stages=2)])
+def test_bounded_in_flight_walk_matches_the_full_walk(monkeypatch, plan):
+    """Past the replay bound the in-flight peak comes from two short orders; it is the full walk's."""
+    from graphgen import memory
+
+    sc = scenario(dict(TINY_LLAMA, layers=8), {"global_batch": 96}, recompute="full", **plan)
+    exact = memory.scenario_memory(sc)
+    monkeypatch.setattr(memory, "MAX_STEPS", memory.schedule_steps(sc.plan, sum(memory._probe_counts(sc))))
+    assert memory.schedule_steps(sc.plan, sc.microbatches) > memory.MAX_STEPS  # the bounded walk runs
+    bounded = memory.scenario_memory(sc)
+    for a, b in zip(exact, bounded, strict=True):
+        assert b.activations == pytest.approx(a.activations, rel=1e-9)
+    monkeypatch.setattr(memory, "MAX_STEPS", 10)
+    from graphgen.errors import RankflowError
+    with pytest.raises(RankflowError, match="global_batch"):
+        memory.scenario_memory(sc)

@@ -18,7 +18,8 @@ def replay(program: Program, costs: Costs, backend: str = "analytical", notes: t
     critical = max(range(len(finishes)), key=lambda r: (finishes[r], -r))
     compute, exposed, bubble = attribute(program, costs, tl, critical)
     result = assemble_result(program, backend, tl.step_time, Breakdown(compute, exposed, bubble),
-                             program.roles[critical].name, role_timings(program, costs, finishes), notes)
+                             program.roles[critical].name, role_timings(program, costs, finishes), notes,
+                             costs.cluster)
     return Evaluation(result, tl, costs)
 
 

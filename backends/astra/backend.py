@@ -63,11 +63,13 @@ class AstraBackend:
             work = Path(tmp)
             if mode == "full":
                 if prog.detail != "ops":
-                    raise ValueError("a full ASTRA-sim replay needs an op-level program")
+                    raise RankflowError("a full ASTRA-sim replay needs an op-level program", field="detail",
+                                        fix="build the program with detail='ops', or use astra mode 'scalable'")
                 return self._full(prog, binary, network, work, timeout, notes)
             return self._scalable(prog, binary, network, work, timeout, notes)
 
-    def _launch(self, prog: Program, binary: Path, network: str, work: Path, timeout: float, trace: bool):
+    def _launch(self, prog: Program, binary: Path, network: str, work: Path, timeout: float, trace: bool,
+                node_ranks: set[int] | None = None):
         et = work / "et"
         et.mkdir()
         for name, data in trace_files(prog, cost_program(prog)):
@@ -82,7 +84,7 @@ class AstraBackend:
         _, groups = comm_groups(prog)
         return runner.run(binary, work, str(et / "rankflow"), work / "system.json", work / "network.yml",
                           work / "memory.json", et / "rankflow.comm_groups.json" if groups else None,
-                          prog.mesh.world, timeout, want_node_times=trace)
+                          prog.mesh.world, timeout, want_node_times=trace, node_ranks=node_ranks)
 
     def _full(self, prog, binary, network, work, timeout, notes) -> Evaluation:
         out = self._launch(prog, binary, network, work, timeout, trace=False)
@@ -103,7 +105,8 @@ class AstraBackend:
 
     def _scalable(self, prog, binary, network, work, timeout, notes) -> Evaluation:
         probe, keys = probe_program(prog)
-        out = self._launch(probe, binary, network, work, timeout, trace=True)
+        firsts = {prog.ranks_of_role(role.id)[0] for role in probe.roles}  # the ranks whose times are read
+        out = self._launch(probe, binary, network, work, timeout, trace=True, node_ranks=firsts)
         durations: dict[tuple, float] = {}
         for role in probe.roles:
             rank = prog.ranks_of_role(role.id)[0]

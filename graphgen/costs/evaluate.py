@@ -52,12 +52,14 @@ class Segment:
 class Costs:
     """Seconds per node of every role; inline[r][i] is the communication inside coarse node i, per
     axis, which its duration includes; segments[r][i] describes multi-item node i; kappa is the
-    device's overlap slowdown."""
+    device's overlap slowdown; cluster is the one these costs are for (a program may be re-costed under
+    another), so that the Result names, peaks and sizes memory by what was actually costed."""
 
     durations: tuple[list[float], ...]
     inline: tuple[dict[int, tuple[tuple[str, float], ...]], ...]
     kappa: float
     segments: tuple[dict[int, Segment], ...] = ()
+    cluster: Cluster | None = None
 
 
 class Coster:
@@ -180,7 +182,8 @@ class Coster:
             durations.append(dur)
             inlines.append(inl)
             parts.append(prt)
-        return Costs(tuple(durations), tuple(inlines), self.cluster.device.overlap_slowdown, tuple(parts))
+        return Costs(tuple(durations), tuple(inlines), self.cluster.device.overlap_slowdown, tuple(parts),
+                     self.cluster)
 
 
 def cost_program(prog: Program, cluster: Cluster | None = None,

@@ -120,17 +120,25 @@ class PipelineEmitter:
     """Receives before and sends after each pass whose neighbouring chunk lives on another stage.
     Each TP rank sends its 1/tp share of the boundary activation (Megatron's scatter-gather
     optimisation; under sequence parallelism the shard is all it holds). Chunks flow in position
-    order within their copy of the model (positions per copy)."""
+    order within their copy of the model (positions per copy). A neighbour on the same stage (the
+    chunks of an interleaved schedule with pp=1, the bottom of a V) is handed over in memory: the
+    consuming pass depends on the producing one, with no transfer (no rank sends to itself)."""
 
     def __init__(self, em, stage_of_chunk: list[int], positions: int, microbatches: int, boundary_bytes: float) -> None:
         self.em, self.stage_of, self.M, self.boundary = em, stage_of_chunk, microbatches, boundary_bytes
         self.G, self.P = len(stage_of_chunk), positions
+        self.local: dict[tuple[int, int, bool], int] = {}  # (consumer chunk, mb, forward) -> producer's last node
 
     def recv(self, g: int, mb: int, fwd: bool) -> list[int]:
         pos = g % self.P
         if (fwd and pos == 0) or (not fwd and pos == self.P - 1):
             return []
         src = self.stage_of[g - 1 if fwd else g + 1]
+        if src == self.stage_of[g]:
+            producer = self.local.pop((g, mb, fwd), None)
+            if producer is None:  # the schedule runs a consumer before its producer on one stage
+                raise ValueError(f"chunk {g} microbatch {mb} runs before its input on the same stage")
+            return [producer]
         return [self.em.add(RecvNode, name=f"recv_{'act' if fwd else 'grad'}.c{g}.mb{mb}", bytes=self.boundary,
                             peer_role=src, tag=tag(0 if fwd else 1, g, mb, self.G, self.M), deps=(), microbatch=mb,
                             chunk=g, phase=Phase.FORWARD if fwd else Phase.BACKWARD)]
@@ -138,10 +146,15 @@ class PipelineEmitter:
     def send(self, g: int, mb: int, fwd: bool, last: int) -> None:
         pos = g % self.P
         if fwd and pos < self.P - 1:
-            self.em.add(SendNode, name=f"send_act.c{g}.mb{mb}", bytes=self.boundary, peer_role=self.stage_of[g + 1],
-                        tag=tag(0, g + 1, mb, self.G, self.M), deps=(last,), microbatch=mb, chunk=g,
-                        phase=Phase.FORWARD)
+            self._send(g, g + 1, mb, True, last)
         if not fwd and pos > 0:
-            self.em.add(SendNode, name=f"send_grad.c{g}.mb{mb}", bytes=self.boundary,
-                        peer_role=self.stage_of[g - 1], tag=tag(1, g - 1, mb, self.G, self.M), deps=(last,),
-                        microbatch=mb, chunk=g, phase=Phase.BACKWARD)
+            self._send(g, g - 1, mb, False, last)
+
+    def _send(self, g: int, dst: int, mb: int, fwd: bool, last: int) -> None:
+        if self.stage_of[dst] == self.stage_of[g]:
+            self.local[(dst, mb, fwd)] = last
+            return
+        kind = "act" if fwd else "grad"
+        self.em.add(SendNode, name=f"send_{kind}.c{g}.mb{mb}", bytes=self.boundary, peer_role=self.stage_of[dst],
+                    tag=tag(0 if fwd else 1, dst, mb, self.G, self.M), deps=(last,), microbatch=mb, chunk=g,
+                    phase=Phase.FORWARD if fwd else Phase.BACKWARD)

@@ -21,6 +21,7 @@ from graphgen.model.shape import BlockShape
 from graphgen.parallel.layout import AXES, grad_required_layout
 from graphgen.parallel.mesh import Mesh
 from graphgen.parallel.pipeline import stage_layers
+from graphgen.program.estimate import estimate_nodes
 from graphgen.program.roles import PassTemplates, build_role
 from graphgen.program.templates import (
     PassBuilder,
@@ -30,7 +31,7 @@ from graphgen.program.templates import (
     lower_forward,
     lower_wgrad,
 )
-from graphgen.scenario import Scenario
+from graphgen.scenario import Scenario, check_work
 from graphgen.schedule import SCHEDULES
 
 DETAILS = ("coarse", "ops")
@@ -148,37 +149,25 @@ def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Tem
     return templates, PassTemplates(ids, P)
 
 
-def estimate_nodes(sc: Scenario, templates: list[Template], ids: PassTemplates, detail: str) -> int:
-    """About how many nodes the program will have: every pass instance's nodes, its transfers and its
-    data-parallel collectives (per unit and microbatch under ZeRO-2/3)."""
-    p, M = sc.plan, sc.microbatches
-    total = 0
-    copies = SCHEDULES[p.schedule].copies
-    for tpl_id in ids.ids.values():
-        tpl = templates[tpl_id]
-        for _ in range(copies):
-            units = len(tpl.first_use)
-            # A coarse pass is a segment with its leading and trailing collectives, cut further only
-            # where a collective attaches: per unit every pass under ZeRO-2/3, else in the chunk's
-            # first forward and last backward.
-            per_pass = len(tpl.items) if detail == "ops" else min(len(tpl.items), 3)
-            dp_nodes = 2 * units if p.dp > 1 and p.zero_stage >= 2 else 0
-            total += M // copies * (per_pass + 2 + dp_nodes) + 2 * units
-    return total
+def check_detail(detail: object) -> None:
+    """A DAG granularity given through the API is one of DETAILS (the CLI's choices are argparse's)."""
+    if not isinstance(detail, str) or detail not in DETAILS:
+        raise RankflowError(f"detail {detail!r} is not a DAG granularity", field="detail",
+                            fix=f"use one of: {', '.join(DETAILS)}")
 
 
 def build_program(sc: Scenario, detail: str = "ops") -> Program:
-    if detail not in DETAILS:
-        raise ValueError(f"detail must be one of {DETAILS}")
+    check_detail(detail)
+    check_work(sc)
     p = sc.plan
     lg = build_layer_graph(block_shape(sc))
     chunk_layers = stage_layers(sc.model, p)
     templates, ids = pass_templates(sc, lg, chunk_layers)
-    nodes = estimate_nodes(sc, templates, ids, detail)
+    nodes = estimate_nodes(sc, lg, chunk_layers, templates, ids, detail)
     if nodes > MAX_NODES:
         hint = ("drop --trace/--graph/--chakra-out to use the coarse DAG, or" if detail == "ops" else "") + \
             " lower global_batch or raise micro_batch, or use --memory-only"
-        raise RankflowError(f"the {detail} DAG would hold about {nodes:,} nodes, more than the {MAX_NODES:,} this "
+        raise RankflowError(f"the {detail} DAG would hold up to {nodes:,} nodes, more than the {MAX_NODES:,} this "
                             "simulator builds", file=sc.model_file, field="workload.global_batch", fix=hint.strip())
     shared: dict = {}
     roles = tuple(build_role(sc, lg, chunk_layers, templates, ids, stage, detail == "coarse", shared)

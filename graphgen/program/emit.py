@@ -42,7 +42,7 @@ class Attachments:
         return set(self.before) | {i + 1 for i in self.after}
 
 
-def _segments(tpl: Template, cuts: set[int], coarse: bool) -> list[tuple[int, int]]:
+def pass_segments(tpl: Template, cuts: set[int], coarse: bool) -> list[tuple[int, int]]:
     """Item ranges, one node each. A coarse node never starts or ends with a collective: leading and
     trailing collectives stay nodes of their own, which (as at op level) may overlap the compute of
     a neighbouring pass instead of waiting for it."""
@@ -67,7 +67,7 @@ def emit_pass(em: Emitter, tpl: Template, tpl_id: int, first_deps: list[int], at
     key = ("segments", tpl_id, cuts, coarse)
     segments = em.shared.get(key)
     if segments is None:
-        segments = em.shared[key] = _segments(tpl, cuts, coarse)
+        segments = em.shared[key] = pass_segments(tpl, cuts, coarse)
     beside: list[int] = []  # collectives running beside the previous node: the next one waits for them too
     for a, b in segments:
         deps = list(first_deps) if prev is None else [prev]

@@ -2,7 +2,10 @@
 """Stands in for an ASTRA-sim binary in tests of the runner's parsing and error handling.
 
 It counts the trace files, prints ASTRA-sim's finish line for each rank (rank r finishes at
-(r + 1) x 1000 cycles), and misbehaves on request through FAKE_ASTRA_MODE: crash, hang, garbage, crash_at_exit, nonutf8.
+(r + 1) x 1000 cycles), and misbehaves on request through FAKE_ASTRA_MODE: crash, hang, garbage, crash_at_exit, nonutf8;
+reports that parse but are bogus: zero (0 cycles), exposed_over (exposed above finish), offset (ranks 1..world),
+huge (a finish of 10**400 cycles), huge_rank (a rank id of 5000 digits), bad_log (an event log with a 400-digit tick);
+floods: flood (FAKE_ASTRA_FLOOD_MIB MiB of lines before the report), flood_line (as much without a newline).
 """
 
 import glob
@@ -25,10 +28,23 @@ if mode == "garbage":
 if mode == "nonutf8":
     sys.stdout.buffer.write(b"\xff\xfe binary noise \x80\n")
     sys.stdout.flush()
+if mode in ("flood", "flood_line"):
+    mib = int(os.environ.get("FAKE_ASTRA_FLOOD_MIB", "32"))
+    block = ("x" * 1023 + ("\n" if mode == "flood" else "x")) * 1024
+    for _ in range(mib):
+        sys.stdout.write(block)
+if mode == "bad_log":
+    log = args["--logging-folder"]
+    os.makedirs(log, exist_ok=True)
+    with open(os.path.join(log, "log.log"), "w") as fh:
+        fh.write("issue,sys->id=0, tick=1, node->id=0\ncallback,sys->id=0, tick=" + "9" * 400 + ", node->id=0\n")
 crash_at_exit = mode == "crash_at_exit"
 for r in range(world):
-    print(f"[2026-01-01T00:00:00+0000] [I] <workload>: sys[{r}] finished, {(r + 1) * 1000} cycles, "
-          f"exposed communication {(r + 1) * 100} cycles.")
+    rank = r + 1 if mode == "offset" else "1" * 5000 if mode == "huge_rank" and r == 0 else r
+    cycles = 0 if mode == "zero" else 10**400 if mode == "huge" and r == 0 else (r + 1) * 1000
+    exposed = cycles + 1 if mode == "exposed_over" else (r + 1) * 100 if cycles else 0
+    print(f"[2026-01-01T00:00:00+0000] [I] <workload>: sys[{rank}] finished, {cycles} cycles, "
+          f"exposed communication {exposed} cycles.")
 if crash_at_exit:
     print("[system] [warning] Exiting")
     print("malloc_consolidate(): unaligned fastbin chunk detected", file=sys.stderr)
