@@ -30,23 +30,33 @@ def _plan(text: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(tp|pp|dp|cp|ep|vpp|b|mbs)(\d+)", text)}
 
 
-def _simumax(r: dict) -> float:
+def _simumax_model(r: dict) -> dict:
+    """The trimmed model a SimuMax row names: llama3 shapes from HF, MoE models from the catalogue."""
+    from benchmarks.validate import _catalogued
+
     name = r["model"].split(" (")[0]
-    if name not in LLAMA3:
-        raise Skip("MoE model: expert parallelism is not supported yet")
     layers = int(re.search(r"trimmed (\d+)L", r["model"]).group(1))
+    known = _catalogued({"model": r["model"], "layers": str(layers)})
+    if known is not None:
+        return known
+    if name not in LLAMA3:
+        raise Skip(f"architecture of {name} not known")
+    return dict(name=name, layers=layers, vocab=128256, activation="swiglu", norm="rmsnorm", position_encoding="rope",
+                **LLAMA3[name])
+
+
+def _simumax(r: dict) -> float:
+    model = _simumax_model(r)
     plan = _plan(r["parallelism"])
-    if plan.get("cp", 1) > 1:
-        raise Skip("context parallelism is not supported yet")
     mbs, mbc = (int(x) for x in re.findall(r"\d+", r["batch"]))
-    model = dict(name=name, layers=layers, vocab=128256, activation="swiglu", norm="rmsnorm",
-                 position_encoding="rope", **LLAMA3[name])
     # Megatron with TE 2.11, distributed optimizer, sequence parallelism, flash attention and fused
     # cross-entropy ("cef"); the launch flags disable recompute (notes).
     workload = {"seq_len": int(r["seq_len"]), "micro_batch": mbs, "global_batch": mbs * mbc * plan["dp"],
                 "precision": "bf16", "fused_cross_entropy": "cef" in r["id"]}
+    tp = plan["tp"]
     sc = row_scenario_from(model, workload, HW_DIR / "B200.yaml", dict(
-        tp=plan["tp"], pp=plan["pp"], dp=plan["dp"], sp=plan["tp"] > 1, zero_stage=1, recompute="none"))
+        tp=tp, pp=plan["pp"], dp=plan["dp"], cp=plan.get("cp", 1), ep=plan.get("ep", 1), sp=tp > 1, zero_stage=1,
+        recompute="none"))
     return max(m.allocated for m in api.memory(sc).roles) / GIB
 
 
