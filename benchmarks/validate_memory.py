@@ -13,6 +13,7 @@ import csv
 import re
 from pathlib import Path
 
+from benchmarks.catalogue import _catalogued
 from benchmarks.rows import HW_DIR, Row, Skip, attempt, row_scenario_from
 from graphgen.memory import model_states
 from graphgen.units import GIB
@@ -32,8 +33,6 @@ def _plan(text: str) -> dict[str, int]:
 
 def _simumax_model(r: dict) -> dict:
     """The trimmed model a SimuMax row names: llama3 shapes from HF, MoE models from the catalogue."""
-    from benchmarks.validate import _catalogued
-
     name = r["model"].split(" (")[0]
     layers = int(re.search(r"trimmed (\d+)L", r["model"]).group(1))
     known = _catalogued({"model": r["model"], "layers": str(layers)})
