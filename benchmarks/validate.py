@@ -336,8 +336,19 @@ def main(argv: list[str] | None = None) -> int:
                          "rapid-llm/hf_playbook_nanotron_h100.csv from ../shared/validation)\n")
         return 2
     summary = summarize(rows)
+    _print(rows, summary, args.quiet)
+    if args.json:
+        doc = {"rows": [{"id": r.id, "metric": r.metric, "measured": r.measured, "predicted": r.predicted,
+                         "error_pct": r.error_pct, "skipped": r.skipped, "source": r.source,
+                         "framework": r.definition, "flop_convention": r.convention} for r in rows],
+               "summary": summary}
+        Path(args.json).write_text(json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
+    return 0
+
+
+def _print(rows: list[Row], summary: dict, quiet: bool) -> None:
     out = sys.stdout
-    if not args.quiet:
+    if not quiet:
         out.write(f"{'id':62} {'metric':22} {'measured':>10} {'predicted':>10} {'error %':>8}\n")
         for r in rows:
             if r.skipped:
@@ -364,13 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write(f"  skipped: {summary['skipped']['rows']} rows\n")
     for reason, count in summary["skipped"]["reasons"].items():
         out.write(f"    {count:4} {reason}\n")
-    if args.json:
-        doc = {"rows": [{"id": r.id, "metric": r.metric, "measured": r.measured, "predicted": r.predicted,
-                         "error_pct": r.error_pct, "skipped": r.skipped, "source": r.source,
-                         "framework": r.definition, "flop_convention": r.convention} for r in rows],
-               "summary": summary}
-        Path(args.json).write_text(json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
