@@ -53,9 +53,10 @@ class Scenario:
         fields); only the plan is validated and checked."""
         if plan is None:
             plan = parse(ParallelPlan, {**self.plan.model_dump(), **fields}, self.plan_file)
-        return make_scenario(ModelConfig(model=self.model, workload=self.workload), self.hardware, plan,
-                             self.execution, model_file=self.model_file, hardware_file=self.hardware_file,
-                             plan_file=self.plan_file)
+        sc = make_scenario(ModelConfig(model=self.model, workload=self.workload), self.hardware, plan,
+                           self.execution, model_file=self.model_file, hardware_file=self.hardware_file,
+                           plan_file=self.plan_file)
+        return replace(sc, framework=self.framework)
 
     def with_workload(self, **fields: object) -> Scenario:
         workload = parse(Workload, {**self.workload.model_dump(), **fields}, self.model_file)
