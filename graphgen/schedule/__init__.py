@@ -13,6 +13,7 @@ flows through one copy's chunks in position order.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from graphgen.registry import Registry
@@ -52,8 +53,11 @@ class Schedule:
 SCHEDULES: Registry[Schedule] = Registry("pipeline schedule")
 
 
-def stage_order(schedule: str, pp: int, stage: int, microbatches: int, virtual_stages: int = 1) -> list[Step]:
-    return SCHEDULES[schedule].order(pp, stage, microbatches, virtual_stages)
+@functools.lru_cache(maxsize=4096)
+def stage_order(schedule: str, pp: int, stage: int, microbatches: int, virtual_stages: int = 1) -> tuple[Step, ...]:
+    """A stage's steps, memoised: a pure function of its arguments that a plan search asks for again and
+    again (every plan with the same pipeline shape shares its orders)."""
+    return tuple(SCHEDULES[schedule].order(pp, stage, microbatches, virtual_stages))
 
 
 def stage_chunks(schedule: str, pp: int, stage: int, virtual_stages: int = 1) -> tuple[int, ...]:

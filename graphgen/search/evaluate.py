@@ -1,0 +1,68 @@
+"""Evaluating candidate plans: check, prune by the exact memory model, then time the survivors with the
+fast recurrence (graphgen.search.fast). Pure: a batch of candidates in, one record per candidate out,
+in order; the executors (rankflow.executors) only decide where batches run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphgen.errors import RankflowError
+from graphgen.memory import scenario_memory
+from graphgen.model.flops import model_flops_per_token
+from graphgen.scenario import Scenario
+from graphgen.search.fast import fast_step_time
+from graphgen.units import GIB
+
+PLAN_FIELDS = ("tp", "sp", "cp", "pp", "dp", "ep", "schedule", "virtual_stages", "zero_stage", "recompute",
+               "micro_batch")
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """One candidate's outcome. status: ok (timed), oom (does not fit), invalid (the plan cannot run)."""
+
+    index: int
+    plan: dict
+    status: str
+    reason: str = ""
+    peak_memory_gib: float | None = None
+    headroom_gib: float | None = None
+    step_time_s: float | None = None
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+
+
+def _scenario(base: Scenario, cand: dict, bases: dict) -> Scenario:
+    mb = cand["micro_batch"]
+    sc = bases.get(mb)
+    if sc is None:
+        sc = bases[mb] = base if base.workload.micro_batch == mb else base.with_workload(micro_batch=mb)
+    return sc.with_plan(**{k: v for k, v in cand.items() if k != "micro_batch"})
+
+
+def evaluate_one(base: Scenario, index: int, cand: dict, caches: dict, headroom_gib: float = 0.0) -> PlanRecord:
+    try:
+        sc = _scenario(base, cand, caches.setdefault("bases", {}))
+    except RankflowError as exc:
+        return PlanRecord(index, cand, "invalid", exc.one_line())
+    mem = scenario_memory(sc)
+    peak = max(m.total for m in mem)
+    room = min(m.capacity - m.total for m in mem) / GIB - headroom_gib
+    if room < 0:
+        return PlanRecord(index, cand, "oom", f"needs {peak / GIB:.1f} GiB", peak / GIB, room)
+    try:
+        step = fast_step_time(sc, caches.setdefault("lowered", {}))
+    except RankflowError as exc:
+        return PlanRecord(index, cand, "invalid", exc.one_line(), peak / GIB, room)
+    tokens = sc.tokens_per_step / step
+    flops = model_flops_per_token(sc.model, sc.workload.seq_len, sc.workload.finetune) * tokens
+    peak_flops = sc.hardware.device.peak_tflops
+    key = "tf32" if sc.workload.precision == "fp32" and "tf32" in peak_flops else sc.workload.precision
+    mfu = flops / (sc.world * peak_flops[key] * 1e12)
+    return PlanRecord(index, cand, "ok", "", peak / GIB, room, step, tokens, mfu)
+
+
+def evaluate_batch(base: Scenario, batch: list[tuple[int, dict]], headroom_gib: float = 0.0,
+                   caches: dict | None = None) -> list[PlanRecord]:
+    caches = {} if caches is None else caches
+    return [evaluate_one(base, i, c, caches, headroom_gib) for i, c in batch]

@@ -1,0 +1,109 @@
+"""Pass profiles: each pass template's standalone time and the offset of every item in it, costed
+once and shared by every plan that lowers to the same templates.
+
+Templates depend on the layer graph (tp, sp, cp, ep, etp, micro-batch, recompute), the pipeline
+split and the schedule's passes, never on dp, ZeRO or the number of microbatches; their items'
+costs depend on those axes' spans over the nodes. A search over plans that differ only in dp, ZeRO,
+schedule or batch therefore lowers and costs each template once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+
+from graphgen.costs.evaluate import Coster
+from graphgen.model.layer_graph import LayerGraph, build_layer_graph
+from graphgen.parallel.mesh import Mesh
+from graphgen.parallel.pipeline import stage_layers
+from graphgen.program import Program, block_shape, pass_templates
+from graphgen.program.roles import PassTemplates, optimizer_item
+from graphgen.program.templates import Template
+from graphgen.scenario import Scenario
+from graphgen.schedule import SCHEDULES
+
+
+@dataclass(frozen=True)
+class PassProfile:
+    """One template run alone: item i starts at start[i] and ends at end[i] seconds after the pass
+    starts; a collective that runs beside the next item overlaps it."""
+
+    template: Template
+    start: tuple[float, ...]
+    end: tuple[float, ...]
+
+    compute_share: float = 1.0  # the part of the pass that is compute (what overlapping communication slows)
+    compute_before: tuple[float, ...] = ()  # compute seconds of the items before item i
+
+    @property
+    def duration(self) -> float:
+        return self.end[-1] if self.end else 0.0
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """What every plan with the same templates shares: the layer graph, the chunk split, the
+    templates with their profiles, and a Coster to time the plan's own collectives."""
+
+    lg: LayerGraph
+    chunk_layers: tuple[tuple[int, ...], ...]
+    ids: PassTemplates
+    profiles: tuple[PassProfile, ...]
+    coster: Coster
+
+
+def profile(coster: Coster, tpl: Template) -> PassProfile:
+    start, end = [], []
+    t = 0.0
+    beside = 0.0  # a parallel collective's end, which the item after the next waits for
+    for i, it in enumerate(tpl.items):
+        x = coster.item_time(it)
+        if it.is_comm and it.parallel:
+            start.append(t)
+            end.append(t + x)
+            beside = t + x
+            continue
+        start.append(t)
+        t += x
+        end.append(t)
+        if beside and (i == 0 or not tpl.items[i - 1].parallel):
+            t = max(t, beside)
+            beside = 0.0
+    if beside:
+        t = max(t, beside)
+        end[-1] = max(end[-1], t)
+    before, acc = [], 0.0
+    for s, e, it in zip(start, end, tpl.items, strict=True):
+        before.append(acc)
+        acc += 0.0 if it.is_comm else e - s
+    return PassProfile(tpl, tuple(start), tuple(end), acc / t if t > 0 else 1.0, tuple(before) + (acc,))
+
+
+def _key(sc: Scenario) -> tuple:
+    """Everything the templates and their costs depend on."""
+    p, sh = sc.plan, block_shape(sc)
+    shape = tuple(x for x in astuple(sh) if not hasattr(x, "model_dump"))
+    return (id(sc.model), id(sc.workload), id(sc.hardware), shape, p.pp, p.virtual_stages, p.schedule,
+            p.stage_split, p.first_stage_layers, p.last_stage_layers, p.split_accounts_embedding,
+            p.split_accounts_loss, p.recompute, p.recompute_every, p.moe_overlap, p.moe_dispatcher,
+            p.zero3_gather_gbs)
+
+
+def lowered(sc: Scenario, cache: dict) -> Lowered:
+    """The shared lowering of a plan, from the cache or built and costed once."""
+    key = _key(sc)
+    got = cache.get(key)
+    if got is None:
+        p = sc.plan
+        lg = build_layer_graph(block_shape(sc))
+        chunk_layers = tuple(stage_layers(sc.model, p))
+        templates, ids = pass_templates(sc, lg, chunk_layers)
+        prog = Program(sc, Mesh(tp=p.tp, cp=p.cp, dp=p.dp, pp=p.pp), (), lg, tuple(templates), chunk_layers,
+                       "coarse", Mesh(tp=p.etp, ep=p.ep, dp=p.edp, pp=p.pp))
+        coster = Coster(prog)
+        got = cache[key] = Lowered(lg, chunk_layers, ids, tuple(profile(coster, t) for t in templates), coster)
+    return got
+
+
+def optimizer_time(sc: Scenario, low: Lowered, stage: int) -> float:
+    chunks = SCHEDULES[sc.plan.schedule].chunks(sc.plan.pp, stage, sc.plan.virtual_stages)
+    return low.coster.item_time(optimizer_item(sc, low.lg, low.chunk_layers, chunks))
