@@ -73,6 +73,9 @@ class DeviceSpec(Strict):
         min_length=1, description="Dense (non-sparse) peak TFLOP/s per dtype.")
     hbm_gib: Rate = Field(description="Device memory in GiB.")
     hbm_bandwidth_gbs: Rate = Field(description="HBM bandwidth, GB/s.")
+    board_power_w: Rate | None = Field(
+        None, description="Board (TDP) power of one GPU, watts, at the configuration this file models (e.g. "
+                          "700 W H100 SXM5, 500 W for the 96 GB Grand Teton part).")
     launch_overhead_us: Annotated[float, Field(ge=0, le=1e6, strict=True)] = Field(
         4.0, description="Fixed cost per kernel, microseconds.")
     sm_count: DimInt | None = Field(
