@@ -74,6 +74,7 @@ class Result:
     layer_table: tuple[dict[str, object], ...] = field(default=())
     notes: tuple[str, ...] = field(default=())
     framework: dict[str, object] | None = None  # the profile's name, version and its reporting conventions
+    training_run: dict[str, object] | None = None  # the whole run, when workload.train_tokens is given
 
     @property
     def tokens_per_s(self) -> float:

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from graphgen.errors import RankflowError
 from graphgen.model.layer_graph import LayerGraph
 from graphgen.model.ops import OpKind
 from graphgen.model.optimizers import OPTIMIZERS
 from graphgen.model.shape import activation_bytes
 from graphgen.scenario import MAX_STEPS, Scenario, schedule_steps
-from graphgen.schedule import SCHEDULES, stage_chunks, stage_order
+from graphgen.schedule import SCHEDULES, in_flight_counts, stage_chunks
 from graphgen.units import GIB, MIB, dtype_bytes
 
 
@@ -108,27 +110,6 @@ def layer_activation_bytes(ops, recompute: str, tokens_resid_bytes: float) -> fl
     if recompute == "selective":
         saved -= sum(op.selective_freed_bytes for op in ops)
     return saved
-
-
-def peak_in_flight(order, chunks: list[int], weight: dict[int, float], kept_for_w: dict[int, float] | None = None) -> float:
-    """Max over the schedule of the saved bytes of microbatches forwarded but not yet backwarded
-    (chunk weight each). A split backward frees in two steps: its input-gradient half (Bi) all but
-    what the deferred weight-gradient step (W) still reads, the inputs of the layers with weights
-    (under full recompute, the recomputed ones)."""
-    kept = kept_for_w or {}
-    peak = cur = 0.0
-    for st in order:
-        g = chunks[st.chunk]
-        if st.phase == "F":
-            cur += weight[g]
-        elif st.phase == "Bi":
-            cur += kept.get(g, 0.0) - weight[g]  # grows under full recompute: W holds the recomputed inputs
-        elif st.phase == "W":
-            cur -= kept.get(g, 0.0)
-        else:
-            cur -= weight[g]
-        peak = max(peak, cur)
-    return peak
 
 
 def _unit_weight_bytes(lg: LayerGraph, unit: int, pbytes: float, expert: bool | None = None) -> float:
@@ -248,13 +229,22 @@ def _probe_counts(sc: Scenario) -> tuple[int, int] | None:
 
 def stage_peak(sc: Scenario, stage: int, chunks: list[int], weight: dict[int, float],
                kept: dict[int, float]) -> float:
-    """peak_in_flight of a stage's order, without walking an order longer than a replay may be.
+    """The largest saved bytes a stage's order keeps in flight (microbatches forwarded but not yet
+    backwarded, chunk weight each; a split backward frees in two steps: its input-gradient half (Bi)
+    all but what the deferred weight-gradient step (W) still reads, the inputs of the layers with
+    weights, under full recompute the recomputed ones), without walking an order longer than a
+    replay may be.
     Past the fill a schedule repeats a steady state: its peak then stays put, or grows by the same
     amount per microbatch (GPipe runs every forward first), so two shorter orders give it."""
     p = sc.plan
 
     def peak(m: int) -> float:
-        return peak_in_flight(stage_order(p.schedule, p.pp, stage, m, p.virtual_stages), chunks, weight, kept)
+        a, k = in_flight_counts(p.schedule, p.pp, stage, m, p.virtual_stages)
+        if not len(a):
+            return 0.0
+        w = np.array([weight[g] for g in chunks])
+        kp = np.array([kept.get(g, 0.0) for g in chunks])
+        return max(0.0, float((a @ w + k @ kp).max()))
 
     if schedule_steps(p, sc.microbatches) <= MAX_STEPS:
         return peak(sc.microbatches)  # what a replay walks anyway: exact

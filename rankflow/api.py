@@ -14,6 +14,7 @@ pipeline. Each argument of load_scenario takes a file path, a dict, or an alread
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,8 @@ from graphgen.config import (
     split_overrides,
 )
 from graphgen.config.framework import Framework, FrameworkProfile, apply_defaults, resolve
+from graphgen.config.pricing import PriceTable
+from graphgen.costs.training_run import TrainingRun, training_run
 from graphgen.errors import RankflowError
 from graphgen.hf_import import is_hf_config, model_from_hf
 from graphgen.memory import MemoryReport, scenario_memory
@@ -186,7 +189,26 @@ def evaluate(scenario: Scenario, backend: str | None = None, *, detail: str = "c
         check_detail(detail)  # before anything runs: a full ASTRA-sim replay would not use it
     engine = get_backend(name, **(options if name == "astra" else {}))
     prog = program or build_program(scenario, "ops" if name == "astra" and _astra_full(scenario, options) else detail)
-    return prog, engine.run(prog)
+    ev = engine.run(prog)
+    if scenario.workload.train_tokens:
+        ev = replace(ev, result=replace(ev.result, training_run=run_of(scenario, ev.result.step_time_s).as_dict()))
+    return prog, ev
+
+
+PRICES = Path(__file__).resolve().parent.parent / "pricing" / "gpu_prices.yaml"
+
+
+@functools.lru_cache(maxsize=4)
+def load_prices(path: str = str(PRICES)) -> PriceTable:
+    """The dated GPU price table (pricing/gpu_prices.yaml), parsed once per process."""
+    return parse(PriceTable, read_mapping(path, "price table"), path)
+
+
+def run_of(scenario: Scenario, step_time_s: float, gpus: int | None = None) -> TrainingRun:
+    """The whole training run of workload.train_tokens tokens at this step time."""
+    w, dev = scenario.workload, scenario.hardware.device
+    return training_run(step_time_s, scenario.tokens_per_step, gpus or scenario.world, w.train_tokens or 0.0,
+                        w.train_goodput, dev.name, dev.board_power_w, load_prices(), w.price_offer)
 
 
 def _astra_options(astra: object) -> dict[str, Any]:

@@ -47,6 +47,7 @@ def result_to_dict(r: Result) -> dict[str, Any]:
         "memory": memory_dict(r.memory),
         "layer_table": [dict(row) for row in r.layer_table],
         "framework": dict(r.framework) if r.framework else None,
+        "training_run": dict(r.training_run) if r.training_run else None,
         "notes": list(r.notes),
     }
 

@@ -57,6 +57,8 @@ def summary(r: Result, layer_table: bool = False) -> str:
         lines += ["", f"As {f['name']} {f['version']} would log it ({f['flop_convention']} FLOPs, "
                       f"{f['memory_figure']}): {f['tflops_per_gpu']:.1f} TFLOP/s/GPU, MFU {100 * f['mfu']:.1f} %, "
                       f"peak memory {f['peak_memory_gib']:.2f} GiB"]
+    if r.training_run:
+        lines += ["", *_run_lines(r.training_run)]
     lines += ["", memory_table(r.memory)]
     if layer_table:
         lines += ["", "One transformer layer, one microbatch, one GPU:",
@@ -67,3 +69,18 @@ def summary(r: Result, layer_table: bool = False) -> str:
     lines += ["", "Definitions:", f"  {MFU_DEFINITION}.", f"  {HFU_DEFINITION}."]
     lines += [f"Note: {n}" for n in r.notes]
     return "\n".join(lines) + "\n"
+
+
+def _run_lines(t: dict) -> list[str]:
+    out = [f"Training run of {t['tokens']:.3g} tokens: {t['steps']:,} steps, {t['wall_days']:.2f} days at "
+           f"{100 * t['goodput']:.0f} % goodput, {t['gpu_hours']:,.0f} GPU-hours"]
+    p = t["price"]
+    if p:
+        out.append(f"  cost ${t['cost_usd']:,.0f} at ${p['usd_per_gpu_hour']:.2f}/GPU-hour ({p['offer']}, {p['provider']}, "
+                   f"{p['date']})")
+    else:
+        out.append("  cost: no price for this GPU in pricing/gpu_prices.yaml")
+    if t["energy_kwh"] is not None:
+        out.append(f"  energy {t['energy_kwh']:,.0f} kWh (board power x PUE {t['pue']:.2f}, an upper bound), "
+                   f"${t['energy_cost_usd']:,.0f}")
+    return out

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StrictInt, field_validator, model_validator
 
-from graphgen.config.base import Bool, DimInt, LayerCount, PosFloat, PosInt, Str, Strict
+from graphgen.config.base import Bool, DimInt, Fraction, LayerCount, PosFloat, PosInt, Str, Strict
 
 Precision = Literal["fp32", "bf16", "fp16", "fp8"]
 AttentionKind = Literal["full", "sliding"]
@@ -175,6 +175,15 @@ class Workload(Strict):
                           "A bare number is read as YAML reads it: quote '24.10' to keep its trailing zero.")
     global_batch: PosInt | None = Field(
         None, description="Sequences per optimizer step, across all data-parallel replicas.")
+    train_tokens: PosFloat | None = Field(
+        None, description="Tokens the whole run trains on: the report adds its steps, wall days, "
+                                  "GPU-hours, cost (pricing/gpu_prices.yaml) and energy.")
+    train_goodput: Fraction = Field(
+        0.9, description="Share of wall time that trains (the rest is failures, restarts and checkpoints); "
+                         "default 0.9 from Llama 3's 'higher than 90 % effective training time' on 16k H100 "
+                         "(Dubey et al. 2024, The Llama 3 Herd of Models, Sec. 3.3.4).")
+    price_offer: Literal["on-demand", "spot", "reserved", "1-year reserved", "3-year reserved"] = Field(
+        "on-demand", description="Which price of pricing/gpu_prices.yaml a run's cost uses (its lowest of that offer).")
     micro_batch: PosInt = Field(1, description="Sequences per microbatch.")
     precision: Precision = Field(
         "bf16", description="Matmul precision; fp8 runs GEMMs in fp8 and the rest in bf16.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,9 @@ from graphgen.config.files import CLUSTER_SECTIONS, MODEL_SECTIONS, PLAN_SECTION
 from graphgen.errors import RankflowError
 
 Override = tuple[tuple[str, ...], Any]
+
+
+_FLOAT = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
 def parse_override(text: str) -> Override:
@@ -32,6 +36,8 @@ def parse_override(text: str) -> Override:
     except (RecursionError, ValueError) as exc:  # nesting too deep, an integer too long to convert
         raise RankflowError(f"override for '{key}' cannot be read ({type(exc).__name__})", field="--set",
                             fix="give a plain number, word or flat list") from None
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 15e12 (no dot) as text; a user means the number
     flat_list = isinstance(value, list) and all(isinstance(v, (str, int, float, bool)) for v in value)
     if isinstance(value, dict) or (isinstance(value, list) and not flat_list):
         raise RankflowError(f"override '{key}' sets a mapping or nested list", field="--set",

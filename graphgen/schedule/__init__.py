@@ -66,3 +66,23 @@ def stage_chunks(schedule: str, pp: int, stage: int, virtual_stages: int = 1) ->
 
 # Registration happens on import of each schedule module.
 from graphgen.schedule import dualpipe, gpipe, interleaved, one_f_one_b, zero_bubble, zero_bubble_v  # noqa: E402,F401
+
+# What each step adds to a stage's in-flight activations: +weight (F), -weight (B), kept - weight (Bi,
+# its W still reads the kept part), -kept (W); per local chunk.
+_WEIGHT = {"F": 1, "B": -1, "Bi": -1, "W": 0}
+_KEPT = {"F": 0, "B": 0, "Bi": 1, "W": -1}
+
+
+@functools.lru_cache(maxsize=4096)
+def in_flight_counts(schedule: str, pp: int, stage: int, microbatches: int, virtual_stages: int = 1):
+    """(A, K): after each step of the stage's order, how many chunk weights (A) and kept parts (K) are
+    in flight, per local chunk; the in-flight bytes after step i are A[i] . weight + K[i] . kept."""
+    import numpy as np
+
+    order = stage_order(schedule, pp, stage, microbatches, virtual_stages)
+    chunks = len(SCHEDULES[schedule].chunks(pp, stage, virtual_stages))
+    a = np.zeros((len(order), chunks))
+    k = np.zeros((len(order), chunks))
+    for i, st in enumerate(order):
+        a[i, st.chunk], k[i, st.chunk] = _WEIGHT[st.phase], _KEPT[st.phase]
+    return np.cumsum(a, axis=0), np.cumsum(k, axis=0)

@@ -4,12 +4,16 @@ in order; the executors (rankflow.executors) only decide where batches run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from graphgen.errors import RankflowError
-from graphgen.memory import scenario_memory
+from graphgen.memory import role_memory_of
 from graphgen.model.flops import model_flops_per_token
+from graphgen.model.layer_graph import build_layer_graph
+from graphgen.parallel.pipeline import stage_layers
+from graphgen.program import block_shape
 from graphgen.scenario import Scenario
+from graphgen.schedule import stage_chunks
 from graphgen.search.fast import fast_step_time
 from graphgen.units import GIB
 
@@ -40,12 +44,25 @@ def _scenario(base: Scenario, cand: dict, bases: dict) -> Scenario:
     return sc.with_plan(**{k: v for k, v in cand.items() if k != "micro_batch"})
 
 
+def _memory(sc: Scenario, graphs: dict):
+    """scenario_memory with the layer graph and split shared between plans that have them in common."""
+    p = sc.plan
+    sh = block_shape(sc)
+    key = (id(sc.model), id(sc.workload), tuple(x for x in astuple(sh) if not hasattr(x, "model_dump")), p.pp, p.virtual_stages, p.stage_split,
+           p.first_stage_layers, p.last_stage_layers, p.split_accounts_embedding, p.split_accounts_loss)
+    got = graphs.get(key)
+    if got is None:
+        got = graphs[key] = (build_layer_graph(sh), stage_layers(sc.model, p))
+    role_chunks = [stage_chunks(p.schedule, p.pp, s, p.virtual_stages) for s in range(p.pp)]
+    return role_memory_of(sc, got[0], got[1], role_chunks)
+
+
 def evaluate_one(base: Scenario, index: int, cand: dict, caches: dict, headroom_gib: float = 0.0) -> PlanRecord:
     try:
         sc = _scenario(base, cand, caches.setdefault("bases", {}))
     except RankflowError as exc:
         return PlanRecord(index, cand, "invalid", exc.one_line())
-    mem = scenario_memory(sc)
+    mem = _memory(sc, caches.setdefault("graphs", {}))
     peak = max(m.total for m in mem)
     room = min(m.capacity - m.total for m in mem) / GIB - headroom_gib
     if room < 0:

@@ -48,18 +48,29 @@ class _Stage:
     streams: dict[str, float] | None = None  # communication stream -> free time
     gate: dict[int, float] | None = None     # unit -> when its step-start parameter gather is done
     busy: list[tuple[float, float]] | None = None  # communication intervals not yet behind the compute stream
+    reach: float = 0.0                      # when the last of them ends
 
     def stream(self, name: str, ready: float, duration: float) -> float:
-        s = max(self.streams.get(name, 0.0), ready)
-        self.streams[name] = s + duration
+        s = self.streams.get(name, 0.0)
+        if ready > s:
+            s = ready
+        e = self.streams[name] = s + duration
         if duration > 0:
-            self.busy.append((s, s + duration))
-        return s + duration
+            self.busy.append((s, e))
+            if e > self.reach:
+                self.reach = e
+        return e
 
     def covered(self, lo: float, hi: float) -> float:
         """Time in [lo, hi] some communication stream is busy; forgets what ended before lo (the
         compute stream only moves forward)."""
+        if self.reach <= lo:
+            self.busy = []
+            return 0.0
         self.busy = [iv for iv in self.busy if iv[1] > lo]
+        if len(self.busy) == 1:
+            a, b = self.busy[0]
+            return max(0.0, min(b, hi) - max(a, lo))
         total, cur_a, cur_b = 0.0, None, None
         for a, b in sorted((max(a, lo), min(b, hi)) for a, b in self.busy if a < hi):
             if cur_b is None or a > cur_b:
@@ -88,6 +99,7 @@ class FastStep:
         self.stage_of = {g: s for s in range(p.pp) for g in self.sched.chunks(p.pp, s, p.virtual_stages)}
         self.kappa = sc.hardware.device.overlap_slowdown
         self._memo: dict = {}
+        self._pp = comm_stream("pp")
         self._any_sync = p.dp * p.cp > 1 or (sc.model.moe is not None and p.edp > 1)
 
     # ------------------------------------------------------------------------- pieces
@@ -156,7 +168,7 @@ class FastStep:
     def _slowed(self, st: _Stage, prof: PassProfile, lo: float, hi: float) -> float:
         """The pass's compute share slowed by device.overlap_slowdown for the time communication on
         the stage's other streams overlaps it (the replay slows each compute item so)."""
-        if not self.kappa or not st.busy or hi <= lo:
+        if not self.kappa or st.reach <= lo or hi <= lo:
             return hi
         return hi + self.kappa * st.covered(lo, hi) * prof.compute_share
 
@@ -209,8 +221,8 @@ class FastStep:
         overlapping it, walked one by one only while some stream is still busy."""
         if a >= b:
             return t
-        reach = max((e for _, e in st.busy), default=0.0) if self.kappa else 0.0
-        items, cb = prof.template.items, prof.compute_before
+        reach = st.reach if self.kappa else 0.0
+        items = prof.template.items
         i = a
         while i < b and t < reach:
             x = prof.end[i] - prof.start[i]
@@ -242,23 +254,21 @@ class FastStep:
 
     def replay(self, M: int) -> float:
         p = self.sc.plan
-        stages, orders, last_grad = [], [], []
+        stages, orders = [], []
         units_of = lambda g: self.low.lg.chunk_units(self.low.chunk_layers, g)  # noqa: E731
         for s in range(p.pp):
             chunks = self.sched.chunks(p.pp, s, p.virtual_stages)
             groups = grad_groups(p, self.low.lg, chunks, units_of, self.gbytes, self.sc.model.moe is not None)
             st = _Stage(chunks, groups, streams={}, gate={}, busy=[])
             self._step_start(st)
-            order = stage_order(p.schedule, p.pp, s, M, p.virtual_stages)
             stages.append(st)
-            orders.append(order)
-            last_grad.append({chunks[x.chunk]: i for i, x in enumerate(order) if x.phase in ("B", "W")})
+            orders.append(self._plan_steps(s, st, stage_order(p.schedule, p.pp, s, M, p.virtual_stages)))
         arrive: dict[tuple[bool, int, int], float] = {}
         ptr = [0] * p.pp
         while True:
             moved = False
             for s in range(p.pp):
-                moved |= self._advance(s, stages[s], orders[s], last_grad[s], ptr, arrive)
+                moved |= self._advance(s, stages[s], orders[s], ptr, arrive)
             if all(ptr[s] == len(orders[s]) for s in range(p.pp)):
                 break
             if not moved:
@@ -276,36 +286,40 @@ class FastStep:
                             for u in b.units:
                                 st.gate[u] = max(st.gate.get(u, 0.0), done)
 
-    def _advance(self, s: int, st: _Stage, order, last_grad: dict, ptr: list[int], arrive: dict) -> bool:
-        moved = False
-        while ptr[s] < len(order):
-            i = ptr[s]
-            step = order[i]
-            g, mb, phase = st.chunks[step.chunk], step.microbatch, step.phase
+    def _plan_steps(self, s: int, st: _Stage, order) -> list[tuple]:
+        """Each step as (template, chunk, phase, input key or None, output key or None, transfer
+        seconds or None for a hand-over in memory, last grad pass of its chunk)."""
+        last = {st.chunks[x.chunk]: i for i, x in enumerate(order) if x.phase in ("B", "W")}
+        out = []
+        for i, x in enumerate(order):
+            g, mb, phase = st.chunks[x.chunk], x.microbatch, x.phase
             fwd, pos = phase == "F", g % self.P
+            needs = phase != "W" and ((fwd and pos > 0) or (not fwd and pos < self.P - 1))
+            gives = phase != "W" and ((fwd and pos < self.P - 1) or (not fwd and pos > 0))
+            dst = g + 1 if fwd else g - 1
+            peer = self.stage_of.get(dst, s) if gives else s
+            out.append((self.low.ids.of(phase, g), g, phase, (fwd, g, mb) if needs else None,
+                        (fwd, dst, mb) if gives else None, self._transfer(s, peer) if peer != s else None,
+                        last.get(g) == i))
+        return out
+
+    def _advance(self, s: int, st: _Stage, steps: list[tuple], ptr: list[int], arrive: dict) -> bool:
+        i0, i, n = ptr[s], ptr[s], len(steps)
+        pp_stream = self._pp
+        while i < n:
+            tpl_id, g, phase, need, give, transfer, last = steps[i]
             got = 0.0
-            if phase != "W" and ((fwd and pos > 0) or (not fwd and pos < self.P - 1)):
-                got = arrive.get((fwd, g, mb))
+            if need is not None:
+                got = arrive.get(need)
                 if got is None:
                     break
-            end = self._run_pass(st, self.low.ids.of(phase, g), g, max(st.free, got), phase, last_grad.get(g) == i, got)
+            end = self._run_pass(st, tpl_id, g, got if got > st.free else st.free, phase, last, got)
             st.free = end
-            if phase != "W":
-                self._send(s, st, g, mb, fwd, end, arrive)
-            ptr[s] += 1
-            moved = True
-        return moved
-
-    def _send(self, s: int, st: _Stage, g: int, mb: int, fwd: bool, end: float, arrive: dict) -> None:
-        pos = g % self.P
-        if (fwd and pos == self.P - 1) or (not fwd and pos == 0):
-            return
-        dst = g + 1 if fwd else g - 1
-        peer = self.stage_of[dst]
-        if peer == s:
-            arrive[(fwd, dst, mb)] = end
-            return
-        arrive[(fwd, dst, mb)] = st.stream(comm_stream("pp"), end, self._transfer(s, peer))
+            if give is not None:
+                arrive[give] = end if transfer is None else st.stream(pp_stream, end, transfer)
+            i += 1
+        ptr[s] = i
+        return i != i0
 
     def _finish(self, s: int, st: _Stage) -> float:
         """The optimizer after the last pass and every gradient reduction; ZeRO-1/2 without overlap

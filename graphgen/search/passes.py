@@ -32,7 +32,6 @@ class PassProfile:
     end: tuple[float, ...]
 
     compute_share: float = 1.0  # the part of the pass that is compute (what overlapping communication slows)
-    compute_before: tuple[float, ...] = ()  # compute seconds of the items before item i
 
     @property
     def duration(self) -> float:
@@ -71,11 +70,8 @@ def profile(coster: Coster, tpl: Template) -> PassProfile:
     if beside:
         t = max(t, beside)
         end[-1] = max(end[-1], t)
-    before, acc = [], 0.0
-    for s, e, it in zip(start, end, tpl.items, strict=True):
-        before.append(acc)
-        acc += 0.0 if it.is_comm else e - s
-    return PassProfile(tpl, tuple(start), tuple(end), acc / t if t > 0 else 1.0, tuple(before) + (acc,))
+    compute = sum(e - s for s, e, it in zip(start, end, tpl.items, strict=True) if not it.is_comm)
+    return PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0)
 
 
 def _key(sc: Scenario) -> tuple:
