@@ -16,6 +16,7 @@ and contention of the pipeline stream between sends.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ class _Stage:
     gate: dict[int, float] | None = None     # unit -> when its step-start parameter gather is done
     busy: list[tuple[float, float]] | None = None  # communication intervals not yet behind the compute stream
     reach: float = 0.0                      # when the last of them ends
+    last: float = 0.0                       # when the last pass's last node (a trailing collective) ends
 
     def stream(self, name: str, ready: float, duration: float) -> float:
         s = self.streams.get(name, 0.0)
@@ -144,33 +146,55 @@ class FastStep:
             got = self._memo[key] = sorted(got, key=lambda x: x[0])
         return got
 
-    def _run_pass(self, st: _Stage, tpl_id: int, g: int, start: float, phase: str, last_grad: bool,
-                  input_ready: float) -> float:
-        """End of a pass started at `start` (its input arrived at input_ready), timing the collectives
-        it issues on the stage's streams."""
+    def _run_pass(self, st: _Stage, tpl_id: int, g: int, phase: str, last_grad: bool,
+                  input_ready: float) -> tuple[float, float]:
+        """(when the stage's compute stream is free again, when the pass's output is done) for a pass
+        whose input arrived at input_ready, timing the collectives it issues on the stage's streams.
+        Collectives before its first compute item and after its last run on their own streams, as the
+        DAG's leading and trailing collective nodes do: the former from the input's arrival, over the
+        previous pass's compute; the latter beside the next pass's."""
         p = self.sc.plan
         prof = self.low.profiles[tpl_id]
         grads_here = phase in ("B", "W")
         reduce_now = grads_here and (grads_every_microbatch(p.zero_stage) or (last_grad and p.overlap_grad_reduce))
         syncs = self._syncs(st, tpl_id, g) if reduce_now else ()
         if p.zero_stage == 3 and phase != "W" and self._any_sync:
-            return self._zero3_pass(st, prof, tpl_id, g, start, input_ready, syncs)
-        shift = 0.0
+            end = self._zero3_pass(st, prof, tpl_id, g, max(st.free, input_ready), input_ready, syncs)
+            return end, end
+        items, n = prof.template.items, len(prof.start)
+        after = {}
+        for idx, name, dur in syncs:
+            after.setdefault(idx, []).append((name, dur))
+        t = input_ready
+        for i in range(prof.lead):
+            t = self._comm_item(st, prof, i, t, after)
+        start = max(st.free, t)
         if st.gate and phase == "F":
+            shift = 0.0
             for u, idx in prof.template.first_use.items():
                 done = st.gate.pop(u, None)
                 if done is not None:
-                    shift = max(shift, done - (start + prof.start[idx]))
-        for idx, name, dur in syncs:
-            st.stream(name, start + shift + prof.end[idx], dur)
-        return self._slowed(st, prof, start + shift, start + shift + prof.duration)
+                    shift = max(shift, done - (start + prof.start[idx] - prof.start[prof.lead]))
+            start += shift
+        t, ai = start, prof.lead
+        for idx in sorted(i for i in after if prof.lead <= i < prof.trail):
+            t = self._items(st, prof, t, ai, idx + 1)
+            ai = idx + 1
+            for name, dur in after[idx]:
+                st.stream(name, t, dur)
+        core_end = t = self._items(st, prof, t, ai, prof.trail)
+        for i in range(prof.trail, n):
+            t = self._comm_item(st, prof, i, t, after)
+        del items
+        return core_end, t
 
-    def _slowed(self, st: _Stage, prof: PassProfile, lo: float, hi: float) -> float:
-        """The pass's compute share slowed by device.overlap_slowdown for the time communication on
-        the stage's other streams overlaps it (the replay slows each compute item so)."""
-        if not self.kappa or st.reach <= lo or hi <= lo:
-            return hi
-        return hi + self.kappa * st.covered(lo, hi) * prof.compute_share
+    def _comm_item(self, st: _Stage, prof: PassProfile, i: int, ready: float, after: dict) -> float:
+        """A leading or trailing collective of a pass on its own stream, and what it makes final."""
+        it = prof.template.items[i]
+        end = st.stream(comm_stream(it.axis), ready, prof.end[i] - prof.start[i])
+        for name, dur in after.get(i, ()):
+            st.stream(name, end, dur)
+        return end
 
     def _spans(self, st: _Stage, tpl_id: int) -> list[tuple[str, list[tuple[int, int, float]]]]:
         """Per gradient group: its stream and the (first item, last item, gather seconds) of every
@@ -204,7 +228,7 @@ class FastStep:
             after[idx].append((name, dur, None))
         ai = 0  # the next item to run
         t = start
-        for i in sorted({*gates, *(f for pts in spans for f, _, _ in pts[2:]), *after}):
+        for i in sorted({*gates, *(f for _, pts in spans for f, _, _ in pts[2:]), *after}):
             t = self._items(st, prof, t, ai, i)
             if i in gates:
                 t = max(t, gates[i])
@@ -217,19 +241,35 @@ class FastStep:
         return self._items(st, prof, t, ai, len(prof.start))
 
     def _items(self, st: _Stage, prof: PassProfile, t: float, a: int, b: int) -> float:
-        """Run items a..b-1 from t, as the replay does: each compute item slowed by the communication
-        overlapping it, walked one by one only while some stream is still busy."""
+        """Run items a..b-1 from t, as the replay runs a coarse node: each compute item slowed by the
+        communication overlapping it, each inline collective waiting for its stream, walked one by one
+        only while either can happen; the inline collectives' streams are busy until the last ends."""
         if a >= b:
             return t
+        streams, inline = st.streams, prof.inline
         reach = st.reach if self.kappa else 0.0
-        items = prof.template.items
+        for n in inline:
+            if streams.get(n, 0.0) > reach:
+                reach = streams[n]
+        items, kappa = prof.template.items, self.kappa
         i = a
         while i < b and t < reach:
             x = prof.end[i] - prof.start[i]
-            slow = self.kappa * st.covered(t, t + x) if x and not items[i].is_comm else 0.0
-            t += x + slow
+            if items[i].is_comm:
+                name = comm_stream(items[i].axis)
+                t = max(t, streams.get(name, 0.0)) + x
+                streams[name] = t
+            else:
+                t += x + (kappa * st.covered(t, t + x) if x and kappa else 0.0)
             i += 1
-        return t + (prof.start[b] if b < len(prof.start) else prof.duration) - prof.start[i] if i < b else t
+        if i < b:
+            base = t - prof.start[i]
+            t = base + (prof.start[b] if b < len(prof.start) else prof.duration)
+            for name, idx in inline.items():
+                k = bisect_left(idx, b) - 1  # the stream's last collective before b
+                if k >= 0 and idx[k] >= i:
+                    streams[name] = max(streams.get(name, 0.0), base + prof.end[idx[k]])
+        return t
 
     # --------------------------------------------------------------------- the step
     def step_time(self) -> float:
@@ -248,9 +288,9 @@ class FastStep:
         p = self.sc.plan
         unit = p.pp if p.schedule == "interleaved" else (2 if self.sched.copies > 1 else 1)
         # ZeRO-3's per-unit gathers settle into their steady state later than the pipeline does
-        fill = (4 if p.zero_stage == 3 else 2) * p.pp * max(p.virtual_stages, 1)
+        fill = (4 if p.zero_stage == 3 or self.sched.copies > 1 else 2) * p.pp * max(p.virtual_stages, 1)
         first = -(-fill // unit) * unit
-        return first, first + unit * max(1, -(-p.pp // unit))
+        return first, first + unit
 
     def replay(self, M: int) -> float:
         p = self.sc.plan
@@ -313,8 +353,8 @@ class FastStep:
                 got = arrive.get(need)
                 if got is None:
                     break
-            end = self._run_pass(st, tpl_id, g, got if got > st.free else st.free, phase, last, got)
-            st.free = end
+            st.free, end = self._run_pass(st, tpl_id, g, phase, last, got)
+            st.last = end
             if give is not None:
                 arrive[give] = end if transfer is None else st.stream(pp_stream, end, transfer)
             i += 1
@@ -330,9 +370,9 @@ class FastStep:
                 if grp.sync:
                     for g in st.chunks:
                         for b in grp.buckets[g]:
-                            st.stream(comm_stream(grp.axis), st.free, self._sync(grp, b))
+                            st.stream(comm_stream(grp.axis), max(st.free, st.last), self._sync(grp, b))
         dp_done = max((v for k, v in st.streams.items() if k != comm_stream("pp")), default=0.0)
-        end = max(st.free, dp_done) + optimizer_time(self.sc, self.low, s)
+        end = max(st.free, st.last, dp_done) + optimizer_time(self.sc, self.low, s)
         if p.zero_stage in (1, 2) and not p.overlap_param_gather:
             for grp in st.groups:
                 if grp.sync:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass
 
 from graphgen.costs.evaluate import Coster
+from graphgen.ir import comm_stream
 from graphgen.model.layer_graph import LayerGraph, build_layer_graph
 from graphgen.parallel.mesh import Mesh
 from graphgen.parallel.pipeline import stage_layers
@@ -32,6 +33,10 @@ class PassProfile:
     end: tuple[float, ...]
 
     compute_share: float = 1.0  # the part of the pass that is compute (what overlapping communication slows)
+    lead: int = 0               # items before the first compute item (collectives on their own streams)
+    trail: int = 0              # index after the last compute item
+    inline: dict[str, list[int]] | None = None  # stream -> indices of the collectives between them
+
 
     @property
     def duration(self) -> float:
@@ -71,7 +76,13 @@ def profile(coster: Coster, tpl: Template) -> PassProfile:
         t = max(t, beside)
         end[-1] = max(end[-1], t)
     compute = sum(e - s for s, e, it in zip(start, end, tpl.items, strict=True) if not it.is_comm)
-    return PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0)
+    work = [i for i, it in enumerate(tpl.items) if not it.is_comm]
+    lead, trail = (work[0], work[-1] + 1) if work else (0, len(tpl.items))
+    inline: dict[str, list[int]] = {}
+    for i, it in enumerate(tpl.items[lead:trail], lead):
+        if it.is_comm:
+            inline.setdefault(comm_stream(it.axis), []).append(i)
+    return PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0, lead, trail, inline)
 
 
 def _key(sc: Scenario) -> tuple:

@@ -59,6 +59,10 @@ def candidates(model: ModelSpec, workload: Workload, gpus: int, gpus_per_node: i
                c: Constraints = Constraints()) -> Iterator[dict]:
     """Every plan (as ParallelPlan fields plus 'micro_batch') for `gpus` GPUs, in a fixed order."""
     seq = workload.seq_len
+    # Selective recompute of the attention core is a no-op under a fused flash kernel (it recomputes
+    # inside its own backward): the same plan as none, not another candidate.
+    recompute = tuple(r for r in c.recompute if not (r == "selective" and workload.flash_attention
+                                                     and "recompute_modules" not in c.extra))
     tps = [t for t in divisors(gpus_per_node) if (c.max_tp is None or t <= c.max_tp) and (c.tp in (None, t))]
     cps = [x for x in (1, 2, 4, 8, 16) if (c.cp == x if c.cp else (x == 1 or seq >= 16384 * x // 2))]
     experts = model.moe.experts if model.moe else 1
@@ -75,7 +79,7 @@ def candidates(model: ModelSpec, workload: Workload, gpus: int, gpus_per_node: i
                     for schedule, v in _pipeline(pp, model.layers, c):
                         for mb in c.micro_batch:
                             for zero in c.zero_stage:
-                                for rc in c.recompute:
+                                for rc in recompute:
                                     yield dict(c.extra, tp=tp, sp=tp > 1, cp=cp, pp=pp, dp=dp, ep=ep,
                                                schedule=schedule, virtual_stages=v, zero_stage=zero,
                                                recompute=rc, micro_batch=mb)

@@ -1,0 +1,66 @@
+"""Where a search's batches of candidate plans are evaluated: in this process, in a pool of local
+processes (both cores by default), or on a Ray cluster. Every executor returns the same records in
+the same order; only the wall time differs."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+
+from graphgen.errors import RankflowError
+from graphgen.scenario import Scenario
+from graphgen.search.evaluate import PlanRecord, evaluate_batch
+
+Batch = tuple[Scenario, list[tuple[int, dict]], float]  # base scenario, (index, candidate)s, headroom GiB
+
+_CACHES: dict = {}  # per worker process: lowered templates and layer graphs shared by its batches
+
+
+def _work(batch: Batch) -> list[PlanRecord]:
+    base, items, headroom = batch
+    caches = _CACHES.setdefault(id(base.model), {})
+    return evaluate_batch(base, items, headroom, caches)
+
+
+def run_serial(batches: list[Batch], progress: Callable[[int], None]) -> Iterator[list[PlanRecord]]:
+    caches: dict = {}
+    for base, items, headroom in batches:
+        out = evaluate_batch(base, items, headroom, caches.setdefault(id(base.model), {}))
+        progress(len(out))
+        yield out
+
+
+def run_local(batches: list[Batch], progress: Callable[[int], None], workers: int | None = None
+              ) -> Iterator[list[PlanRecord]]:
+    """A pool of worker processes (default: every core), results in batch order."""
+    n = workers or os.cpu_count() or 1
+    if n <= 1 or len(batches) <= 1:
+        yield from run_serial(batches, progress)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(n) as pool:
+        for out in pool.imap(_work, batches):
+            progress(len(out))
+            yield out
+
+
+def run_ray(batches: list[Batch], progress: Callable[[int], None], address: str | None = None
+            ) -> Iterator[list[PlanRecord]]:
+    """The same batches as Ray tasks: a local Ray instance by default, or the cluster at `address`."""
+    try:
+        import ray
+    except ImportError:
+        raise RankflowError("Ray is not installed", field="--executor",
+                            fix="pip install -e '.[ray]', or use --executor local") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    task = ray.remote(_work)
+    refs = [task.remote(b) for b in batches]
+    for ref in refs:  # in batch order: the results do not depend on which task finishes first
+        out = ray.get(ref)
+        progress(len(out))
+        yield out
+
+
+EXECUTORS = {"serial": run_serial, "local": run_local, "ray": run_ray}

@@ -1,0 +1,195 @@
+"""Plan search: every valid plan for a model and workload on one or several clusters and GPU counts,
+pruned by the exact memory model, timed by the fast recurrence, the best re-simulated in full, and
+ranked by throughput, time to train and cost, with the Pareto front of (time to train, cost, GPUs).
+
+    from rankflow import search
+    found = search.search("model_configs/llama3.1-70b.yaml", ["hardware_configs/H100-SXM5-80GB.yaml"], [1024],
+                          overrides=["workload.global_batch=1024"])
+    found.top[0]          # the fastest plan, re-simulated through the DAG replay
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends.base import Result
+from graphgen.errors import RankflowError
+from graphgen.scenario import Scenario
+from graphgen.search.evaluate import PlanRecord
+from graphgen.search.space import Constraints, candidates
+from rankflow import api
+from rankflow.executors import EXECUTORS
+
+BATCH = 48          # candidates per task: large enough to share lowered templates, small enough to balance
+MAX_CANDIDATES = 2_000_000
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One candidate plan on one cluster and GPU count, with what the run would take."""
+
+    hardware: str
+    gpus: int
+    record: PlanRecord
+    run: dict | None = None            # training run (train_tokens given) at the fast step time
+    usd_per_mtok: float | None = None  # cost per million trained tokens at the table's price
+
+    @property
+    def ok(self) -> bool:
+        return self.record.status == "ok"
+
+
+@dataclass(frozen=True)
+class Top:
+    entry: Evaluated
+    result: Result                     # the full DAG replay of the plan
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    model: str
+    spaces: tuple[tuple[str, int, int], ...]  # (hardware, gpus, candidates)
+    evaluated: tuple[Evaluated, ...]
+    top: tuple[Top, ...]                        # by throughput (shortest time to train), re-simulated
+    cheapest: tuple[Evaluated, ...]             # by cost per trained token (fast-evaluated)
+    pareto: tuple[Evaluated, ...]
+    check: dict = field(default_factory=dict)   # fast recurrence vs the DAG replay on a sample
+    train_tokens: float | None = None
+    bases: dict = field(default_factory=dict, repr=False)  # (hardware, gpus) -> the scenario plans re-plan
+
+    def scenario(self, e: Evaluated) -> Scenario:
+        """The full scenario of an evaluated plan (to simulate or inspect it)."""
+        return _plan_scenario(self.bases[(e.hardware, e.gpus)], e.record.plan)
+
+    def counts(self) -> dict[str, int]:
+        out = {"ok": 0, "oom": 0, "invalid": 0}
+        for e in self.evaluated:
+            out[e.record.status] += 1
+        return out
+
+
+def _base(model, hardware: str, gpus: int, overrides) -> Scenario:
+    """The scenario every candidate re-plans: the user's model, workload and cluster, one GPU."""
+    one = ["parallelism.tp=1", "parallelism.pp=1", "parallelism.dp=1", "parallelism.cp=1", "parallelism.ep=1",
+           "parallelism.etp=1", "parallelism.virtual_stages=1", "parallelism.schedule=1f1b"]
+    return api.load_scenario(model, api.load_hardware(hardware), overrides=[*overrides, *one])
+
+
+def _progress(total: int, quiet: bool):
+    done = [0]
+    show = not quiet and sys.stderr.isatty()
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if show:
+            sys.stderr.write(f"\r[search] {done[0]:,}/{total:,} plans")
+            if done[0] >= total:
+                sys.stderr.write("\n")
+    return tick
+
+
+def _economics(base: Scenario, rec: PlanRecord, gpus: int) -> tuple[dict | None, float | None]:
+    if rec.status != "ok":
+        return None, None
+    sc = base
+    tokens_per_step = rec.tokens_per_s * rec.step_time_s
+    prices = api.load_prices()
+    from graphgen.config.pricing import price_for
+
+    price = price_for(prices, sc.hardware.device.name, sc.workload.price_offer)
+    per_mtok = price.usd_per_gpu_hour * gpus / (rec.tokens_per_s * 3600.0) * 1e6 if price else None
+    run = None
+    if sc.workload.train_tokens:
+        from graphgen.costs.training_run import training_run
+
+        w, dev = sc.workload, sc.hardware.device
+        run = training_run(rec.step_time_s, round(tokens_per_step), gpus, w.train_tokens, w.train_goodput, dev.name,
+                           dev.board_power_w, prices, w.price_offer).as_dict()
+    return run, per_mtok
+
+
+def _pareto(entries: list[Evaluated]) -> list[Evaluated]:
+    """Plans no other plan beats on time to train (or step time), cost and GPUs at once."""
+    def key(e: Evaluated) -> tuple[float, float, int]:
+        time = e.run["wall_days"] if e.run else e.record.step_time_s
+        cost = e.run["cost_usd"] if e.run and e.run["cost_usd"] is not None else (e.usd_per_mtok or math.inf)
+        return time, cost, e.gpus
+    pts = sorted(entries, key=lambda e: (*key(e), e.hardware, e.record.index))
+    front: list[Evaluated] = []
+    for e in pts:
+        k = key(e)
+        if not any(all(a <= b for a, b in zip(key(f), k, strict=True)) for f in front):
+            front.append(e)
+    return front
+
+
+def _check(bases: dict, top: list[Top], sample: list[Evaluated]) -> dict:
+    """The largest disagreement between the fast recurrence and the DAG replay, over the top plans
+    (re-simulated anyway) and an evenly spaced sample of the rest."""
+    worst, where, n = 0.0, None, 0
+    pairs = [(t.entry, t.result.step_time_s) for t in top]
+    for e in sample:
+        sc = _plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan)
+        pairs.append((e, api.simulate(sc).step_time_s))
+    for e, exact in pairs:
+        n += 1
+        d = abs(e.record.step_time_s / exact - 1)
+        if d > worst:
+            worst, where = d, {"hardware": e.hardware, "gpus": e.gpus, **e.record.plan}
+    return {"plans": n, "max_rel_diff": worst, "worst_plan": where}
+
+
+def _plan_scenario(base: Scenario, plan: dict) -> Scenario:
+    mb = plan["micro_batch"]
+    sc = base if base.workload.micro_batch == mb else base.with_workload(micro_batch=mb)
+    return sc.with_plan(**{k: v for k, v in plan.items() if k != "micro_batch"})
+
+
+def search(model, hardware: list[str], gpus: list[int], overrides=(), constraints: Constraints | None = None,
+           top: int = 10, check: int = 8, executor: str = "local", workers: int | None = None,
+           address: str | None = None, quiet: bool = True) -> SearchResult:
+    constraints = constraints or Constraints()
+    bases, batches, spaces = {}, [], []
+    for hw in hardware:
+        for n in gpus:
+            base = _base(model, hw, n, overrides)
+            key = (Path(hw).stem, n)
+            bases[key] = base
+            cands = list(candidates(base.model, base.workload, n, base.hardware.node.gpus_per_node, constraints))
+            spaces.append((key[0], n, len(cands)))
+            for i in range(0, len(cands), BATCH):
+                batches.append((key, (base, list(enumerate(cands))[i:i + BATCH], constraints.headroom_gib)))
+    total = sum(s[2] for s in spaces)
+    if total > MAX_CANDIDATES:
+        raise RankflowError(f"the search space holds {total:,} plans, more than {MAX_CANDIDATES:,}", field="--gpus",
+                            fix="fix some dimensions (--tp, --pp) or search fewer GPU counts")
+    run = EXECUTORS.get(executor)
+    if run is None:
+        raise RankflowError(f"unknown executor '{executor}'", field="--executor", fix="use local, serial or ray")
+    extra = {"workers": workers} if executor == "local" else ({"address": address} if executor == "ray" else {})
+    records = run([b for _, b in batches], _progress(total, quiet), **extra)
+    evaluated = []
+    for (key, _), recs in zip(batches, records, strict=True):
+        for rec in recs:
+            run_, per_mtok = _economics(bases[key], rec, key[1])
+            evaluated.append(Evaluated(key[0], key[1], rec, run_, per_mtok))
+    return _finish(model, bases, spaces, evaluated, top, check)
+
+
+def _finish(model, bases: dict, spaces, evaluated: list[Evaluated], top: int, check: int) -> SearchResult:
+    ok = [e for e in evaluated if e.ok]
+    ranked = sorted(ok, key=lambda e: (-e.record.tokens_per_s, e.hardware, e.gpus, e.record.index))
+    tops = tuple(Top(e, api.simulate(_plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan)))
+                 for e in ranked[:top])
+    rest = [e for e in ok if e not in ranked[:top]]
+    step = max(1, len(rest) // max(check, 1)) if check else 0
+    sample = rest[::step][:check] if check else []
+    name = next(iter(bases.values())).model.name if bases else str(model)
+    tokens = next(iter(bases.values())).workload.train_tokens if bases else None
+    priced = sorted((e for e in ok if e.usd_per_mtok is not None),
+                    key=lambda e: (e.usd_per_mtok, e.hardware, e.gpus, e.record.index))
+    return SearchResult(name, tuple(spaces), tuple(evaluated), tops, tuple(priced[:top]), tuple(_pareto(ok)),
+                        _check(bases, list(tops), sample), tokens, bases)
