@@ -288,9 +288,12 @@ class FastStep:
         p = self.sc.plan
         unit = p.pp if p.schedule == "interleaved" else (2 if self.sched.copies > 1 else 1)
         # ZeRO-3's per-unit gathers settle into their steady state later than the pipeline does
-        fill = (4 if p.zero_stage == 3 or self.sched.copies > 1 else 2) * p.pp * max(p.virtual_stages, 1)
+        # Steady state sets in after two pipelines' worth of microbatches; DualPipe's two directions
+        # and ZeRO-3's gathers take longer to settle.
+        factor = 4 if p.zero_stage == 3 or self.sched.copies > 1 else 2
+        fill = factor * p.pp * max(p.virtual_stages, 1)
         first = -(-fill // unit) * unit
-        return first, first + unit
+        return first, first + unit * max(1, -(-p.pp // unit))  # a whole period of the stages
 
     def replay(self, M: int) -> float:
         p = self.sc.plan
