@@ -153,3 +153,19 @@ def test_ray_executor_gives_the_same_records():
     a = search.search(*args, top=2, check=0, executor="serial")
     b = search.search(*args, top=2, check=0, executor="ray")
     assert [e.record for e in a.evaluated] == [e.record for e in b.evaluated]
+
+
+def test_pngs_of_the_front_and_the_sweep(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install -e '.[plots]')")
+    from rankflow.tool import main
+
+    assert main(["search", "--model_config", str(GPT17), "--hardware_config", str(A100), "--gpus", "16", "--set",
+                 "workload.global_batch=32", "--zero", "1", "--micro-batch", "1", "--check", "0", "--executor",
+                 "serial", "--png", str(tmp_path / "f.png"), "--quiet"]) == 0
+    assert main(["sweep", "--model_config", str(GPT17), "--hardware_config", str(A100), "--gpus", "8,16", "--set",
+                 "workload.global_batch=32", "--png", str(tmp_path / "s.png"), "--json", str(tmp_path / "s.json"),
+                 "--quiet"]) == 0
+    for name in ("f.png", "s.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["schema"] == "rankflow.sweep" and doc["points"][0]["scaling_efficiency"] == 1.0
