@@ -19,6 +19,9 @@ DTYPE_BYTES: dict[str, float] = {
     "bf16": 2.0,
     "fp16": 2.0,
     "fp8": 1.0,
+    "int8": 1.0,
+    "int4": 0.5,
+    "fp4": 0.5,  # NVFP4/MXFP4 elements; their block scales add 1/16 or 1/32 of a byte each (not counted)
 }
 
 

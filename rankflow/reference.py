@@ -19,6 +19,7 @@ from graphgen.config import (
     ExecutionBackend,
     FineTune,
     GemmTable,
+    InferenceSpec,
     LinkSpec,
     MLASpec,
     ModelSpec,
@@ -29,7 +30,8 @@ from graphgen.config import (
 )
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("model", ModelSpec), ("model.moe", MoESpec), ("model.mla", MLASpec), ("workload", Workload), ("workload.finetune", FineTune), ("device", DeviceSpec),
+    ("model", ModelSpec), ("model.moe", MoESpec), ("model.mla", MLASpec), ("workload", Workload), ("workload.finetune", FineTune),
+    ("workload.inference", InferenceSpec), ("device", DeviceSpec),
     ("device.efficiency", Efficiency),
     ("efficiency curve (matmul, matmul_fp8, attention, attention_kernels.*, message_efficiency)", EfficiencyCurve),
     ("efficiency.matmul_shapes", GemmTable), ("node", NodeSpec),

@@ -64,7 +64,7 @@ class Efficiency(Strict):
     memory_bound_source: Str = ""
 
 
-DeviceDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8"]
+DeviceDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]
 
 
 class DeviceSpec(Strict):

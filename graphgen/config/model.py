@@ -8,7 +8,7 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 
 from graphgen.config.base import Bool, DimInt, Fraction, LayerCount, PosFloat, PosInt, Str, Strict
 
-Precision = Literal["fp32", "bf16", "fp16", "fp8"]
+Precision = Literal["fp32", "bf16", "fp16", "fp8", "fp4"]
 AttentionKind = Literal["full", "sliding"]
 
 
@@ -159,11 +159,46 @@ class FineTune(Strict):
     train_embeddings: Bool = Field(False, description="Adapter methods: also train embedding and LM head.")
 
 
-class Workload(Strict):
-    """What one optimizer step processes."""
+WeightDtype = Literal["bf16", "fp16", "fp8", "int8", "int4", "fp4"]
 
-    run_type: Literal["training"] = Field(
-        "training", description="Only training steps are simulated by this version.")
+
+class InferenceSpec(Strict):
+    """One inference iteration: a prefill of `input_len` prompt tokens for each of `batch` sequences, or
+    one decode step for `batch` sequences that hold `context_len` tokens each in their KV cache."""
+
+    phase: Literal["prefill", "decode"] = Field("decode", description="prefill (the prompt) or decode (one "
+                                                                       "new token per sequence).")
+    batch: PosInt = Field(1, le=1_000_000, description="Sequences in the iteration.")
+    input_len: DimInt = Field(2048, description="Prompt tokens per sequence.")
+    output_len: DimInt = Field(128, description="Tokens each sequence generates (sets the decode context when "
+                                                "context_len is unset, and the serving default).")
+    context_len: DimInt | None = Field(
+        None, description="Decode: tokens already in each sequence's KV cache; unset: input_len + output_len / 2, "
+                          "the average over a generation.")
+    weight_dtype: WeightDtype | None = Field(
+        None, description="Stored weights: bf16/fp16, fp8 (W8A8), int8/int4 (weight-only, dequantised into the "
+                          "compute dtype) or fp4 (where the device has an fp4 peak). Unset: workload.precision.")
+    kv_dtype: Literal["bf16", "fp16", "fp8"] | None = Field(
+        None, description="KV-cache dtype. Unset: the compute dtype (bf16 for fp8/fp4 compute).")
+    block_size: DimInt = Field(16, le=1024, description="Tokens per paged KV-cache block (vLLM's default 16).")
+    gpu_memory_utilization: Fraction = Field(
+        0.9, description="Share of each GPU's memory the engine may use for weights, activations and KV cache "
+                         "(vLLM's gpu_memory_utilization, default 0.9).")
+    max_num_batched_tokens: DimInt = Field(
+        8192, description="Tokens one iteration may process (the activation peak the KV budget leaves room for; "
+                          "vLLM's max_num_batched_tokens).")
+
+    def context(self) -> int:
+        return self.context_len if self.context_len is not None else self.input_len + self.output_len // 2
+
+
+class Workload(Strict):
+    """What one optimizer step (training) or one iteration (inference) processes."""
+
+    run_type: Literal["training", "inference"] = Field(
+        "training", description="training (one optimizer step) or inference (one prefill or decode iteration, "
+                                "workload.inference).")
+    inference: InferenceSpec | None = Field(None, description="The inference iteration (run_type: inference).")
     seq_len: DimInt = Field(2048, description="Tokens per sequence.")
     framework: Str | None = Field(
         None, description="Training framework whose profile (framework_configs/<name>.yaml) fills the workload "
@@ -217,6 +252,17 @@ class Workload(Strict):
     def _version_text(cls, v: object) -> object:
         return repr(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
+    @model_validator(mode="after")
+    def _inference_section(self) -> Workload:
+        if self.run_type == "inference" and self.inference is None:
+            raise ValueError("run_type inference needs a workload.inference section (phase, batch, input_len)")
+        if self.run_type == "training" and self.precision == "fp4":
+            raise ValueError("fp4 is an inference precision here: training in fp4 is not modelled")
+        return self
+
+    def serving(self) -> InferenceSpec:
+        """The inference section, or its defaults."""
+        return self.inference or InferenceSpec()
 
 
 class ModelConfig(Strict):

@@ -62,8 +62,8 @@ class ComputeModel:
     def vector_peak(self) -> float:
         """Peak for attention and non-GEMM math: fp8 recipes keep these in bf16."""
         pk = self.device.peak_tflops
-        if self.precision == "fp8":
-            return pk.get("bf16", pk["fp8"] / 2) * TERA
+        if self.precision in ("fp8", "fp4"):
+            return pk.get("bf16", pk[self.precision] / 2) * TERA
         return self.matmul_peak
 
     @property
@@ -82,7 +82,8 @@ class ComputeModel:
         launch = kernels * self.device.launch_overhead_us * US
         if kind is OpKind.MATMUL:
             per_kernel = flops / max(kernels, 1) / 1e9
-            curve = eff.matmul_fp8 if self.precision == "fp8" and eff.matmul_fp8 else eff.matmul
+            # fp4 GEMMs: no curve of their own is measured yet; the fp8 one is the closest shape
+            curve = eff.matmul_fp8 if self.precision in ("fp8", "fp4") and eff.matmul_fp8 else eff.matmul
             measured = self.gemm_shapes.get((gemm[0], *(round(x) for x in gemm[1:]))) if gemm else None
             t_math = flops / (self.matmul_peak * (measured or interpolate(curve, per_kernel)))
         elif kind is OpKind.ATTENTION:

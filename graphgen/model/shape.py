@@ -10,8 +10,8 @@ from graphgen.units import dtype_bytes
 
 
 def activation_bytes(precision: str) -> float:
-    """fp8 training keeps activations and communication in bf16; only GEMM inputs are cast."""
-    return dtype_bytes("bf16") if precision == "fp8" else dtype_bytes(precision)
+    """fp8 (and fp4) runs keep activations and communication in bf16; only GEMM inputs are cast."""
+    return dtype_bytes("bf16") if precision in ("fp8", "fp4") else dtype_bytes(precision)
 
 
 @dataclass(frozen=True)
