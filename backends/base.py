@@ -16,7 +16,7 @@ from graphgen.ir import ComputeNode
 from graphgen.memory import MemoryBreakdown
 from graphgen.program import Program
 
-SCHEMA_VERSION = "2.2"
+SCHEMA_VERSION = "2.3"
 
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
@@ -75,6 +75,7 @@ class Result:
     notes: tuple[str, ...] = field(default=())
     framework: dict[str, object] | None = None  # the profile's name, version and its reporting conventions
     training_run: dict[str, object] | None = None  # the whole run, when workload.train_tokens is given
+    inference: dict[str, object] | None = None     # the iteration, for an inference scenario
 
     @property
     def tokens_per_s(self) -> float:
@@ -161,10 +162,16 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
     p, w, m = sc.plan, sc.workload, sc.model
     tokens = sc.tokens_per_step
     ft = w.finetune
-    model_flops = model_flops_per_token(m, w.seq_len, ft) * tokens
-    frozen = ft.frozen_layers if ft.method == "freeze" else 0
-    hw_flops = model_flops + recompute_flops_per_token(m, w.seq_len, p.recompute, w.flash_attention,
-                                                       p.recompute_every, frozen) * tokens
+    if w.run_type == "inference":
+        from graphgen.inference.view import key_len, query_len
+        from graphgen.model.flops import inference_flops_per_token
+
+        model_flops = hw_flops = inference_flops_per_token(m, query_len(w.inference), key_len(w.inference)) * tokens
+    else:
+        model_flops = model_flops_per_token(m, w.seq_len, ft) * tokens
+        frozen = ft.frozen_layers if ft.method == "freeze" else 0
+        hw_flops = model_flops + recompute_flops_per_token(m, w.seq_len, p.recompute, w.flash_attention,
+                                                           p.recompute_every, frozen) * tokens
     peak = ComputeModel(sc.hardware.device, w.precision).matmul_peak
     table = layer_table(program)
     plan = {"tp": p.tp, "sp": p.sp, "pp": p.pp, "dp": p.dp, "cp": p.cp, "ep": p.ep, "etp": p.etp,
@@ -173,12 +180,13 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
     memory = role_memory(program)
     fw = framework_report(sc, memory, step_time, peak) if sc.framework else None
     notes = (*notes, *(sc.framework.notes if sc.framework else ()))
+    infer = inference_summary(sc, memory, step_time) if w.run_type == "inference" else None
     return Result(backend=backend, model=m.name, hardware=sc.hardware.name, device=sc.hardware.device.name,
                   plan=plan, gpus=sc.world, step_time_s=step_time, tokens_per_step=tokens,
                   global_batch=sc.global_batch, microbatches=sc.microbatches, model_flops_per_step=model_flops,
                   hardware_flops_per_step=hw_flops, peak_flops_per_gpu=peak, breakdown=breakdown,
                   critical_role=critical_role, roles=roles, memory=memory, layer_table=table,
-                  notes=notes, framework=fw)
+                  notes=notes, framework=fw, inference=infer)
 
 
 def framework_report(sc, memory, step_time: float, peak: float) -> dict[str, object]:
@@ -196,3 +204,19 @@ def framework_report(sc, memory, step_time: float, peak: float) -> dict[str, obj
             "flop_convention_definition": conv.description, "tflops_per_gpu": per_gpu / 1e12,
             "mfu": per_gpu / peak, "memory_figure": f"max_memory_{fw.memory}",
             "peak_memory_gib": mem / 2**30}
+
+
+def inference_summary(sc, memory, step_time: float) -> dict[str, object]:
+    """The iteration as a serving engineer reads it: its latency per sequence, and how many sequences
+    at this context the engine's KV blocks hold (the tightest stage decides)."""
+    from graphgen.inference.shape import kv_dtype, weight_dtype
+    from graphgen.inference.view import key_len
+
+    spec = sc.workload.inference
+    blocks = min(m.kv_blocks for m in memory)
+    per_seq = -(-key_len(spec) // spec.block_size)
+    return {"phase": spec.phase, "batch": spec.batch, "input_len": spec.input_len,
+            "context_len": key_len(spec), "weight_dtype": weight_dtype(sc), "kv_dtype": kv_dtype(sc),
+            "iteration_s": step_time, "tokens_per_s_per_sequence": (sc.workload.seq_len / step_time),
+            "kv_blocks": blocks, "block_size": spec.block_size,
+            "max_sequences_at_context": blocks // per_seq if per_seq else 0}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from graphgen.errors import RankflowError
+from graphgen.inference.kv import iteration_cache, num_blocks
 from graphgen.model.layer_graph import LayerGraph
 from graphgen.model.ops import OpKind
 from graphgen.model.optimizers import OPTIMIZERS
@@ -44,12 +45,14 @@ class MemoryBreakdown:
     capacity: float
     trainable_params: float = 0.0
     fragmentation: float = 0.0  # allocator slack (a fraction of allocated, from the hardware config)
+    kv_cache: float = 0.0       # inference: the KV cache of the iteration's batch at its context
+    kv_blocks: int = 0          # inference: KV blocks the engine can allocate (vLLM's num_gpu_blocks)
 
     @property
     def allocated(self) -> float:
         """What the framework's allocator holds at the peak (PyTorch's max_memory_allocated)."""
         return (self.weights + self.master_weights + self.gradients + self.optimizer_states + self.activations
-                + self.transient + self.comm_buffers)
+                + self.transient + self.comm_buffers + self.kv_cache)
 
     @property
     def total(self) -> float:
@@ -272,7 +275,32 @@ def _buffers(sc: Scenario, lg: LayerGraph, layers, grads: float, pbytes: float, 
     return buffers
 
 
+def _inference_roles(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> tuple[MemoryBreakdown, ...]:
+    """Per stage: stored weights, the KV cache of the iteration, its largest working set, the runtime's
+    reserve; and the KV blocks the engine could allocate within gpu_memory_utilization after weights, a
+    max_num_batched_tokens forward's activations and the reserve."""
+    spec, w, dev = sc.workload.inference, sc.workload, sc.hardware.device
+    e = activation_bytes(w.precision)
+    out = []
+    for stage, chunks in enumerate(role_chunks):
+        units = _stage_units(lg, chunk_layers, chunks)
+        layers = [u for u in units if 0 <= u < lg.layers]
+        weights = sum(_unit_weight_bytes(lg, u, e) for u in units)
+        last = any(g % len(chunk_layers) == len(chunk_layers) - 1 for g in chunks)
+        work = _transient(lg, sc, e, last, tuple(layers) or (0,))
+        profile = work * spec.max_num_batched_tokens / max(w.micro_batch * w.seq_len, 1)
+        reserved, capacity = dev.memory_reserved_gib * GIB, dev.hbm_gib * GIB
+        free = spec.gpu_memory_utilization * capacity - weights - max(work, profile) - reserved
+        out.append(MemoryBreakdown(
+            role=f"stage{stage}", weights=weights, master_weights=0.0, gradients=0.0, optimizer_states=0.0,
+            activations=0.0, transient=work, comm_buffers=0.0, reserved=reserved, capacity=capacity,
+            kv_cache=iteration_cache(sc, layers), kv_blocks=num_blocks(free, sc, layers)))
+    return tuple(out)
+
+
 def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> tuple[MemoryBreakdown, ...]:
+    if sc.workload.run_type == "inference":
+        return _inference_roles(sc, lg, chunk_layers, role_chunks)
     p, w = sc.plan, sc.workload
     e = activation_bytes(w.precision)
     pbytes = dtype_bytes("fp32") if w.precision == "fp32" else e

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from graphgen.config import Cluster, ExecutionBackend, ModelConfig, ModelSpec, ParallelPlan, Workload, parse
 from graphgen.config.framework import Framework
 from graphgen.errors import RankflowError
+from graphgen.inference.view import inference_view, key_len
 from graphgen.model.finetune import FINETUNE_METHODS
 from graphgen.parallel.pipeline import split_problem
 from graphgen.schedule import SCHEDULES
@@ -237,12 +238,26 @@ def _check_cluster(w: Workload, hw: Cluster, p: ParallelPlan, c: _Checker) -> No
                                                             "or add its peak")
 
 
+def _check_inference(mc: ModelConfig, hw: Cluster, c: _Checker) -> None:
+    spec, m = mc.workload.inference, mc.model
+    if m.max_position is not None and key_len(spec) > m.max_position:
+        raise c.model("workload.inference", f"the iteration attends over {key_len(spec)} tokens, more than the model's "
+                      f"{m.max_position} (model.max_position)", "shorten input_len or context_len")
+    dtype = spec.weight_dtype or mc.workload.precision
+    if dtype == "fp4" and "fp4" not in hw.device.peak_tflops:
+        raise c.model("workload.inference.weight_dtype", f"{hw.device.name} has no fp4 peak (fp4 weights need "
+                      "Blackwell-class tensor cores)", "use fp8 or int4 weights, or a device with an fp4 peak")
+
+
 def make_scenario(mc: ModelConfig, hw: Cluster, plan: ParallelPlan, execution: ExecutionBackend | None = None, *,
                   model_file: str = "<model config>", hardware_file: str = "<hardware config>",
                   plan_file: str | None = None) -> Scenario:
     """Check a model config, a cluster and a plan against each other and make the Scenario."""
-    m, w, p = mc.model, mc.workload, plan
     c = _Checker(model_file, plan_file or hardware_file, hardware_file)
+    if mc.workload.run_type == "inference":
+        _check_inference(mc, hw, c)
+        mc, plan = inference_view(mc, plan)
+    m, w, p = mc.model, mc.workload, plan
     _check_model(m, w, p, c)
     _check_axes(m, w, p, c)
     _check_pipeline(m, p, c)

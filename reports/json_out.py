@@ -48,6 +48,7 @@ def result_to_dict(r: Result) -> dict[str, Any]:
         "layer_table": [dict(row) for row in r.layer_table],
         "framework": dict(r.framework) if r.framework else None,
         "training_run": dict(r.training_run) if r.training_run else None,
+        "inference": dict(r.inference) if r.inference else None,
         "notes": list(r.notes),
     }
 
@@ -60,7 +61,8 @@ def memory_dict(memory) -> dict[str, Any]:
                 "gradients_gib": m.gradients / GIB, "optimizer_states_gib": m.optimizer_states / GIB,
                 "activations_gib": m.activations / GIB, "transient_gib": m.transient / GIB,
                 "comm_buffers_gib": m.comm_buffers / GIB, "allocated_gib": m.allocated / GIB,
-                "allocator_slack_gib": m.fragmentation / GIB,
+                "allocator_slack_gib": m.fragmentation / GIB, "kv_cache_gib": m.kv_cache / GIB,
+                "kv_blocks": m.kv_blocks,
                 "reserved_gib": m.reserved / GIB, "total_gib": m.total / GIB, "capacity_gib": m.capacity / GIB,
                 "headroom_gib": m.headroom / GIB, "fits": m.fits,
                 "trainable_params": m.trainable_params} for m in memory],

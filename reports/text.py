@@ -10,7 +10,20 @@ def _pct(x: float, total: float) -> str:
     return f"{100 * x / total:5.1f} %" if total > 0 else "   - %"
 
 
+def inference_memory_table(memory) -> str:
+    cols = ("weights", "kv cache", "work", "reserved", "total", "capacity")
+    lines = ["Memory per GPU (GiB):", f"  {'role':8} " + " ".join(f"{c:>9}" for c in cols) + "  kv blocks  verdict"]
+    for m in memory:
+        verdict = (f"fits ({m.headroom / GIB:.1f} GiB free)" if m.fits
+                   else f"DOES NOT FIT (short by {-m.headroom / GIB:.1f} GiB)")
+        vals = (m.weights, m.kv_cache, m.transient, m.reserved, m.total, m.capacity)
+        lines.append(f"  {m.role:8} " + " ".join(f"{v / GIB:9.2f}" for v in vals) + f"  {m.kv_blocks:9,d}  {verdict}")
+    return "\n".join(lines)
+
+
 def memory_table(memory) -> str:
+    if any(m.kv_cache for m in memory):
+        return inference_memory_table(memory)
     cols = ("weights", "master", "grads", "optim", "activ", "transnt", "buffers", "slack", "reserved", "total",
             "capacity")
     lines = ["Memory per GPU (GiB):", f"  {'role':8} " + " ".join(f"{c:>8}" for c in cols) + "  verdict"]
@@ -59,6 +72,13 @@ def summary(r: Result, layer_table: bool = False) -> str:
                       f"peak memory {f['peak_memory_gib']:.2f} GiB"]
     if r.training_run:
         lines += ["", *_run_lines(r.training_run)]
+    if r.inference:
+        i = r.inference
+        what = "time to first token" if i["phase"] == "prefill" else "time per output token"
+        lines += ["", f"Inference {i['phase']}: {i['batch']} sequences at {i['context_len']:,} tokens of context "
+                      f"({i['weight_dtype']} weights, {i['kv_dtype']} KV cache): {what} "
+                      f"{1e3 * i['iteration_s']:.2f} ms; the KV cache holds {i['max_sequences_at_context']:,} such "
+                      f"sequences ({i['kv_blocks']:,} blocks of {i['block_size']} tokens)"]
     lines += ["", memory_table(r.memory)]
     if layer_table:
         lines += ["", "One transformer layer, one microbatch, one GPU:",

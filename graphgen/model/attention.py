@@ -108,7 +108,34 @@ def unfused_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
     )
 
 
+@ATTENTION_KERNELS.register("decode")
+def decode_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
+    """One new token per sequence attending to its cached keys and values (flash-decoding, paged): the
+    kernel streams the KV cache from HBM, so its time is the cache's bytes at the device's memory-bound
+    rate; the new token's key and value are written into the cache."""
+    m, t, e, d = sh.model, sh.tp, sh.e, dims(sh)
+    b, a = sh.workload.micro_batch, m.heads
+    keys = min(sh.kv_len, window) if window else sh.kv_len
+    kv_per_token = _cache_width(sh) / t
+    return (Op("decode_attention", OpKind.ELEMENTWISE, flops=2 * b * a * keys * (d.qk + d.v) / t,
+               bytes=sh.kv_bytes * b * (keys + 1) * kv_per_token + e * b * a * (d.qk + d.v) / t,
+               in_layout=sh.heads, out_layout=sh.heads, out_bytes=e * b * a * d.v, local_out_bytes=e * b * a * d.v / t),)
+
+
+def _cache_width(sh: BlockShape) -> float:
+    """Elements one token keeps in one layer's KV cache: keys and values per KV head, or MLA's compressed
+    latent and its rotary key (DeepSeek-V2 Sec. 2.1.2: the cache holds c_KV and k_R only)."""
+    m = sh.model
+    if m.mla is not None:
+        return (m.mla.kv_lora_rank + m.mla.qk_rope_head_dim) * sh.tp  # replicated on every TP rank
+    d = dims(sh)
+    return d.kv_heads * (d.qk + d.v)
+
+
 def _core(sh: BlockShape, kind: str) -> tuple[Op, ...]:
+    if sh.kv_len:
+        window = sh.model.sliding_window if kind == "sliding" and sh.model.sliding_window else 0
+        return ATTENTION_KERNELS["decode"](sh, window)
     return ATTENTION_KERNELS["fused" if sh.workload.flash_attention else "unfused"](sh, key_span(sh, kind))
 
 

@@ -89,3 +89,15 @@ def recompute_flops_per_token(m: ModelSpec, seq_len: int, recompute: str, flash_
     if recompute == "selective" and not flash_attention:
         return sum(_attention_fwd(m, layer, seq_len) for layer in layers)
     return 0.0
+
+
+def inference_flops_per_token(m: ModelSpec, query_len: int, key_len: int) -> float:
+    """Forward FLOPs per processed token of an inference iteration: 2 x active matmul parameters (the LM
+    head included; vLLM computes logits for every token of a decode step) plus attention over the keys
+    each query sees: causal over the prompt in a prefill, the whole cache in a decode step."""
+    qk, v = attention_widths(m)
+    if query_len > 1:
+        keys = sum(_causal_keys(m, layer, query_len) for layer in range(m.layers))
+    else:
+        keys = sum(_keys(m, layer, key_len) for layer in range(m.layers))
+    return 2.0 * matmul_params(m) + 2.0 * m.heads * (qk + v) * keys

@@ -10,13 +10,13 @@ built. Backward is derived by rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from graphgen.model.block import layer_ops
 from graphgen.model.ends import embedding_ops, head_ops
 from graphgen.model.finetune import FINETUNE_METHODS, apply_finetune
 from graphgen.model.kinds import layer_kind
-from graphgen.model.ops import Op
+from graphgen.model.ops import Op, OpKind
 from graphgen.model.recompute import mark_recompute
 from graphgen.model.shape import BlockShape
 from graphgen.parallel.layout import Layout
@@ -94,6 +94,13 @@ class LayerGraph:
                    if op.trainable and (expert is None or op.expert == expert))
 
 
+def quantise(ops: tuple[Op, ...], weight_bytes: float, e: float) -> tuple[Op, ...]:
+    """Linears whose weights are stored in another dtype (fp8, int8/int4, fp4 for inference): each
+    reads its weights at that size; the embedding table and norms stay in the compute dtype."""
+    return tuple(replace(op, weight_bytes=weight_bytes, bytes=op.bytes + op.weight_params * (weight_bytes - e))
+                 if op.kind is OpKind.MATMUL and op.weight_params > 0 and op.weight_bytes is None else op for op in ops)
+
+
 def build_layer_graph(sh: BlockShape) -> LayerGraph:
     m, w = sh.model, sh.workload
     ft = w.finetune
@@ -112,6 +119,8 @@ def build_layer_graph(sh: BlockShape) -> LayerGraph:
             blocks.append(Block(len(blocks), "/".join(kind),
                                 apply_finetune(ops, ft, method.trains_block_weights(), T, e)))
         layer_block.append(ids[kind])
+    if sh.weight_bytes and sh.weight_bytes != sh.e:
+        blocks = [Block(b.id, b.kind, quantise(b.ops, sh.weight_bytes, sh.e)) for b in blocks]
     return LayerGraph(tuple(blocks), tuple(layer_block), residual=sh.resid, head_out=sh.replicated, layers=m.layers,
                       frozen_layers=ft.frozen_layers if method.frozen_prefix else 0,
                       embed_trainable=method.trains_embedding(ft))

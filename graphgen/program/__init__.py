@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphgen.errors import RankflowError
+from graphgen.inference.shape import inference_shape
 from graphgen.ir import Phase, Role
 from graphgen.model.layer_graph import LayerGraph, build_layer_graph
 from graphgen.model.shape import BlockShape
@@ -111,7 +112,7 @@ def block_shape(sc: Scenario) -> BlockShape:
     return BlockShape(sc.model, sc.workload, p.tp, p.sp and p.tp > 1, sc.padded_vocab, p.pp, cp=p.cp, ep=p.ep,
                       etp=p.etp, imbalance=expert_imbalance(sc), cp_ring=p.cp_algorithm == "ring",
                       recompute_modules=tuple(sorted(set(p.recompute_modules))),
-                      gather_dispatch=p.moe_dispatcher == "allgather")
+                      gather_dispatch=p.moe_dispatcher == "allgather", **inference_shape(sc))
 
 
 def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Template], PassTemplates]:

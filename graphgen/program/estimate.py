@@ -84,7 +84,7 @@ def estimate_nodes(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[T
                  for phase in sched.phases}
         # Every microbatch runs a forward and one backward (whole, or input-gradient then weight-gradient).
         backward = [nodes[ph] for ph in ("B", "Bi") if ph in nodes]
-        passes = [nodes["F"], (max(b[0] for b in backward), max(b[1] for b in backward))]
+        passes = [nodes["F"]] + ([(max(b[0] for b in backward), max(b[1] for b in backward))] if backward else [])
         passes += [nodes["W"]] if "W" in nodes else []
         chunk = sum((per_chunk - 1) * ordinary + special for ordinary, special in passes)
         # step-start or post-step parameter gathers, and gradient reductions after the last backward

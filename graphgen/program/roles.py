@@ -84,6 +84,9 @@ def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Templ
         if phase != "W":
             pipe.send(g, mb, phase == "F", last)
     dp.finish(chunks, last, sc.microbatches)
+    layers = tuple(layer for g in chunks for layer in chunk_layers[g % len(chunk_layers)])
+    if sc.workload.run_type == "inference":  # no gradients, no optimizer: the iteration ends with its passes
+        return Role(stage, f"stage{stage}", stage, tuple(chunks), layers, em.nodes)
 
     templates.append(make_template([optimizer_item(sc, lg, chunk_layers, chunks)], Phase.OPTIMIZER))
     it = templates[-1].items[0]
@@ -91,5 +94,4 @@ def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Templ
                  bytes=it.bytes, deps=(last, *dp.grad_syncs), phase=Phase.OPTIMIZER, microbatch=-1, chunk=-1,
                  layers=(-1, -1), ops=("optimizer",))
     dp.after_optimizer(chunks, opt)
-    layers = tuple(layer for g in chunks for layer in chunk_layers[g % len(chunk_layers)])
     return Role(stage, f"stage{stage}", stage, tuple(chunks), layers, em.nodes)

@@ -65,7 +65,15 @@ def stage_chunks(schedule: str, pp: int, stage: int, virtual_stages: int = 1) ->
 
 
 # Registration happens on import of each schedule module.
-from graphgen.schedule import dualpipe, gpipe, interleaved, one_f_one_b, zero_bubble, zero_bubble_v  # noqa: E402,F401
+from graphgen.schedule import (  # noqa: E402,F401
+    dualpipe,
+    forward_only,
+    gpipe,
+    interleaved,
+    one_f_one_b,
+    zero_bubble,
+    zero_bubble_v,
+)
 
 # What each step adds to a stage's in-flight activations: +weight (F), -weight (B), kept - weight (Bi,
 # its W still reads the kept part), -kept (W); per local chunk.

@@ -1,0 +1,28 @@
+"""The training-shaped view of an inference iteration: a forward-only step whose microbatch is the
+iteration's batch and whose sequence is the tokens it processes (the prompt for a prefill, one token for
+a decode step). Training-only plan fields (ZeRO, recompute, the pipeline schedule) have no meaning
+without a backward pass and are set to their no-op values."""
+
+from __future__ import annotations
+
+from graphgen.config import ModelConfig, ParallelPlan
+from graphgen.config.model import InferenceSpec
+
+
+def query_len(spec: InferenceSpec) -> int:
+    return spec.input_len if spec.phase == "prefill" else 1
+
+
+def key_len(spec: InferenceSpec) -> int:
+    """Keys the last query of the iteration attends to (its own included)."""
+    return spec.input_len if spec.phase == "prefill" else spec.context() + 1
+
+
+def inference_view(mc: ModelConfig, plan: ParallelPlan) -> tuple[ModelConfig, ParallelPlan]:
+    w = mc.workload
+    spec = w.inference
+    work = w.model_copy(update={"seq_len": query_len(spec), "micro_batch": spec.batch,
+                                "global_batch": spec.batch * plan.dp})
+    plan = plan.model_copy(update={"schedule": "inference", "virtual_stages": 1, "zero_stage": 0, "recompute": "none",
+                                   "microbatches": None})
+    return ModelConfig(model=mc.model, workload=work), plan
