@@ -229,3 +229,16 @@ def test_long_output_is_streamed_and_its_report_read(monkeypatch, mode):
     assert res.step_time_s == pytest.approx(8000e-9)
     lines = runner._Lines()
     assert lines.feed(b"x" * 10 * 2**20) == [] and len(lines.rest) <= runner.LINE_BYTES
+
+
+@needs_astra
+@pytest.mark.parametrize("mode", ["full", "scalable"])
+def test_an_inference_prefill_runs_in_astra(mode):
+    """A tensor-parallel prefill iteration (forward only, no optimizer) through Chakra and ASTRA-sim."""
+    sc = scenario(dict(SMALL_MOE, moe=None), {"run_type": "inference",
+                                              "inference": {"phase": "prefill", "batch": 4, "input_len": 4096}},
+                  tp=4, dp=1)
+    prog = program(sc)
+    assert not any(n.name == "optimizer_step" for r in prog.roles for n in r.nodes)
+    res = AstraBackend(binary=REAL, network="unaware", mode=mode).run(prog).result
+    assert res.step_time_s == pytest.approx(AnalyticalBackend().run(prog).result.step_time_s, rel=0.25)

@@ -252,10 +252,16 @@ class Workload(Strict):
     def _version_text(cls, v: object) -> object:
         return repr(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_inference(cls, data: object) -> object:
+        # run_type inference alone is a decode step of one sequence: every inference field has a default
+        if isinstance(data, dict) and data.get("run_type") == "inference" and data.get("inference") is None:
+            return {**data, "inference": {}}
+        return data
+
     @model_validator(mode="after")
     def _inference_section(self) -> Workload:
-        if self.run_type == "inference" and self.inference is None:
-            raise ValueError("run_type inference needs a workload.inference section (phase, batch, input_len)")
         if self.run_type == "training" and self.precision == "fp4":
             raise ValueError("fp4 is an inference precision here: training in fp4 is not modelled")
         return self
