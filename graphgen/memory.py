@@ -290,7 +290,10 @@ def _inference_roles(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) ->
         work = _transient(lg, sc, e, last, tuple(layers) or (0,))
         profile = work * spec.max_num_batched_tokens / max(w.micro_batch * w.seq_len, 1)
         reserved, capacity = dev.memory_reserved_gib * GIB, dev.hbm_gib * GIB
-        free = spec.gpu_memory_utilization * capacity - weights - max(work, profile) - reserved
+        if spec.kv_cache_free_fraction is not None:
+            free = spec.kv_cache_free_fraction * (capacity - weights - max(work, profile) - reserved)
+        else:
+            free = spec.gpu_memory_utilization * capacity - weights - max(work, profile) - reserved
         out.append(MemoryBreakdown(
             role=f"stage{stage}", weights=weights, master_weights=0.0, gradients=0.0, optimizer_states=0.0,
             activations=0.0, transient=work, comm_buffers=0.0, reserved=reserved, capacity=capacity,

@@ -39,7 +39,9 @@ def test_every_version_of_every_profile_builds_a_scenario(name):
         assert sc.framework.name == name
         for key, value in fw.settings.items():
             section, field = key.split(".", 1)
-            got = getattr(sc.workload if section == "workload" else sc.plan, field)
+            got = sc.workload if section == "workload" else sc.plan
+            for part in field.split("."):
+                got = getattr(got, part)
             if key in in_file or key in ("parallelism.tp", "parallelism.dp"):
                 continue  # the file's and the test's own settings win
             if key == "workload.attention_kernel" and value not in sc.hardware.device.efficiency.attention_kernels:

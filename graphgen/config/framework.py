@@ -93,6 +93,11 @@ def apply_defaults(fw: Framework, workload: dict, parallelism: dict, attention_k
     for key, value in fw.settings.items():
         section, name = key.split(".", 1)
         target = workload if section == "workload" else parallelism
+        *path, name = name.split(".")
+        for part in path:  # a nested section (workload.inference.*): fill a copy of it
+            child = target.get(part)
+            target[part] = child = dict(child) if isinstance(child, dict) else {}
+            target = child
         if name in target:
             continue
         if key == "workload.attention_kernel" and value is not None and value not in attention_kernels:

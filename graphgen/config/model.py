@@ -184,6 +184,12 @@ class InferenceSpec(Strict):
     gpu_memory_utilization: Fraction = Field(
         0.9, description="Share of each GPU's memory the engine may use for weights, activations and KV cache "
                          "(vLLM's gpu_memory_utilization, default 0.9).")
+    kv_cache_free_fraction: Fraction | None = Field(
+        None, description="TensorRT-LLM's kv_cache_free_gpu_mem_fraction: the KV cache takes this share of the memory "
+                          "left after weights, activations and the runtime; when set it replaces "
+                          "gpu_memory_utilization's accounting.")
+    max_num_seqs: DimInt = Field(256, description="Sequences an iteration may hold (vLLM's max_num_seqs, 256; "
+                                                  "TensorRT-LLM's max_batch_size).")
     max_num_batched_tokens: DimInt = Field(
         8192, description="Tokens one iteration may process (the activation peak the KV budget leaves room for; "
                           "vLLM's max_num_batched_tokens).")
