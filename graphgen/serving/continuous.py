@@ -29,6 +29,10 @@ from collections import deque
 from graphgen.serving.state import DECODE, DONE, PREFILL, WAITING, Seq, blocks_for
 
 
+def _order(s: Seq) -> int:
+    return s.order
+
+
 class BudgetReplica:
     def __init__(self, block_size: int, kv_blocks: int, max_batched_tokens: int, max_seqs: int,
                  chunked: bool, hold_handoffs: bool, itl: list[tuple[float, int]]) -> None:
@@ -124,7 +128,7 @@ class BudgetReplica:
         if not due:
             return False
         preempted = False
-        due.sort(key=lambda s: s.order)  # the running list's order, as vLLM walks it
+        due.sort(key=_order)  # the running list's order, as vLLM walks it
         for s in due:
             if s.state != DECODE or s.block_k != k:
                 continue  # preempted or finished since this event was filed
@@ -215,7 +219,8 @@ class BudgetReplica:
             itl.append((dur_s, steady))  # back-to-back iterations: their previous token ended the last one
         for s in self.joined:
             itl.append((end_s - s.last_token_s, 1))
-        for s in self.fin_due.pop(k, ()):
+        # Requests finishing together leave in admission order (routing and closed loops see that order).
+        for s in sorted(self.fin_due.pop(k, ()), key=_order):
             if s.state == DECODE and s.fin_k == k:
                 self.n_dec -= 1
                 self.sum_base -= s.base

@@ -132,7 +132,14 @@ class ChunkedPrefill:
 class Disaggregated:
     """DistServe-style: `prefill_replicas` run prompts (scheduled by `prefill`), `decode_replicas` decode
     (scheduled by `decode`; a request preempted there recomputes locally). `decode_model`: the decode
-    replicas' cost model when it differs (DistServe picks parallelism per phase); None = the deployment's."""
+    replicas' cost model when it differs (DistServe picks parallelism per phase); None = the deployment's.
+
+    `first_token_at`: when the client sees the first token. "kv_ready" (default): once the KV cache has
+    reached the decode replica, which streams every token to the client, so TTFT includes the transfer;
+    vLLM's P2P-NCCL xPyD proxy works so (examples/online_serving/disaggregated_serving_p2p_nccl_xpyd/
+    disagg_proxy_p2p_nccl_xpyd.py at cd583cfb65ae316a1f7826f263ac5f477630f767: the prefill runs with
+    max_tokens=1, its output is discarded, the decode instance's stream is returned). "prefill": when the
+    prefill replica produces it, as DistServe's prefill instance emits the first token."""
 
     kind: ClassVar[str] = "disaggregated"
     prefill_replicas: int = 1
@@ -140,10 +147,14 @@ class Disaggregated:
     prefill: ContinuousBatching | ChunkedPrefill = field(default_factory=ContinuousBatching)
     decode: ContinuousBatching | ChunkedPrefill = field(default_factory=ContinuousBatching)
     decode_model: IterationModel | None = None
+    first_token_at: str = "kv_ready"
 
     def __post_init__(self) -> None:
         _whole(self.prefill_replicas, "prefill_replicas")
         _whole(self.decode_replicas, "decode_replicas")
+        if self.first_token_at not in ("kv_ready", "prefill"):
+            raise RankflowError(f"unknown choice {self.first_token_at!r}", field="first_token_at",
+                                fix="use 'kv_ready' (the decode replica streams the first token) or 'prefill'")
 
     def pools(self, model: IterationModel, replicas: int) -> tuple[PoolSpec, ...]:
         if replicas != 1:

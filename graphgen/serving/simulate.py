@@ -5,7 +5,8 @@ deployment's IterationModel for the batch the replica's scheduler forms (schedul
 static.py). A router (routers.py) places each arriving request on a replica of the first pool; with
 disaggregation, a request whose prompt is done is routed to a decode replica and arrives there after
 `kv_transfer_time(input_len)`, the prefill replica keeping its KV blocks until then. Events at the same
-instant run in the order they were filed, so a run is a pure function of its inputs.
+instant run in the order they were filed, and an idle replica forms its batch only after all of them
+(requests arriving together are batched together), so a run is a pure function of its inputs.
 
 A request that a replica can never serve (longer than the model's context, more KV blocks than a replica
 holds, a prompt over the budget without chunking) raises RankflowError, or with oversized="drop" is left
@@ -27,7 +28,7 @@ from graphgen.serving.state import Iteration, Seq
 from graphgen.serving.static import StaticReplica
 
 MAX_ITERATIONS = 5_000_000  # about a minute of simulation; an overloaded run past it is refused
-_ARRIVE, _END, _KV_READY = 0, 1, 2
+_ARRIVE, _END, _KV_READY, _STEP = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,10 @@ class _Run:
                 self.replicas.append(self._make(spec))
                 self.pool_of.append(p)
         self.routers = [ROUTERS[dep.router]() for _ in self.specs]
+        self.first_token_at_kv_ready = getattr(dep.scheduler, "first_token_at", "") == "kv_ready"
         self.outstanding = [[0] * s.count for s in self.specs]
         self.busy = [False] * len(self.replicas)
+        self.waking = [False] * len(self.replicas)
         self.heap: list[tuple] = []
         self.tick = 0
         self.iterations: list[Iteration] = []
@@ -131,7 +134,15 @@ class _Run:
         self.outstanding[pool][i] += 1
         return self.members[pool][i]
 
-    def kick(self, r: int, now: float) -> None:
+    def wake(self, r: int, now: float) -> None:
+        """Have replica r form its next batch at `now`, after every other event of this instant (so
+        requests arriving together are batched together)."""
+        if not (self.busy[r] or self.waking[r]):
+            self.waking[r] = True
+            self.push(now, _STEP, r)
+
+    def step(self, r: int, now: float) -> None:
+        self.waking[r] = False
         if self.busy[r]:
             return
         shape = self.replicas[r].plan(now)
@@ -175,7 +186,7 @@ def simulate(deployment: Deployment, source: RequestSource, *, oversized: str = 
     if oversized not in ("error", "drop"):
         raise RankflowError(f"unknown choice {oversized!r}", field="oversized", fix="use 'error' or 'drop'")
     run = _Run(deployment, max_iterations, oversized)
-    stream = source.open()
+    stream = source.start()
     check_count(stream.total)
     for req in stream.initial():
         run.push(req.arrival_s, _ARRIVE, req)
@@ -187,7 +198,9 @@ def simulate(deployment: Deployment, source: RequestSource, *, oversized: str = 
             run.busy[r] = False
             for seq in replicas[r].complete(now, dur):
                 run.leave(seq, r, now, stream)
-            run.kick(r, now)
+            run.wake(r, now)
+        elif kind == _STEP:
+            run.step(payload, now)
         elif kind == _ARRIVE:
             if run.refused(payload):
                 nxt = stream.after_finish(payload.arrival_s)
@@ -199,14 +212,16 @@ def simulate(deployment: Deployment, source: RequestSource, *, oversized: str = 
             if run.specs[0].handoff:
                 seq.stop_at = 1
             replicas[r].add(seq)
-            run.kick(r, now)
+            run.wake(r, now)
         else:
             seq, src, dst = payload
             replicas[src].release(seq)
             seq.computed, seq.stop_at, seq.kv_ready_s = seq.input_len, seq.output_len, now
+            if run.first_token_at_kv_ready:
+                seq.first_token_s = seq.last_token_s = now
             replicas[dst].add(seq)
-            run.kick(src, now)
-            run.kick(dst, now)
+            run.wake(src, now)
+            run.wake(dst, now)
     return _result(deployment, run, stream.total)
 
 

@@ -1,6 +1,6 @@
 """Where requests come from: Poisson arrivals at a rate (open loop), a fixed number of users each sending
 their next request when the previous completes (closed loop), or a trace given as text (CSV or JSON
-lines). A source is an immutable config; `open()` gives the simulation a fresh stream, so one source can
+lines). A source is an immutable config; `start()` gives the simulation a fresh stream, so one source can
 be simulated many times (capacity search) with identical requests.
 
 Randomness: each stream draws arrivals, input lengths and output lengths from three `random.Random`
@@ -39,7 +39,7 @@ class RequestStream(Protocol):
 
 
 class RequestSource(Protocol):
-    def open(self) -> RequestStream: ...
+    def start(self) -> RequestStream: ...
 
 
 def check_count(n: int, field: str = "requests") -> None:
@@ -92,7 +92,7 @@ class PoissonSource:
             raise RankflowError(f"must be a finite rate > 0, got {self.rate_per_s!r}", field="rate_per_s",
                                 fix="give the offered load in requests per second, e.g. 4.0")
 
-    def open(self) -> _OpenStream:
+    def start(self) -> _OpenStream:
         rng = _rng(self.seed, "arrivals")
         ins = _lengths(self.input_len, self.requests, self.seed, "input")
         outs = _lengths(self.output_len, self.requests, self.seed, "output")
@@ -147,7 +147,7 @@ class ClosedLoopSource:
             raise RankflowError(f"must be finite and >= 0, got {self.think_s!r}", field="think_s",
                                 fix="set think_s to the seconds a user waits between requests (0 for none)")
 
-    def open(self) -> _ClosedStream:
+    def start(self) -> _ClosedStream:
         return _ClosedStream(self.users, float(self.think_s),
                              _lengths(self.input_len, self.requests, self.seed, "input"),
                              _lengths(self.output_len, self.requests, self.seed, "output"))
@@ -162,7 +162,7 @@ class TraceSource:
     def __post_init__(self) -> None:
         check_count(len(self.requests), "trace")
 
-    def open(self) -> _OpenStream:
+    def start(self) -> _OpenStream:
         return _OpenStream(list(self.requests))
 
 
