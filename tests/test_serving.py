@@ -283,6 +283,18 @@ def test_work_is_bounded():
     assert e.value.field == "max_iterations" and "rate" in e.value.fix
 
 
+def test_bad_models_and_requests_are_refused():
+    with pytest.raises(RankflowError) as e:
+        _run(ContinuousBatching(), model=LinearIterationModel(kv_blocks=0))
+    assert e.value.field == "kv_blocks"
+    with pytest.raises(RankflowError) as e:
+        TraceSource((Request(0, 0.0, 8, 8), Request(1, 1.0, 0, 8)))
+    assert e.value.field == "requests[1].input_len"
+    with pytest.raises(RankflowError) as e:
+        _run(ContinuousBatching(), model=LinearIterationModel(a=float("nan")))
+    assert e.value.field == "iteration_time"
+
+
 def test_registries_and_routers():
     assert list(SCHEDULERS) == ["static", "continuous", "chunked", "disaggregated"]
     assert scheduler_from_dict({"kind": "chunked", "max_batched_tokens": 512}) == ChunkedPrefill(512)

@@ -17,7 +17,7 @@ the budget is refused like one that can never fit in the KV cache."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import ClassVar
 
 from graphgen.errors import RankflowError
@@ -46,6 +46,9 @@ class PoolSpec:
     max_seqs: int = 0            # budget
     chunked: bool = False
     handoff: bool = False
+
+    def __post_init__(self) -> None:
+        check_model(self.model, self.role)
 
     def refusal(self, req: Request) -> tuple[str, str, str] | None:
         """(field, why, fix) if a replica of this pool can never serve `req`, else None."""
@@ -208,8 +211,20 @@ def model_to_dict(model: IterationModel) -> dict:
     """The cost model's class and, when it is a dataclass, its fields (for the JSON output)."""
     out: dict = {"class": type(model).__name__, "block_size": model.block_size, "kv_blocks": model.kv_blocks,
                  "max_context": model.max_context}
-    try:
-        out.update({k: v for k, v in asdict(model).items() if isinstance(v, (int, float, str, bool))})
-    except TypeError:
-        pass  # not a dataclass: the three capacity fields are what the simulation read
+    if is_dataclass(model):
+        # Scalars only, read one by one: a tabulated model's tables would bloat the JSON (and asdict
+        # would deep-copy them).
+        for f in fields(model):
+            value = getattr(model, f.name)
+            if isinstance(value, (int, float, str, bool)):
+                out[f.name] = value
     return out
+
+
+def check_model(model: IterationModel, role: str = "serve") -> None:
+    """The capacity fields the simulation reads must be positive whole numbers."""
+    for name in ("block_size", "kv_blocks", "max_context"):
+        value = getattr(model, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RankflowError(f"the {role} replicas' IterationModel has {name}={value!r}", field=name,
+                                fix=f"give the IterationModel a whole-number {name} >= 1")

@@ -185,6 +185,9 @@ def simulate(deployment: Deployment, source: RequestSource, *, oversized: str = 
     """Serve every request the source issues and record when each got its first token and finished."""
     if oversized not in ("error", "drop"):
         raise RankflowError(f"unknown choice {oversized!r}", field="oversized", fix="use 'error' or 'drop'")
+    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+        raise RankflowError(f"must be a whole number >= 1, got {max_iterations!r}", field="max_iterations",
+                            fix=f"leave it at {MAX_ITERATIONS:,} or set another positive bound")
     run = _Run(deployment, max_iterations, oversized)
     stream = source.start()
     check_count(stream.total)

@@ -161,6 +161,15 @@ class TraceSource:
 
     def __post_init__(self) -> None:
         check_count(len(self.requests), "trace")
+        for i, r in enumerate(self.requests):
+            for name in ("input_len", "output_len"):
+                value = getattr(r, name)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    raise RankflowError(f"request {i} has {name}={value!r}", field=f"requests[{i}].{name}",
+                                        fix=f"give every request a whole-number {name} >= 1")
+            if not isinstance(r.arrival_s, (int, float)) or not math.isfinite(r.arrival_s) or r.arrival_s < 0:
+                raise RankflowError(f"request {i} arrives at {r.arrival_s!r}", field=f"requests[{i}].arrival_s",
+                                    fix="give arrival times as finite seconds >= 0")
 
     def start(self) -> _OpenStream:
         return _OpenStream(list(self.requests))
