@@ -115,7 +115,7 @@ class NaiveBudgetReplica:
                 continue
             s.generated += 1
             if s.first_token_s < 0:
-                s.first_token_s = end_s
+                s.first_token_s = s.prefill_done_s = end_s
             else:
                 self.itl.append((end_s - s.last_token_s, 1))
             s.last_token_s = end_s

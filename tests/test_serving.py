@@ -149,7 +149,8 @@ def test_disaggregation_adds_the_kv_transfer_to_ttft():
     assert median_ttft(Disaggregated(first_token_at="prefill")) == pytest.approx(colocated, rel=1e-9)
     res = _run(Disaggregated(prefill_replicas=2, decode_replicas=3), src, model)
     assert res.replica_roles == ("prefill", "prefill", "decode", "decode", "decode")
-    assert all(r.decode_replica in (2, 3, 4) and r.kv_ready_s is not None for r in res.records)
+    assert all(r.decode_replica in (2, 3, 4) and r.kv_ready_s == r.first_token_s for r in res.records)
+    assert all(r.kv_ready_s - r.prefill_done_s == pytest.approx(transfer) for r in res.records)
 
 
 def test_disaggregated_pools_are_sized_by_the_scheduler():

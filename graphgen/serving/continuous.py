@@ -205,7 +205,7 @@ class BudgetReplica:
             del self.prefilling[s.order]
             s.generated += 1
             if s.first_token_s < 0:
-                s.first_token_s = end_s
+                s.first_token_s = s.prefill_done_s = end_s
             else:
                 itl.append((end_s - s.last_token_s, 1))  # resumed after preemption
             s.last_token_s = end_s

@@ -187,7 +187,7 @@ def _busy_s(result: ServingResult) -> list[float]:
 
 def _record_dict(r: RequestRecord) -> dict:
     return {"id": r.id, "arrival_s": r.arrival_s, "input_len": r.input_len, "output_len": r.output_len,
-            "scheduled_s": r.scheduled_s, "first_token_s": r.first_token_s, "finish_s": r.finish_s,
+            "scheduled_s": r.scheduled_s, "prefill_done_s": r.prefill_done_s, "first_token_s": r.first_token_s, "finish_s": r.finish_s,
             "preemptions": r.preemptions, "replica": r.replica, "decode_replica": r.decode_replica,
             "kv_ready_s": r.kv_ready_s}
 

@@ -31,12 +31,12 @@ def _request_events(r: RequestRecord, tid: int) -> list[dict]:
                          "preemptions": r.preemptions}}
     events = [{"ph": "M", "name": "thread_name", "pid": REQUESTS_PID, "tid": tid,
                "args": {"name": f"request {r.id}"}},
-              span("queued", r.arrival_s, r.scheduled_s), span("prefill", r.scheduled_s, r.first_token_s)]
+              span("queued", r.arrival_s, r.scheduled_s), span("prefill", r.scheduled_s, r.prefill_done_s)]
     if r.kv_ready_s is not None:
-        events.append(span("kv transfer", r.first_token_s, r.kv_ready_s))
+        events.append(span("kv transfer", r.prefill_done_s, r.kv_ready_s))
         events.append(span("decode", r.kv_ready_s, r.finish_s))
     else:
-        events.append(span("decode", r.first_token_s, r.finish_s))
+        events.append(span("decode", r.prefill_done_s, r.finish_s))
     return events
 
 

@@ -61,7 +61,8 @@ class RequestRecord:
     input_len: int
     output_len: int          # output tokens produced (all of them: requests run to completion)
     scheduled_s: float       # first admitted to a batch
-    first_token_s: float
+    prefill_done_s: float    # the model produced the first token
+    first_token_s: float     # the client got it (after the KV transfer when disaggregated, by default)
     finish_s: float
     preemptions: int
     replica: int             # global replica index (the prefill replica when disaggregated)
@@ -243,6 +244,6 @@ def _result(dep: Deployment, run: _Run, total: int) -> ServingResult:
 def _record(s: Seq) -> RequestRecord:
     req = s.req
     disagg = s.decode_replica >= 0
-    return RequestRecord(req.id, req.arrival_s, req.input_len, req.output_len, s.scheduled_s, s.first_token_s,
-                         s.finish_s, s.preemptions, s.replica, s.decode_replica if disagg else None,
+    return RequestRecord(req.id, req.arrival_s, req.input_len, req.output_len, s.scheduled_s, s.prefill_done_s,
+                         s.first_token_s, s.finish_s, s.preemptions, s.replica, s.decode_replica if disagg else None,
                          s.kv_ready_s if disagg else None)

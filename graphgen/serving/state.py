@@ -17,7 +17,7 @@ WAITING, PREFILL, DECODE, DONE = range(4)
 
 class Seq:
     __slots__ = ("req", "input_len", "output_len", "stop_at", "computed", "generated", "blocks", "state",
-                 "order", "base", "block_k", "fin_k", "scheduled_s", "first_token_s", "last_token_s",
+                 "order", "base", "block_k", "fin_k", "scheduled_s", "prefill_done_s", "first_token_s", "last_token_s",
                  "finish_s", "kv_ready_s", "preemptions", "replica", "decode_replica")
 
     def __init__(self, req: Request) -> None:
@@ -34,7 +34,8 @@ class Seq:
         self.block_k = -1              # while decoding: iteration at which it needs its next block
         self.fin_k = -1                # while decoding: iteration after which it has all its tokens
         self.scheduled_s = -1.0
-        self.first_token_s = -1.0
+        self.prefill_done_s = -1.0     # the model produced the first token
+        self.first_token_s = -1.0      # the client got it (later with disaggregation: after the KV moved)
         self.last_token_s = -1.0
         self.finish_s = -1.0
         self.kv_ready_s = -1.0

@@ -66,7 +66,7 @@ class StaticReplica:
     def complete(self, end_s: float, dur_s: float) -> list[Seq]:
         if self.step == 0:
             for s in self.batch:
-                s.first_token_s = s.last_token_s = end_s
+                s.first_token_s = s.last_token_s = s.prefill_done_s = end_s
                 s.generated = 1
                 s.state = DECODE
         else:
