@@ -100,22 +100,28 @@ def parse_text(text: str, file: str, as_json: bool) -> Any:
         raise RankflowError(f"cannot parse: {first}", file=file, fix=fix) from None
 
 
-def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """The top-level mapping of a YAML or JSON config file."""
+def read_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
+    """A UTF-8 text file of at most `limit` bytes, or the one-line error that says why not."""
     p = Path(path)
     file = str(path)
     if not p.is_file():
         problem = "is a directory, not a file" if p.is_dir() else "file not found"
-        raise RankflowError(problem, file=file, fix=f"pass an existing {what} file (see {what}s/ for shipped examples)")
+        raise RankflowError(problem, file=file, fix=f"pass an existing {what} file")
     try:
-        if p.stat().st_size > MAX_FILE_BYTES:
-            raise RankflowError(f"file is larger than {MAX_FILE_BYTES // 2**20} MiB", file=file,
-                                fix=f"pass a {what} file")
-        text = p.read_bytes().decode("utf-8")
+        if p.stat().st_size > limit:
+            raise RankflowError(f"file is larger than {limit // 2**20} MiB", file=file, fix=f"pass a {what} file")
+        return p.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise RankflowError("not UTF-8 text", file=file, fix=f"pass a YAML or JSON {what} file") from None
+        raise RankflowError("not UTF-8 text", file=file, fix=f"pass a text {what} file") from None
     except OSError as exc:
         raise RankflowError(f"cannot read: {exc.strerror}", file=file, fix="check the path and permissions") from None
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML or JSON config file."""
+    p = Path(path)
+    file = str(path)
+    text = read_text(path, what)
     data = parse_text(text, file, p.suffix.lower() == ".json")
     if not isinstance(data, dict):
         raise RankflowError("top level must be a mapping", file=file, fix="write the config as key: value pairs")

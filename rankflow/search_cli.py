@@ -142,6 +142,10 @@ def run_search(argv: list[str]) -> int:
 def run(command: str, argv: list[str]) -> int:
     if command == "search":
         return run_search(argv)
+    if command == "serve":
+        from rankflow import serve_cli
+
+        return serve_cli.run(argv)
     from rankflow import sweep_cli
 
     return sweep_cli.run(command, argv)

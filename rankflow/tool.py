@@ -1,4 +1,4 @@
-"""The `rankflow` command: `rankflow search|sweep|recommend ...`, and with anything else the simulator of
+"""The `rankflow` command: `rankflow search|sweep|recommend|serve ...`, and with anything else the simulator of
 run_perf.py (`rankflow --hardware_config H.yaml --model_config M.yaml`)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import sys
 
 from graphgen.errors import RankflowError
 
-COMMANDS = ("search", "sweep", "recommend")
+COMMANDS = ("search", "sweep", "recommend", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,7 +79,7 @@ class NaiveBudgetReplica:
         if not self.items and not self.decs:
             return None
         return (sum(n for _, n in self.items), sum(s.computed + n for s, n in self.items), len(self.decs),
-                sum(s.computed + 1 for s in self.decs))
+                sum(s.computed + 1 for s in self.decs), len(self.items))
 
     def _admit(self, used, now_s):
         while self.waiting and len(self.running) < self.max_seqs:

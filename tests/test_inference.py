@@ -96,6 +96,11 @@ def test_the_tabulated_iteration_model_matches_the_engine():
     assert tab.iteration_time(3000, 3000, 0, 0) == pytest.approx(direct, rel=0.02)
     # a chunk after cached tokens pays attention over them too
     assert tab.iteration_time(512, 4096, 0, 0) > tab.iteration_time(512, 512, 0, 0)
+    # four 1000-token prompts prefilled together: attention is per prompt, not over all 4000 tokens
+    direct = step(infer("workload.inference.phase=prefill", "workload.inference.batch=4",
+                        "workload.inference.input_len=1000"))
+    assert tab.iteration_time(4000, 4000, 0, 0, 4) == pytest.approx(direct, rel=0.02)
+    assert tab.iteration_time(4000, 4000, 0, 0, 4) < tab.iteration_time(4000, 4000, 0, 0, 1)
 
 
 def test_tensor_parallel_decode_all_reduces_and_reports_its_block():

@@ -48,16 +48,17 @@ class EngineIterationModel:
     max_context: int
 
     def iteration_time(self, prefill_tokens: int, prefill_context: int, decode_seqs: int,
-                       decode_context: int) -> float:
+                       decode_context: int, prefill_seqs: int = 1) -> float:
         n = prefill_tokens + decode_seqs
         if n <= 0:
             return 0.0
         t = _interp(self.tokens, self.linear_s, n) + self.decode_s_per_cached * decode_context
         if prefill_tokens:
-            # a chunk of p new tokens after c cached ones: p x (c + p/2) query-key pairs
-            cached = max(prefill_context - prefill_tokens, 0)
-            pairs = prefill_tokens * (cached + prefill_tokens / 2)
-            t += _interp(self.prompts, self.prompt_rate, prefill_context) * pairs
+            # s sequences taken as alike, each a chunk of p = t/s new tokens after c = (C - t)/s cached
+            # ones: s x p x (c + p/2) = t x (2C - t) / 2s query-key pairs, at the rate of a C/s prompt
+            s = max(prefill_seqs, 1)
+            pairs = prefill_tokens * (2 * max(prefill_context, prefill_tokens) - prefill_tokens) / (2 * s)
+            t += _interp(self.prompts, self.prompt_rate, prefill_context / s) * pairs
         return t
 
     def kv_transfer_time(self, tokens: int) -> float:

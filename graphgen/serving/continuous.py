@@ -64,9 +64,9 @@ class BudgetReplica:
         return bool(self.waiting or self.running)
 
     # -- planning -------------------------------------------------------------------------------------
-    def plan(self, now_s: float) -> tuple[int, int, int, int] | None:
-        """The next iteration's (prefill tokens, prefill context, decode seqs, decode context), or None
-        when there is nothing it can run."""
+    def plan(self, now_s: float) -> tuple[int, int, int, int, int] | None:
+        """The next iteration's (prefill tokens, prefill context, decode seqs, decode context, prefill
+        seqs), or None when there is nothing it can run."""
         self.items, self.joined = [], []
         preempted = self._grow_decoders(self.k)
         used, cut = self._continue_prefills(self.k) if self.prefilling else (0, False)
@@ -77,7 +77,7 @@ class BudgetReplica:
             return None
         p_tokens = sum(n for _, n in self.items)
         p_context = sum(s.computed + n for s, n in self.items)
-        return p_tokens, p_context, self.n_dec, self.sum_base + self.n_dec * (self.k + 1)
+        return p_tokens, p_context, self.n_dec, self.sum_base + self.n_dec * (self.k + 1), len(self.items)
 
     def _due(self, table: dict[int, list[Seq]], k: int, seq: Seq) -> None:
         bucket = table.get(k)

@@ -24,11 +24,13 @@ class IterationModel(Protocol):
     max_context: int           # the model's maximum context (input + output)
 
     def iteration_time(self, prefill_tokens: int, prefill_context: int, decode_seqs: int,
-                       decode_context: int) -> float:
-        """One forward pass over `prefill_tokens` new prompt tokens (of sequences whose prompts total
-        `prefill_context` tokens including those already cached, for chunked prefill) together with
-        one decode token for each of `decode_seqs` sequences whose contexts total `decode_context`
-        tokens. Either part may be zero (a pure prefill, a pure decode step)."""
+                       decode_context: int, prefill_seqs: int) -> float:
+        """One forward pass over `prefill_tokens` new prompt tokens of `prefill_seqs` sequences (whose
+        prompts total `prefill_context` tokens including those already cached, for chunked prefill)
+        together with one decode token for each of `decode_seqs` sequences whose contexts total
+        `decode_context` tokens. Either part may be zero (a pure prefill, a pure decode step). The
+        sequence count matters because prompt attention is quadratic per sequence: eight 1k prompts
+        cost an eighth of the attention of one 8k prompt."""
         ...
 
     def kv_transfer_time(self, tokens: int) -> float:
@@ -52,7 +54,8 @@ class LinearIterationModel:
     max_context: int = 131_072
     transfer_per_token: float = 1e-6
 
-    def iteration_time(self, prefill_tokens: int, prefill_context: int, decode_seqs: int, decode_context: int) -> float:
+    def iteration_time(self, prefill_tokens: int, prefill_context: int, decode_seqs: int, decode_context: int,
+                       prefill_seqs: int = 1) -> float:
         if prefill_tokens <= 0 and decode_seqs <= 0:
             return 0.0
         return (self.a + self.b * prefill_tokens + self.c * prefill_context * prefill_tokens / max(prefill_tokens, 1)

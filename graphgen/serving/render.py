@@ -63,7 +63,7 @@ def chrome_trace(result: ServingResult, sample_requests: int = 32, max_iteration
         events.append({"ph": "X", "name": name, "cat": "iteration", "pid": it.replica, "tid": 0,
                        "ts": round(it.start_s * 1e6, 3), "dur": round(it.duration_s * 1e6, 3),
                        "args": {"prefill_tokens": it.prefill_tokens, "prefill_context": it.prefill_context,
-                                "decode_seqs": it.decode_seqs, "decode_context": it.decode_context}})
+                                "prefill_seqs": it.prefill_seqs, "decode_seqs": it.decode_seqs, "decode_context": it.decode_context}})
     events.append({"ph": "M", "name": "process_name", "pid": REQUESTS_PID, "tid": 0,
                    "args": {"name": f"requests (sample of {len(sample)})"}})
     for tid, r in enumerate(sample):

@@ -59,3 +59,4 @@ class Iteration:
     prefill_context: int
     decode_seqs: int
     decode_context: int
+    prefill_seqs: int

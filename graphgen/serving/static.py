@@ -55,13 +55,13 @@ class StaticReplica:
         self.live = 0
         return True
 
-    def plan(self, now_s: float) -> tuple[int, int, int, int] | None:
+    def plan(self, now_s: float) -> tuple[int, int, int, int, int] | None:
         if not self.batch and not self._form(now_s):
             return None
         if self.step == 0:
-            return self.sum_input, self.sum_input, 0, 0
+            return self.sum_input, self.sum_input, 0, 0, len(self.batch)
         n = len(self.batch)
-        return 0, 0, n, self.sum_input + n * self.step
+        return 0, 0, n, self.sum_input + n * self.step, 0
 
     def complete(self, end_s: float, dur_s: float) -> list[Seq]:
         if self.step == 0:

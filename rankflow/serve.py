@@ -1,0 +1,111 @@
+"""Serving through rankflow.api: a deployment's iteration costs tabulated from its own graphs
+(graphgen.inference.table), then the serving simulation (graphgen.serving) over a request source, the
+highest rate that meets an SLO, or the cheapest deployment for a rate.
+
+    from rankflow import serve
+    model = serve.engine_model(api.load_scenario(M, H, overrides=["workload.run_type=inference", "parallelism.tp=8"]))
+    result = serve.simulate(model, rate_per_s=4, requests=1000, input_len=FixedLength(2048), output_len=FixedLength(256))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from graphgen.config.pricing import price_for
+from graphgen.errors import RankflowError
+from graphgen.inference.table import EngineIterationModel, tabulate
+from graphgen.scenario import Scenario
+from graphgen.serving.capacity import Candidate, CheapestResult, Workload, cheapest, max_rate
+from graphgen.serving.lengths import LENGTHS
+from graphgen.serving.metrics import SLO
+from graphgen.serving.schedulers import SCHEDULERS
+from graphgen.serving.simulate import Deployment
+from rankflow import api
+
+
+def inference_scenario(model, hardware, plan=None, overrides=()) -> Scenario:
+    """The deployment's scenario: run_type inference (whatever the model file says), one replica."""
+    return api.load_scenario(model, hardware, plan, ["workload.run_type=inference", "parallelism.dp=1", *overrides])
+
+
+def engine_model(sc: Scenario) -> EngineIterationModel:
+    """One replica's iteration costs, from its analytical step times and its KV blocks."""
+    blocks = min(m.kv_blocks for m in api.memory(sc).roles)
+    if blocks < 1:
+        raise RankflowError(f"{sc.model.name} leaves no memory for a KV cache on {sc.hardware.device.name} with "
+                            f"tp={sc.plan.tp} pp={sc.plan.pp}", field="parallelism.tp",
+                            fix="use more GPUs per replica (tp, pp), quantised weights, or a larger device")
+    return tabulate(sc, lambda s: api.simulate(s).step_time_s, blocks)
+
+
+def length(text: str | int, field: str):
+    """'512' (fixed), 'uniform:128:1024', 'normal:mean:std:max' or 'lognormal:median:sigma:max'."""
+    parts = str(text).split(":")
+    kinds = {"fixed": ("tokens",), "uniform": ("lo", "hi"), "normal": ("mean", "std", "max_tokens"),
+             "lognormal": ("median", "sigma", "max_tokens")}
+    kind = parts[0] if len(parts) > 1 else "fixed"
+    values = parts[1:] if len(parts) > 1 else parts
+    if kind not in kinds or len(values) != len(kinds[kind]):
+        raise RankflowError(f"'{text}' is not a length", field=field,
+                            fix="write 512, uniform:128:1024, normal:512:128:4096 or lognormal:512:0.8:8192")
+    try:
+        nums = [float(v) if k in ("mean", "std", "median", "sigma") else int(v) for k, v in zip(kinds[kind], values,
+                                                                                                strict=True)]
+    except ValueError:
+        raise RankflowError(f"'{text}' has a value that is not a number", field=field,
+                            fix="write numbers, e.g. uniform:128:1024") from None
+    return LENGTHS[kind](**dict(zip(kinds[kind], nums, strict=True)))
+
+
+def scheduler(name: str, **params):
+    if name not in SCHEDULERS:
+        raise RankflowError(f"unknown scheduler '{name}'", field="--scheduler", fix=f"use one of: {', '.join(SCHEDULERS)}")
+    cls = SCHEDULERS[name]
+    fields = getattr(cls, "__dataclass_fields__", {})
+    return cls(**{k: v for k, v in params.items() if v is not None and k in fields})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to serve for a cheapest-deployment question: hardware, tensor parallelism, its engine."""
+
+    label: str
+    model: EngineIterationModel
+    gpus_per_replica: int
+    usd_per_gpu_hour: float | None
+
+
+def options(model, hardware: list[str], tps: list[int], overrides=()) -> list[Option]:
+    prices, out = api.load_prices(), []
+    for hw in hardware:
+        for tp in tps:
+            try:
+                sc = inference_scenario(model, hw, None, [*overrides, f"parallelism.tp={tp}"])
+                engine = engine_model(sc)
+            except RankflowError:
+                continue  # a tp the model or the device cannot take is not an option
+            price = price_for(prices, sc.hardware.device.name, sc.workload.price_offer)
+            out.append(Option(f"{sc.hardware.device.name} tp{tp}", engine, sc.world,
+                              price.usd_per_gpu_hour if price else None))
+    if not out:
+        raise RankflowError("no hardware and tp given can hold the model", field="--tp",
+                            fix="try larger tp or other hardware")
+    return out
+
+
+def cheapest_for(opts: list[Option], rate: float, work: Workload, slo: SLO, sched) -> CheapestResult:
+    """Per option, the replicas its single-replica capacity says the rate needs; then the cheapest of them
+    that meets the SLO when simulated at the rate."""
+    cands = []
+    for o in opts:
+        try:
+            one = max_rate(Deployment(o.model, sched, 1, "least_outstanding"), work, slo).rate_per_s
+        except RankflowError:
+            continue  # this option misses the SLO even when idle
+        cands.append(Candidate(o.label, o.model, max(1, math.ceil(rate / one)), o.gpus_per_replica,
+                               o.usd_per_gpu_hour, sched))
+    if not cands:
+        raise RankflowError("no option meets the SLO even at a trickle of requests", field="--slo-ttft/--slo-tpot",
+                            fix="relax the SLO, or add faster hardware or more tensor parallelism")
+    return cheapest(cands, rate, work, slo)

@@ -1,0 +1,147 @@
+"""`rankflow serve`: simulate a deployment serving requests, find the highest rate that meets an SLO
+(--capacity), or the cheapest deployment for a rate (--cheapest)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from graphgen.errors import RankflowError
+from rankflow.cli import _Parser
+from rankflow.search_cli import _png, commit, outputs_of
+
+
+def _parser() -> _Parser:
+    ap = _Parser(prog="rankflow serve", description="Simulate serving: TTFT, TPOT, throughput, capacity at an SLO.")
+    ap.add_argument("--model_config", "--model-config", required=True, metavar="M.yaml")
+    ap.add_argument("--hardware_config", "--hardware-config", nargs="+", required=True, metavar="H.yaml")
+    ap.add_argument("--plan_config", "--plan-config", metavar="P.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="e.g. --set parallelism.tp=8 --set workload.precision=fp8")
+    ap.add_argument("--scheduler", default="continuous", help="continuous (default), chunked, static, disaggregated")
+    ap.add_argument("--max-batched-tokens", type=int, help="token budget per iteration")
+    ap.add_argument("--max-seqs", type=int, help="sequences per iteration")
+    ap.add_argument("--batch-size", type=int, help="static batching's batch")
+    ap.add_argument("--prefill-replicas", type=int)
+    ap.add_argument("--decode-replicas", type=int)
+    ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--router", default="least_outstanding", help="round_robin or least_outstanding")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--rate", type=float, help="Poisson arrivals, requests/s")
+    src.add_argument("--concurrency", type=int, help="closed loop: users each with one request in flight")
+    src.add_argument("--trace", metavar="FILE", help="CSV (arrival_s,input_len,output_len) or JSON lines")
+    ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--input-len", help="512, uniform:128:1024, normal:m:s:max, lognormal:median:sigma:max "
+                                        "(default workload.inference.input_len)")
+    ap.add_argument("--output-len", help="as --input-len (default workload.inference.output_len)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slo-ttft", type=float, default=2.0, help="seconds, at p90")
+    ap.add_argument("--slo-tpot", type=float, default=0.2, help="seconds, at p99")
+    ap.add_argument("--capacity", action="store_true", help="find the highest Poisson rate that meets the SLO")
+    ap.add_argument("--cheapest", action="store_true", help="cheapest hardware/tp for --rate (tp from --tp)")
+    ap.add_argument("--tp", default="1,2,4,8", help="tensor-parallel sizes --cheapest tries")
+    ap.add_argument("--json", metavar="OUT.json")
+    ap.add_argument("--png", metavar="OUT.png", help="latency plot (pip install -e '.[plots]')")
+    ap.add_argument("--perfetto", metavar="OUT.json", help="trace of a sample of requests and iterations")
+    ap.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def _check(args) -> None:
+    if args.cheapest and (args.capacity or not args.rate):
+        raise RankflowError("--cheapest needs a target --rate and no --capacity", field="--cheapest",
+                            fix="e.g. --cheapest --rate 10")
+    if (args.capacity or args.cheapest) and (args.concurrency or args.trace):
+        raise RankflowError("capacity questions use Poisson arrivals", field="--capacity",
+                            fix="drop --concurrency/--trace")
+    if not (args.rate or args.concurrency or args.trace or args.capacity):
+        raise RankflowError("no request source", field="--rate", fix="give --rate, --concurrency, --trace or --capacity")
+    if args.quiet and not (args.json or args.png or args.perfetto):
+        raise RankflowError("--quiet with no output file", field="--quiet", fix="add --json or drop --quiet")
+    if len(args.hardware_config) > 1 and not args.cheapest:
+        raise RankflowError("several hardware files are for --cheapest", field="--hardware_config",
+                            fix="give one hardware file, or add --cheapest --rate R")
+    for flag in ("rate", "slo_ttft", "slo_tpot"):
+        v = getattr(args, flag)
+        if v is not None and not (0 < v < 1e9):
+            raise RankflowError(f"--{flag.replace('_', '-')} must be a positive number", field=f"--{flag}",
+                                fix="e.g. 2")
+
+
+def _source(args, spec, lengths):
+    from graphgen.serving.sources import ClosedLoopSource, PoissonSource, parse_trace
+    from rankflow.files import read_text
+
+    inp, out = lengths
+    if args.trace:
+        return parse_trace(read_text(args.trace, "--trace"), args.trace)
+    if args.concurrency:
+        return ClosedLoopSource(args.concurrency, args.requests, inp, out, args.seed)
+    return PoissonSource(args.rate, args.requests, inp, out, args.seed)
+
+
+def run(argv: list[str]) -> int:
+    from graphgen.serving.capacity import Workload, capacity_dict, cheapest_dict, max_rate
+    from graphgen.serving.metrics import SLO, to_dict
+    from graphgen.serving.render import latency_png, trace_json
+    from graphgen.serving.simulate import Deployment, simulate
+    from rankflow import serve
+
+    args = _parser().parse_args(argv)
+    _check(args)
+    sc = serve.inference_scenario(args.model_config, args.hardware_config[0], args.plan_config, args.set)
+    spec = sc.workload.inference
+    lengths = (serve.length(args.input_len or spec.input_len, "--input-len"),
+               serve.length(args.output_len or spec.output_len, "--output-len"))
+    sched = serve.scheduler(args.scheduler, max_batched_tokens=args.max_batched_tokens, max_seqs=args.max_seqs,
+                            batch_size=args.batch_size, prefill_replicas=args.prefill_replicas,
+                            decode_replicas=args.decode_replicas)
+    slo = SLO(ttft_s=args.slo_ttft, tpot_s=args.slo_tpot)
+    work = Workload(*lengths, args.requests, args.seed)
+    got: dict = {}
+    outputs = outputs_of(args, {"json": lambda: json.dumps(got["doc"], indent=2, allow_nan=False) + "\n",
+                                "png": _png(lambda: latency_png(got["result"], slo)),
+                                "perfetto": lambda: trace_json(got["result"])})
+    if args.cheapest:
+        opts = serve.options(args.model_config, args.hardware_config, [int(x) for x in args.tp.split(",")], args.set)
+        res = serve.cheapest_for(opts, args.rate, work, slo, sched)
+        got["doc"] = {"schema": "rankflow.serving.cheapest", "schema_version": "1.0", **cheapest_dict(res)}
+        text = _cheapest_text(res)
+    else:
+        dep = Deployment(serve.engine_model(sc), sched, args.replicas, args.router)
+        if args.capacity:
+            cap = max_rate(dep, work, slo)
+            got["doc"] = {"schema": "rankflow.serving.capacity", "schema_version": "1.0", **capacity_dict(cap)}
+            got["result"] = simulate(dep, work.source(cap.rate_per_s))
+            text = f"highest rate meeting the SLO: {cap.rate_per_s:.3f} requests/s\n"
+        else:
+            got["result"] = simulate(dep, _source(args, spec, lengths))
+            got["doc"] = to_dict(got["result"], slo)
+            text = ""
+        text += _summary_text(got["doc"] if not args.capacity else to_dict(got["result"], slo))
+    commit(args, outputs)
+    if not args.quiet:
+        sys.stdout.write(text)
+    return 0
+
+
+def _summary_text(doc: dict) -> str:
+    lat = doc.get("latency", {})
+    lines = ["Rankflow serving:"]
+    for name, st in lat.items():
+        if isinstance(st, dict) and st.get("count"):
+            lines.append(f"  {name:6} mean {1e3 * st['mean']:9.1f} ms  p50 {1e3 * st['p50']:9.1f}  p90 {1e3 * st['p90']:9.1f}"
+                         f"  p99 {1e3 * st['p99']:9.1f}")
+    tp = doc.get("throughput", {})
+    lines.append("  " + ", ".join(f"{k} {v:.2f}" for k, v in tp.items() if isinstance(v, (int, float))))
+    slo = doc.get("slo", {})
+    if slo:
+        lines.append("  SLO " + ", ".join(f"{k} {v}" for k, v in slo.items() if not isinstance(v, dict)))
+    return "\n".join(lines) + "\n"
+
+
+def _cheapest_text(res) -> str:
+    b = res.best
+    cost = f"${b.usd_per_million_output_tokens:.3f} per million output tokens" if b.usd_per_million_output_tokens else "no price"
+    return (f"cheapest for {res.rate_per_s} requests/s: {b.candidate.label} x {b.candidate.replicas} replicas = "
+            f"{b.gpus} GPUs, {cost}\n")
