@@ -26,6 +26,11 @@ MFU_DEFINITION = (
     "Megatron-Core counts it, so MFU stays below 100 % at any length); fine-tuning counts what the method computes: "
     "frozen weights have no weight-gradient FLOPs, a frozen prefix of layers no backward, adapters 6 x their "
     "parameters")
+INFERENCE_MFU_DEFINITION = (
+    "MFU = model FLOPs per iteration / (iteration time x GPUs x dense peak of the weights' precision); model "
+    "FLOPs per processed token = 2 x active matmul parameters (the LM head included) + 2 x layers x heads x "
+    "(qk + v head widths) x the keys the token attends to (causal over the prompt in a prefill, the whole "
+    "cache in a decode step)")
 HFU_DEFINITION = (
     "HFU = hardware FLOPs per step / (step time x GPUs x peak); hardware FLOPs = model FLOPs + the "
     "forward FLOPs re-executed by activation recompute, counted in the same convention")

@@ -11,6 +11,14 @@ from rankflow import api
 
 ROOT = Path(__file__).resolve().parent.parent
 HW_DIR = ROOT / "hardware_configs"
+HARDWARE = [  # (substring of a measurement's GPU name, hardware config file), most specific first
+    ("A100-40GB", "A100-SXM4-40GB.yaml"), ("A100-SXM4-40GB", "A100-SXM4-40GB.yaml"),
+    ("A100", "A100-SXM4-80GB.yaml"), ("H200", "H200-SXM-141GB.yaml"),
+    ("H100 (HBM2e", "H100-SXM5-96GB.yaml"), ("H100-96", "H100-SXM5-96GB.yaml"), ("H100-PCIe", "H100-PCIe.yaml"),
+    ("H800", "H800.yaml"), ("A800", "A800-SXM4-80GB.yaml"), ("GH200", "GH200.yaml"), ("H100", "H100-SXM5-80GB.yaml"),
+    ("GB200", "GB200.yaml"), ("GB300", "GB300.yaml"), ("B200", "B200.yaml"), ("V100", "V100-SXM2-32GB.yaml"),
+    ("MI300X", "MI300X.yaml"),
+]
 
 
 @dataclass
@@ -67,3 +75,11 @@ def row_scenario_from(model: dict, workload: dict, hw_path: Path, plan: dict, ex
     hardware file's plan."""
     overrides = [(f"parallelism.{k}", v) for k, v in plan.items()] + list(extra)
     return api.load_scenario({"model": model, "workload": workload}, hardware(hw_path), overrides=overrides)
+
+
+def hardware_file(gpu: str) -> Path:
+    """The hardware config of a GPU as a publication names it."""
+    for key, fname in HARDWARE:
+        if key.lower() in gpu.lower():
+            return HW_DIR / fname
+    raise Skip(f"no hardware config for GPU '{gpu}'")

@@ -24,18 +24,9 @@ import yaml
 
 from backends.base import Result
 from benchmarks.catalogue import _catalogue_entry, _catalogued, _int
-from benchmarks.rows import HW_DIR, ROOT, Row, Skip, attempt, hardware, row_scenario_from  # noqa: F401
+from benchmarks.rows import HW_DIR, ROOT, Row, Skip, attempt, hardware, hardware_file, row_scenario_from  # noqa: F401
 from graphgen.model.flop_conventions import FLOP_CONVENTIONS
 from rankflow import api
-
-HARDWARE = [  # (substring of the CSV's gpu column, hardware config file)
-    ("A100-40GB", "A100-SXM4-40GB.yaml"), ("A100-SXM4-40GB", "A100-SXM4-40GB.yaml"),
-    ("A100", "A100-SXM4-80GB.yaml"), ("H200", "H200-SXM-141GB.yaml"),
-    ("H100 (HBM2e", "H100-SXM5-96GB.yaml"), ("H100-96", "H100-SXM5-96GB.yaml"), ("H100-PCIe", "H100-PCIe.yaml"),
-    ("H800", "H800.yaml"), ("A800", "A800-SXM4-80GB.yaml"), ("GH200", "GH200.yaml"), ("H100", "H100-SXM5-80GB.yaml"),
-    ("GB200", "GB200.yaml"), ("GB300", "GB300.yaml"), ("B200", "B200.yaml"), ("V100", "V100-SXM2-32GB.yaml"),
-    ("MI300X", "MI300X.yaml"),
-]
 
 SOURCES = Path(__file__).resolve().parent / "sources.yaml"
 MOE_NAMES = ("mixtral", "deepseek", "qwen3", "gpt-oss", "moe")
@@ -115,13 +106,6 @@ def _precision(r: dict) -> str:
     return "bf16"
 
 
-def _hardware_file(gpu: str) -> Path:
-    for key, fname in HARDWARE:
-        if key.lower() in gpu.lower():
-            return HW_DIR / fname
-    raise Skip(f"no hardware config for GPU '{gpu}'")
-
-
 # Megatron --recompute-modules as the rows abbreviate them ("selective (norm, act, shared_expert)").
 MODULE_ALIASES = {"norm": "layernorm", "act": "moe_act", "shared_expert": "shared_experts"}
 
@@ -189,7 +173,7 @@ def row_scenario(r: dict, models: dict[str, dict]):
     if src["framework"]:
         workload.update(framework=src["framework"], framework_version=src["version"])
     stated = {**src["set"], **note_facts(r["notes"])}
-    return row_scenario_from(arch, workload, _hardware_file(r["gpu"]), plan, list(stated.items()))
+    return row_scenario_from(arch, workload, hardware_file(r["gpu"]), plan, list(stated.items()))
 
 
 def _expert_plan(r: dict, arch: dict, tp: int) -> dict:
@@ -312,7 +296,8 @@ def _fmt(x: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.validate", description=__doc__.splitlines()[0])
-    ap.add_argument("csv", help="measurements CSV in the layout of ../shared/validation/training.csv")
+    ap.add_argument("csv", help="measurements CSV: training.csv, memory.csv, inference.csv or a rapid-llm/ file "
+                                "of ../shared/validation")
     ap.add_argument("--json", metavar="OUT", help="write rows and summary as JSON")
     ap.add_argument("--quiet", action="store_true", help="print only the summary")
     ap.add_argument("--detail", choices=["coarse", "ops"], default="coarse", help="DAG granularity (default coarse)")
@@ -323,7 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with path.open() as fh:
         header = next(csv.reader(fh), [])
-    if "value_gib" in header:
+    from benchmarks.validate_inference import source_of
+    from benchmarks.validate_inference import validate as validate_serving
+
+    serving = source_of(path)
+    if serving:
+        rows = validate_serving(path, serving)
+    elif "value_gib" in header:
         from benchmarks.validate_memory import validate as validate_memory
         rows = validate_memory(path)
     elif "job_id" in header and "status" in header:
@@ -332,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     elif {"metric", "value"} <= set(header):
         rows = validate(path, args.detail)
     else:
-        sys.stderr.write(f"validate: error: {path}: unknown CSV layout (fix: pass training.csv, memory.csv or "
-                         "rapid-llm/hf_playbook_nanotron_h100.csv from ../shared/validation)\n")
+        sys.stderr.write(f"validate: error: {path}: unknown CSV layout (fix: pass training.csv, memory.csv, "
+                         "inference.csv or a rapid-llm/ file from ../shared/validation, or describe a serving file in "
+                         "benchmarks/serving_sources.yaml)\n")
         return 2
     summary = summarize(rows)
     _print(rows, summary, args.quiet)
@@ -362,7 +354,8 @@ def _print(rows: list[Row], summary: dict, quiet: bool) -> None:
     out.write("\nMAPE (mean absolute percentage error)\n")
     out.write(f"  overall: {_fmt(summary['overall']['mape_pct'])} % over {summary['overall']['rows']} rows\n")
     t = summary["target_bf16_dense_time_metrics"]
-    out.write(f"  BF16 dense rows, step time / TFLOP/s / MFU / tokens/s: {_fmt(t['mape_pct'])} % over {t['rows']} rows\n")
+    if t["rows"]:
+        out.write(f"  BF16 dense rows, step time / TFLOP/s / MFU / tokens/s: {_fmt(t['mape_pct'])} % over {t['rows']} rows\n")
     for name in ("by_metric", "by_source", "by_framework"):
         out.write(f"  {name.replace('_', ' ')}:\n")
         for k, v in summary[name].items():

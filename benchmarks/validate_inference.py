@@ -1,152 +1,185 @@
-"""Serving measurements -> predictions (used by benchmarks.validate for inference.csv and the rapid-llm
-serving files).
+"""Serving measurements -> predictions, for benchmarks.validate. What each file holds, on what hardware and
+under which engine, is data (benchmarks/serving_sources.yaml); this module knows only three kinds of run:
 
-- inference.csv (TensorRT-LLM trtllm-bench offline throughput): every request arrives at once; the
-  deployment runs continuous batching with TensorRT-LLM's defaults (framework_configs/tensorrt-llm.yaml);
-  predicted: output tokens/s of the whole system.
-- koyeb (one A100 serving Llama-3.1-8B): a batch of `batch_size` prompts prefilled, then decoded to
-  `decode_len` tokens; predicted: aggregate decode tokens/s.
-- NeMo Llama-2 latency (batch 1, 200 in, 200 out): prefill plus 199 decode steps; predicted: seconds.
-- NIM Llama-3.3-70B: a closed loop of `Concurrency` users; predicted: TTFT, ITL, throughput.
+- offline: every request queued at once, continuous batching with the engine profile's budget; predicted:
+  output tokens/s of the whole system.
+- batch: a batch of prompts prefilled together, then decoded one iteration per token; predicted: aggregate
+  decode tokens/s, or the batch's seconds.
+- closed_loop: `concurrency` users each with one request in flight; predicted: mean TTFT, mean ITL and
+  output tokens/s.
+
+Every prediction runs the deployment's own iteration model (rankflow.serve.engine_model): the same graphs
+and cost tables as training, no profiling.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.rows import HW_DIR, ROOT, Row, Skip, attempt
+import yaml
 
-MODELS = {"llama 3.1 8b": "llama3.1-8b.yaml", "llama-3.1-8b": "llama3.1-8b.yaml", "llama 3.3 70b": "llama3.1-70b.yaml",
-          "llama3.3_70b": "llama3.1-70b.yaml", "llama 3.1 405b": "llama3.1-405b.yaml", "llama 2-7b": "llama2-7b.yaml",
-          "llama 2-13b": "llama2-13b.yaml", "llama 2-70b": "llama2-70b.yaml"}
-GPUS = (("B200", "B200.yaml"), ("H200", "H200-SXM-141GB.yaml"), ("H100", "H100-SXM5-80GB.yaml"),
-        ("A100", "A100-SXM4-80GB.yaml"))
+from benchmarks.rows import ROOT, Row, Skip, attempt, hardware_file
+
+SOURCES = Path(__file__).resolve().parent / "serving_sources.yaml"
 OFFLINE_REQUESTS = 3000  # trtllm-bench's dataset size is not stated; throughput is flat past a few batches
-
-
-def _pick(text: str, table, what: str) -> str:
-    low = text.lower()
-    for key, value in (table.items() if isinstance(table, dict) else table):
-        if key.lower() in low:
-            return value
-    raise Skip(f"no {what} for '{text}'")
+FIELDS = {"file", "name", "framework", "version", "run", "model", "gpu", "tp", "precision", "batch", "input_len",
+          "output_len", "concurrency", "metrics", "long", "exclude", "evidence"}
 
 
 @functools.cache
-def _engine(model: str, hw: str, tp: int, sets: tuple[str, ...]):
-    from rankflow import serve
+def _catalogue() -> dict:
+    doc = yaml.safe_load(SOURCES.read_text())
+    for entry in doc["sources"]:
+        unknown = set(entry) - FIELDS
+        if unknown:
+            raise ValueError(f"{SOURCES.name}: {entry.get('file')}: unknown fields {sorted(unknown)}")
+    return doc
 
-    sc = serve.inference_scenario(ROOT / "model_configs" / model, HW_DIR / hw, None,
-                                  [f"parallelism.tp={tp}", *sets])
-    return sc, serve.engine_model(sc)
+
+def source_of(path: Path) -> dict | None:
+    """The serving_sources.yaml entry that describes the file at `path`, or None."""
+    for entry in _catalogue()["sources"]:
+        if fnmatch.fnmatch(path.name, entry["file"]):
+            return entry
+    return None
+
+
+def _value(entry: dict, key: str, row: dict[str, str]):
+    v = entry.get(key)
+    if isinstance(v, dict):
+        text = row.get(v["column"], "")
+        if text == "":
+            raise Skip(f"column {v['column']} is empty")
+        return text
+    if v is None:
+        raise Skip(f"{SOURCES.name} states no {key} for {entry['file']}")
+    return v
+
+
+def _model_file(name: str) -> Path:
+    low = name.lower()
+    for key, fname in _catalogue()["models"]:
+        if key in low:
+            return ROOT / "model_configs" / fname
+    raise Skip(f"no model config for '{name}'")
 
 
 def _precision_sets(precision: str) -> tuple[str, ...]:
     p = precision.strip().lower()
-    if p == "fp4":
-        return ("workload.precision=fp4", "workload.inference.kv_dtype=fp8")
-    if p == "fp8":
-        return ("workload.precision=fp8", "workload.inference.kv_dtype=fp8")
-    return ("workload.precision=bf16",)
+    if p in ("fp4", "fp8"):
+        # the published FP8/FP4 checkpoints (ModelOpt) quantise the KV cache to FP8 too
+        return (f"workload.precision={p}", "workload.inference.kv_dtype=fp8")
+    return (f"workload.precision={'fp16' if p == 'fp16' else 'bf16'}",)
 
 
-def _offline(r: dict) -> float:
-    from graphgen.serving.lengths import FixedLength
-    from graphgen.serving.metrics import summarize
+@functools.cache
+def _engine(model: Path, hw: Path, tp: int, sets: tuple[str, ...]):
+    from rankflow import serve
+
+    sc = serve.inference_scenario(model, hw, None, [f"parallelism.tp={tp}", *sets])
+    return sc, serve.engine_model(sc)
+
+
+def _deployment(entry: dict, r: dict[str, str]):
+    sets = (f"workload.framework={entry['framework']}", *_precision_sets(str(_value(entry, "precision", r))))
+    return _engine(_model_file(str(_value(entry, "model", r))), hardware_file(str(_value(entry, "gpu", r))),
+                   int(_value(entry, "tp", r)), sets)
+
+
+def _lengths(entry: dict, r: dict[str, str]) -> tuple[int, int]:
+    return int(_value(entry, "input_len", r)), int(_value(entry, "output_len", r))
+
+
+def _continuous(entry: dict, r: dict[str, str], inp: int, out: int):
+    """The deployment under continuous batching with its engine profile's limits."""
     from graphgen.serving.schedulers import ContinuousBatching
-    from graphgen.serving.simulate import Deployment, simulate
-    from graphgen.serving.sources import PoissonSource
+    from graphgen.serving.simulate import Deployment
 
-    sets = ("workload.framework=tensorrt-llm", *_precision_sets(r["precision"]))
-    sc, engine = _engine(_pick(r["model"], MODELS, "model config"), _pick(r["gpu"], GPUS, "hardware config"),
-                         int(r["tp"]), sets)
+    sc, engine = _deployment(entry, r)
     spec = sc.workload.inference
     # a prompt longer than the token budget runs in an iteration of its own (vLLM 0.6 raised the budget
-    # to max_model_len when chunking was off; TensorRT-LLM chunks instead: the same work, spread out)
-    budget = max(spec.max_num_batched_tokens, int(r["input_len"]))
-    dep = Deployment(engine, ContinuousBatching(budget, spec.max_num_seqs))
-    # arrivals a microsecond apart: offline, all requests queued at once
-    src = PoissonSource(1e6, OFFLINE_REQUESTS, FixedLength(int(r["input_len"])), FixedLength(int(r["output_len"])))
-    out = summarize(simulate(dep, src, oversized="drop")).output_tokens_per_s
-    if not out:
-        raise Skip("no request fits the KV cache")
-    return out
+    # to max_model_len when chunking was off; TensorRT-LLM chunks instead: the same work, spread out);
+    # a preempted request re-prefills its prompt and what it had generated
+    return Deployment(engine, ContinuousBatching(max(spec.max_num_batched_tokens, inp + out), spec.max_num_seqs))
 
 
-def validate_offline(path: Path) -> list[Row]:
-    rows = []
-    with path.open() as fh:
-        for r in csv.DictReader(fh):
-            row = Row(r["id"], "tensorrt-llm", r["metric"], float(r["value"]), None, None, "tensorrt-llm 1.0")
-
-            def run(r=r, row=row) -> None:
-                if r["metric"] != "tokens_per_s":
-                    raise Skip(f"metric {r['metric']} not predicted")
-                row.predicted = _offline(r)
-            attempt([row], run)
-            rows.append(row)
-    return rows
-
-
-def _decode_loop(engine, batch: int, prompt: int, new: int) -> float:
-    """Seconds to prefill `batch` prompts together and decode them `new` tokens (the first comes out of
-    the prefill), one iteration per token."""
-    t = engine.iteration_time(batch * prompt, batch * prompt, 0, 0, batch)
-    for i in range(1, new):
-        t += engine.iteration_time(0, 0, batch, batch * (prompt + i), 0)
-    return t
-
-
-def _koyeb(r: dict) -> float:
-    _, engine = _engine("llama3.1-8b.yaml", "A100-SXM4-80GB.yaml", 1, _precision_sets("bf16"))
-    b, n = int(r["batch_size"]), int(r["decode_len"])
-    return b * n / _decode_loop(engine, b, int(r["prefill_len"]), n)
-
-
-def _nemo(r: dict, gpu: str) -> float:
-    _, engine = _engine(_pick(r["model"], MODELS, "model config"), _pick(gpu, GPUS, "hardware config"), int(r["TP"]),
-                        _precision_sets("bf16"))
-    return _decode_loop(engine, 1, 200, 200)
-
-
-def _nim(r: dict, gpus: int, gpu: str, precision: str) -> dict[str, float]:
+def _offline(entry: dict, r: dict[str, str]) -> dict[str, float]:
     from graphgen.serving.lengths import FixedLength
     from graphgen.serving.metrics import summarize
-    from graphgen.serving.simulate import Deployment, simulate
+    from graphgen.serving.simulate import simulate
+    from graphgen.serving.sources import PoissonSource
+
+    inp, out = _lengths(entry, r)
+    dep = _continuous(entry, r, inp, out)
+    # arrivals a microsecond apart: offline, all requests queued at once
+    res = summarize(simulate(dep, PoissonSource(1e6, OFFLINE_REQUESTS, FixedLength(inp), FixedLength(out)),
+                             oversized="drop"))
+    if not res.output_tokens_per_s:
+        raise Skip("no request fits the KV cache")
+    return {"tokens_per_s": res.output_tokens_per_s}
+
+
+def _batch(entry: dict, r: dict[str, str]) -> dict[str, float]:
+    """Prefill `batch` prompts together, then decode them to the output length (the first token comes
+    out of the prefill), one iteration per token."""
+    _, engine = _deployment(entry, r)
+    b, (inp, out) = int(_value(entry, "batch", r)), _lengths(entry, r)
+    t = engine.iteration_time(b * inp, b * inp, 0, 0, b)
+    for i in range(1, out):
+        t += engine.iteration_time(0, 0, b, b * (inp + i), 0)
+    return {"latency_s": t, "tokens_per_s": b * out / t}
+
+
+def _closed_loop(entry: dict, r: dict[str, str]) -> dict[str, float]:
+    from graphgen.serving.lengths import FixedLength
+    from graphgen.serving.metrics import summarize
+    from graphgen.serving.simulate import simulate
     from graphgen.serving.sources import ClosedLoopSource
 
-    _, engine = _engine("llama3.1-70b.yaml", gpu, gpus, _precision_sets(precision))
-    c = int(r["Concurrency"])
-    src = ClosedLoopSource(c, max(20 * c, 100), FixedLength(int(r["Input Tokens"])), FixedLength(int(r["Output Tokens"])))
-    s = summarize(simulate(Deployment(engine), src))
+    c, (inp, out) = int(_value(entry, "concurrency", r)), _lengths(entry, r)
+    s = summarize(simulate(_continuous(entry, r, inp, out), ClosedLoopSource(c, max(20 * c, 100), FixedLength(inp),
+                                                                              FixedLength(out))))
     return {"ttft_ms": 1e3 * s.ttft_s.mean, "itl_ms": 1e3 * s.itl_s.mean, "tokens_per_s": s.output_tokens_per_s}
 
 
-def validate_rapid(path: Path) -> list[Row]:
-    """The rapid-llm serving files, by their layout."""
-    name, rows = path.name, []
+RUNS: dict[str, Callable[[dict, dict[str, str]], dict[str, float]]] = {
+    "offline": _offline, "batch": _batch, "closed_loop": _closed_loop}
+
+
+def _excluded(entry: dict, r: dict[str, str]) -> bool:
+    return any(all(r.get(k) == str(v) for k, v in rule.items()) for rule in entry.get("exclude", []))
+
+
+def _cases(entry: dict, r: dict[str, str]) -> list[tuple[str, float]]:
+    if "long" in entry:
+        metric_col, value_col = entry["long"]
+        return [(r[metric_col], float(r[value_col]))]
+    return [(metric, float(r[col])) for metric, col in entry["metrics"].items() if r.get(col, "") != ""]
+
+
+def validate(path: Path, entry: dict) -> list[Row]:
+    """Every row of a serving measurements file, predicted as its entry's kind of run."""
     with path.open(encoding="utf-8-sig") as fh:
         data = list(csv.DictReader(fh))
+    run, framework = RUNS[entry["run"]], f"{entry['framework']} {entry.get('version', '')}".strip()
+    rows = []
     for i, r in enumerate(data):
-        if "koyeb" in name:
-            if r["token_shape_group"] == "large" and r["batch_size"] == "32":
-                continue  # the README: that point is the PCIe card's
-            cases = [("tokens_per_s", float(r["expected_agg_tokens_per_s"]), lambda r=r: _koyeb(r))]
-        elif "nemo" in name:
-            gpu = "H100" if "h100" in name else "A100"
-            cases = [("latency_s", float(r["actual"]), lambda r=r, g=gpu: _nemo(r, g))]
-        elif "nim" in name:
-            gpus, gpu = (8, "A100-SXM4-80GB.yaml") if "8xa100" in name else (4, "H100-SXM5-80GB.yaml")
-            prec = "bf16"
-            pred = functools.cache(lambda r=r, n=gpus, g=gpu, p=prec: _nim(r, n, g, p))
-            cases = [(k, float(r[c]), lambda k=k, pred=pred: pred()[k]) for k, c in
-                     (("ttft_ms", "TTFT (ms)"), ("itl_ms", "ITL (ms)"), ("tokens_per_s", "Throughput (Tokens/s)"))]
-        else:
-            raise Skip(f"unknown serving file {name}")
-        for metric, measured, fn in cases:
-            row = Row(f"{path.stem}-{i}-{metric}", path.stem, metric, measured, None, None)
-            attempt([row], lambda row=row, fn=fn: setattr(row, "predicted", fn()))
+        if _excluded(entry, r):
+            continue
+        predicted = functools.cache(lambda r=r: run(entry, r))
+        for metric, measured in _cases(entry, r):
+            row = Row(f"{r.get('id') or f'{path.stem}-{i}'}-{metric}", entry["name"], metric, measured, None, None,
+                      framework)
+
+            def fill(row=row, metric=metric, predicted=predicted) -> None:
+                got = predicted()
+                if metric not in got:
+                    raise Skip(f"metric {metric} is not predicted for a {entry['run']} run")
+                row.predicted = got[metric]
+            attempt([row], fill)
             rows.append(row)
     return rows

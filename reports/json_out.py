@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from backends.base import HFU_DEFINITION, MFU_DEFINITION, SCHEMA_VERSION, Result
+from backends.base import HFU_DEFINITION, INFERENCE_MFU_DEFINITION, MFU_DEFINITION, SCHEMA_VERSION, Result
 from graphgen.units import GIB
 
 
@@ -33,7 +33,7 @@ def result_to_dict(r: Result) -> dict[str, Any]:
             "peak_tflops_per_gpu": r.peak_flops_per_gpu / 1e12,
             "mfu": r.mfu,
             "hfu": r.hfu,
-            "mfu_definition": MFU_DEFINITION,
+            "mfu_definition": INFERENCE_MFU_DEFINITION if r.inference else MFU_DEFINITION,
             "hfu_definition": HFU_DEFINITION,
         },
         "breakdown_s": {

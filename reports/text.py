@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backends.base import HFU_DEFINITION, MFU_DEFINITION, Result
+from backends.base import HFU_DEFINITION, INFERENCE_MFU_DEFINITION, MFU_DEFINITION, Result
 from graphgen.units import GIB
 
 
@@ -86,7 +86,7 @@ def summary(r: Result, layer_table: bool = False) -> str:
         for row in r.layer_table:
             lines.append(f"  {row['op']:16} {row['kind']:12} {row['fwd_ms']:9.3f} {row['bwd_ms']:9.3f} "
                          f"{row['fwd_gflop']:10.2f}")
-    lines += ["", "Definitions:", f"  {MFU_DEFINITION}.", f"  {HFU_DEFINITION}."]
+    lines += ["", "Definitions:", f"  {INFERENCE_MFU_DEFINITION if r.inference else MFU_DEFINITION}.", f"  {HFU_DEFINITION}."]
     lines += [f"Note: {n}" for n in r.notes]
     return "\n".join(lines) + "\n"
 
