@@ -150,7 +150,9 @@ def _check_axes(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> None
             label = {"heads": "the number of attention heads", "kv_heads": "the number of key/value heads",
                      "ffn_hidden": "the MLP width", "moe.shared_ffn_hidden": "the shared experts' width"}[what]
             raise c.plan("parallelism.tp", f"tp={p.tp} does not divide {what}={size}", f"choose tp that divides {label}")
-    if p.sp and p.tp > 1 and w.seq_len % p.tp:
+    # an inference iteration's tokens (batch x query length) split over tp need not divide evenly: the
+    # analytical costs take the mean share
+    if p.sp and p.tp > 1 and w.seq_len % p.tp and w.run_type != "inference":
         raise c.plan("parallelism.sp", f"sequence parallelism needs seq_len={w.seq_len} divisible by tp={p.tp}",
                      "change workload.seq_len or parallelism.tp")
 

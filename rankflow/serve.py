@@ -76,21 +76,24 @@ class Option:
     usd_per_gpu_hour: float | None
 
 
-def options(model, hardware: list[str], tps: list[int], overrides=()) -> list[Option]:
+def options(model, hardware: list[str], plans: list[dict[str, int]], overrides=()) -> list[Option]:
+    """Every (hardware, plan) that can hold the model, with its engine and price; `plans` are
+    parallelism settings such as {"tp": 4, "pp": 1, "ep": 1}."""
     prices, out = api.load_prices(), []
     for hw in hardware:
-        for tp in tps:
+        for plan in plans:
             try:
-                sc = inference_scenario(model, hw, None, [*overrides, f"parallelism.tp={tp}"])
+                sc = inference_scenario(model, hw, None, [*overrides, *(f"parallelism.{k}={v}" for k, v in plan.items())])
                 engine = engine_model(sc)
             except RankflowError:
-                continue  # a tp the model or the device cannot take is not an option
+                continue  # a plan the model or the device cannot take is not an option
             price = price_for(prices, sc.hardware.device.name, sc.workload.price_offer)
-            out.append(Option(f"{sc.hardware.device.name} tp{tp}", engine, sc.world,
+            label = " ".join(f"{k}{v}" for k, v in plan.items() if v > 1 or k == "tp")
+            out.append(Option(f"{sc.hardware.device.name} {label}", engine, sc.world,
                               price.usd_per_gpu_hour if price else None))
     if not out:
-        raise RankflowError("no hardware and tp given can hold the model", field="--tp",
-                            fix="try larger tp or other hardware")
+        raise RankflowError("no hardware and plan given can hold the model", field="--tp",
+                            fix="try larger --tp/--pp/--ep or other hardware")
     return out
 
 

@@ -38,8 +38,11 @@ def _parser() -> _Parser:
     ap.add_argument("--slo-ttft", type=float, default=2.0, help="seconds, at p90")
     ap.add_argument("--slo-tpot", type=float, default=0.2, help="seconds, at p99")
     ap.add_argument("--capacity", action="store_true", help="find the highest Poisson rate that meets the SLO")
-    ap.add_argument("--cheapest", action="store_true", help="cheapest hardware/tp for --rate (tp from --tp)")
-    ap.add_argument("--tp", default="1,2,4,8", help="tensor-parallel sizes --cheapest tries")
+    ap.add_argument("--cheapest", action="store_true",
+                    help="cheapest hardware and plan (every --tp x --pp x --ep) for --rate")
+    ap.add_argument("--tp", default="1,2,4,8", help="tensor-parallel sizes --cheapest tries (default 1,2,4,8)")
+    ap.add_argument("--pp", default="1", help="pipeline-parallel sizes --cheapest tries (default 1)")
+    ap.add_argument("--ep", default="1", help="expert-parallel sizes --cheapest tries, MoE models (default 1)")
     ap.add_argument("--json", metavar="OUT.json")
     ap.add_argument("--png", metavar="OUT.png", help="latency plot (pip install -e '.[plots]')")
     ap.add_argument("--perfetto", metavar="OUT.json", help="trace of a sample of requests and iterations")
@@ -66,6 +69,21 @@ def _check(args) -> None:
         if v is not None and not (0 < v < 1e9):
             raise RankflowError(f"--{flag.replace('_', '-')} must be a positive number", field=f"--{flag}",
                                 fix="e.g. 2")
+
+
+def _sizes(text: str, flag: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise RankflowError(f"'{text}' is not a list of sizes", field=flag, fix=f"e.g. {flag} 1,2,4")
+    return sizes
+
+
+def _plans(args) -> list[dict[str, int]]:
+    return [{"tp": tp, "pp": pp, "ep": ep} for tp in _sizes(args.tp, "--tp") for pp in _sizes(args.pp, "--pp")
+            for ep in _sizes(args.ep, "--ep")]
 
 
 def _source(args, spec, lengths):
@@ -103,7 +121,7 @@ def run(argv: list[str]) -> int:
                                 "png": _png(lambda: latency_png(got["result"], slo)),
                                 "perfetto": lambda: trace_json(got["result"])})
     if args.cheapest:
-        opts = serve.options(args.model_config, args.hardware_config, [int(x) for x in args.tp.split(",")], args.set)
+        opts = serve.options(args.model_config, args.hardware_config, _plans(args), args.set)
         res = serve.cheapest_for(opts, args.rate, work, slo, sched)
         got["doc"] = {"schema": "rankflow.serving.cheapest", "schema_version": "1.0", **cheapest_dict(res)}
         text = _cheapest_text(res)
@@ -130,18 +148,24 @@ def _summary_text(doc: dict) -> str:
     lines = ["Rankflow serving:"]
     for name, st in lat.items():
         if isinstance(st, dict) and st.get("count"):
-            lines.append(f"  {name:6} mean {1e3 * st['mean']:9.1f} ms  p50 {1e3 * st['p50']:9.1f}  p90 {1e3 * st['p90']:9.1f}"
-                         f"  p99 {1e3 * st['p99']:9.1f}")
+            lines.append(f"  {name.removesuffix('_s').upper():5} " + "  ".join(
+                f"{k} {1e3 * st[k]:9.1f} ms" for k in ("mean", "p50", "p90", "p99")))
     tp = doc.get("throughput", {})
-    lines.append("  " + ", ".join(f"{k} {v:.2f}" for k, v in tp.items() if isinstance(v, (int, float))))
+    units = {"requests_per_s": "requests/s", "output_tokens_per_s": "output tokens/s", "total_tokens_per_s": "tokens/s"}
+    lines.append("  " + ", ".join(f"{v:.2f} {units.get(k, k)}" for k, v in tp.items() if isinstance(v, (int, float))))
     slo = doc.get("slo", {})
     if slo:
-        lines.append("  SLO " + ", ".join(f"{k} {v}" for k, v in slo.items() if not isinstance(v, dict)))
+        parts = [f"{name.upper()} p{slo[name + '_percentile']:g} {1e3 * slo[name + '_at_percentile_s']:.1f} ms "
+                 f"(target {1e3 * slo[name + '_s']:.0f} ms)" for name in ("ttft", "tpot", "e2e")
+                 if slo.get(name + "_s") is not None and slo.get(name + "_at_percentile_s") is not None]
+        lines.append(f"  SLO {'met' if slo['met'] else 'missed'}: " + ", ".join(parts)
+                     + f"; {100 * slo['attainment']:.1f} % of requests within it, goodput "
+                       f"{slo['goodput_requests_per_s']:.2f} requests/s")
     return "\n".join(lines) + "\n"
 
 
 def _cheapest_text(res) -> str:
     b = res.best
     cost = f"${b.usd_per_million_output_tokens:.3f} per million output tokens" if b.usd_per_million_output_tokens else "no price"
-    return (f"cheapest for {res.rate_per_s} requests/s: {b.candidate.label} x {b.candidate.replicas} replicas = "
+    return (f"cheapest for {res.rate_per_s} requests/s: {b.candidate.label} x {b.candidate.replicas} replica(s) = "
             f"{b.gpus} GPUs, {cost}\n")

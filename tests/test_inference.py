@@ -62,6 +62,20 @@ def test_latent_attention_caches_its_compressed_vector():
     assert api.memory(sc).roles[0].kv_cache == pytest.approx(100 * sc.model.layers * (mla.kv_lora_rank + mla.qk_rope_head_dim) * 2)
 
 
+def test_moe_decode_reads_only_the_experts_its_tokens_pick():
+    qwen = ROOT / "model_configs" / "qwen3-30b-a3b.yaml"
+    sc = infer("workload.inference.batch=1", "workload.inference.context_len=16", model=qwen)
+    dev = sc.hardware.device
+    everything = api.memory(sc).roles[0].weights / (dev.hbm_bandwidth_gbs * 1e9 * dev.efficiency.memory_bound)
+    one = step(sc)
+    assert one < 0.3 * everything  # top-8 of 128 experts per layer, not all 128
+    big = step(infer("workload.inference.batch=512", "workload.inference.context_len=16", model=qwen))
+    assert big > everything  # 512 tokens x 8 picks touch every expert
+    # tensor-parallel MoE serving routes each rank's share of the tokens (no sp flag needed)
+    tp2 = infer("workload.inference.batch=8", "parallelism.tp=2", model=qwen)
+    assert tp2.plan.sp and 0 < step(tp2) < step(infer("workload.inference.batch=8", model=qwen))
+
+
 def test_quantised_weights_are_read_at_their_size():
     bf16 = step(infer("workload.inference.batch=1", "workload.inference.context_len=16"))
     int4 = step(infer("workload.inference.batch=1", "workload.inference.context_len=16", "workload.inference.weight_dtype=int4"))

@@ -23,6 +23,9 @@ def inference_view(mc: ModelConfig, plan: ParallelPlan) -> tuple[ModelConfig, Pa
     spec = w.inference
     work = w.model_copy(update={"seq_len": query_len(spec), "micro_batch": spec.batch,
                                 "global_batch": spec.batch * plan.dp})
+    # Tensor-parallel MoE serving splits the iteration's tokens over the TP ranks for routing (vLLM's
+    # sequence-parallel MoE, Megatron's inference path): each rank routes its own tokens, as under SP
+    sp = plan.sp or (mc.model.moe is not None and plan.tp > 1)
     plan = plan.model_copy(update={"schedule": "inference", "virtual_stages": 1, "zero_stage": 0, "recompute": "none",
-                                   "microbatches": None})
+                                   "microbatches": None, "sp": sp})
     return ModelConfig(model=mc.model, workload=work), plan

@@ -3,6 +3,7 @@ row-parallel fc2 (Megatron); MoE kinds register here too."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from graphgen.model.common import column_input_saved, norm, residual_add
@@ -80,6 +81,12 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
     up = mlp_up_width(m, f)
     local_experts = max(1, E // sh.ep)
     Tl = sh.resid_tokens                   # tokens this rank routes
+    # Grouped GEMMs read only the experts that received tokens: with N tokens over the ep group each
+    # picking k of E, an expert stays idle with probability (1 - k/E)^N. Training batches touch every
+    # expert; a small decode batch touches few (vLLM's fused_moe skips empty experts, and a per-expert
+    # GEMM loop launches nothing for an empty one).
+    touched = local_experts * (1.0 - (1.0 - k / E) ** (Tl * sh.ep))
+    launches = max(1, min(local_experts, math.ceil(touched - 1e-9)))
     routed = Tl * k * sh.imbalance         # token copies the busiest rank's experts receive
     G = routed * etp                       # rows of its expert GEMMs once gathered over etp
     passes, kernels = _glu(sh)
@@ -98,17 +105,17 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
            out_bytes=e * Tl * h),
         Op("permute", OpKind.ELEMENTWISE, flops=0.0, bytes=2 * e * Tl * k * h, in_layout=sh.resid, out_layout=sh.resid,
            out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h), ("ep", ep_bytes)), local_out_bytes=e * routed * h),
-        Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + local_experts * h * up / etp + G * up / etp),
+        Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + touched * h * up / etp + G * up / etp),
            in_layout=expert_in, out_layout=hidden, shards_input=frozenset({"etp"}) if etp > 1 else frozenset(),
            out_bytes=e * G * up, weight_params=local_experts * h * up / etp, saved_bytes=e * G * h,
-           gemm_kernels=local_experts, shape=(h, up / etp), expert=True, local_out_bytes=e * G * up / etp),
+           gemm_kernels=launches, shape=(h, up / etp), expert=True, local_out_bytes=e * G * up / etp),
         Op("expert_act", OpKind.ELEMENTWISE, flops=8 * G * f / etp, bytes=e * G * f / etp * (passes if gated else 2),
            in_layout=hidden, out_layout=hidden, out_bytes=e * G * f,
            gemm_kernels=kernels if gated else 1, saved_bytes=e * G * up / etp, local_out_bytes=e * G * f / etp),
-        Op("expert_fc2", OpKind.MATMUL, flops=2 * G * f * h / etp, bytes=e * (G * f / etp + local_experts * f * h / etp + G * h),
+        Op("expert_fc2", OpKind.MATMUL, flops=2 * G * f * h / etp, bytes=e * (G * f / etp + touched * f * h / etp + G * h),
            in_layout=hidden, out_layout=sh.experts(PARTIAL if etp > 1 else None, ep_out) if etp > 1 or ag else expert_in,
            out_bytes=e * G * h, axis_bytes=(("ep", ep_bytes),), weight_params=local_experts * f * h / etp,
-           saved_bytes=e * G * f / etp, gemm_kernels=local_experts, shape=(f / etp, h), expert=True,
+           saved_bytes=e * G * f / etp, gemm_kernels=launches, shape=(f / etp, h), expert=True,
            local_out_bytes=e * G * h),
         Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h, bytes=e * (Tl * k * h + Tl * h), in_layout=sh.resid,
            out_layout=sh.resid, out_bytes=e * sh.tokens * h, saved_bytes=4 * Tl * k, local_out_bytes=e * Tl * h),
