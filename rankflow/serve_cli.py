@@ -123,13 +123,13 @@ def run(argv: list[str]) -> int:
     if args.cheapest:
         opts = serve.options(args.model_config, args.hardware_config, _plans(args), args.set)
         res = serve.cheapest_for(opts, args.rate, work, slo, sched)
-        got["doc"] = {"schema": "rankflow.serving.cheapest", "schema_version": "1.0", **cheapest_dict(res)}
+        got["doc"] = cheapest_dict(res)
         text = _cheapest_text(res)
     else:
         dep = Deployment(serve.engine_model(sc), sched, args.replicas, args.router)
         if args.capacity:
             cap = max_rate(dep, work, slo)
-            got["doc"] = {"schema": "rankflow.serving.capacity", "schema_version": "1.0", **capacity_dict(cap)}
+            got["doc"] = capacity_dict(cap)
             got["result"] = simulate(dep, work.source(cap.rate_per_s))
             text = f"highest rate meeting the SLO: {cap.rate_per_s:.3f} requests/s\n"
         else:
