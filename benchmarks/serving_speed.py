@@ -1,4 +1,6 @@
-"""Speed benchmark of the serving simulation (graphgen.serving) with LinearIterationModel.
+"""Speed benchmark of the serving simulation (graphgen.serving): the schedulers with LinearIterationModel,
+and `engine`: continuous batching over Llama-3.1-8B on one H100 with its iteration costs tabulated from
+its own graphs (rankflow.serve.engine_model, the tabulation inside wall_s), as `rankflow serve` runs it.
 
     python -m benchmarks.serving_speed            # every case, each in its own process
     python -m benchmarks.serving_speed --case continuous   # one case, in this process
@@ -26,13 +28,19 @@ def _deployment(case: str):
     from graphgen.serving.schedulers import ChunkedPrefill, ContinuousBatching, Disaggregated, StaticBatching
     from graphgen.serving.simulate import Deployment
 
+    if case == "engine":
+        from rankflow import serve
+
+        sc = serve.inference_scenario(ROOT / "model_configs" / "llama3.1-8b.yaml",
+                                      ROOT / "hardware_configs" / "H100-SXM5-80GB.yaml")
+        return Deployment(serve.engine_model(sc), ContinuousBatching())
     scheduler = {"continuous": ContinuousBatching(), "chunked": ChunkedPrefill(),
                  "disaggregated": Disaggregated(prefill_replicas=1, decode_replicas=2),
                  "static": StaticBatching(32)}[case]
     return Deployment(LinearIterationModel(), scheduler)
 
 
-CASES = ("continuous", "chunked", "disaggregated", "static")
+CASES = ("continuous", "chunked", "disaggregated", "static", "engine")
 
 
 def run_one(case: str) -> str:
