@@ -44,6 +44,7 @@ from graphgen.hf_import import is_hf_config, model_from_hf
 from graphgen.memory import MemoryReport, scenario_memory
 from graphgen.program import Program, build_program, check_detail
 from graphgen.scenario import Scenario, make_scenario
+from rankflow import catalog
 from rankflow.files import read_mapping
 
 __all__ = ["Evaluation", "MemoryReport", "Program", "Result", "Scenario", "build", "evaluate", "load_hardware",
@@ -58,6 +59,7 @@ def _model_data(model: Source | ModelConfig) -> tuple[dict[str, Any], str]:
     if isinstance(model, dict):
         data, file = model, "<model config>"
     else:
+        model = catalog.model_source(model)
         data, file = read_mapping(model, "model_config"), str(model)
     if is_hf_config(data):
         data = {"model": model_from_hf(data, file)}
@@ -80,6 +82,7 @@ def _hardware(hardware: Source | Cluster, overrides: list) -> tuple[Cluster, dic
     if isinstance(hardware, dict):
         data, file = hardware, "<hardware config>"
     else:
+        hardware = catalog.hardware_source(hardware)
         data, file = read_mapping(hardware, "hardware_config"), str(hardware)
     plan = {k: data[k] for k in PLAN_KEYS if k in data}
     cluster_data = apply_overrides({k: v for k, v in data.items() if k not in PLAN_KEYS}, overrides, file)
@@ -93,7 +96,8 @@ def load_model(model: Source) -> ModelConfig:
 
 
 def load_hardware(path: str | Path) -> HardwareConfig:
-    """A hardware file parsed once, to pass to load_scenario many times (a search, a harness)."""
+    """A hardware file (or shipped name) parsed once, to pass to load_scenario many times (a search, a harness)."""
+    path = catalog.hardware_source(path)
     return parse(HardwareConfig, read_mapping(path, "hardware_config"), str(path))
 
 

@@ -24,10 +24,10 @@ class _Parser(argparse.ArgumentParser):
 def _parser(prog: str) -> argparse.ArgumentParser:
     ap = _Parser(prog=prog, description="Simulate one training step of an LLM on a cluster: step time, throughput, "
                                         "MFU, time breakdown and per-GPU memory.")
-    ap.add_argument("--hardware_config", "--hardware-config", required=True, metavar="H.yaml",
-                    help="hardware YAML: device, node, scale-out fabric, and optionally the plan (see hardware_configs/)")
-    ap.add_argument("--model_config", "--model-config", required=True, metavar="M.yaml",
-                    help="model + workload YAML (see model_configs/), or a Hugging Face config.json")
+    ap.add_argument("--hardware_config", "--hardware-config", "--hardware", required=True, metavar="H.yaml|NAME",
+                    help="hardware YAML or a shipped name (rankflow hardware): device, node, scale-out fabric, and optionally the plan")
+    ap.add_argument("--model_config", "--model-config", "--model", required=True, metavar="M.yaml|NAME",
+                    help="model + workload YAML, a Hugging Face config.json, or a shipped name or HF id (rankflow models)")
     ap.add_argument("--plan_config", "--plan-config", metavar="P.yaml",
                     help="plan YAML (a `parallelism:` section, optionally `execution_backend:`); replaces the "
                          "hardware file's plan")
@@ -247,8 +247,8 @@ def _dry(args):
     return dry
 
 
-def main(argv: list[str] | None = None) -> int:
-    prog = os.path.basename(sys.argv[0]) if argv is None else "run_perf.py"
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    prog = prog or (os.path.basename(sys.argv[0]) if argv is None else "run_perf.py")
     try:
         return run(sys.argv[1:] if argv is None else argv, prog)
     except RankflowError as exc:

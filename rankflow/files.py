@@ -119,10 +119,12 @@ def read_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
 
 def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """The top-level mapping of a YAML or JSON config file."""
-    p = Path(path)
-    file = str(path)
-    text = read_text(path, what)
-    data = parse_text(text, file, p.suffix.lower() == ".json")
+    return mapping_of_text(read_text(path, what), str(path), Path(path).suffix.lower() == ".json")
+
+
+def mapping_of_text(text: str, file: str, as_json: bool = False) -> dict[str, Any]:
+    """The top-level mapping of YAML or JSON text (a file's, or a config pasted into the web page)."""
+    data = parse_text(text, file, as_json)
     if not isinstance(data, dict):
         raise RankflowError("top level must be a mapping", file=file, fix="write the config as key: value pairs")
     _check_plain(data, file)

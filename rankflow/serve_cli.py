@@ -13,8 +13,8 @@ from rankflow.search_cli import _png, commit, outputs_of
 
 def _parser() -> _Parser:
     ap = _Parser(prog="rankflow serve", description="Simulate serving: TTFT, TPOT, throughput, capacity at an SLO.")
-    ap.add_argument("--model_config", "--model-config", required=True, metavar="M.yaml")
-    ap.add_argument("--hardware_config", "--hardware-config", nargs="+", required=True, metavar="H.yaml")
+    ap.add_argument("--model_config", "--model-config", "--model", required=True, metavar="M.yaml|NAME")
+    ap.add_argument("--hardware_config", "--hardware-config", "--hardware", nargs="+", required=True, metavar="H.yaml|NAME")
     ap.add_argument("--plan_config", "--plan-config", metavar="P.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="e.g. --set parallelism.tp=8 --set workload.precision=fp8")

@@ -51,8 +51,8 @@ def run_sweep(argv: list[str]) -> int:
 
 def _recommend_parser() -> _Parser:
     ap = _Parser(prog="rankflow recommend", description="Which GPU type, how many, and which plan for a training run.")
-    ap.add_argument("--model_config", "--model-config", required=True, metavar="M.yaml")
-    ap.add_argument("--hardware_config", "--hardware-config", nargs="+", required=True, metavar="H.yaml",
+    ap.add_argument("--model_config", "--model-config", "--model", required=True, metavar="M.yaml|NAME")
+    ap.add_argument("--hardware_config", "--hardware-config", "--hardware", nargs="+", required=True, metavar="H.yaml|NAME",
                     help="the GPU types to consider (their hardware files)")
     ap.add_argument("--gpus", default="64:1024", help="GPU counts to consider (default 64:1024)")
     ap.add_argument("--tokens", type=float, required=True, help="tokens to train")
