@@ -1,0 +1,63 @@
+"""`rankflow export --to megatron|torchtitan|deepspeed|llamafactory`: load the scenario, export it,
+print it or write it to --out (atomically, through rankflow.outputs, so a failure leaves nothing)."""
+
+from __future__ import annotations
+
+import sys
+
+from graphgen.errors import RankflowError
+from rankflow.cli import _Parser
+
+PROG = "rankflow export"
+
+
+def _parser() -> _Parser:
+    from rankflow.export import TARGETS
+
+    ap = _Parser(prog=PROG, description="Write a scenario's launch configuration for a training framework: "
+                                        "Megatron-LM arguments, a torchtitan TOML, a DeepSpeed JSON or a "
+                                        "LlamaFactory YAML. A plan feature the framework cannot express is an "
+                                        "error naming the field.")
+    ap.add_argument("--to", required=True, choices=list(TARGETS), help="the framework")
+    ap.add_argument("--model_config", "--model-config", "--model", required=True, metavar="M.yaml",
+                    help="model + workload YAML (see model_configs/)")
+    ap.add_argument("--hardware_config", "--hardware-config", "--hardware", required=True, metavar="H.yaml",
+                    help="hardware YAML, optionally with the plan (see hardware_configs/)")
+    ap.add_argument("--plan_config", "--plan-config", metavar="P.yaml", help="plan YAML; replaces the hardware file's")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any field, e.g. --set parallelism.tp=8")
+    ap.add_argument("--out", metavar="PATH", help="write here (default: print to stdout)")
+    return ap
+
+
+def _export(argv: list[str]) -> int:
+    from rankflow import api
+    from rankflow.export import export
+    from rankflow.outputs import OutputSet
+
+    args = _parser().parse_args(argv)
+    outputs = OutputSet()
+    if args.out is not None:
+        outputs.add(args.out, lambda: result.text)
+        outputs.check()  # a bad path is refused before the scenario is loaded
+    sc = api.load_scenario(args.model_config, args.hardware_config, args.plan_config, args.set)
+    result = export(sc, args.to)
+    if args.out is None:
+        sys.stdout.write(result.text)
+    else:
+        outputs.commit()
+        sys.stdout.write(f"wrote {args.out}\n")
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    """Exit status 0, or 2 with one line on stderr and nothing written."""
+    try:
+        return _export(argv)
+    except RankflowError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc.one_line()}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc.filename or ''}: {exc.strerror} (fix: check the path and "
+                         "permissions)\n")
+        return 2
