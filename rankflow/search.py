@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,12 +79,16 @@ def _base(model, hardware: str, gpus: int, overrides) -> Scenario:
     return api.load_scenario(model, api.load_hardware(hardware), overrides=[*overrides, *one])
 
 
-def _progress(total: int, quiet: bool):
+def _progress(total: int, quiet: bool, on: Callable[[int, int], None] | None = None):
     done = [0]
     show = not quiet and sys.stderr.isatty()
+    if on is not None:
+        on(0, total)
 
     def tick(n: int) -> None:
         done[0] += n
+        if on is not None:  # a caller's hook (a server job's progress; it may raise to cancel)
+            on(done[0], total)
         if show:
             sys.stderr.write(f"\r[search] {done[0]:,}/{total:,} plans")
             if done[0] >= total:
@@ -150,7 +155,8 @@ def _plan_scenario(base: Scenario, plan: dict) -> Scenario:
 
 def search(model, hardware: list[str], gpus: list[int], overrides=(), constraints: Constraints | None = None,
            top: int = 10, check: int = 8, executor: str = "local", workers: int | None = None,
-           address: str | None = None, quiet: bool = True) -> SearchResult:
+           address: str | None = None, quiet: bool = True, progress: Callable[[int, int], None] | None = None,
+           max_candidates: int = MAX_CANDIDATES) -> SearchResult:
     constraints = constraints or Constraints()
     bases, batches, spaces = {}, [], []
     for hw in hardware:
@@ -163,14 +169,14 @@ def search(model, hardware: list[str], gpus: list[int], overrides=(), constraint
             for i in range(0, len(cands), BATCH):
                 batches.append((key, (base, list(enumerate(cands))[i:i + BATCH], constraints.headroom_gib)))
     total = sum(s[2] for s in spaces)
-    if total > MAX_CANDIDATES:
-        raise RankflowError(f"the search space holds {total:,} plans, more than {MAX_CANDIDATES:,}", field="--gpus",
+    if total > max_candidates:
+        raise RankflowError(f"the search space holds {total:,} plans, more than {max_candidates:,}", field="--gpus",
                             fix="fix some dimensions (--tp, --pp) or search fewer GPU counts")
     run = EXECUTORS.get(executor)
     if run is None:
         raise RankflowError(f"unknown executor '{executor}'", field="--executor", fix="use local, serial or ray")
     extra = {"workers": workers} if executor == "local" else ({"address": address} if executor == "ray" else {})
-    records = run([b for _, b in batches], _progress(total, quiet), **extra)
+    records = run([b for _, b in batches], _progress(total, quiet, progress), **extra)
     evaluated = []
     for (key, _), recs in zip(batches, records, strict=True):
         for rec in recs:

@@ -1,0 +1,152 @@
+"""The REST API (FastAPI): /v1/simulate, /v1/memory, /v1/trace, /v1/serve, /v1/search jobs, /v1/models,
+/v1/hardware, /v1/health, the OpenAPI document at /docs, and the web page at /. Every route calls the same
+library functions as the CLI and returns the same JSON documents; every error is the CLI's one line.
+
+A new capability is a new route here calling its library function; nothing below changes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from graphgen.errors import RankflowError
+from rankflow.server import work
+from rankflow.server.body_limit import BodyLimit
+from rankflow.server.inputs import ScenarioRequest, SearchRequest, ServeRequest, SimulateRequest
+from rankflow.server.jobs import Busy, JobStore
+
+STATIC = Path(__file__).resolve().parent / "static"
+API_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 1 << 20       # a request body (pasted YAML included)
+    request_timeout_s: float = 60.0     # one simulate/memory/trace/serve request
+    max_concurrent: int = 4             # requests computing at once; more get 429
+    max_jobs: int = 2                   # search jobs running at once; more get 429
+    max_search_plans: int = 200_000     # candidates in one search job
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _validation_line(exc: RequestValidationError) -> str:
+    """The first validation error as the CLI's one line: where, what, and the fix."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{where}: {msg} (fix: see /docs for the request schema)"
+
+
+def create_app(limits: Limits | None = None) -> FastAPI:
+    limits = limits or Limits()
+    app = FastAPI(title="Rankflow", version=API_VERSION,
+                  description="LLM training and serving performance simulator: step time, memory, plans, serving.")
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    jobs = JobStore(limits.max_jobs)
+    gate = asyncio.Semaphore(limits.max_concurrent)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, _validation_line(exc))
+
+    async def compute(fn: Callable[[], Any]) -> Response:
+        if gate.locked():
+            return _error(429, f"{limits.max_concurrent} requests are computing; retry shortly")
+        async with gate:
+            try:
+                out = await asyncio.wait_for(run_in_threadpool(fn), limits.request_timeout_s)
+            except RankflowError as exc:
+                return _error(422, exc.one_line())
+            except TimeoutError:
+                return _error(504, f"the request ran past the server's {limits.request_timeout_s:g} s limit "
+                                   "(fix: a smaller model, fewer microbatches, or the CLI)")
+        if isinstance(out, str):  # an already rendered document: byte-identical to the CLI's file
+            return Response(out, media_type="application/json")
+        return JSONResponse(out)
+
+    _compute_routes(app, compute)
+    _search_routes(app, jobs, limits)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def _compute_routes(app: FastAPI, compute: Callable[[Callable[[], Any]], Any]) -> None:
+    @app.get("/v1/health")
+    async def health() -> dict:
+        return {"status": "ok", "api_version": API_VERSION}
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        return await compute(lambda: work.listing("models"))
+
+    @app.get("/v1/hardware")
+    async def hardware() -> Response:
+        return await compute(lambda: work.listing("hardware"))
+
+    @app.post("/v1/simulate")
+    async def simulate(req: SimulateRequest) -> Response:
+        """One training step (or inference iteration): the document `run_perf.py --json` writes."""
+        return await compute(lambda: work.simulate(req))
+
+    @app.post("/v1/memory")
+    async def memory(req: ScenarioRequest) -> Response:
+        """Per-GPU memory of every pipeline stage: the document `--memory-only --json` writes."""
+        return await compute(lambda: work.memory(req))
+
+    @app.post("/v1/trace")
+    async def trace(req: ScenarioRequest) -> Response:
+        """The Chrome/Perfetto trace of the step (one rank per pipeline stage), as `--trace` writes it."""
+        return await compute(lambda: work.trace(req))
+
+    @app.post("/v1/serve")
+    async def serve(req: ServeRequest) -> Response:
+        """A serving simulation (rate_per_s) or the highest rate meeting the SLO (capacity: true)."""
+        return await compute(lambda: work.serve(req))
+
+
+def _search_routes(app: FastAPI, jobs: JobStore, limits: Limits) -> None:
+    @app.post("/v1/search", status_code=202)
+    async def submit(req: SearchRequest) -> JSONResponse:
+        """Start a plan search; poll GET /v1/search/{id}, fetch /result, cancel with DELETE."""
+        try:
+            job = jobs.submit("search", lambda progress: work.search(req, progress, limits.max_search_plans))
+        except Busy as exc:
+            return _error(429, f"{exc} (fix: wait for one to finish or cancel one)")
+        return JSONResponse(job.status(), status_code=202)
+
+    @app.get("/v1/search/{job_id}")
+    async def status(job_id: str) -> JSONResponse:
+        job = jobs.get(job_id)
+        return JSONResponse(job.status()) if job else _error(404, f"no job '{job_id}'")
+
+    @app.get("/v1/search/{job_id}/result")
+    async def result(job_id: str) -> JSONResponse:
+        job = jobs.get(job_id)
+        if job is None:
+            return _error(404, f"no job '{job_id}'")
+        if job.state != "done":
+            return _error(409, f"job '{job_id}' is {job.state}" + (f": {job.error}" if job.error else ""))
+        return JSONResponse(job.result)
+
+    @app.delete("/v1/search/{job_id}")
+    async def cancel(job_id: str) -> JSONResponse:
+        job = jobs.cancel(job_id)
+        return JSONResponse(job.status()) if job else _error(404, f"no job '{job_id}'")
+

@@ -1,0 +1,113 @@
+"""Request bodies of the REST API. A body names a shipped model and hardware (or carries their YAML or a
+mapping); the configs inside are checked by the same pydantic models as the files, so a bad field gets the
+same one-line message as on the command line. A server never reads a path a client sends."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from graphgen.errors import RankflowError
+from graphgen.scenario import Scenario
+from rankflow import api, catalog
+from rankflow.files import mapping_of_text
+
+MAX_TEXT = 256 * 1024  # bytes of pasted YAML per config
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ScenarioRequest(_Body):
+    """What to simulate: model and hardware each by name (or HF id), mapping, or YAML text; a plan
+    (`parallelism` fields) and `set` overrides as on the command line."""
+
+    model: str | dict[str, Any] | None = Field(None, description="shipped name, Hugging Face id, or config mapping")
+    hardware: str | dict[str, Any] | None = Field(None, description="shipped name or alias, or config mapping")
+    model_yaml: str | None = Field(None, max_length=MAX_TEXT, description="a model config as YAML text")
+    hardware_yaml: str | None = Field(None, max_length=MAX_TEXT, description="a hardware config as YAML text")
+    parallelism: dict[str, Any] | None = Field(None, description="plan fields (tp, pp, dp, ...) over the hardware's")
+    set: list[str] = Field(default_factory=list, max_length=64, description="KEY=VALUE overrides, as --set")
+
+    @model_validator(mode="after")
+    def _one_each(self) -> ScenarioRequest:
+        for kind in ("model", "hardware"):
+            if (getattr(self, kind) is None) == (getattr(self, f"{kind}_yaml") is None):
+                raise ValueError(f"give exactly one of '{kind}' and '{kind}_yaml'")
+        return self
+
+
+def name_only(name: str, kind: str) -> str:
+    """A client's name, refused when it is a path: a server reads only its shipped configs."""
+    if not catalog.is_name(name) or "\\" in name or name.startswith(("/", ".", "~")):
+        listing = "models" if kind == "model" else "hardware"
+        raise RankflowError(f"'{name}' is a path; the server takes names only", field=kind,
+                            fix=f"give a shipped name (GET /v1/{listing}), a mapping or {kind}_yaml")
+    return name
+
+
+def _source(name: str | dict | None, text: str | None, kind: str) -> Any:
+    if text is not None:
+        return mapping_of_text(text, f"<{kind}_yaml>")
+    if isinstance(name, dict):
+        return name
+    assert name is not None
+    name = name_only(name, kind)
+    return catalog.model_path(name) if kind == "model" else catalog.hardware_path(name)
+
+
+def model_and_hardware(req: ScenarioRequest) -> tuple[Any, Any]:
+    return _source(req.model, req.model_yaml, "model"), _source(req.hardware, req.hardware_yaml, "hardware")
+
+
+def overrides_of(req: ScenarioRequest) -> list[str]:
+    plan = (f"parallelism.{k}={_text(v)}" for k, v in sorted((req.parallelism or {}).items()))
+    return [*plan, *req.set]
+
+
+def scenario_of(req: ScenarioRequest) -> Scenario:
+    return api.load_scenario(*model_and_hardware(req), overrides=overrides_of(req))
+
+
+def _text(value: Any) -> str:
+    """A JSON plan value as --set writes it (booleans as YAML booleans, so strict types still apply)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class SimulateRequest(ScenarioRequest):
+    detail: Literal["coarse", "ops"] = "coarse"
+
+
+class SearchRequest(_Body):
+    model: str = Field(description="shipped name or Hugging Face id")
+    hardware: list[str] = Field(min_length=1, max_length=4, description="shipped names")
+    gpus: list[int] = Field(min_length=1, max_length=8, description="GPU counts")
+    set: list[str] = Field(default_factory=list, max_length=64)
+    max_tp: int | None = Field(None, ge=1, description="largest tensor-parallel size tried")
+    tp: int | None = Field(None, ge=1, description="fixed tensor-parallel size")
+    pp: int | None = Field(None, ge=1, description="fixed pipeline-parallel size")
+    headroom_gib: float = Field(0.0, ge=0, lt=1e4, description="memory each GPU keeps free")
+    top: int = Field(10, ge=1, le=100)
+
+
+class ServeRequest(ScenarioRequest):
+    scheduler: Literal["continuous", "chunked", "static", "disaggregated"] = "continuous"
+    rate_per_s: float | None = Field(None, gt=0, lt=1e6, description="Poisson arrivals; unset with capacity")
+    requests: int = Field(1000, ge=1, le=20000)
+    input_len: str | int | None = None
+    output_len: str | int | None = None
+    seed: int = Field(0, ge=0)
+    replicas: int = Field(1, ge=1, le=1024)
+    slo_ttft_s: float = Field(2.0, gt=0, lt=1e6)
+    slo_tpot_s: float = Field(0.2, gt=0, lt=1e6)
+    capacity: bool = False
+
+    @model_validator(mode="after")
+    def _rate(self) -> ServeRequest:
+        if self.capacity == (self.rate_per_s is not None):
+            raise ValueError("give rate_per_s, or capacity: true (not both)")
+        return self

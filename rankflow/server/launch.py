@@ -1,0 +1,34 @@
+"""`rankflow server`: the REST API and web page on uvicorn, bound to 127.0.0.1 unless told otherwise."""
+
+from __future__ import annotations
+
+from graphgen.errors import RankflowError
+from rankflow.cli import _Parser
+
+
+def parser() -> _Parser:
+    ap = _Parser(prog="rankflow server", description="Serve the REST API (/docs) and the web page (/).")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--max-jobs", type=int, default=2, help="search jobs running at once")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds one request may compute")
+    return ap
+
+
+def run(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if not 0 < args.port < 65536:
+        raise RankflowError(f"port {args.port} outside 1..65535", field="--port", fix="e.g. --port 8000")
+    if args.max_jobs < 1 or not 0 < args.timeout < 86400:
+        raise RankflowError("--max-jobs must be at least 1 and --timeout positive", field="--max-jobs/--timeout",
+                            fix="e.g. --max-jobs 2 --timeout 60")
+    try:
+        import uvicorn
+
+        from rankflow.server.app import Limits, create_app
+    except ImportError:
+        raise RankflowError("the server's packages are not installed", field="server",
+                            fix="pip install -e '.[server]'") from None
+    app = create_app(Limits(request_timeout_s=args.timeout, max_jobs=args.max_jobs))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,80 @@
+"""What each API route computes: the library calls the CLI makes, on a request's inputs, returning the
+CLI's own JSON documents (as rendered text where the CLI writes a file, so the bytes match)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rankflow.server.inputs import (
+    ScenarioRequest,
+    SearchRequest,
+    ServeRequest,
+    SimulateRequest,
+    model_and_hardware,
+    name_only,
+    overrides_of,
+    scenario_of,
+)
+
+
+def listing(kind: str) -> dict[str, Any]:
+    from rankflow.listing_cli import document
+
+    return document(kind)
+
+
+def simulate(req: SimulateRequest) -> str:
+    from rankflow import api
+    from reports import json_out
+
+    return json_out.dumps(api.simulate(scenario_of(req), detail=req.detail))
+
+
+def memory(req: ScenarioRequest) -> str:
+    from rankflow import api
+    from reports import json_out
+
+    sc = scenario_of(req)
+    return json_out.memory_dumps(sc, api.memory(sc).roles)
+
+
+def trace(req: ScenarioRequest) -> str:
+    from rankflow import api
+    from reports import trace as chrome
+
+    sc = scenario_of(req)
+    prog, ev = api.evaluate(sc, "analytical", detail="ops")
+    ranks = [prog.ranks_of_role(r.id)[0] for r in prog.roles]
+    return chrome.dumps(prog, ev.timeline, ranks)
+
+
+def serve(req: ServeRequest) -> dict[str, Any]:
+    from graphgen.serving.capacity import Workload, capacity_dict, max_rate
+    from graphgen.serving.metrics import SLO, to_dict
+    from graphgen.serving.simulate import Deployment
+    from graphgen.serving.simulate import simulate as run
+    from rankflow import serve as serving
+
+    sc = serving.inference_scenario(*model_and_hardware(req), None, overrides_of(req))
+    spec = sc.workload.inference
+    work = Workload(serving.length(req.input_len or spec.input_len, "input_len"),
+                    serving.length(req.output_len or spec.output_len, "output_len"), req.requests, req.seed)
+    dep = Deployment(serving.engine_model(sc), serving.scheduler(req.scheduler), req.replicas, "least_outstanding")
+    slo = SLO(ttft_s=req.slo_ttft_s, tpot_s=req.slo_tpot_s)
+    if req.capacity:
+        return capacity_dict(max_rate(dep, work, slo))
+    assert req.rate_per_s is not None
+    return to_dict(run(dep, work.source(req.rate_per_s)), slo)
+
+
+def search(req: SearchRequest, progress: Callable[[int, int], None], max_plans: int) -> dict[str, Any]:
+    from graphgen.search.space import Constraints
+    from rankflow import catalog, search
+    from reports import search_out
+
+    model = catalog.model_path(name_only(req.model, "model"))
+    hardware = [str(catalog.hardware_path(name_only(h, "hardware"))) for h in req.hardware]
+    found = search.search(model, hardware, req.gpus, req.set, Constraints(max_tp=req.max_tp, tp=req.tp, pp=req.pp, headroom_gib=req.headroom_gib),
+                          top=req.top, check=2, executor="serial", progress=progress, max_candidates=max_plans)
+    return search_out.to_dict(found)

@@ -1,0 +1,244 @@
+"""The REST API through FastAPI's test client and a real uvicorn process: the same documents as the CLI,
+the same one-line errors as 4xx, bounded bodies, requests and jobs, and names only (never paths)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the server extra is not installed: pip install -e '.[server]'")
+pytest.importorskip("httpx", reason="the server extra is not installed: pip install -e '.[server]'")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from graphgen.errors import RankflowError  # noqa: E402
+from rankflow import cli  # noqa: E402
+from rankflow.server.app import Limits, create_app  # noqa: E402
+from rankflow.server.launch import parser  # noqa: E402
+from rankflow.server.launch import run as launch  # noqa: E402
+from tests.helpers import ROOT  # noqa: E402
+
+PLAN = {"model": "llama2-7b", "hardware": "a100", "parallelism": {"tp": 2, "pp": 2, "dp": 2}}
+
+
+@pytest.fixture(scope="module")
+def client():
+    return TestClient(create_app())
+
+
+def test_health_models_hardware(client):
+    assert client.get("/v1/health").json()["status"] == "ok"
+    models = client.get("/v1/models").json()["models"]
+    assert len(models) >= 40 and any(r["name"] == "llama3.1-70b" for r in models)
+    assert any(r["name"] == "H100-SXM5-80GB" for r in client.get("/v1/hardware").json()["hardware"])
+
+
+def test_simulate_and_memory_are_the_cli_documents(client, tmp_path):
+    out = tmp_path / "r.json"
+    args = ["--model", "llama2-7b", "--hardware", "a100", "--set", "parallelism.dp=2", "--set", "parallelism.pp=2",
+            "--set", "parallelism.tp=2", "--json", str(out), "--quiet"]
+    assert cli.main(args) == 0
+    got = client.post("/v1/simulate", json=PLAN)
+    assert got.status_code == 200 and got.text == out.read_text()
+    mem = tmp_path / "m.json"
+    assert cli.main([*args[:-3], "--memory-only", "--json", str(mem), "--quiet"]) == 0
+    assert client.post("/v1/memory", json=PLAN).text == mem.read_text()
+
+
+def test_pasted_yaml_equals_the_shipped_names(client):
+    model = (ROOT / "model_configs/llama2-7b.yaml").read_text()
+    hardware = (ROOT / "hardware_configs/A100-SXM4-80GB.yaml").read_text()
+    pasted = client.post("/v1/simulate", json={"model_yaml": model, "hardware_yaml": hardware,
+                                               "parallelism": PLAN["parallelism"]})
+    assert pasted.json()["step_time_s"] == client.post("/v1/simulate", json=PLAN).json()["step_time_s"]
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({**PLAN, "model": "lama2-7b"}, 422, ["no model named 'lama2-7b'", "llama2-7b"]),
+    ({**PLAN, "model": "/etc/passwd"}, 422, ["the server takes names only"]),
+    ({**PLAN, "model": "model_configs/llama2-7b.yaml"}, 422, ["the server takes names only"]),
+    ({**PLAN, "parallelism": {"tp": 3, "dp": 1}}, 422, ["parallelism.tp", "does not divide"]),
+    ({**PLAN, "parallelism": {"tp": True}}, 422, ["parallelism.tp"]),
+    ({**PLAN, "bogus": 1}, 422, ["bogus"]),
+    ({"hardware": "a100"}, 422, ["exactly one of 'model' and 'model_yaml'"]),
+    ({**PLAN, "set": ["model.layers=1e400"]}, 422, ["model.layers"]),
+    ({"model_yaml": "model: [1, 2", "hardware": "a100"}, 422, ["<model_yaml>", "cannot parse"]),
+])
+def test_bad_requests_get_one_line(client, body, status, words):
+    got = client.post("/v1/simulate", json=body)
+    assert got.status_code == status
+    error = got.json()["error"]
+    assert "\n" not in error and all(w in error for w in words), error
+
+
+def test_bodies_are_bounded():
+    small = TestClient(create_app(Limits(max_body_bytes=1000)))
+    got = small.post("/v1/simulate", json={**PLAN, "set": ["workload.seq_len=4096"] * 60})
+    assert got.status_code == 413 and "larger than 1,000 bytes" in got.json()["error"]
+
+
+def test_work_is_bounded_in_time():
+    hasty = TestClient(create_app(Limits(request_timeout_s=0.001)))
+    got = hasty.post("/v1/trace", json={"model": "llama3.1-70b", "hardware": "h100",
+                                        "parallelism": {"tp": 8, "pp": 4, "dp": 2}})
+    assert got.status_code == 504 and "limit" in got.json()["error"]
+
+
+def test_trace_is_a_chrome_trace(client):
+    got = client.post("/v1/trace", json=PLAN)
+    events = got.json()["traceEvents"]
+    assert any(e.get("ph") == "X" for e in events)
+
+
+def test_serve_endpoint(client):
+    body = {"model": "llama3.1-8b", "hardware": "h100", "requests": 200, "input_len": 512, "output_len": 128}
+    sim = client.post("/v1/serve", json={**body, "rate_per_s": 2}).json()
+    assert sim["schema"] == "rankflow.serving" and sim["kind"] == "simulation"
+    cap = client.post("/v1/serve", json={**body, "capacity": True}).json()
+    assert cap["kind"] == "capacity" and cap["rate_per_s"] > 0
+    both = client.post("/v1/serve", json={**body, "capacity": True, "rate_per_s": 1})
+    assert both.status_code == 422 and "not both" in both.json()["error"]
+
+
+def _wait(client, job_id: str, timeout_s: float = 120) -> dict:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        status = client.get(f"/v1/search/{job_id}").json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError("the search job did not finish")
+
+
+def test_search_job_progress_result_and_cancel():
+    client = TestClient(create_app(Limits(max_jobs=1)))
+    job = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [8], "top": 3})
+    assert job.status_code == 202
+    busy = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [8]})
+    assert busy.status_code == 429
+    early = client.get(f"/v1/search/{job.json()['id']}/result")
+    status = _wait(client, job.json()["id"])
+    assert early.status_code in (200, 409)
+    assert status["state"] == "done" and status["plans_done"] == status["plans_total"] > 100
+    doc = client.get(f"/v1/search/{job.json()['id']}/result").json()
+    assert doc["schema"] == "rankflow.search" and len(doc["top"]) == 3 and doc["pareto"]
+    big = client.post("/v1/search", json={"model": "llama3.1-70b", "hardware": ["h100"], "gpus": [1024]}).json()
+    client.delete(f"/v1/search/{big['id']}")
+    assert _wait(client, big["id"])["state"] == "cancelled"
+    assert client.get("/v1/search/nope").status_code == 404
+
+
+def test_search_refuses_paths_and_huge_spaces():
+    client = TestClient(create_app(Limits(max_search_plans=100)))
+    job = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [64]}).json()
+    status = _wait(client, job["id"])
+    assert status["state"] == "failed" and "more than 100" in status["error"]
+    job = client.post("/v1/search", json={"model": "/etc/passwd", "hardware": ["a100"], "gpus": [8]}).json()
+    assert "names only" in _wait(client, job["id"])["error"]
+
+
+def test_launcher_binds_loopback_by_default():
+    assert parser().parse_args([]).host == "127.0.0.1"
+    with pytest.raises(RankflowError, match="port"):
+        launch(["--port", "70000"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A real `rankflow server` process on a free loopback port."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rankflow", "server", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise AssertionError(proc.stderr.read().decode())
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_real_server_docs_and_simulate(server):
+    import httpx
+
+    assert "swagger" in httpx.get(f"{server}/docs").text.lower()
+    spec = httpx.get(f"{server}/openapi.json").json()
+    for path in ("/v1/simulate", "/v1/memory", "/v1/serve", "/v1/search", "/v1/search/{job_id}", "/v1/models"):
+        assert path in spec["paths"]
+    got = httpx.post(f"{server}/v1/simulate", json=PLAN, timeout=60)
+    assert got.status_code == 200 and json.loads(got.text)["gpus"] == 8
+    assert "<title>Rankflow</title>" in httpx.get(f"{server}/").text
+
+
+def _browser() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def _page(browser: str, url: str) -> str:
+    """The page's DOM after its scripts ran, as headless Chromium renders it."""
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    return out.stdout
+
+
+def _shown(dom: str, element: str) -> tuple[float, str]:
+    import re
+
+    m = re.search(rf'id="{element}"[^>]*data-value="([^"]+)"[^>]*>([^<]*)<', dom)
+    assert m, f"#{element} not rendered"
+    return float(m.group(1)), m.group(2)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium (Debian: apt-get install chromium)")
+def test_page_in_a_real_browser_shows_the_api_numbers(server):
+    from urllib.parse import urlencode
+
+    import httpx
+
+    browser = _browser()
+    inputs = {"model": "llama3.1-8b", "hardware": "H100-SXM5-80GB", "tp": "2", "pp": "2", "dp": "2",
+              "recompute": "selective", "global_batch": "64", "run": "1"}
+    dom = _page(browser, f"{server}/?{urlencode(inputs)}")
+    assert 'data-ready="1"' in dom
+    api = httpx.post(f"{server}/v1/simulate", timeout=60, json={
+        "model": "llama3.1-8b", "hardware": "H100-SXM5-80GB", "set": ["workload.global_batch=64"],
+        "parallelism": {"tp": 2, "pp": 2, "dp": 2, "cp": 1, "ep": 1, "zero_stage": 1, "recompute": "selective",
+                        "schedule": "1f1b", "virtual_stages": 1, "sp": False}}).json()
+    step, text = _shown(dom, "step-time")
+    assert step == pytest.approx(api["step_time_s"], rel=1e-12) and text == f"{api['step_time_s']:.4f} s"
+    assert _shown(dom, "tokens-per-s")[0] == pytest.approx(api["throughput"]["tokens_per_s"], rel=1e-12)
+    assert _shown(dom, "mfu")[1] == f"{100 * api['flops']['mfu']:.1f} %"
+    peak = max(r["total_gib"] for r in api["memory"]["roles"])
+    assert _shown(dom, "peak-mem")[0] == pytest.approx(peak, rel=1e-12)
+    assert dom.count("<rect") > 10  # the breakdown and memory charts were drawn
+    assert "share this run" in dom and "run=1" in dom  # the share link encodes the inputs
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium (Debian: apt-get install chromium)")
+def test_page_shows_the_one_line_error(server):
+    from urllib.parse import urlencode
+
+    dom = _page(_browser(), f"{server}/?{urlencode({'model': 'llama2-7b', 'hardware': 'a100', 'tp': '3', 'run': '1'})}")
+    assert 'class="error"' in dom and "does not divide" in dom
