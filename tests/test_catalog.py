@@ -93,3 +93,15 @@ def test_usage_lists_every_command(capsys):
     out = capsys.readouterr().out
     for command in tool.COMMANDS:
         assert f"  {command}" in out
+
+
+def test_the_readme_shows_what_the_commands_do(capsys):
+    readme = (ROOT / "README.md").read_text()
+    shown = next(line for line in readme.splitlines() if line.startswith("rankflow: error: --model: no model named"))
+    assert tool.main(["simulate", "--model", "llama3-70b", "--hardware", "h100"]) == 2
+    assert capsys.readouterr().err.strip() == shown
+    start = readme.index("rankflow export --to megatron --model")
+    command = readme[start:readme.index("\n```", start)].replace("\\\n", " ").split()
+    args = [a for a in command[1:] if not a.startswith("[") and not a.endswith("]")]
+    assert tool.main(args) == 0
+    assert "--tensor-model-parallel-size 8" in capsys.readouterr().out
