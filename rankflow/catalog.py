@@ -32,7 +32,12 @@ class Entry:
 def is_name(source: str | Path) -> bool:
     """Whether a CLI/API string is a catalog name rather than a file path."""
     text = str(source)
-    return not text.lower().endswith(FILE_SUFFIXES) and not Path(text).is_file()
+    if text.lower().endswith(FILE_SUFFIXES):
+        return False
+    try:
+        return not Path(text).is_file()
+    except (OSError, ValueError):  # too long or a NUL byte: no file has that name
+        return True
 
 
 def _strings(value: Any, file: str, field: str) -> tuple[str, ...]:
@@ -71,8 +76,9 @@ def _resolve(name: str, entries: list[Entry], kind: str, field: str) -> Path:
     if key in index:
         return index[key]
     close = difflib.get_close_matches(key, list(index), n=4, cutoff=0.5)
-    hint = f"closest: {', '.join(close)}" if close else f"`rankflow {kind}s` lists them"
-    raise RankflowError(f"no {kind} named '{name}'", field=field,
+    hint = f"closest: {', '.join(close)}" if close else f"`rankflow {'models' if kind == 'model' else kind}` lists them"
+    shown = name if len(name) <= 80 else name[:80] + "..."
+    raise RankflowError(f"no {kind} named '{shown}'", field=field,
                         fix=f"give a file path or a shipped name ({hint})")
 
 
@@ -82,6 +88,15 @@ def model_path(name: str) -> Path:
 
 def hardware_path(name: str) -> Path:
     return _resolve(name, hardware_entries(), "hardware", "--hardware")
+
+
+def hf_id_of(path: str | Path) -> str | None:
+    """The Hugging Face id a shipped model file came from (None: not shipped, or no HF release)."""
+    p = Path(path)
+    for e in model_entries():
+        if e.path == p.resolve() and e.aliases:
+            return e.aliases[0]
+    return None
 
 
 def model_source(source: Any) -> Any:

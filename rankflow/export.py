@@ -29,18 +29,20 @@ class Export:
     text: str
 
 
-TARGETS: dict[str, Callable[[Scenario], tuple[str, str]]] = {
+TARGETS: dict[str, Callable[..., tuple[str, str]]] = {
     "megatron": megatron, "torchtitan": torchtitan, "deepspeed": deepspeed, "llamafactory": llamafactory,
 }
 
 
-def export(scenario: Scenario, target: str) -> Export:
+def export(scenario: Scenario, target: str, model_id: str | None = None) -> Export:
     """The launch configuration of `scenario` for `target`, or a RankflowError naming the field the
-    framework has no equivalent for."""
+    framework has no equivalent for. model_id: the Hugging Face id to load weights from (LlamaFactory),
+    default the model's display name."""
     if target not in TARGETS:
         raise RankflowError(f"unknown export target '{target}'", field="--to", fix=f"use one of: {', '.join(TARGETS)}")
     if scenario.workload.run_type != "training":
         raise RankflowError("launch configs are exported for training runs", file=scenario.model_file,
                             field="workload.run_type", fix="set workload.run_type=training")
-    filename, text = TARGETS[target](scenario)
+    fn = TARGETS[target]
+    filename, text = fn(scenario, model_id) if target == "llamafactory" else fn(scenario)
     return Export(target, filename, text)

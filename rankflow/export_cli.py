@@ -31,7 +31,7 @@ def _parser() -> _Parser:
 
 
 def _export(argv: list[str]) -> int:
-    from rankflow import api
+    from rankflow import api, catalog
     from rankflow.export import export
     from rankflow.outputs import OutputSet
 
@@ -41,7 +41,7 @@ def _export(argv: list[str]) -> int:
         outputs.add(args.out, lambda: result.text)
         outputs.check()  # a bad path is refused before the scenario is loaded
     sc = api.load_scenario(args.model_config, args.hardware_config, args.plan_config, args.set)
-    result = export(sc, args.to)
+    result = export(sc, args.to, catalog.hf_id_of(sc.model_file))
     if args.out is None:
         sys.stdout.write(result.text)
     else:

@@ -120,11 +120,11 @@ def _finetune(sc: Scenario) -> dict[str, object]:
     return out
 
 
-def llamafactory_args(sc: Scenario) -> dict[str, object]:
+def llamafactory_args(sc: Scenario, model_id: str | None = None) -> dict[str, object]:
     _check_llamafactory(sc)
     p, w = sc.plan, sc.workload
     pretrain = w.finetune.method == "full"
-    args: dict[str, object] = {"model_name_or_path": sc.model.name, "stage": "pt" if pretrain else "sft",
+    args: dict[str, object] = {"model_name_or_path": model_id or sc.model.name, "stage": "pt" if pretrain else "sft",
                                "do_train": True, **_finetune(sc)}
     if p.zero_stage:
         args["deepspeed"] = "ds_config.json"  # written by `rankflow export --to deepspeed` for the same plan
@@ -146,8 +146,8 @@ def llamafactory_args(sc: Scenario) -> dict[str, object]:
     return args
 
 
-def llamafactory(sc: Scenario) -> tuple[str, str]:
+def llamafactory(sc: Scenario, model_id: str | None = None) -> tuple[str, str]:
     header = (f"# LlamaFactory training arguments for {sc.model.name} on {sc.world} GPUs, written by "
               "`rankflow export`.\n# Replace model_name_or_path, dataset, template and output_dir with yours; "
               "run: llamafactory-cli train llamafactory.yaml\n")
-    return "llamafactory.yaml", to_yaml(llamafactory_args(sc), header)
+    return "llamafactory.yaml", to_yaml(llamafactory_args(sc, model_id), header)

@@ -14,6 +14,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from backends.base import Result
@@ -159,18 +160,25 @@ def search(model, hardware: list[str], gpus: list[int], overrides=(), constraint
            max_candidates: int = MAX_CANDIDATES) -> SearchResult:
     constraints = constraints or Constraints()
     bases, batches, spaces = {}, [], []
+    total = 0
     for hw in hardware:
         for n in gpus:
+            if progress is not None:
+                progress(0, 0)  # a caller may cancel between spaces, before any plan is timed
             base = _base(model, hw, n, overrides)
             key = (Path(hw).stem, n)
             bases[key] = base
-            cands = list(candidates(base.model, base.workload, n, base.hardware.node.gpus_per_node, constraints))
-            spaces.append((key[0], n, len(cands)))
-            for i in range(0, len(cands), BATCH):
-                batches.append((key, (base, list(enumerate(cands))[i:i + BATCH], constraints.headroom_gib)))
-    total = sum(s[2] for s in spaces)
+            # Enumeration stops one past the limit: a huge space is refused, not listed.
+            found = candidates(base.model, base.workload, n, base.hardware.node.gpus_per_node, constraints)
+            items = list(enumerate(islice(found, max_candidates - total + 1)))
+            spaces.append((key[0], n, len(items)))
+            total += len(items)
+            if total > max_candidates:
+                break
+            for i in range(0, len(items), BATCH):
+                batches.append((key, (base, items[i:i + BATCH], constraints.headroom_gib)))
     if total > max_candidates:
-        raise RankflowError(f"the search space holds {total:,} plans, more than {max_candidates:,}", field="--gpus",
+        raise RankflowError(f"the search space holds more than {max_candidates:,} plans", field="--gpus",
                             fix="fix some dimensions (--tp, --pp) or search fewer GPU counts")
     run = EXECUTORS.get(executor)
     if run is None:

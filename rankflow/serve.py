@@ -26,7 +26,11 @@ from rankflow import api
 
 def inference_scenario(model, hardware, plan=None, overrides=()) -> Scenario:
     """The deployment's scenario: run_type inference (whatever the model file says), one replica."""
-    return api.load_scenario(model, hardware, plan, ["workload.run_type=inference", "parallelism.dp=1", *overrides])
+    sc = api.load_scenario(model, hardware, plan, ["workload.run_type=inference", "parallelism.dp=1", *overrides])
+    if sc.workload.run_type != "inference" or sc.workload.inference is None:
+        raise RankflowError("serving simulates inference iterations", field="workload.run_type",
+                            fix="drop the override of workload.run_type")
+    return sc
 
 
 def engine_model(sc: Scenario) -> EngineIterationModel:
@@ -42,18 +46,19 @@ def engine_model(sc: Scenario) -> EngineIterationModel:
 def length(text: str | int, field: str):
     """'512' (fixed), 'uniform:128:1024', 'normal:mean:std:max' or 'lognormal:median:sigma:max'."""
     parts = str(text).split(":")
+    shown = str(text) if len(str(text)) <= 60 else str(text)[:60] + "..."
     kinds = {"fixed": ("tokens",), "uniform": ("lo", "hi"), "normal": ("mean", "std", "max_tokens"),
              "lognormal": ("median", "sigma", "max_tokens")}
     kind = parts[0] if len(parts) > 1 else "fixed"
     values = parts[1:] if len(parts) > 1 else parts
     if kind not in kinds or len(values) != len(kinds[kind]):
-        raise RankflowError(f"'{text}' is not a length", field=field,
+        raise RankflowError(f"'{shown}' is not a length", field=field,
                             fix="write 512, uniform:128:1024, normal:512:128:4096 or lognormal:512:0.8:8192")
     try:
         nums = [float(v) if k in ("mean", "std", "median", "sigma") else int(v) for k, v in zip(kinds[kind], values,
                                                                                                 strict=True)]
     except ValueError:
-        raise RankflowError(f"'{text}' has a value that is not a number", field=field,
+        raise RankflowError(f"'{shown}' has a value that is not a number", field=field,
                             fix="write numbers, e.g. uniform:128:1024") from None
     return LENGTHS[kind](**dict(zip(kinds[kind], nums, strict=True)))
 

@@ -105,3 +105,16 @@ def test_the_readme_shows_what_the_commands_do(capsys):
     args = [a for a in command[1:] if not a.startswith("[") and not a.endswith("]")]
     assert tool.main(args) == 0
     assert "--tensor-model-parallel-size 8" in capsys.readouterr().out
+
+
+def test_unknown_names_hint_the_listing_command():
+    with pytest.raises(RankflowError, match="`rankflow hardware` lists them"):
+        catalog.hardware_path("zzzzzzzzzzzzzzzz")
+    with pytest.raises(RankflowError, match="no model named 'x{80}...'"):
+        catalog.model_path("x" * 300)
+
+
+def test_llamafactory_export_names_the_hugging_face_repository(capsys):
+    assert tool.main(["export", "--to", "llamafactory", "--model", "mixtral-8x7b", "--hardware", "h100",
+                      "--set", "workload.finetune.method=lora", "--set", "parallelism.dp=8"]) == 0
+    assert "model_name_or_path: mistralai/Mixtral-8x7B-v0.1" in capsys.readouterr().out

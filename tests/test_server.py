@@ -242,3 +242,63 @@ def test_page_shows_the_one_line_error(server):
 
     dom = _page(_browser(), f"{server}/?{urlencode({'model': 'llama2-7b', 'hardware': 'a100', 'tp': '3', 'run': '1'})}")
     assert 'class="error"' in dom and "does not divide" in dom
+
+
+# Regressions from a hostile review: each was a 500, an unbounded job, a wrong status or a leak.
+
+def test_names_decided_without_the_file_system(client):
+    for name in ("x" * 300, "pyproject.toml.txt", "catalog", "README.md", "a\0b"):
+        error = client.post("/v1/simulate", json={**PLAN, "model": name}).json()["error"]
+        assert "no model named" in error or "is a path" in error
+        assert len(error) < 400
+    assert "is a path" in client.post("/v1/simulate", json={**PLAN, "hardware": "../a100"}).json()["error"]
+
+
+def test_errors_name_shipped_files_from_the_install_root(client):
+    error = client.post("/v1/simulate", json={**PLAN, "parallelism": {"tp": 0}}).json()["error"]
+    assert str(ROOT) not in error and "hardware_configs/A100-SXM4-80GB.yaml" in error
+
+
+def test_plan_values_keep_their_json_types(client):
+    got = client.post("/v1/simulate", json={**PLAN, "parallelism": {"tp": "2", "dp": 4}})
+    assert got.status_code == 422 and "parallelism.tp" in got.json()["error"]
+
+
+def test_serve_refuses_training_and_zero_lengths(client):
+    body = {"model": "llama3.1-8b", "hardware": "h100", "rate_per_s": 5}
+    got = client.post("/v1/serve", json={**body, "set": ["workload.run_type=training"]})
+    assert got.status_code == 422 and "workload.run_type" in got.json()["error"]
+    assert client.post("/v1/serve", json={**body, "input_len": 0}).status_code == 422
+    long = client.post("/v1/serve", json={**body, "input_len": "x" * 10_000}).json()["error"]
+    assert len(long) < 300
+
+
+def test_chunked_and_malformed_bodies_get_the_error_shape():
+    small = TestClient(create_app(Limits(max_body_bytes=1000)))
+    chunks = (b'{"model": "' + b"x" * 400 for _ in range(5))
+    got = small.post("/v1/simulate", content=chunks, headers={"content-type": "application/json"})
+    assert got.status_code == 413 and "error" in got.json()
+    bad = small.post("/v1/simulate", content=b"[" * 500, headers={"content-type": "application/json"})
+    assert 400 <= bad.status_code < 500 and set(bad.json()) == {"error"}
+
+
+def test_search_bounds_gpus_and_time():
+    client = TestClient(create_app(Limits(job_timeout_s=1e-9)))
+    for gpus in ([0], [-1], [10**30], [1_000_001]):
+        assert client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": gpus}
+                           ).status_code == 422
+    job = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [8]}).json()
+    status = _wait(client, job["id"])
+    assert status["state"] == "failed" and "ran past" in status["error"]
+
+
+def test_a_timed_out_request_keeps_its_slot_until_it_ends():
+    slow = {"model": "llama3.1-8b", "hardware": "h100", "capacity": True, "requests": 300}  # seconds of work
+    with TestClient(create_app(Limits(request_timeout_s=0.05, max_concurrent=1))) as client:  # one event loop
+        assert client.post("/v1/serve", json=slow).status_code == 504
+        assert client.post("/v1/simulate", json=PLAN).status_code == 429
+        end, status = time.monotonic() + 120, 429
+        while status == 429 and time.monotonic() < end:
+            time.sleep(0.2)
+            status = client.get("/v1/models").status_code
+        assert status in (200, 504)  # the slot came back once the work ended

@@ -33,7 +33,8 @@ class Constraints:
 
 
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
 
 
 def _pipeline(pp: int, layers: int, c: Constraints) -> Iterator[tuple[str, int]]:

@@ -17,8 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from graphgen.errors import RankflowError
+from rankflow import catalog
 from rankflow.server import work
 from rankflow.server.body_limit import BodyLimit
 from rankflow.server.inputs import ScenarioRequest, SearchRequest, ServeRequest, SimulateRequest
@@ -35,9 +37,17 @@ class Limits:
     max_concurrent: int = 4             # requests computing at once; more get 429
     max_jobs: int = 2                   # search jobs running at once; more get 429
     max_search_plans: int = 200_000     # candidates in one search job
+    job_timeout_s: float = 600.0        # one search job's wall time
+
+
+MAX_ERROR = 1000  # characters of an error line: a message echoes input, and input can be long
 
 
 def _error(status: int, message: str) -> JSONResponse:
+    # Shipped files are named from the install root, not by the server's absolute path.
+    message = message.replace(f"{catalog.ROOT}/", "")
+    if len(message) > MAX_ERROR:
+        message = message[:MAX_ERROR] + "..."
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -49,29 +59,45 @@ def _validation_line(exc: RequestValidationError) -> str:
     return f"{where}: {msg} (fix: see /docs for the request schema)"
 
 
+def _release(gate: asyncio.Semaphore, task: asyncio.Future) -> None:
+    gate.release()
+    if not task.cancelled():
+        task.exception()  # retrieved: a late failure of an answered request is not an error to log
+
+
 def create_app(limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
     app = FastAPI(title="Rankflow", version=API_VERSION,
                   description="LLM training and serving performance simulator: step time, memory, plans, serving.")
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
-    jobs = JobStore(limits.max_jobs)
+    jobs = JobStore(limits.max_jobs, max_seconds=limits.job_timeout_s)
     gate = asyncio.Semaphore(limits.max_concurrent)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, _validation_line(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, f"{exc.detail} (fix: send a JSON body as /docs describes)")
+
     async def compute(fn: Callable[[], Any]) -> Response:
         if gate.locked():
             return _error(429, f"{limits.max_concurrent} requests are computing; retry shortly")
-        async with gate:
-            try:
-                out = await asyncio.wait_for(run_in_threadpool(fn), limits.request_timeout_s)
-            except RankflowError as exc:
-                return _error(422, exc.one_line())
-            except TimeoutError:
-                return _error(504, f"the request ran past the server's {limits.request_timeout_s:g} s limit "
-                                   "(fix: a smaller model, fewer microbatches, or the CLI)")
+        await gate.acquire()
+        task = asyncio.ensure_future(run_in_threadpool(fn))
+        done, _ = await asyncio.wait({task}, timeout=limits.request_timeout_s)
+        if not done:
+            # The thread cannot be stopped: its slot stays taken until it ends, so the bound on
+            # concurrent work holds even for requests already answered with 504.
+            task.add_done_callback(lambda t: _release(gate, t))
+            return _error(504, f"the request ran past the server's {limits.request_timeout_s:g} s limit "
+                               "(fix: a smaller model, fewer microbatches, or the CLI)")
+        gate.release()
+        try:
+            out = task.result()
+        except RankflowError as exc:
+            return _error(422, exc.one_line())
         if isinstance(out, str):  # an already rendered document: byte-identical to the CLI's file
             return Response(out, media_type="application/json")
         return JSONResponse(out)

@@ -1,5 +1,6 @@
 """Bounded request bodies: a declared Content-Length over the limit is refused before any byte is read,
-and a chunked body is cut off (413) as soon as it passes the limit, so no request can fill memory."""
+and a chunked body is read only up to the limit (413 past it) before the app sees it, so no request can
+fill memory and the refusal is always a 413, whatever the framework would make of a cut-off body."""
 
 from __future__ import annotations
 
@@ -7,10 +8,6 @@ import json
 from typing import Any
 
 Scope = dict[str, Any]
-
-
-class TooLarge(Exception):
-    pass
 
 
 class BodyLimit:
@@ -25,27 +22,21 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._refuse(send)
             return
-        seen = 0
-        started = False
-
-        async def limited() -> dict:
-            nonlocal seen
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise TooLarge
-            return message
-
-        async def tracking(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracking)
-        except TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)  # the client went away: let the app see it
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
                 await self._refuse(send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}],
+                                      receive), send)
 
     async def _refuse(self, send: Any) -> None:
         body = json.dumps({"error": f"request body larger than {self.max_bytes:,} bytes (fix: send a smaller "
@@ -53,3 +44,14 @@ class BodyLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _replay(messages: list[dict], then: Any = None) -> Any:
+    """A receive() that gives the buffered messages, then defers to the real one (disconnects)."""
+    queue = list(messages)
+
+    async def receive() -> dict:
+        if queue:
+            return queue.pop(0)
+        return await then() if then is not None else {"type": "http.disconnect"}
+    return receive

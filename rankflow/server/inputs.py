@@ -4,7 +4,8 @@ same one-line message as on the command line. A server never reads a path a clie
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,10 +41,14 @@ class ScenarioRequest(_Body):
 
 
 def name_only(name: str, kind: str) -> str:
-    """A client's name, refused when it is a path: a server reads only its shipped configs."""
-    if not catalog.is_name(name) or "\\" in name or name.startswith(("/", ".", "~")):
+    """A client's name, refused when it looks like a path: a server reads only its shipped configs, and
+    decides without touching its file system (so a name cannot probe which files exist)."""
+    parts = name.replace("\\", "/").split("/")
+    if name.lower().endswith(catalog.FILE_SUFFIXES) or name.startswith(("/", "~")) or "\\" in name \
+            or any(p in ("", ".", "..") for p in parts) or len(parts) > 2 or "\0" in name:
         listing = "models" if kind == "model" else "hardware"
-        raise RankflowError(f"'{name}' is a path; the server takes names only", field=kind,
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise RankflowError(f"'{shown}' is a path; the server takes names only", field=kind,
                             fix=f"give a shipped name (GET /v1/{listing}), a mapping or {kind}_yaml")
     return name
 
@@ -72,10 +77,9 @@ def scenario_of(req: ScenarioRequest) -> Scenario:
 
 
 def _text(value: Any) -> str:
-    """A JSON plan value as --set writes it (booleans as YAML booleans, so strict types still apply)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    """A JSON plan value as --set text that parses back to the same JSON type (YAML reads JSON), so a
+    string "2" stays a string and the plan's strict types refuse it as they would in a file."""
+    return json.dumps(value)
 
 
 class SimulateRequest(ScenarioRequest):
@@ -85,7 +89,8 @@ class SimulateRequest(ScenarioRequest):
 class SearchRequest(_Body):
     model: str = Field(description="shipped name or Hugging Face id")
     hardware: list[str] = Field(min_length=1, max_length=4, description="shipped names")
-    gpus: list[int] = Field(min_length=1, max_length=8, description="GPU counts")
+    gpus: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(min_length=1, max_length=8,
+                                                                   description="GPU counts")
     set: list[str] = Field(default_factory=list, max_length=64)
     max_tp: int | None = Field(None, ge=1, description="largest tensor-parallel size tried")
     tp: int | None = Field(None, ge=1, description="fixed tensor-parallel size")

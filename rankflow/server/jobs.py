@@ -46,8 +46,8 @@ Work = Callable[[Callable[[int, int], None]], dict[str, Any]]
 
 
 class JobStore:
-    def __init__(self, max_running: int = 2, max_kept: int = 64) -> None:
-        self.max_running, self.max_kept = max_running, max_kept
+    def __init__(self, max_running: int = 2, max_kept: int = 64, max_seconds: float = 600.0) -> None:
+        self.max_running, self.max_kept, self.max_seconds = max_running, max_kept, max_seconds
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -70,9 +70,12 @@ class JobStore:
 
     def _run(self, job: Job, work: Work) -> None:
         def progress(done: int, total: int) -> None:
-            job.done, job.total = done, total
+            job.done, job.total = max(job.done, done), max(job.total, total)
             if job.cancel.is_set():
                 raise Cancelled
+            if time.monotonic() - job.started_s > self.max_seconds:
+                raise RankflowError(f"the search ran past the server's {self.max_seconds:g} s limit",
+                                    field="gpus", fix="fix some dimensions (tp, pp) or search fewer GPU counts")
         job.state = "running"
         try:
             job.result = work(progress)

@@ -58,8 +58,9 @@ def serve(req: ServeRequest) -> dict[str, Any]:
 
     sc = serving.inference_scenario(*model_and_hardware(req), None, overrides_of(req))
     spec = sc.workload.inference
-    work = Workload(serving.length(req.input_len or spec.input_len, "input_len"),
-                    serving.length(req.output_len or spec.output_len, "output_len"), req.requests, req.seed)
+    lengths = (serving.length(spec.input_len if req.input_len is None else req.input_len, "input_len"),
+               serving.length(spec.output_len if req.output_len is None else req.output_len, "output_len"))
+    work = Workload(*lengths, req.requests, req.seed)
     dep = Deployment(serving.engine_model(sc), serving.scheduler(req.scheduler), req.replicas, "least_outstanding")
     slo = SLO(ttft_s=req.slo_ttft_s, tpot_s=req.slo_tpot_s)
     if req.capacity:
