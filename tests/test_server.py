@@ -198,7 +198,8 @@ def _browser() -> str | None:
 
 def _page(browser: str, url: str) -> str:
     """The page's DOM after its scripts ran, as headless Chromium renders it."""
-    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
+    # Virtual time runs the page's polling timers instantly; a generous budget outlasts a small search.
+    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=900000",
                           "--dump-dom", url], capture_output=True, text=True, timeout=120)
     return out.stdout
 
@@ -302,3 +303,28 @@ def test_a_timed_out_request_keeps_its_slot_until_it_ends():
             time.sleep(0.2)
             status = client.get("/v1/models").status_code
         assert status in (200, 504)  # the slot came back once the work ended
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium (Debian: apt-get install chromium)")
+def test_page_search_front_and_pasted_yaml(server):
+    import re
+    from urllib.parse import urlencode
+
+    import httpx
+
+    dom = _page(_browser(), f"{server}/?{urlencode({'model': 'llama2-7b', 'hardware': 'A100-SXM4-80GB', 'search': '1', 'gpus': '8'})}")
+    assert "done: " in dom and "<circle" in dom
+    job = httpx.post(f"{server}/v1/search", json={"model": "llama2-7b", "hardware": ["A100-SXM4-80GB"], "gpus": [8],
+                                                  "set": []}).json()
+    while httpx.get(f"{server}/v1/search/{job['id']}").json()["state"] in ("queued", "running"):
+        time.sleep(0.2)
+    doc = httpx.get(f"{server}/v1/search/{job['id']}/result").json()
+    best = float(re.search(r'data-best="([^"]+)"', dom).group(1))
+    assert best == pytest.approx(doc["top"][0]["simulated"]["step_time_s"], rel=1e-12)
+    assert int(re.search(r'data-plans="(\d+)"', dom).group(1)) == len(doc["pareto"])
+    pasted = {"model_yaml": (ROOT / "model_configs/llama2-7b.yaml").read_text(),
+              "hardware_yaml": (ROOT / "hardware_configs/A100-SXM4-80GB.yaml").read_text(), "dp": "8", "run": "1"}
+    step = _shown(_page(_browser(), f"{server}/?{urlencode(pasted)}"), "step-time")[0]
+    by_name = httpx.post(f"{server}/v1/simulate", timeout=60, json={"model": "llama2-7b", "hardware": "a100",
+                                                                    "parallelism": {"dp": 8, "sp": False}}).json()
+    assert step == pytest.approx(by_name["step_time_s"], rel=1e-12)

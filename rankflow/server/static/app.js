@@ -170,7 +170,13 @@ async function search() {
     const s = await api("GET", `/v1/search/${job}`);
     $("search-progress").value = s.progress;
     $("search-status").textContent = `${s.state}: ${s.plans_done.toLocaleString("en-US")} of ${s.plans_total.toLocaleString("en-US")} plans`;
-    if (s.state === "done") { front(await api("GET", `/v1/search/${job}/result`)); break; }
+    if (s.state === "done") {
+      const doc = await api("GET", `/v1/search/${job}/result`);
+      front(doc);
+      $("front").dataset.plans = String(doc.pareto.length);
+      $("top").dataset.best = String(doc.top[0].simulated.step_time_s);
+      break;
+    }
     if (s.state !== "running" && s.state !== "queued") {
       if (s.error) { $("search-status").className = "error"; $("search-status").textContent = s.error; }
       break;
@@ -184,24 +190,31 @@ function planText(p) {
   return `tp${p.tp} pp${p.pp} dp${p.dp} ${p.schedule} mb${p.micro_batch} zero${p.zero_stage} ${p.recompute}`;
 }
 
-// The Pareto front as a scatter of step time against GPUs, and the top plans as a table.
+// The Pareto front (blue) among the top plans (grey): step time against cost per million tokens (GPUs
+// when no price is known), the two axes a plan trades.
 function front(doc) {
-  const pts = doc.pareto;
-  const W = 700, H = 260, pad = 50;
-  const xs = pts.map((e) => e.gpus), ys = pts.map((e) => e.step_time_s);
+  const priced = doc.pareto.every((e) => e.usd_per_million_tokens !== null);
+  const xOf = (e) => (priced ? e.usd_per_million_tokens : e.gpus);
+  const pts = [...doc.top.map((t) => [t, "#a5b1c2"]), ...doc.pareto.map((e) => [e, "#3867d6"])];
+  const W = 700, H = 280, pad = 60;
+  const xs = pts.map(([e]) => xOf(e)), ys = pts.map(([e]) => e.step_time_s);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   const sx = (x) => pad + (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5) * (W - 2 * pad);
   const sy = (y) => H - pad + (y1 > y0 ? -(y - y0) / (y1 - y0) : -0.5) * (H - 2 * pad);
-  let svg = `<svg width="${W}" height="${H}"><text x="${W / 2 - 40}" y="${H - 10}">GPUs</text>`;
+  const xLabel = priced ? "cost (USD per million tokens)" : "GPUs";
+  let svg = `<svg width="${W}" height="${H}"><text x="${W / 2 - 80}" y="${H - 10}">${xLabel}</text>`;
   svg += `<text x="0" y="14">step time (s)</text>`;
-  for (const e of pts) {
-    svg += `<circle cx="${sx(e.gpus)}" cy="${sy(e.step_time_s)}" r="5" fill="#3867d6"><title>${planText(e)}: ${e.step_time_s.toFixed(3)} s</title></circle>`;
+  svg += `<text x="${pad}" y="${H - 30}">${x0.toFixed(2)}</text><text x="${W - pad - 30}" y="${H - 30}">${x1.toFixed(2)}</text>`;
+  svg += `<text x="0" y="${sy(y0)}">${y0.toFixed(2)}</text><text x="0" y="${sy(y1) + 10}">${y1.toFixed(2)}</text>`;
+  for (const [e, color] of pts) {
+    svg += `<circle cx="${sx(xOf(e))}" cy="${sy(e.step_time_s)}" r="5" fill="${color}"><title>${planText(e)}: ${e.step_time_s.toFixed(3)} s</title></circle>`;
   }
   $("front").innerHTML = svg + "</svg>";
-  const rows = doc.top.map((t) => `<tr><td>${planText(t)}</td><td>${t.simulated.step_time_s.toFixed(4)}</td>` +
+  const rows = doc.top.map((t) => `<tr><td>${t.gpus} x ${t.hardware}</td><td>${planText(t)}</td>` +
+    `<td>${t.simulated.step_time_s.toFixed(4)}</td>` +
     `<td>${Math.round(t.simulated.throughput.tokens_per_s).toLocaleString("en-US")}</td>` +
     `<td>${(100 * t.simulated.flops.mfu).toFixed(1)}</td><td>${t.peak_memory_gib.toFixed(1)}</td></tr>`);
-  $("top").innerHTML = "<tr><th>plan</th><th>step time (s)</th><th>tokens/s</th><th>MFU (%)</th>" +
+  $("top").innerHTML = "<tr><th>GPUs</th><th>plan</th><th>step time (s)</th><th>tokens/s</th><th>MFU (%)</th>" +
     `<th>peak memory (GiB)</th></tr>${rows.join("")}`;
 }
 
@@ -218,7 +231,9 @@ async function init() {
   $("search-cancel").onclick = () => job && api("DELETE", `/v1/search/${job}`);
   const p = new URLSearchParams(location.search);
   restore(p);
+  if (p.has("gpus")) $("gpus").value = p.get("gpus");
   if (p.get("run") === "1") await simulate();
+  if (p.get("search") === "1") await search();
   document.body.dataset.ready = "1";
 }
 
