@@ -249,12 +249,6 @@ def _dry(args):
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     prog = prog or (os.path.basename(sys.argv[0]) if argv is None else "run_perf.py")
-    try:
-        return run(sys.argv[1:] if argv is None else argv, prog)
-    except RankflowError as exc:
-        sys.stderr.write(f"rankflow: error: {exc.one_line()}\n")
-        return 2
-    except OSError as exc:
-        sys.stderr.write(f"rankflow: error: {exc.filename or ''}: {exc.strerror} (fix: check the path and "
-                         "permissions)\n")
-        return 2
+    from rankflow.refusal import refusing
+
+    return refusing("rankflow", lambda: run(sys.argv[1:] if argv is None else argv, prog))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from graphgen.errors import RankflowError
 from rankflow.cli import _Parser
+from rankflow.refusal import refusing
 
 PROG = "rankflow export"
 
@@ -52,12 +52,4 @@ def _export(argv: list[str]) -> int:
 
 def run(argv: list[str]) -> int:
     """Exit status 0, or 2 with one line on stderr and nothing written."""
-    try:
-        return _export(argv)
-    except RankflowError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc.one_line()}\n")
-        return 2
-    except OSError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc.filename or ''}: {exc.strerror} (fix: check the path and "
-                         "permissions)\n")
-        return 2
+    return refusing(PROG, lambda: _export(argv))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from graphgen.errors import RankflowError
+from rankflow.refusal import refusing
 
 USAGE = """usage: rankflow <command> [options]   (rankflow <command> --help for its options)
 
@@ -85,15 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command in OWN_ERRORS:
         return COMMANDS[command](rest)
-    try:
-        return COMMANDS[command](rest)
-    except RankflowError as exc:
-        sys.stderr.write(f"rankflow {command}: error: {exc.one_line()}\n")
-        return 2
-    except OSError as exc:
-        sys.stderr.write(f"rankflow {command}: error: {exc.filename or ''}: {exc.strerror} (fix: check the path "
-                         "and permissions)\n")
-        return 2
+    return refusing(f"rankflow {command}", lambda: COMMANDS[command](rest))
 
 
 if __name__ == "__main__":
