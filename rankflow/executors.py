@@ -14,13 +14,23 @@ from graphgen.search.evaluate import PlanRecord, evaluate_batch
 
 Batch = tuple[Scenario, list[tuple[int, dict]], float]  # base scenario, (index, candidate)s, headroom GiB
 
-_CACHES: dict = {}  # per worker process: lowered templates and layer graphs shared by its batches
+# Per worker process: the first copy of each base scenario it was sent, with the caches (lowered
+# templates, layer graphs) its batches share. A pool unpickles a fresh copy of the base with every
+# batch, and those caches are keyed by object identity, so an equal base must map back to the first
+# copy or every batch would start cold. Only the last few bases are kept.
+_BASES: dict[str, tuple[Scenario, dict]] = {}
+_KEEP = 2
 
 
 def _work(batch: Batch) -> list[PlanRecord]:
     base, items, headroom = batch
-    caches = _CACHES.setdefault(id(base.model), {})
-    return evaluate_batch(base, items, headroom, caches)
+    key = repr(base)
+    got = _BASES.get(key)
+    if got is None:
+        while len(_BASES) >= _KEEP:
+            _BASES.pop(next(iter(_BASES)))
+        got = _BASES[key] = (base, {})
+    return evaluate_batch(got[0], items, headroom, got[1])
 
 
 def run_serial(batches: list[Batch], progress: Callable[[int], None]) -> Iterator[list[PlanRecord]]:

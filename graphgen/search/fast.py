@@ -16,9 +16,7 @@ and contention of the pipeline stream between sends.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import defaultdict
-from dataclasses import dataclass
 
 from graphgen.costs.evaluate import Coster
 from graphgen.ir import comm_stream
@@ -36,51 +34,9 @@ from graphgen.program import Program
 from graphgen.scenario import Scenario
 from graphgen.schedule import SCHEDULES, stage_order
 from graphgen.search.passes import Lowered, PassProfile, lowered, optimizer_time
+from graphgen.search.walk import Run, run_items, shared_prefix
+from graphgen.search.walk import Stage as _Stage
 from graphgen.units import dtype_bytes
-
-
-@dataclass
-class _Stage:
-    """One stage's state during the recurrence."""
-
-    chunks: tuple[int, ...]
-    groups: list[GradGroup]
-    free: float = 0.0                       # compute stream
-    streams: dict[str, float] | None = None  # communication stream -> free time
-    gate: dict[int, float] | None = None     # unit -> when its step-start parameter gather is done
-    busy: list[tuple[float, float]] | None = None  # communication intervals not yet behind the compute stream
-    reach: float = 0.0                      # when the last of them ends
-    last: float = 0.0                       # when the last pass's last node (a trailing collective) ends
-
-    def stream(self, name: str, ready: float, duration: float) -> float:
-        s = self.streams.get(name, 0.0)
-        if ready > s:
-            s = ready
-        e = self.streams[name] = s + duration
-        if duration > 0:
-            self.busy.append((s, e))
-            if e > self.reach:
-                self.reach = e
-        return e
-
-    def covered(self, lo: float, hi: float) -> float:
-        """Time in [lo, hi] some communication stream is busy; forgets what ended before lo (the
-        compute stream only moves forward)."""
-        if self.reach <= lo:
-            self.busy = []
-            return 0.0
-        self.busy = [iv for iv in self.busy if iv[1] > lo]
-        if len(self.busy) == 1:
-            a, b = self.busy[0]
-            return max(0.0, min(b, hi) - max(a, lo))
-        total, cur_a, cur_b = 0.0, None, None
-        for a, b in sorted((max(a, lo), min(b, hi)) for a, b in self.busy if a < hi):
-            if cur_b is None or a > cur_b:
-                total += (cur_b - cur_a) if cur_b is not None else 0.0
-                cur_a, cur_b = a, b
-            else:
-                cur_b = max(cur_b, b)
-        return total + ((cur_b - cur_a) if cur_b is not None else 0.0)
 
 
 class FastStep:
@@ -88,7 +44,7 @@ class FastStep:
 
     def __init__(self, sc: Scenario, cache: dict) -> None:
         p = sc.plan
-        self.sc, self.low = sc, lowered(sc, cache)
+        self.sc, self.low, self.cache = sc, lowered(sc, cache), cache
         self.sched = SCHEDULES[p.schedule]
         self.P = len(self.low.chunk_layers)
         prog = Program(sc, Mesh(tp=p.tp, cp=p.cp, dp=p.dp, pp=p.pp), (), self.low.lg, (), self.low.chunk_layers,
@@ -102,7 +58,10 @@ class FastStep:
         self.kappa = sc.hardware.device.overlap_slowdown
         self._memo: dict = {}
         self._pp = comm_stream("pp")
-        self._any_sync = p.dp * p.cp > 1 or (sc.model.moe is not None and p.edp > 1)
+        any_sync = p.dp * p.cp > 1 or (sc.model.moe is not None and p.edp > 1)
+        self._zero3 = p.zero_stage == 3 and any_sync
+        self._every_mb = grads_every_microbatch(p.zero_stage)
+        self._stage_memo: list[dict] = [{} for _ in range(p.pp)]  # per stage: pass layouts, shared by replays
 
     # ------------------------------------------------------------------------- pieces
     def _coll(self, grp: GradGroup, kind, nbytes: float, purpose: str = "") -> float:
@@ -154,21 +113,17 @@ class FastStep:
         DAG's leading and trailing collective nodes do: the former from the input's arrival, over the
         previous pass's compute; the latter beside the next pass's."""
         p = self.sc.plan
-        prof = self.low.profiles[tpl_id]
         grads_here = phase in ("B", "W")
-        reduce_now = grads_here and (grads_every_microbatch(p.zero_stage) or (last_grad and p.overlap_grad_reduce))
-        syncs = self._syncs(st, tpl_id, g) if reduce_now else ()
-        if p.zero_stage == 3 and phase != "W" and self._any_sync:
-            end = self._zero3_pass(st, prof, tpl_id, g, max(st.free, input_ready), input_ready, syncs)
+        reduce_now = grads_here and (self._every_mb or (last_grad and p.overlap_grad_reduce))
+        prof = self.low.profiles[tpl_id]
+        if self._zero3 and phase != "W":
+            end = self._zero3_pass(st, prof, tpl_id, g, reduce_now, input_ready)
             return end, end
-        items, n = prof.template.items, len(prof.start)
-        after = {}
-        for idx, name, dur in syncs:
-            after.setdefault(idx, []).append((name, dur))
+        after, mids = self._layout(st, tpl_id, g, reduce_now)
         t = input_ready
         for i in range(prof.lead):
             t = self._comm_item(st, prof, i, t, after)
-        start = max(st.free, t)
+        start = st.free if st.free > t else t
         if st.gate and phase == "F":
             shift = 0.0
             for u, idx in prof.template.first_use.items():
@@ -176,17 +131,29 @@ class FastStep:
                 if done is not None:
                     shift = max(shift, done - (start + prof.start[idx] - prof.start[prof.lead]))
             start += shift
-        t, ai = start, prof.lead
-        for idx in sorted(i for i in after if prof.lead <= i < prof.trail):
-            t = self._items(st, prof, t, ai, idx + 1)
+        t, ai, kappa = start, prof.lead, self.kappa
+        for idx in mids:
+            t = run_items(st, prof, t, ai, idx + 1, kappa)
             ai = idx + 1
             for name, dur in after[idx]:
                 st.stream(name, t, dur)
-        core_end = t = self._items(st, prof, t, ai, prof.trail)
-        for i in range(prof.trail, n):
+        core_end = t = run_items(st, prof, t, ai, prof.trail, kappa)
+        for i in range(prof.trail, len(prof.start)):
             t = self._comm_item(st, prof, i, t, after)
-        del items
         return core_end, t
+
+    def _layout(self, st: _Stage, tpl_id: int, g: int, reduce_now: bool) -> tuple[dict, list[int]]:
+        """The gradient buckets a pass issues, by the item after which it issues them, and those items
+        between its first and last compute item in order (cached per stage)."""
+        key = (tpl_id, g, reduce_now)
+        got = st.memo.get(key)
+        if got is None:
+            prof = self.low.profiles[tpl_id]
+            after: dict[int, list[tuple[str, float]]] = {}
+            for idx, name, dur in (self._syncs(st, tpl_id, g) if reduce_now else ()):
+                after.setdefault(idx, []).append((name, dur))
+            got = st.memo[key] = (after, sorted(i for i in after if prof.lead <= i < prof.trail))
+        return got
 
     def _comm_item(self, st: _Stage, prof: PassProfile, i: int, ready: float, after: dict) -> float:
         """A leading or trailing collective of a pass on its own stream, and what it makes final."""
@@ -210,66 +177,53 @@ class FastStep:
             got = self._memo[key] = got
         return got
 
-    def _zero3_pass(self, st: _Stage, prof: PassProfile, tpl_id: int, g: int, start: float, input_ready: float,
-                    syncs) -> float:
+    def _zero3_pass(self, st: _Stage, prof: PassProfile, tpl_id: int, g: int, reduce_now: bool,
+                    input_ready: float) -> float:
         """Each unit's parameters gathered before its first item, one unit ahead (the k-th gather
         waits for the (k-2)-th span to end), reduce-scatters issued as their buckets become final."""
-        spans = self._spans(st, tpl_id)
+        firsts, after, order = self._zero3_layout(st, tpl_id, g, reduce_now)
         gates: dict[int, float] = {}
-        after: dict[int, list] = defaultdict(list)  # item -> issues after it: gathers first, then syncs
-        for name, points in spans:
-            for k in range(len(points)):
-                if k < 2:  # the first two wait only for the pass's input, not the stage
-                    done = st.stream(name, input_ready, points[k][2])
-                    gates[points[k][0]] = max(gates.get(points[k][0], 0.0), done)
-                else:
-                    after[points[k - 2][1]].append((name, points[k][2], points[k][0]))
-        for idx, name, dur in syncs:
-            after[idx].append((name, dur, None))
-        ai = 0  # the next item to run
-        t = start
-        for i in sorted({*gates, *(f for _, pts in spans for f, _, _ in pts[2:]), *after}):
-            t = self._items(st, prof, t, ai, i)
-            if i in gates:
-                t = max(t, gates[i])
-            t = self._items(st, prof, t, i, i + 1)
+        stream = st.stream
+        for name, dur, f in firsts:  # the first two wait only for the pass's input, not the stage
+            done = stream(name, input_ready, dur)
+            if done > gates.get(f, 0.0):
+                gates[f] = done
+        ai, kappa = 0, self.kappa  # the next item to run
+        t = st.free if st.free > input_ready else input_ready
+        for i in order:
+            t = run_items(st, prof, t, ai, i, kappa)
+            gate = gates.get(i)
+            if gate is not None and gate > t:
+                t = gate
+            t = run_items(st, prof, t, i, i + 1, kappa)
             ai = i + 1
             for name, dur, gated in after.get(i, ()):
-                done = st.stream(name, t, dur)
-                if gated is not None:
-                    gates[gated] = max(gates.get(gated, 0.0), done)
-        return self._items(st, prof, t, ai, len(prof.start))
+                done = stream(name, t, dur)
+                if gated is not None and done > gates.get(gated, 0.0):
+                    gates[gated] = done
+        return run_items(st, prof, t, ai, len(prof.start), kappa)
 
-    def _items(self, st: _Stage, prof: PassProfile, t: float, a: int, b: int) -> float:
-        """Run items a..b-1 from t, as the replay runs a coarse node: each compute item slowed by the
-        communication overlapping it, each inline collective waiting for its stream, walked one by one
-        only while either can happen; the inline collectives' streams are busy until the last ends."""
-        if a >= b:
-            return t
-        streams, inline = st.streams, prof.inline
-        reach = st.reach if self.kappa else 0.0
-        for n in inline:
-            if streams.get(n, 0.0) > reach:
-                reach = streams[n]
-        items, kappa = prof.template.items, self.kappa
-        i = a
-        while i < b and t < reach:
-            x = prof.end[i] - prof.start[i]
-            if items[i].is_comm:
-                name = comm_stream(items[i].axis)
-                t = max(t, streams.get(name, 0.0)) + x
-                streams[name] = t
-            else:
-                t += x + (kappa * st.covered(t, t + x) if x and kappa else 0.0)
-            i += 1
-        if i < b:
-            base = t - prof.start[i]
-            t = base + (prof.start[b] if b < len(prof.start) else prof.duration)
-            for name, idx in inline.items():
-                k = bisect_left(idx, b) - 1  # the stream's last collective before b
-                if k >= 0 and idx[k] >= i:
-                    streams[name] = max(streams.get(name, 0.0), base + prof.end[idx[k]])
-        return t
+    def _zero3_layout(self, st: _Stage, tpl_id: int, g: int, reduce_now: bool) -> tuple[list, dict, list[int]]:
+        """A ZeRO-3 pass's issues, cached per stage: the gathers at its input's arrival (stream, seconds,
+        the item they gate), the collectives issued after each item (gathers first, then the buckets
+        it makes final), and the items where something is gated or issued, in order."""
+        key = ("z3", tpl_id, g, reduce_now)
+        got = st.memo.get(key)
+        if got is None:
+            spans = self._spans(st, tpl_id)
+            firsts: list[tuple[str, float, int]] = []
+            after: dict[int, list] = defaultdict(list)
+            for name, points in spans:
+                for k in range(len(points)):
+                    if k < 2:
+                        firsts.append((name, points[k][2], points[k][0]))
+                    else:
+                        after[points[k - 2][1]].append((name, points[k][2], points[k][0]))
+            for idx, name, dur in (self._syncs(st, tpl_id, g) if reduce_now else ()):
+                after[idx].append((name, dur, None))
+            order = sorted({*(f for _, _, f in firsts), *(f for _, pts in spans for f, _, _ in pts[2:]), *after})
+            got = st.memo[key] = (firsts, dict(after), order)
+        return got
 
     # --------------------------------------------------------------------- the step
     def step_time(self) -> float:
@@ -279,7 +233,13 @@ class FastStep:
         m1, m2 = self._probes()
         if M <= m2:
             return self.replay(M)
-        t1, t2 = self.replay(m1), self.replay(m2)
+        # The probes run the same passes until the shorter one's cooldown: replay that shared
+        # prefix once and carry on from it with each count.
+        run2 = self._start(m2)
+        orders1 = [self._plan_steps(s, st, m1) for s, st in enumerate(run2.stages)]
+        self._drive(run2, shared_prefix(orders1, run2.orders))
+        run1 = run2.fork(orders1)
+        t1, t2 = self._drive(run1), self._drive(run2)
         return t2 + (t2 - t1) * (M - m2) / (m2 - m1)
 
     def _probes(self) -> tuple[int, int]:
@@ -296,27 +256,43 @@ class FastStep:
         return first, first + unit * max(1, -(-p.pp // unit))  # a whole period of the stages
 
     def replay(self, M: int) -> float:
+        return self._drive(self._start(M))
+
+    def _start(self, M: int) -> Run:
         p = self.sc.plan
         stages, orders = [], []
-        units_of = lambda g: self.low.lg.chunk_units(self.low.chunk_layers, g)  # noqa: E731
         for s in range(p.pp):
             chunks = self.sched.chunks(p.pp, s, p.virtual_stages)
-            groups = grad_groups(p, self.low.lg, chunks, units_of, self.gbytes, self.sc.model.moe is not None)
-            st = _Stage(chunks, groups, streams={}, gate={}, busy=[])
+            st = _Stage(chunks, self._groups(s, chunks), self._stage_memo[s])
             self._step_start(st)
             stages.append(st)
-            orders.append(self._plan_steps(s, st, stage_order(p.schedule, p.pp, s, M, p.virtual_stages)))
-        arrive: dict[tuple[bool, int, int], float] = {}
-        ptr = [0] * p.pp
-        while True:
-            moved = False
-            for s in range(p.pp):
-                moved |= self._advance(s, stages[s], orders[s], ptr, arrive)
-            if all(ptr[s] == len(orders[s]) for s in range(p.pp)):
-                break
-            if not moved:
-                raise RuntimeError("pipeline schedule deadlocks in the fast evaluator")
-        return max(self._finish(s, st) for s, st in enumerate(stages))
+            orders.append(self._plan_steps(s, st, M))
+        return Run(stages, orders)
+
+    def _drive(self, run: Run, stop: list[int] | None = None) -> float:
+        """Run every stage up to its stop (default: the end; then the step's time). Stages share
+        nothing but the arrivals, so any order that respects them gives the same times: run a stage
+        until it waits for an input, and wake it when that input arrives."""
+        stop = stop or [len(o) for o in run.orders]
+        waiting: dict[tuple[bool, int, int], int] = {}
+        ready = list(range(len(stop) - 1, -1, -1))
+        while ready:
+            s = ready.pop()
+            self._advance(s, run.stages[s], run.orders[s], run.ptr, run.arrive, waiting, ready, stop[s])
+        if run.ptr != stop:
+            raise RuntimeError("pipeline schedule deadlocks in the fast evaluator")
+        if any(n != len(o) for n, o in zip(stop, run.orders, strict=True)):
+            return 0.0
+        return max(self._finish(s, st) for s, st in enumerate(run.stages))
+
+    def _groups(self, s: int, chunks: tuple[int, ...]) -> list[GradGroup]:
+        key = ("groups", s)
+        got = self._memo.get(key)
+        if got is None:
+            p, low = self.sc.plan, self.low
+            units_of = lambda g: low.lg.chunk_units(low.chunk_layers, g)  # noqa: E731
+            got = self._memo[key] = grad_groups(p, low.lg, chunks, units_of, self.gbytes, self.sc.model.moe is not None)
+        return got
 
     def _step_start(self, st: _Stage) -> None:
         p = self.sc.plan
@@ -329,9 +305,29 @@ class FastStep:
                             for u in b.units:
                                 st.gate[u] = max(st.gate.get(u, 0.0), done)
 
-    def _plan_steps(self, s: int, st: _Stage, order) -> list[tuple]:
+    def _plan_steps(self, s: int, st: _Stage, M: int) -> list[tuple]:
         """Each step as (template, chunk, phase, input key or None, output key or None, transfer
-        seconds or None for a hand-over in memory, last grad pass of its chunk)."""
+        seconds or None for a hand-over in memory, last grad pass of its chunk). Shared between the
+        plans of a search with the same lowering, pipeline shape, microbatches and transfer times
+        (the ZeRO and overlap variants of a plan)."""
+        p = self.sc.plan
+        key = ("steps", p.schedule, p.pp, p.virtual_stages, self.P, M, s)
+        skel = self.cache.get(key)
+        if skel is None:
+            skel = self.cache[key] = self._skeleton(s, st, stage_order(p.schedule, p.pp, s, M, p.virtual_stages))
+        steps, peers = skel
+        tr = {peer: self._transfer(s, peer) if peer != s else None for peer in peers}
+        full = (key, id(self.low), tuple(tr.items()))
+        got = self.cache.get(full)
+        if got is None:
+            ids = self.low.ids
+            tpl = {(ph, g): ids.of(ph, g) for _, g, ph, _, _, _, _ in steps}
+            got = self.cache[full] = [(tpl[ph, g], g, ph, need, give, tr[peer], last)
+                                      for _, g, ph, need, give, peer, last in steps]
+        return got
+
+    def _skeleton(self, s: int, st: _Stage, order) -> tuple[list[tuple], set[int]]:
+        """The steps with the peer stage in place of the template and transfer, and the peers."""
         last = {st.chunks[x.chunk]: i for i, x in enumerate(order) if x.phase in ("B", "W")}
         out = []
         for i, x in enumerate(order):
@@ -341,28 +337,33 @@ class FastStep:
             gives = phase != "W" and ((fwd and pos < self.P - 1) or (not fwd and pos > 0))
             dst = g + 1 if fwd else g - 1
             peer = self.stage_of.get(dst, s) if gives else s
-            out.append((self.low.ids.of(phase, g), g, phase, (fwd, g, mb) if needs else None,
-                        (fwd, dst, mb) if gives else None, self._transfer(s, peer) if peer != s else None,
+            out.append((None, g, phase, (fwd, g, mb) if needs else None, (fwd, dst, mb) if gives else None, peer,
                         last.get(g) == i))
-        return out
+        return out, {peer for *_, peer, _ in out}
 
-    def _advance(self, s: int, st: _Stage, steps: list[tuple], ptr: list[int], arrive: dict) -> bool:
-        i0, i, n = ptr[s], ptr[s], len(steps)
-        pp_stream = self._pp
+    def _advance(self, s: int, st: _Stage, steps: list[tuple], ptr: list[int], arrive: dict, waiting: dict,
+                 ready: list[int], n: int) -> None:
+        """Run stage s's passes up to the n-th until one waits for an input that has not arrived (registered in
+        waiting) or the stage is done, waking the stages its outputs unblock."""
+        i = ptr[s]
+        pp_stream, run_pass = self._pp, self._run_pass
         while i < n:
             tpl_id, g, phase, need, give, transfer, last = steps[i]
             got = 0.0
             if need is not None:
                 got = arrive.get(need)
                 if got is None:
+                    waiting[need] = s
                     break
-            st.free, end = self._run_pass(st, tpl_id, g, phase, last, got)
+            st.free, end = run_pass(st, tpl_id, g, phase, last, got)
             st.last = end
             if give is not None:
                 arrive[give] = end if transfer is None else st.stream(pp_stream, end, transfer)
+                w = waiting.pop(give, None)
+                if w is not None:
+                    ready.append(w)
             i += 1
         ptr[s] = i
-        return i != i0
 
     def _finish(self, s: int, st: _Stage) -> float:
         """The optimizer after the last pass and every gradient reduction; ZeRO-1/2 without overlap

@@ -9,7 +9,8 @@ schedule or batch therefore lowers and costs each template once.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from bisect import bisect_left
+from dataclasses import astuple, dataclass, field
 
 from graphgen.costs.evaluate import Coster
 from graphgen.ir import comm_stream
@@ -36,11 +37,25 @@ class PassProfile:
     lead: int = 0               # items before the first compute item (collectives on their own streams)
     trail: int = 0              # index after the last compute item
     inline: dict[str, list[int]] | None = None  # stream -> indices of the collectives between them
-
+    dur: tuple[float, ...] = ()                  # end - start per item (what the fast walk adds up)
+    stream: tuple[str | None, ...] = ()          # a collective's stream, None for compute
+    _lasts: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def duration(self) -> float:
         return self.end[-1] if self.end else 0.0
+
+    def last_inline(self, b: int) -> list[tuple[str, int]]:
+        """(stream, index) of each inline stream's last collective before item b (cached: asked once
+        per run of items)."""
+        got = self._lasts.get(b)
+        if got is None:
+            got = self._lasts[b] = []
+            for name, idx in self.inline.items():
+                k = bisect_left(idx, b) - 1
+                if k >= 0:
+                    got.append((name, idx[k]))
+        return got
 
 
 @dataclass(frozen=True)
@@ -82,7 +97,9 @@ def profile(coster: Coster, tpl: Template) -> PassProfile:
     for i, it in enumerate(tpl.items[lead:trail], lead):
         if it.is_comm:
             inline.setdefault(comm_stream(it.axis), []).append(i)
-    return PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0, lead, trail, inline)
+    dur = tuple(e - s for s, e in zip(start, end, strict=True))
+    streams = tuple(comm_stream(it.axis) if it.is_comm else None for it in tpl.items)
+    return PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0, lead, trail, inline, dur, streams)
 
 
 def _key(sc: Scenario) -> tuple:

@@ -1,0 +1,161 @@
+"""One stage's streams during the fast recurrence (graphgen.search.fast), and the walk of a pass's items
+across them.
+
+The busy time of the communication streams is kept as a sorted list of disjoint intervals, merged as
+they are issued, so the overlap a compute item sees (device.overlap_slowdown) is a short scan from
+the front instead of a sort per item: the walk asks for it once per item while communication runs.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+from graphgen.parallel.zero import GradGroup
+from graphgen.search.passes import PassProfile
+
+
+class Stage:
+    """One stage's state during the recurrence."""
+
+    __slots__ = ("chunks", "groups", "memo", "free", "streams", "gate", "lo", "hi", "reach", "last")
+
+    def __init__(self, chunks: tuple[int, ...], groups: list[GradGroup], memo: dict) -> None:
+        self.chunks, self.groups = chunks, groups
+        self.memo = memo                        # the plan's per-stage cache (pass layouts)
+        self.free = 0.0                         # compute stream
+        self.streams: dict[str, float] = {}     # communication stream -> free time
+        self.gate: dict[int, float] = {}        # unit -> when its step-start parameter gather is done
+        self.lo: list[float] = []               # merged busy intervals not yet behind the compute
+        self.hi: list[float] = []               # stream: starts and ends, both ascending
+        self.reach = 0.0                        # when the last of them ends
+        self.last = 0.0                         # when the last pass's last node (a trailing collective) ends
+
+    def copy(self) -> Stage:
+        st = Stage(self.chunks, self.groups, self.memo)
+        st.free, st.reach, st.last = self.free, self.reach, self.last
+        st.streams, st.gate, st.lo, st.hi = dict(self.streams), dict(self.gate), list(self.lo), list(self.hi)
+        return st
+
+    def stream(self, name: str, ready: float, duration: float) -> float:
+        streams = self.streams
+        s = streams.get(name, 0.0)
+        if ready > s:
+            s = ready
+        e = streams[name] = s + duration
+        if duration > 0:
+            hi = self.hi
+            if not hi or s > hi[-1]:  # the usual case: after everything still pending
+                self.lo.append(s)
+                hi.append(e)
+            else:
+                self._busy(s, e)
+            if e > self.reach:
+                self.reach = e
+        return e
+
+    def _busy(self, s: float, e: float) -> None:
+        lo, hi = self.lo, self.hi
+        k, j = bisect_left(hi, s), bisect_right(lo, e)  # the intervals [k, j) touch [s, e]
+        if k == j:
+            lo.insert(k, s)
+            hi.insert(k, e)
+        else:
+            lo[k:j] = [min(lo[k], s)]
+            hi[k:j] = [max(hi[j - 1], e)]
+
+    def covered(self, a: float, b: float) -> float:
+        """Time in [a, b] some communication stream is busy; forgets what ended by a (the compute
+        stream only moves forward)."""
+        lo, hi = self.lo, self.hi
+        if self.reach <= a:
+            if hi:
+                lo.clear()
+                hi.clear()
+            return 0.0
+        if hi[0] <= a:
+            k = bisect_right(hi, a)
+            del lo[:k], hi[:k]
+        total = 0.0
+        for k, s in enumerate(lo):
+            if s >= b:
+                break
+            e = hi[k]
+            total += (b if e > b else e) - (a if s < a else s)
+        return total
+
+
+def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: float) -> float:
+    """Run items a..b-1 from t, as the replay runs a coarse node: each compute item slowed by the
+    communication overlapping it, each inline collective waiting for its stream, walked one by one
+    only while either can happen; the inline collectives' streams are busy until the last ends."""
+    if a >= b:
+        return t
+    streams, inline = st.streams, prof.inline
+    reach = st.reach if kappa else 0.0
+    if inline:
+        for n in inline:
+            v = streams.get(n, 0.0)
+            if v > reach:
+                reach = v
+    i = a
+    if t < reach:
+        dur, comm = prof.dur, prof.stream
+        while i < b and t < reach:
+            x, name = dur[i], comm[i]
+            if name is not None:
+                v = streams.get(name, 0.0)
+                t = (v if v > t else t) + x
+                streams[name] = t
+            elif x and kappa:
+                t += x + kappa * st.covered(t, t + x)
+            else:
+                t += x
+            i += 1
+        if i >= b:
+            return t
+    start = prof.start
+    base = t - start[i]
+    t = base + (start[b] if b < len(start) else prof.duration)
+    if inline:
+        end = prof.end
+        for name, k in prof.last_inline(b):
+            if k >= i:
+                v = base + end[k]
+                if v > streams.get(name, 0.0):
+                    streams[name] = v
+    return t
+
+
+class Run:
+    """One replay in progress: every stage's state, its steps (FastStep._plan_steps), how many it
+    has run, and the arrivals so far."""
+
+    def __init__(self, stages: list[Stage], orders: list[list[tuple]]) -> None:
+        self.stages, self.orders = stages, orders
+        self.ptr = [0] * len(stages)
+        self.arrive: dict[tuple[bool, int, int], float] = {}
+
+    def fork(self, orders: list[list[tuple]]) -> Run:
+        """A copy of this replay's state that carries on with other steps."""
+        run = Run([st.copy() for st in self.stages], orders)
+        run.ptr, run.arrive = list(self.ptr), dict(self.arrive)
+        return run
+
+
+def shared_prefix(a: list[list[tuple]], b: list[list[tuple]]) -> list[int]:
+    """Per stage, how many leading steps two replays run identically: the same steps whose inputs
+    come from such steps (then their times are the same too, whatever follows)."""
+    done = [0] * len(a)
+    made: set = set()
+    moved = True
+    while moved:
+        moved = False
+        for s, (x, y) in enumerate(zip(a, b, strict=True)):
+            i, n = done[s], min(len(x), len(y))
+            while i < n and x[i] == y[i] and (x[i][3] is None or x[i][3] in made):
+                if x[i][4] is not None:
+                    made.add(x[i][4])
+                i += 1
+            if i != done[s]:
+                done[s], moved = i, True
+    return done
