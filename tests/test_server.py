@@ -149,6 +149,17 @@ def test_launcher_binds_loopback_by_default():
         launch(["--port", "70000"])
 
 
+def test_a_taken_port_is_refused_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RankflowError, match=f"cannot listen on 127.0.0.1:{port}"):
+            launch(["--port", str(port)])
+    with pytest.raises(RankflowError, match="--host/--port"):
+        launch(["--host", "no-such-host.invalid", "--port", "8000"])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,6 +15,22 @@ def parser() -> _Parser:
     return ap
 
 
+def _check_free(host: str, port: int) -> None:
+    """Refuse a taken port or an unknown address with the one-line error before uvicorn starts (uvicorn
+    would log its own error and exit 3)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise RankflowError(f"cannot listen on {host}:{port}: {reason}", field="--host/--port",
+                            fix="choose a free port (e.g. --port 8001) or an address of this machine") from None
+
+
 def run(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if not 0 < args.port < 65536:
@@ -29,6 +45,7 @@ def run(argv: list[str]) -> int:
     except ImportError:
         raise RankflowError("the server's packages are not installed", field="server",
                             fix="pip install -e '.[server]'") from None
+    _check_free(args.host, args.port)
     app = create_app(Limits(request_timeout_s=args.timeout, max_jobs=args.max_jobs))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
