@@ -339,3 +339,14 @@ def test_page_search_front_and_pasted_yaml(server):
     by_name = httpx.post(f"{server}/v1/simulate", timeout=60, json={"model": "llama2-7b", "hardware": "a100",
                                                                     "parallelism": {"dp": 8, "sp": False}}).json()
     assert step == pytest.approx(by_name["step_time_s"], rel=1e-12)
+
+
+def test_a_bug_answers_in_the_error_shape(monkeypatch):
+    from rankflow.server import work
+
+    def broken(req):
+        raise ZeroDivisionError("oops")
+    monkeypatch.setattr(work, "memory", broken)
+    got = TestClient(create_app()).post("/v1/memory", json=PLAN)
+    assert got.status_code == 500 and got.json() == {
+        "error": "internal error: ZeroDivisionError: oops (fix: report it with the request)"}

@@ -98,6 +98,8 @@ def create_app(limits: Limits | None = None) -> FastAPI:
             out = task.result()
         except RankflowError as exc:
             return _error(422, exc.one_line())
+        except Exception as exc:  # noqa: BLE001 - a bug still answers in the error shape, without a traceback
+            return _error(500, f"internal error: {type(exc).__name__}: {exc} (fix: report it with the request)")
         if isinstance(out, str):  # an already rendered document: byte-identical to the CLI's file
             return Response(out, media_type="application/json")
         return JSONResponse(out)
