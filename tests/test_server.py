@@ -350,3 +350,22 @@ def test_a_bug_answers_in_the_error_shape(monkeypatch):
     got = TestClient(create_app()).post("/v1/memory", json=PLAN)
     assert got.status_code == 500 and got.json() == {
         "error": "internal error: ZeroDivisionError: oops (fix: report it with the request)"}
+
+
+@pytest.mark.skipif(_browser() is None, reason="no headless Chromium (Debian: apt-get install chromium)")
+def test_page_serving_matches_the_api(server):
+    import re
+    from urllib.parse import urlencode
+
+    import httpx
+
+    inputs = {"model": "llama3.1-8b", "hardware": "H100-SXM5-80GB", "tp": "1", "serve": "1", "rate": "4",
+              "requests": "200", "input_len": "512", "output_len": "128"}
+    dom = _page(_browser(), f"{server}/?{urlencode(inputs)}")
+    shown = float(re.search(r'data-ttft-p90="([^"]+)"', dom).group(1))
+    api = httpx.post(f"{server}/v1/serve", timeout=60, json={
+        "model": "llama3.1-8b", "hardware": "H100-SXM5-80GB", "parallelism": {"tp": 1, "pp": 1, "ep": 1}, "set": [],
+        "rate_per_s": 4, "requests": 200, "input_len": "512", "output_len": "128", "scheduler": "continuous",
+        "slo_ttft_s": 2, "slo_tpot_s": 0.2}).json()
+    assert shown == pytest.approx(api["latency"]["ttft_s"]["p90"], rel=1e-12)
+    assert "SLO met" in dom and "output tokens/s" in dom

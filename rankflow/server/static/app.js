@@ -152,6 +152,41 @@ async function trace() {
   }
 }
 
+// Serving: the plan's TP/PP/EP, the model and hardware above, a Poisson rate or a capacity question.
+function serveBody(capacity) {
+  const base = request(), body = {set: base.set, parallelism: {}};
+  for (const k of ["model", "hardware", "model_yaml", "hardware_yaml"]) if (base[k] !== undefined) body[k] = base[k];
+  for (const k of ["tp", "pp", "ep"]) body.parallelism[k] = base.parallelism[k];
+  Object.assign(body, {scheduler: $("scheduler").value, requests: Number($("requests").value),
+                       input_len: $("input_len").value, output_len: $("output_len").value,
+                       slo_ttft_s: Number($("slo_ttft").value), slo_tpot_s: Number($("slo_tpot").value)});
+  if (capacity) body.capacity = true; else body.rate_per_s = Number($("rate").value);
+  return body;
+}
+
+function serveRows(doc) {
+  const s = doc.kind === "capacity" ? doc.metrics : doc;
+  const ms = (x) => (x === null ? "-" : (1000 * x).toFixed(1));
+  const row = (name, d) => `<tr><td>${name}</td><td>${ms(d.p50)}</td><td>${ms(d.p90)}</td><td>${ms(d.p99)}</td></tr>`;
+  $("serve-table").innerHTML = "<tr><th>latency</th><th>p50 (ms)</th><th>p90 (ms)</th><th>p99 (ms)</th></tr>" +
+    row("TTFT", s.latency.ttft_s) + row("TPOT", s.latency.tpot_s) + row("end to end", s.latency.e2e_s);
+  $("serve-table").dataset.ttftP90 = String(s.latency.ttft_s.p90);
+  const rate = doc.kind === "capacity" ? `highest rate meeting the SLO: ${doc.rate_per_s.toFixed(3)} requests/s; ` : "";
+  $("serve-status").textContent = `${rate}${s.throughput.output_tokens_per_s.toFixed(0)} output tokens/s, ` +
+    `SLO ${s.slo.met ? "met" : "missed"}`;
+}
+
+async function serve(capacity) {
+  $("serve-status").className = "";
+  $("serve-status").textContent = capacity ? "searching for the highest rate..." : "simulating...";
+  try {
+    serveRows(await api("POST", "/v1/serve", serveBody(capacity)));
+  } catch (e) {
+    $("serve-status").className = "error";
+    $("serve-status").textContent = e.message;
+  }
+}
+
 let job = null;
 
 async function search() {
@@ -228,11 +263,15 @@ async function init() {
   $("run").onclick = simulate;
   $("trace").onclick = trace;
   $("search-run").onclick = search;
+  $("serve-run").onclick = () => serve(false);
+  $("capacity-run").onclick = () => serve(true);
   $("search-cancel").onclick = () => job && api("DELETE", `/v1/search/${job}`);
   const p = new URLSearchParams(location.search);
   restore(p);
   if (p.has("gpus")) $("gpus").value = p.get("gpus");
   if (p.get("run") === "1") await simulate();
+  for (const k of ["rate", "input_len", "output_len", "requests"]) if (p.has(k)) $(k).value = p.get(k);
+  if (p.get("serve") === "1") await serve(false);
   if (p.get("search") === "1") await search();
   document.body.dataset.ready = "1";
 }
