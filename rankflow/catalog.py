@@ -66,7 +66,7 @@ def hardware_entries() -> list[Entry]:
             for stem, aliases in sorted(data.items())]
 
 
-def _resolve(name: str, entries: list[Entry], kind: str, field: str) -> Path:
+def _resolve(name: str, entries: list[Entry], kind: str, field: str, listing: str | None = None) -> Path:
     index: dict[str, Path] = {}
     for e in entries:
         for key in (e.name, *e.aliases):
@@ -76,18 +76,19 @@ def _resolve(name: str, entries: list[Entry], kind: str, field: str) -> Path:
     if key in index:
         return index[key]
     close = difflib.get_close_matches(key, list(index), n=4, cutoff=0.5)
-    hint = f"closest: {', '.join(close)}" if close else f"`rankflow {'models' if kind == 'model' else kind}` lists them"
+    listing = listing or f"`rankflow {'models' if kind == 'model' else kind}`"
+    hint = f"closest: {', '.join(close)}" if close else f"{listing} lists them"
     shown = name if len(name) <= 80 else name[:80] + "..."
-    raise RankflowError(f"no {kind} named '{shown}'", field=field,
-                        fix=f"give a file path or a shipped name ({hint})")
+    where = "a file path or a shipped name" if field.startswith("--") else "a shipped name"
+    raise RankflowError(f"no {kind} named '{shown}'", field=field, fix=f"give {where} ({hint})")
 
 
-def model_path(name: str) -> Path:
-    return _resolve(name, model_entries(), "model", "--model")
+def model_path(name: str, field: str = "--model", listing: str | None = None) -> Path:
+    return _resolve(name, model_entries(), "model", field, listing)
 
 
-def hardware_path(name: str) -> Path:
-    return _resolve(name, hardware_entries(), "hardware", "--hardware")
+def hardware_path(name: str, field: str = "--hardware", listing: str | None = None) -> Path:
+    return _resolve(name, hardware_entries(), "hardware", field, listing)
 
 
 def hf_id_of(path: str | Path) -> str | None:

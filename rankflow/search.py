@@ -73,8 +73,17 @@ class SearchResult:
         return out
 
 
+SEARCHED = ("tp", "sp", "pp", "dp", "cp", "ep", "etp", "virtual_stages", "schedule", "zero_stage", "recompute")
+
+
 def _base(model, hardware: str, gpus: int, overrides) -> Scenario:
     """The scenario every candidate re-plans: the user's model, workload and cluster, one GPU."""
+    for o in overrides:
+        key = str(o[0] if isinstance(o, tuple) else o).split("=", 1)[0].strip()
+        if key.removeprefix("parallelism.") in SEARCHED and key.startswith("parallelism."):
+            raise RankflowError(f"the search chooses {key} itself; --set would be overwritten", field="--set",
+                                fix="bound it with the search's constraints instead (--tp, --pp, --max-tp, --zero, "
+                                    "--recompute, --schedules)")
     one = ["parallelism.tp=1", "parallelism.pp=1", "parallelism.dp=1", "parallelism.cp=1", "parallelism.ep=1",
            "parallelism.etp=1", "parallelism.virtual_stages=1", "parallelism.schedule=1f1b"]
     return api.load_scenario(model, api.load_hardware(hardware), overrides=[*overrides, *one])
@@ -132,14 +141,14 @@ def _pareto(entries: list[Evaluated]) -> list[Evaluated]:
     return front
 
 
-def _check(bases: dict, top: list[Top], sample: list[Evaluated]) -> dict:
+def _check(bases: dict, top: list[Top], sample: list[Evaluated], simulate=api.simulate) -> dict:
     """The largest disagreement between the fast recurrence and the DAG replay, over the top plans
     (re-simulated anyway) and an evenly spaced sample of the rest."""
     worst, where, n = 0.0, None, 0
     pairs = [(t.entry, t.result.step_time_s) for t in top]
     for e in sample:
         sc = _plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan)
-        pairs.append((e, api.simulate(sc).step_time_s))
+        pairs.append((e, simulate(sc).step_time_s))
     for e, exact in pairs:
         n += 1
         d = abs(e.record.step_time_s / exact - 1)
@@ -161,6 +170,7 @@ def search(model, hardware: list[str], gpus: list[int], overrides=(), constraint
     constraints = constraints or Constraints()
     bases, batches, spaces = {}, [], []
     total = 0
+    hardware, gpus = list(dict.fromkeys(hardware)), list(dict.fromkeys(gpus))  # a repeat is the same space
     for hw in hardware:
         for n in gpus:
             if progress is not None:
@@ -177,6 +187,9 @@ def search(model, hardware: list[str], gpus: list[int], overrides=(), constraint
                 break
             for i in range(0, len(items), BATCH):
                 batches.append((key, (base, items[i:i + BATCH], constraints.headroom_gib)))
+    if total == 0:
+        raise RankflowError("no candidate plan: the constraints leave nothing to evaluate", field="--gpus",
+                            fix="relax --tp/--pp/--cp/--ep or choose GPU counts they divide")
     if total > max_candidates:
         raise RankflowError(f"the search space holds more than {max_candidates:,} plans", field="--gpus",
                             fix="fix some dimensions (--tp, --pp) or search fewer GPU counts")
@@ -190,14 +203,20 @@ def search(model, hardware: list[str], gpus: list[int], overrides=(), constraint
         for rec in recs:
             run_, per_mtok = _economics(bases[key], rec, key[1])
             evaluated.append(Evaluated(key[0], key[1], rec, run_, per_mtok))
-    return _finish(model, bases, spaces, evaluated, top, check)
+    return _finish(model, bases, spaces, evaluated, top, check, (lambda: progress(total, total)) if progress else None)
 
 
-def _finish(model, bases: dict, spaces, evaluated: list[Evaluated], top: int, check: int) -> SearchResult:
+def _finish(model, bases: dict, spaces, evaluated: list[Evaluated], top: int, check: int,
+            tick: Callable[[], None] | None = None) -> SearchResult:
+    """Rank, re-simulate the top plans in full and check a sample; `tick` runs before each full
+    simulation (a server job's cancel and time-limit check)."""
+    def simulate(sc: Scenario) -> Result:
+        if tick is not None:
+            tick()
+        return api.simulate(sc)
     ok = [e for e in evaluated if e.ok]
     ranked = sorted(ok, key=lambda e: (-e.record.tokens_per_s, e.hardware, e.gpus, e.record.index))
-    tops = tuple(Top(e, api.simulate(_plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan)))
-                 for e in ranked[:top])
+    tops = tuple(Top(e, simulate(_plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan))) for e in ranked[:top])
     rest = [e for e in ok if e not in ranked[:top]]
     step = max(1, len(rest) // max(check, 1)) if check else 0
     sample = rest[::step][:check] if check else []
@@ -206,4 +225,4 @@ def _finish(model, bases: dict, spaces, evaluated: list[Evaluated], top: int, ch
     priced = sorted((e for e in ok if e.usd_per_mtok is not None),
                     key=lambda e: (e.usd_per_mtok, e.hardware, e.gpus, e.record.index))
     return SearchResult(name, tuple(spaces), tuple(evaluated), tops, tuple(priced[:top]), tuple(_pareto(ok)),
-                        _check(bases, list(tops), sample), tokens, bases)
+                        _check(bases, list(tops), sample, simulate), tokens, bases)

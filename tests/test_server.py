@@ -139,8 +139,11 @@ def test_search_refuses_paths_and_huge_spaces():
     job = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [64]}).json()
     status = _wait(client, job["id"])
     assert status["state"] == "failed" and "more than 100" in status["error"]
-    job = client.post("/v1/search", json={"model": "/etc/passwd", "hardware": ["a100"], "gpus": [8]}).json()
-    assert "names only" in _wait(client, job["id"])["error"]
+    got = client.post("/v1/search", json={"model": "/etc/passwd", "hardware": ["a100"], "gpus": [8]})
+    assert got.status_code == 422 and "names only" in got.json()["error"]
+    got = client.post("/v1/search", json={"model": "lama2-7b", "hardware": ["a100"], "gpus": [8]})
+    assert got.status_code == 422 and got.json()["error"].startswith("model: no model named 'lama2-7b'")
+    assert "llama2-7b" in got.json()["error"] and "file path" not in got.json()["error"]
 
 
 def test_launcher_binds_loopback_by_default():
@@ -369,3 +372,47 @@ def test_page_serving_matches_the_api(server):
         "slo_ttft_s": 2, "slo_tpot_s": 0.2}).json()
     assert shown == pytest.approx(api["latency"]["ttft_s"]["p90"], rel=1e-12)
     assert "SLO met" in dom and "output tokens/s" in dom
+
+
+
+def test_search_refuses_what_it_would_ignore_and_dedupes():
+    client = TestClient(create_app())
+    job = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [8],
+                                          "set": ["parallelism.tp=2"]}).json()
+    assert "the search chooses parallelism.tp itself" in _wait(client, job["id"])["error"]
+    job = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [8], "tp": 3}).json()
+    assert "no candidate plan" in _wait(client, job["id"])["error"]
+    job = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100", "A100-SXM4-80GB"],
+                                          "gpus": [8, 8], "top": 3}).json()
+    assert _wait(client, job["id"])["state"] == "done"
+    doc = client.get(f"/v1/search/{job['id']}/result").json()
+    assert len(doc["spaces"]) == 1 and len({json.dumps(t["simulated"]["plan"]) for t in doc["top"]}) == 3
+
+
+def test_lists_answer_while_every_compute_slot_is_taken():
+    client = TestClient(create_app(Limits(max_concurrent=0)))
+    assert client.post("/v1/simulate", json=PLAN).status_code == 429
+    assert client.get("/v1/models").status_code == 200 and client.get("/v1/hardware").status_code == 200
+
+
+def test_traces_too_big_for_a_request_are_refused():
+    got = TestClient(create_app()).post("/v1/trace", json={
+        "model": "llama3.1-405b", "hardware": "h100", "parallelism": {"tp": 8, "pp": 16, "dp": 16},
+        "set": ["workload.global_batch=131072"]})
+    assert got.status_code == 422 and "run_perf.py --trace" in got.json()["error"]
+
+
+def test_a_job_cancelled_before_it_starts_stays_cancelled():
+    from rankflow.server.jobs import JobStore
+
+    store, started = JobStore(max_running=1), []
+    job = store.submit("x", lambda progress: started.append(1) or {})
+    store.cancel(job.id)
+    time.sleep(0.2)
+    assert store.get(job.id).state in ("cancelled", "done")
+    assert store.get(job.id).state == "cancelled" or started  # it ran only if it started before the cancel
+
+
+def test_unknown_routes_say_where_the_routes_are(client):
+    got = client.get("/v1/nope")
+    assert got.status_code == 404 and "see /docs for the routes" in got.json()["error"]

@@ -79,7 +79,9 @@ def create_app(limits: Limits | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, f"{exc.detail} (fix: send a JSON body as /docs describes)")
+        fix = "see /docs for the routes and their methods" if exc.status_code in (404, 405) else \
+            "send a JSON body as /docs describes"
+        return _error(exc.status_code, f"{exc.detail} (fix: {fix})")
 
     async def compute(fn: Callable[[], Any]) -> Response:
         if gate.locked():
@@ -120,13 +122,21 @@ def _compute_routes(app: FastAPI, compute: Callable[[Callable[[], Any]], Any]) -
     async def health() -> dict:
         return {"status": "ok", "api_version": API_VERSION}
 
+    listings: dict[str, dict] = {}  # the shipped configs do not change while the server runs
+
+    async def listing(kind: str) -> JSONResponse:
+        # Outside the compute gate: the page needs the lists even while long requests hold every slot.
+        if kind not in listings:
+            listings[kind] = await run_in_threadpool(work.listing, kind)
+        return JSONResponse(listings[kind])
+
     @app.get("/v1/models")
     async def models() -> Response:
-        return await compute(lambda: work.listing("models"))
+        return await listing("models")
 
     @app.get("/v1/hardware")
     async def hardware() -> Response:
-        return await compute(lambda: work.listing("hardware"))
+        return await listing("hardware")
 
     @app.post("/v1/simulate")
     async def simulate(req: SimulateRequest) -> Response:
@@ -153,6 +163,10 @@ def _search_routes(app: FastAPI, jobs: JobStore, limits: Limits) -> None:
     @app.post("/v1/search", status_code=202)
     async def submit(req: SearchRequest) -> JSONResponse:
         """Start a plan search; poll GET /v1/search/{id}, fetch /result, cancel with DELETE."""
+        try:
+            work.search_inputs(req)  # an unknown or path-like name is a 422 now, not a failed job later
+        except RankflowError as exc:
+            return _error(422, exc.one_line())
         try:
             job = jobs.submit("search", lambda progress: work.search(req, progress, limits.max_search_plans))
         except Busy as exc:

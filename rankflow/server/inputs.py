@@ -5,6 +5,7 @@ same one-line message as on the command line. A server never reads a path a clie
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -59,8 +60,15 @@ def _source(name: str | dict | None, text: str | None, kind: str) -> Any:
     if isinstance(name, dict):
         return name
     assert name is not None
+    return shipped(name, kind)
+
+
+def shipped(name: str, kind: str) -> Path:
+    """A client's model or hardware name as the shipped file it names, or the one-line refusal."""
     name = name_only(name, kind)
-    return catalog.model_path(name) if kind == "model" else catalog.hardware_path(name)
+    if kind == "model":
+        return catalog.model_path(name, "model", "GET /v1/models")
+    return catalog.hardware_path(name, "hardware", "GET /v1/hardware")
 
 
 def model_and_hardware(req: ScenarioRequest) -> tuple[Any, Any]:
@@ -96,7 +104,7 @@ class SearchRequest(_Body):
     tp: int | None = Field(None, ge=1, description="fixed tensor-parallel size")
     pp: int | None = Field(None, ge=1, description="fixed pipeline-parallel size")
     headroom_gib: float = Field(0.0, ge=0, lt=1e4, description="memory each GPU keeps free")
-    top: int = Field(10, ge=1, le=100)
+    top: int = Field(10, ge=1, le=20, description="plans re-simulated in full")
 
 
 class ServeRequest(ScenarioRequest):

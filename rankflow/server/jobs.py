@@ -76,6 +76,8 @@ class JobStore:
             if time.monotonic() - job.started_s > self.max_seconds:
                 raise RankflowError(f"the search ran past the server's {self.max_seconds:g} s limit",
                                     field="gpus", fix="fix some dimensions (tp, pp) or search fewer GPU counts")
+        if job.cancel.is_set():  # cancelled before its thread started
+            return
         job.state = "running"
         try:
             job.result = work(progress)

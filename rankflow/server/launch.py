@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from graphgen.errors import RankflowError
 from rankflow.cli import _Parser
 
@@ -47,5 +49,9 @@ def run(argv: list[str]) -> int:
                             fix="pip install -e '.[server]'") from None
     _check_free(args.host, args.port)
     app = create_app(Limits(request_timeout_s=args.timeout, max_jobs=args.max_jobs))
+    sys.stderr.write(f"Rankflow server on http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl-C stops it\n")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        sys.stderr.write(f"warning: listening on {args.host}: anyone who can reach this machine can run simulations "
+                         "on it (the server has no authentication)\n")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

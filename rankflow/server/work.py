@@ -4,17 +4,19 @@ CLI's own JSON documents (as rendered text where the CLI writes a file, so the b
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from graphgen.errors import RankflowError
 from rankflow.server.inputs import (
     ScenarioRequest,
     SearchRequest,
     ServeRequest,
     SimulateRequest,
     model_and_hardware,
-    name_only,
     overrides_of,
     scenario_of,
+    shipped,
 )
 
 
@@ -44,6 +46,11 @@ def trace(req: ScenarioRequest) -> str:
     from reports import trace as chrome
 
     sc = scenario_of(req)
+    passes = sc.microbatches * -(-sc.model.layers // sc.plan.pp)
+    if passes > MAX_TRACE_LAYER_PASSES:
+        raise RankflowError(f"a trace of {sc.microbatches:,} microbatches x {-(-sc.model.layers // sc.plan.pp)} layers "
+                            f"per stage is more than the server draws ({MAX_TRACE_LAYER_PASSES:,} layer passes)",
+                            field="set", fix="trace a smaller global batch here, or use run_perf.py --trace")
     prog, ev = api.evaluate(sc, "analytical", detail="ops")
     ranks = [prog.ranks_of_role(r.id)[0] for r in prog.roles]
     return chrome.dumps(prog, ev.timeline, ranks)
@@ -69,13 +76,22 @@ def serve(req: ServeRequest) -> dict[str, Any]:
     return to_dict(run(dep, work.source(req.rate_per_s)), slo)
 
 
+def search_inputs(req: SearchRequest) -> tuple[Path, list[str]]:
+    """The request's model and hardware as shipped files, refused (before any job starts) when unknown."""
+    return shipped(req.model, "model"), [str(shipped(h, "hardware")) for h in req.hardware]
+
+
+# Ranks x op nodes a trace holds: an op-level DAG of tens of thousands of layer passes per stage is
+# gigabytes in memory and a trace of hundreds of MB, too much to build for a web request.
+MAX_TRACE_LAYER_PASSES = 16_384
+
+
 def search(req: SearchRequest, progress: Callable[[int, int], None], max_plans: int) -> dict[str, Any]:
     from graphgen.search.space import Constraints
-    from rankflow import catalog, search
+    from rankflow import search
     from reports import search_out
 
-    model = catalog.model_path(name_only(req.model, "model"))
-    hardware = [str(catalog.hardware_path(name_only(h, "hardware"))) for h in req.hardware]
+    model, hardware = search_inputs(req)
     found = search.search(model, hardware, req.gpus, req.set, Constraints(max_tp=req.max_tp, tp=req.tp, pp=req.pp, headroom_gib=req.headroom_gib),
                           top=req.top, check=2, executor="serial", progress=progress, max_candidates=max_plans)
     return search_out.to_dict(found)

@@ -209,7 +209,8 @@ async function search() {
       const doc = await api("GET", `/v1/search/${job}/result`);
       front(doc);
       $("front").dataset.plans = String(doc.pareto.length);
-      $("top").dataset.best = String(doc.top[0].simulated.step_time_s);
+      if (doc.top.length) $("top").dataset.best = String(doc.top[0].simulated.step_time_s);
+      else $("search-status").textContent = "done: no plan fits in memory";
       break;
     }
     if (s.state !== "running" && s.state !== "queued") {
@@ -228,6 +229,7 @@ function planText(p) {
 // The Pareto front (blue) among the top plans (grey): step time against cost per million tokens (GPUs
 // when no price is known), the two axes a plan trades.
 function front(doc) {
+  if (!doc.pareto.length) { $("front").innerHTML = ""; $("top").innerHTML = ""; return; }
   const priced = doc.pareto.every((e) => e.usd_per_million_tokens !== null);
   const xOf = (e) => (priced ? e.usd_per_million_tokens : e.gpus);
   const pts = [...doc.top.map((t) => [t, "#a5b1c2"]), ...doc.pareto.map((e) => [e, "#3867d6"])];
