@@ -60,7 +60,10 @@ def length(text: str | int, field: str):
     except ValueError:
         raise RankflowError(f"'{shown}' has a value that is not a number", field=field,
                             fix="write numbers, e.g. uniform:128:1024") from None
-    return LENGTHS[kind](**dict(zip(kinds[kind], nums, strict=True)))
+    try:
+        return LENGTHS[kind](**dict(zip(kinds[kind], nums, strict=True)))
+    except RankflowError as exc:  # the distribution names its parameter; the user wrote the flag
+        raise RankflowError(f"'{shown}': {exc.message}", field=field, fix=exc.fix) from None
 
 
 def scheduler(name: str, **params):

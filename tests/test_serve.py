@@ -95,3 +95,13 @@ def test_latency_png(tmp_path):
     png = tmp_path / "l.png"
     assert main([*BASE, "--rate", "4", "--png", str(png), "--quiet"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_length_errors_name_the_flag_the_user_wrote():
+    from graphgen.errors import RankflowError
+    from rankflow import serve
+
+    for text, words in (("0", "whole number"), ("uniform:5:1", "below lo")):
+        with pytest.raises(RankflowError) as exc:
+            serve.length(text, "--input-len")
+        assert exc.value.field == "--input-len" and words in exc.value.one_line()
