@@ -124,8 +124,9 @@ BAD_SETS = [
 @pytest.mark.parametrize("setting,field", BAD_SETS)
 def test_values_that_must_be_refused(capsys, tmp_path, setting, field):
     out = tmp_path / "r.json"
-    model = write(tmp_path, "m.yaml", MODEL_TEXT.replace("  seq_len: 4096", "  seq_len: 4096\n  # max 4096")
-                  .replace("position_encoding: rope", "position_encoding: rope\n  max_position: 4096"))
+    text = MODEL_TEXT if "max_position: 4096" in MODEL_TEXT else \
+        MODEL_TEXT.replace("position_encoding: rope", "position_encoding: rope\n  max_position: 4096")
+    model = write(tmp_path, "m.yaml", text)
     rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", model, "--set", setting, "--json", out)
     assert_contract(rc, err, [out])
     assert rc == 2 and field in err
