@@ -127,7 +127,7 @@ class _Run:
                 return True
             fld, msg, fix = why
             raise RankflowError(f"request {req.id} can never be served: {msg}", field=fld,
-                                fix=f"{fix}, or drop such requests (oversized='drop')")
+                                fix=f"{fix} (the Python API can drop such requests: simulate(..., oversized='drop'))")
         return False
 
     def route(self, seq: Seq, pool: int) -> int:
@@ -157,7 +157,7 @@ class _Run:
         if len(self.iterations) >= self.max_iterations:
             raise RankflowError(f"the simulation passed {self.max_iterations:,} iterations", field="max_iterations",
                                 fix="simulate fewer requests or a lower rate (past capacity the queue grows "
-                                    "without bound), or raise max_iterations")
+                                    "without bound; the Python API takes a larger simulate(..., max_iterations=...))")
         self.iterations.append(Iteration(r, now, dur, *shape))
         self.busy[r] = True
         self.push(now + dur, _END, (r, dur))
