@@ -24,3 +24,9 @@ class RankflowError(Exception):
         if self.fix:
             text += f" (fix: {self.fix})"
         return " ".join(text.split())
+
+
+def clip(text: object, limit: int = 80) -> str:
+    """Input echoed in a message, cut so that a long value cannot make the one-line error long."""
+    s = str(text)
+    return s if len(s) <= limit else s[:limit] + "..."

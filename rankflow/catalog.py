@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graphgen.errors import RankflowError
+from graphgen.errors import RankflowError, clip
 from rankflow.files import read_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def _resolve(name: str, entries: list[Entry], kind: str, field: str, listing: st
     close = difflib.get_close_matches(key, list(index), n=4, cutoff=0.5)
     listing = listing or f"`rankflow {'models' if kind == 'model' else kind}`"
     hint = f"closest: {', '.join(close)}" if close else f"{listing} lists them"
-    shown = name if len(name) <= 80 else name[:80] + "..."
+    shown = clip(name)
     where = "a file path or a shipped name" if field.startswith("--") else "a shipped name"
     raise RankflowError(f"no {kind} named '{shown}'", field=field, fix=f"give {where} ({hint})")
 

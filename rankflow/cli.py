@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from graphgen.errors import RankflowError
+from graphgen.errors import RankflowError, clip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,7 +103,7 @@ MAX_TRACE_RANKS = 64
 def _ranks(text: str | None, prog) -> list[int]:
     if text is None:
         return [prog.ranks_of_role(r.id)[0] for r in prog.roles]
-    shown = text if len(text) <= 40 else text[:40] + "..."
+    shown = clip(text, 40)
     try:
         ranks = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:

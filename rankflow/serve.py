@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from graphgen.config.pricing import price_for
-from graphgen.errors import RankflowError
+from graphgen.errors import RankflowError, clip
 from graphgen.inference.table import EngineIterationModel, tabulate
 from graphgen.scenario import Scenario
 from graphgen.serving.capacity import Candidate, CheapestResult, Workload, cheapest, max_rate
@@ -46,7 +46,7 @@ def engine_model(sc: Scenario) -> EngineIterationModel:
 def length(text: str | int, field: str):
     """'512' (fixed), 'uniform:128:1024', 'normal:mean:std:max' or 'lognormal:median:sigma:max'."""
     parts = str(text).split(":")
-    shown = str(text) if len(str(text)) <= 60 else str(text)[:60] + "..."
+    shown = clip(text, 60)
     kinds = {"fixed": ("tokens",), "uniform": ("lo", "hi"), "normal": ("mean", "std", "max_tokens"),
              "lognormal": ("median", "sigma", "max_tokens")}
     kind = parts[0] if len(parts) > 1 else "fixed"

@@ -15,6 +15,7 @@ from tests.helpers import ROOT
 def test_every_shipped_config_is_in_the_catalog_and_back():
     models = {e.name for e in catalog.model_entries()}
     assert models == {p.stem for p in (ROOT / "model_configs").glob("*.yaml")}
+    assert len(models) >= 40  # the floor for shipped model configs
     hardware = {e.name for e in catalog.hardware_entries()}
     assert hardware == {p.stem for p in (ROOT / "hardware_configs").glob("*.yaml")}
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from graphgen.errors import RankflowError
+from graphgen.errors import RankflowError, clip
 from graphgen.scenario import Scenario
 from rankflow import api, catalog
 from rankflow.files import mapping_of_text
@@ -48,7 +48,7 @@ def name_only(name: str, kind: str) -> str:
     if name.lower().endswith(catalog.FILE_SUFFIXES) or name.startswith(("/", "~")) or "\\" in name \
             or any(p in ("", ".", "..") for p in parts) or len(parts) > 2 or "\0" in name:
         listing = "models" if kind == "model" else "hardware"
-        shown = name if len(name) <= 80 else name[:80] + "..."
+        shown = clip(name)
         raise RankflowError(f"'{shown}' is a path; the server takes names only", field=kind,
                             fix=f"give a shipped name (GET /v1/{listing}), a mapping or {kind}_yaml")
     return name
