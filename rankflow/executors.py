@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 from graphgen.errors import RankflowError
@@ -48,7 +49,14 @@ def run_local(batches: list[Batch], progress: Callable[[int], None], workers: in
     if n <= 1 or len(batches) <= 1:
         yield from run_serial(batches, progress)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    methods = multiprocessing.get_all_start_methods()
+    # fork starts fastest and shares what this process imported, but forking a process that runs
+    # other threads (a server) can copy a lock some thread holds and deadlock the child: then the
+    # workers come from a fresh fork server (or spawn) instead.
+    if "fork" in methods and threading.active_count() == 1:
+        method = "fork"
+    else:
+        method = "forkserver" if "forkserver" in methods else "spawn"
     with multiprocessing.get_context(method).Pool(n) as pool:
         for out in pool.imap(_work, batches):
             progress(len(out))

@@ -18,10 +18,12 @@ pytest.importorskip("httpx", reason="the server extra is not installed: pip inst
 from fastapi.testclient import TestClient  # noqa: E402
 
 from graphgen.errors import RankflowError  # noqa: E402
-from rankflow import cli  # noqa: E402
+from rankflow import cli, search  # noqa: E402
+from rankflow.catalog import hardware_path, model_path  # noqa: E402
 from rankflow.server.app import Limits, create_app  # noqa: E402
 from rankflow.server.launch import parser  # noqa: E402
 from rankflow.server.launch import run as launch  # noqa: E402
+from reports import search_out  # noqa: E402
 from tests.helpers import ROOT  # noqa: E402
 
 PLAN = {"model": "llama2-7b", "hardware": "a100", "parallelism": {"tp": 2, "pp": 2, "dp": 2}}
@@ -128,6 +130,11 @@ def test_search_job_progress_result_and_cancel():
     assert status["state"] == "done" and status["plans_done"] == status["plans_total"] > 100
     doc = client.get(f"/v1/search/{job.json()['id']}/result").json()
     assert doc["schema"] == "rankflow.search" and len(doc["top"]) == 3 and doc["pareto"]
+    # The job evaluates in worker processes (from a threaded server: fork server, not fork); the
+    # records are the serial executor's, plan for plan.
+    serial = search.search(model_path("llama2-7b"), [str(hardware_path("a100"))], [8], top=3, check=2,
+                           executor="serial")
+    assert doc == json.loads(json.dumps(search_out.to_dict(serial)))
     big = client.post("/v1/search", json={"model": "llama3.1-70b", "hardware": ["h100"], "gpus": [1024]}).json()
     client.delete(f"/v1/search/{big['id']}")
     assert _wait(client, big["id"])["state"] == "cancelled"
