@@ -18,7 +18,7 @@ pytest.importorskip("httpx", reason="the server extra is not installed: pip inst
 from fastapi.testclient import TestClient  # noqa: E402
 
 from graphgen.errors import RankflowError  # noqa: E402
-from rankflow import cli, search  # noqa: E402
+from rankflow import cli, search, tool  # noqa: E402
 from rankflow.catalog import hardware_path, model_path  # noqa: E402
 from rankflow.server.app import Limits, create_app  # noqa: E402
 from rankflow.server.launch import parser  # noqa: E402
@@ -106,6 +106,27 @@ def test_serve_endpoint(client):
     assert cap["kind"] == "capacity" and cap["rate_per_s"] > 0
     both = client.post("/v1/serve", json={**body, "capacity": True, "rate_per_s": 1})
     assert both.status_code == 422 and "not both" in both.json()["error"]
+
+
+def test_cheapest_deployment_matches_the_cli(tmp_path):
+    client = TestClient(create_app())
+    body = {"model": "llama3.1-8b", "hardware": ["h100", "a100"], "rate_per_s": 4, "tp": [1, 2], "requests": 120,
+            "input_len": 512, "output_len": 128}
+    got = client.post("/v1/serve/cheapest", json=body)
+    assert got.status_code == 200
+    out = tmp_path / "cheapest.json"
+    assert tool.main(["serve", "--model", "llama3.1-8b", "--hardware", "h100", "a100", "--cheapest", "--rate", "4",
+                     "--tp", "1,2", "--requests", "120", "--input-len", "512", "--output-len", "128",
+                     "--json", str(out), "--quiet"]) == 0
+    doc = got.json()
+    assert doc == json.loads(out.read_text()) and doc["kind"] == "cheapest"
+    assert doc["best"] == min((c for c in doc["candidates"] if c["slo_met"]),
+                              key=lambda c: c["usd_per_million_output_tokens"])["label"]
+    many = client.post("/v1/serve/cheapest", json={**body, "tp": [1, 2, 4, 8, 16, 32, 64], "pp": [1, 2, 4],
+                                                    "ep": [1, 2, 4, 8]})
+    assert many.status_code == 422 and "at most 64" in many.json()["error"]
+    path = client.post("/v1/serve/cheapest", json={**body, "hardware": ["../etc/x.yaml"]})
+    assert path.status_code == 422 and "names only" in path.json()["error"]
 
 
 def _wait(client, job_id: str, timeout_s: float = 120) -> dict:

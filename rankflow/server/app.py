@@ -1,4 +1,4 @@
-"""The REST API (FastAPI): /v1/simulate, /v1/memory, /v1/trace, /v1/serve, /v1/search jobs, /v1/models,
+"""The REST API (FastAPI): /v1/simulate, /v1/memory, /v1/trace, /v1/serve (+ /cheapest), /v1/search jobs, /v1/models,
 /v1/hardware, /v1/health, the OpenAPI document at /docs, and the web page at /. Every route calls the same
 library functions as the CLI and returns the same JSON documents; every error is the CLI's one line.
 
@@ -23,7 +23,13 @@ from graphgen.errors import RankflowError
 from rankflow import catalog
 from rankflow.server import work
 from rankflow.server.body_limit import BodyLimit
-from rankflow.server.inputs import ScenarioRequest, SearchRequest, ServeRequest, SimulateRequest
+from rankflow.server.inputs import (
+    CheapestRequest,
+    ScenarioRequest,
+    SearchRequest,
+    ServeRequest,
+    SimulateRequest,
+)
 from rankflow.server.jobs import Busy, JobStore
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -157,6 +163,11 @@ def _compute_routes(app: FastAPI, compute: Callable[[Callable[[], Any]], Any]) -
     async def serve(req: ServeRequest) -> Response:
         """A serving simulation (rate_per_s) or the highest rate meeting the SLO (capacity: true)."""
         return await compute(lambda: work.serve(req))
+
+    @app.post("/v1/serve/cheapest")
+    async def cheapest(req: CheapestRequest) -> Response:
+        """The cheapest deployment (GPU type, plan, replicas) that serves rate_per_s within the SLO."""
+        return await compute(lambda: work.cheapest(req))
 
 
 def _search_routes(app: FastAPI, jobs: JobStore, limits: Limits) -> None:

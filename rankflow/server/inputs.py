@@ -124,3 +124,32 @@ class ServeRequest(ScenarioRequest):
         if self.capacity == (self.rate_per_s is not None):
             raise ValueError("give rate_per_s, or capacity: true (not both)")
         return self
+
+
+MAX_CHEAPEST_OPTIONS = 64  # hardware x plans, each a capacity search of its own
+
+
+class CheapestRequest(_Body):
+    """The cheapest deployment for a target rate: `rankflow serve --cheapest` over shipped hardware."""
+
+    model: str = Field(description="shipped name or Hugging Face id")
+    hardware: list[str] = Field(min_length=1, max_length=4, description="shipped names")
+    rate_per_s: float = Field(gt=0, lt=1e6, description="the target Poisson arrival rate, requests/s")
+    tp: list[Annotated[int, Field(ge=1, le=64)]] = Field([1, 2, 4, 8], min_length=1, max_length=8)
+    pp: list[Annotated[int, Field(ge=1, le=64)]] = Field([1], min_length=1, max_length=8)
+    ep: list[Annotated[int, Field(ge=1, le=256)]] = Field([1], min_length=1, max_length=8)
+    set: list[str] = Field(default_factory=list, max_length=64)
+    scheduler: Literal["continuous", "chunked", "static", "disaggregated"] = "continuous"
+    requests: int = Field(1000, ge=1, le=5000)
+    input_len: str | int | None = None
+    output_len: str | int | None = None
+    seed: int = Field(0, ge=0)
+    slo_ttft_s: float = Field(2.0, gt=0, lt=1e6)
+    slo_tpot_s: float = Field(0.2, gt=0, lt=1e6)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> CheapestRequest:
+        n = len(self.hardware) * len(self.tp) * len(self.pp) * len(self.ep)
+        if n > MAX_CHEAPEST_OPTIONS:
+            raise ValueError(f"{n} hardware x plan options; at most {MAX_CHEAPEST_OPTIONS}")
+        return self

@@ -9,6 +9,7 @@ from typing import Any
 
 from graphgen.errors import RankflowError
 from rankflow.server.inputs import (
+    CheapestRequest,
     ScenarioRequest,
     SearchRequest,
     ServeRequest,
@@ -74,6 +75,24 @@ def serve(req: ServeRequest) -> dict[str, Any]:
         return capacity_dict(max_rate(dep, work, slo))
     assert req.rate_per_s is not None
     return to_dict(run(dep, work.source(req.rate_per_s)), slo)
+
+
+def cheapest(req: CheapestRequest) -> dict[str, Any]:
+    """The document `rankflow serve --cheapest --json` writes, for the request's names and plans."""
+    from graphgen.serving.capacity import Workload, cheapest_dict
+    from graphgen.serving.metrics import SLO
+    from rankflow import serve as serving
+
+    model, hardware = shipped(req.model, "model"), [str(shipped(h, "hardware")) for h in req.hardware]
+    sc = serving.inference_scenario(model, hardware[0], None, req.set)
+    spec = sc.workload.inference
+    lengths = (serving.length(spec.input_len if req.input_len is None else req.input_len, "input_len"),
+               serving.length(spec.output_len if req.output_len is None else req.output_len, "output_len"))
+    plans = [{"tp": tp, "pp": pp, "ep": ep} for tp in req.tp for pp in req.pp for ep in req.ep]
+    opts = serving.options(model, hardware, plans, req.set)
+    res = serving.cheapest_for(opts, req.rate_per_s, Workload(*lengths, req.requests, req.seed),
+                               SLO(ttft_s=req.slo_ttft_s, tpot_s=req.slo_tpot_s), serving.scheduler(req.scheduler))
+    return cheapest_dict(res)
 
 
 def search_inputs(req: SearchRequest) -> tuple[Path, list[str]]:
