@@ -15,7 +15,7 @@ from functools import cached_property
 
 from graphgen.config import DeviceSpec, EfficiencyCurve
 from graphgen.model.ops import Op, OpKind, op_work
-from graphgen.units import GB, TERA, US
+from graphgen.units import GB, TERA, US, dtype_bytes
 
 
 def interpolate(curve: EfficiencyCurve, x: float) -> float:
@@ -32,11 +32,20 @@ def interpolate(curve: EfficiencyCurve, x: float) -> float:
     return pts[-1][1]
 
 
+LOW_PRECISION = ("fp8", "fp4")
+
+
 @dataclass(frozen=True)
 class ComputeModel:
     device: DeviceSpec
     precision: str
     attention_kernel: str | None = None
+    # Training under an fp8/fp4 recipe: a low-precision GEMM needs its operands cast (and transposed,
+    # for the other GEMM of its backward) by kernels of their own -- Transformer Engine's Linear runs
+    # fp8_cast_transpose_fused on its input in forward and fp8_cast_transpose_bgrad_fused on the output
+    # gradient in backward (transformer_engine/pytorch/module/linear.py, cpp_extensions/transpose.py);
+    # torchao's float8 casts the same tensors. Inference engines fuse the quantisation into the kernel before.
+    casts: bool = False
 
     @cached_property
     def gemm_shapes(self) -> dict[tuple[str, int, int, int], float]:
@@ -97,10 +106,32 @@ class ComputeModel:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
         return max(t_math, self.memory_time(nbytes)) + launch
 
+    @cached_property
+    def sixteen_bit(self) -> ComputeModel:
+        """This device at 16 bits, for the GEMMs an fp8/fp4 recipe leaves there."""
+        return ComputeModel(self.device, "bf16" if "bf16" in self.device.peak_tflops else "fp16", self.attention_kernel)
+
+    def cast_time(self, op: Op, direction: str) -> float:
+        """One cast-and-transpose kernel: the GEMM's 16-bit input (forward) or output gradient (backward)
+        read once and written twice in the low-precision dtype."""
+        d_in, d_out = op.shape
+        elements = op.flops / (2 * d_out) if direction == "fwd" else op.flops / (2 * d_in)
+        nbytes = elements * (dtype_bytes("bf16") + 2 * dtype_bytes(self.precision))
+        return self.memory_time(nbytes) + self.device.launch_overhead_us * US
+
     def op_time(self, op: Op, direction: str, selective: bool = False) -> float:
         """Seconds of one op in one direction (see graphgen.model.ops.op_work). A GEMM's backward runs
         its dgrad and, when the weight trains, its wgrad, each the forward's FLOPs in its own shape;
-        selective recompute reruns the op's forward inside its backward."""
+        selective recompute reruns the op's forward inside its backward. Under an fp8/fp4 recipe only
+        linear layers run in low precision (not weightless GEMMs, nor those marked high_precision)."""
+        if op.kind is OpKind.MATMUL and self.precision in LOW_PRECISION and (op.high_precision or not op.shape[0]):
+            return self.sixteen_bit.op_time(op, direction, selective)
+        t = self._op_time(op, direction, selective)
+        if self.casts and op.kind is OpKind.MATMUL and direction in ("fwd", "bwd", "bwd_in") and op.flops:
+            t += self.cast_time(op, direction)
+        return t
+
+    def _op_time(self, op: Op, direction: str, selective: bool) -> float:
         k = op.gemm_kernels
         if direction == "fwd":
             return self.time(op.kind, op.flops, op.bytes, k, op.seq_len, op.attention_blocks, gemm_shape(op, "fwd"))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from graphgen.config import Cluster
-from graphgen.costs.compute import ComputeModel
+from graphgen.costs.compute import LOW_PRECISION, ComputeModel
 from graphgen.costs.network import NetworkModel, bus_coefficient
 from graphgen.ir import CollectiveNode, ComputeNode, SendNode, Work, comm_stream
 from graphgen.parallel.layout import Collective
@@ -68,7 +68,9 @@ class Coster:
         self.prog = prog
         self.cluster = cluster or prog.scenario.hardware
         sc = prog.scenario
-        self.cm = ComputeModel(self.cluster.device, sc.workload.precision, sc.workload.attention_kernel)
+        w = sc.workload
+        self.cm = ComputeModel(self.cluster.device, w.precision, w.attention_kernel,
+                               casts=w.precision in LOW_PRECISION and w.run_type == "training")
         self.net = NetworkModel(self.cluster)
         self.override = comm_override or {}
         self.selective = sc.plan.recompute == "selective"

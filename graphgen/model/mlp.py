@@ -102,7 +102,7 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
         norm(sh, "ln_mlp"),
         Op("router", OpKind.MATMUL, flops=2 * Tl * h * E, bytes=e * (Tl * h + h * E + Tl * E), in_layout=sh.resid,
            out_layout=sh.resid, weight_params=h * E, saved_bytes=e * Tl * h + 4 * Tl * E, shape=(h, E),
-           out_bytes=e * Tl * h),
+           out_bytes=e * Tl * h, high_precision=True),
         Op("permute", OpKind.ELEMENTWISE, flops=0.0, bytes=2 * e * Tl * k * h, in_layout=sh.resid, out_layout=sh.resid,
            out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h), ("ep", ep_bytes)), local_out_bytes=e * routed * h),
         Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + touched * h * up / etp + G * up / etp),

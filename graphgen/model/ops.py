@@ -56,6 +56,10 @@ class Op:
     # Collectives the op runs itself, beside its compute or around it: (axis, "fwd" | "bwd", kind,
     # full buffer bytes, overlapped with the op's compute) -- context parallelism's key/value exchange.
     side_comm: tuple[tuple[str, str, Collective, float, bool], ...] = ()
+    # A GEMM the frameworks keep in 16 bits under an fp8/fp4 recipe: Megatron-Core's output layer is a
+    # plain ColumnParallelLinear (not Transformer Engine's), torchtitan's float8 converter filters
+    # fqn 'output', and the MoE router runs in PyTorch.
+    high_precision: bool = False
 
     def comm_bytes(self, axis: str) -> float:
         """Bytes of the collective that relayouts this op's output on one axis."""
