@@ -46,6 +46,10 @@ class EngineIterationModel:
     block_size: int
     kv_blocks: int
     max_context: int
+    # Pipeline stages of the replica. Engines keep one batch in flight per stage: vLLM runs a scheduler per
+    # pipeline stage ("virtual engine"), each with 1/pp of the KV blocks, whose batches follow one another
+    # through the stages (see graphgen.serving.simulate.Deployment.pools); an iteration here is one whole pass.
+    virtual_engines: int = 1
 
     def iteration_time(self, prefill_tokens: int, prefill_context: int, decode_seqs: int,
                        decode_context: int, prefill_seqs: int = 1) -> float:
@@ -88,5 +92,5 @@ def tabulate(sc: Scenario, time_of: Callable[[Scenario], float], kv_blocks: int)
     link = sc.hardware.scale_out
     transfer = per_token / (link.bandwidth_gbs * 1e9 * link.efficiency)
     return EngineIterationModel(tokens, linear, per_cached, prompts, tuple(rates), transfer,
-                                sc.workload.inference.block_size, kv_blocks, limit)
+                                sc.workload.inference.block_size, kv_blocks, limit, sc.plan.pp)
 

@@ -53,6 +53,7 @@ class LinearIterationModel:
     kv_blocks: int = 20_000
     max_context: int = 131_072
     transfer_per_token: float = 1e-6
+    virtual_engines: int = 1  # pipeline stages, each stage's engine a batch in flight (see EngineIterationModel)
 
     def iteration_time(self, prefill_tokens: int, prefill_context: int, decode_seqs: int, decode_context: int,
                        prefill_seqs: int = 1) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from graphgen.errors import RankflowError
 from graphgen.serving.continuous import BudgetReplica
@@ -41,7 +41,8 @@ class Deployment:
     replicas: int = 1
     router: str = "round_robin"
 
-    def pools(self) -> tuple[PoolSpec, ...]:
+    def physical_pools(self) -> tuple[PoolSpec, ...]:
+        """The scheduler's pools of replicas, each replica a whole copy of the model on its GPUs."""
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
             raise RankflowError(f"must be a whole number >= 1, got {self.replicas!r}", field="replicas",
                                 fix="set replicas >= 1")
@@ -50,8 +51,23 @@ class Deployment:
                                 fix=f"use one of: {', '.join(ROUTERS)}")
         return self.scheduler.pools(self.model, self.replicas)
 
+    def pools(self) -> tuple[PoolSpec, ...]:
+        """The pools the simulation schedules: a pipelined replica is as many engines as it has stages,
+        each with its share of the KV blocks and a whole pass per iteration (vLLM's virtual engines:
+        vllm/core/scheduler.py Scheduler.__init__ 'num_gpu_blocks //= pipeline_parallel_size', one
+        scheduler per stage in vllm/engine/llm_engine.py), so pp batches are in flight at once."""
+        return tuple(_virtual(p) for p in self.physical_pools())
+
     def replica_count(self) -> int:
-        return sum(p.count for p in self.pools())
+        return sum(p.count for p in self.physical_pools())
+
+
+def _virtual(pool: PoolSpec) -> PoolSpec:
+    v = getattr(pool.model, "virtual_engines", 1)
+    if v <= 1:
+        return pool
+    model = replace(pool.model, kv_blocks=pool.model.kv_blocks // v, virtual_engines=1)
+    return replace(pool, model=model, count=pool.count * v)
 
 
 @dataclass(frozen=True)
@@ -65,7 +81,8 @@ class RequestRecord:
     first_token_s: float     # the client got it (after the KV transfer when disaggregated, by default)
     finish_s: float
     preemptions: int
-    replica: int             # global replica index (the prefill replica when disaggregated)
+    replica: int             # global engine index (the prefill one when disaggregated; a replica with pp
+                             # pipeline stages runs pp engines, see Deployment.pools)
     decode_replica: int | None
     kv_ready_s: float | None  # disaggregated: when its KV reached the decode replica
 
@@ -77,7 +94,7 @@ class ServingResult:
     dropped: tuple[Request, ...]                # refused with oversized="drop"
     iterations: tuple[Iteration, ...]           # every iteration of every replica, in start order
     itl_s: tuple[tuple[float, int], ...]        # (gap between consecutive tokens of a request, how many)
-    replica_roles: tuple[str, ...]              # per global replica index: "serve", "prefill", "decode"
+    replica_roles: tuple[str, ...]              # per global engine index: "serve", "prefill", "decode"
 
 
 class _Run:
