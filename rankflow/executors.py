@@ -8,6 +8,8 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from graphgen.errors import RankflowError
 from graphgen.scenario import Scenario
@@ -42,25 +44,51 @@ def run_serial(batches: list[Batch], progress: Callable[[int], None]) -> Iterato
         yield out
 
 
+def _start_method() -> str:
+    """fork starts fastest and shares what this process imported, but forking a process that runs other
+    threads (a server) can copy a lock some thread holds and deadlock the child: then the workers come
+    from a fresh fork server (or spawn), which re-import the caller's main module (guard it)."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+POLL_S = 0.5  # how often a caller's progress hook runs while a batch is out (to cancel or time out)
+
+
 def run_local(batches: list[Batch], progress: Callable[[int], None], workers: int | None = None
               ) -> Iterator[list[PlanRecord]]:
-    """A pool of worker processes (default: every core), results in batch order."""
+    """A pool of worker processes (default: every core), results in batch order. A worker that dies
+    (killed, out of memory) fails the search instead of leaving it waiting, and a caller's hook that
+    raises stops the workers at once."""
     n = workers or os.cpu_count() or 1
     if n <= 1 or len(batches) <= 1:
         yield from run_serial(batches, progress)
         return
-    methods = multiprocessing.get_all_start_methods()
-    # fork starts fastest and shares what this process imported, but forking a process that runs
-    # other threads (a server) can copy a lock some thread holds and deadlock the child: then the
-    # workers come from a fresh fork server (or spawn) instead.
-    if "fork" in methods and threading.active_count() == 1:
-        method = "fork"
-    else:
-        method = "forkserver" if "forkserver" in methods else "spawn"
-    with multiprocessing.get_context(method).Pool(n) as pool:
-        for out in pool.imap(_work, batches):
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(_start_method()))
+    try:
+        for fut in [pool.submit(_work, b) for b in batches]:
+            out = _result(fut, progress)
             progress(len(out))
             yield out
+    except BrokenProcessPool:
+        raise RankflowError("a worker process of the search died (killed, or out of memory)", field="--workers",
+                            fix="run it again with --workers 1, or search fewer GPU counts at once") from None
+    finally:
+        workers_left = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers_left:  # a batch still running would otherwise finish before its worker exits
+            if proc.is_alive():
+                proc.terminate()
+
+
+def _result(fut: Future, progress: Callable[[int], None]) -> list[PlanRecord]:
+    while True:
+        try:
+            return fut.result(timeout=POLL_S)
+        except TimeoutError:
+            progress(0)  # nothing new: the hook may still cancel or run out of time
 
 
 def run_ray(batches: list[Batch], progress: Callable[[int], None], address: str | None = None

@@ -35,12 +35,22 @@ def inference_scenario(model, hardware, plan=None, overrides=()) -> Scenario:
 
 def engine_model(sc: Scenario) -> EngineIterationModel:
     """One replica's iteration costs, from its analytical step times and its KV blocks."""
-    blocks = min(m.kv_blocks for m in api.memory(sc).roles)
-    if blocks < 1:
-        raise RankflowError(f"{sc.model.name} leaves no memory for a KV cache on {sc.hardware.device.name} with "
-                            f"tp={sc.plan.tp} pp={sc.plan.pp}", field="parallelism.tp",
+    blocks, pp = min(m.kv_blocks for m in api.memory(sc).roles), sc.plan.pp
+    if blocks < pp:
+        where = "no memory for a KV cache" if pp == 1 else f"fewer KV blocks ({blocks}) than pipeline stages' engines"
+        raise RankflowError(f"{sc.model.name} leaves {where} on {sc.hardware.device.name} with tp={sc.plan.tp} "
+                            f"pp={pp}", field="parallelism.tp",
                             fix="use more GPUs per replica (tp, pp), quantised weights, or a larger device")
-    return tabulate(sc, lambda s: api.simulate(s).step_time_s, blocks)
+    return tabulate(sc, lambda s: iteration_s(api.simulate(s), s.plan.pp), blocks)
+
+
+def iteration_s(res, pp: int) -> float:
+    """Seconds between one engine's iterations: a whole pass, or, when pp engines take turns on the
+    stages, pp turns of the slowest stage if that is longer (each engine's batch waits its turn there).
+    Throughput is then right at load; a lone request on an uneven pipeline is charged the same period."""
+    if pp <= 1:
+        return res.step_time_s
+    return max(res.step_time_s, pp * max(r.compute_s for r in res.roles))
 
 
 def length(text: str | int, field: str):
@@ -74,6 +84,9 @@ def scheduler(name: str, **params):
     return cls(**{k: v for k, v in params.items() if v is not None and k in fields})
 
 
+CHOSEN = ("parallelism.tp", "parallelism.pp", "parallelism.ep", "parallelism.dp")  # what options() sets itself
+
+
 @dataclass(frozen=True)
 class Option:
     """One way to serve for a cheapest-deployment question: hardware, tensor parallelism, its engine."""
@@ -87,7 +100,15 @@ class Option:
 def options(model, hardware: list[str], plans: list[dict[str, int]], overrides=()) -> list[Option]:
     """Every (hardware, plan) that can hold the model, with its engine and price; `plans` are
     parallelism settings such as {"tp": 4, "pp": 1, "ep": 1}."""
+    for o in overrides:
+        key = str(o[0] if isinstance(o, tuple) else o).split("=", 1)[0].strip()
+        if key in CHOSEN:
+            raise RankflowError(f"the cheapest-deployment search chooses {key} itself; --set would be overwritten",
+                                field="--set", fix="give the sizes to try with --tp/--pp/--ep (replicas, not dp, "
+                                                   "scale a deployment out)")
     prices, out = api.load_prices(), []
+    hardware = list(dict.fromkeys(hardware))  # a repeat is the same option
+    plans = list({tuple(sorted(p.items())): p for p in plans}.values())
     for hw in hardware:
         for plan in plans:
             try:

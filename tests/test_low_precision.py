@@ -59,3 +59,26 @@ def test_training_casts_each_linear_input_forward_and_its_gradient_backward():
     assert not _ops("bf16")[0].casts and not _ops("fp8", "inference")[0].casts
     assert infer["fc2"][0].flops > 0
 
+
+
+def test_a_device_listing_only_an_fp8_peak_still_runs_fp8():
+    from rankflow import api
+
+    hw = api.load_hardware(H100)
+    only = hw.model_copy(update={"device": hw.device.model_copy(update={"peak_tflops": {"fp8": 1979.0}})})
+    sc = api.load_scenario({"model": MODEL, "workload": {"seq_len": 2048, "global_batch": 8, "precision": "fp8"}}, only,
+                           overrides=[("parallelism.dp", 1)])
+    cm = Coster(program(sc, "coarse")).cm
+    assert cm.sixteen_bit is cm and api.simulate(sc).step_time_s > 0
+
+
+def test_a_norm_fed_linear_only_transposes_its_fp8_input():
+    # qkv and fc1 follow a norm that Transformer Engine fuses with them (LayerNormLinear/LayerNormMLP)
+    cm, ops = _ops("fp8")
+    qkv, fc2 = ops["qkv_proj"][0], ops["fc2"][0]
+    assert qkv.norm_input and ops["fc1"][0].norm_input and not fc2.norm_input
+    hbm = cm.device.hbm_bandwidth_gbs * 1e9 * cm.device.efficiency.memory_bound
+    launch = cm.device.launch_overhead_us * 1e-6
+    tokens = qkv.flops / (2 * qkv.shape[0] * qkv.shape[1])
+    assert cm.cast_time(qkv, "fwd") == pytest.approx(tokens * qkv.shape[0] * 2 / hbm + launch, rel=1e-12)
+    assert cm.cast_time(qkv, "bwd") == pytest.approx(tokens * qkv.shape[1] * 4 / hbm + launch, rel=1e-12)

@@ -4,7 +4,9 @@ replay, memory pruning against the full memory model, determinism, and the CLI's
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
 
 import pytest
 
@@ -169,3 +171,35 @@ def test_pngs_of_the_front_and_the_sweep(tmp_path):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     doc = json.loads((tmp_path / "s.json").read_text())
     assert doc["schema"] == "rankflow.sweep" and doc["points"][0]["scaling_efficiency"] == 1.0
+
+
+def _die(batch):
+    os._exit(3)  # what the OOM killer leaves behind: a worker gone without an answer
+
+
+def test_a_dead_worker_fails_the_search_instead_of_hanging(monkeypatch):
+    from rankflow import executors
+
+    monkeypatch.setattr(executors, "_work", _die)
+    ticks: list[int] = []
+    with pytest.raises(RankflowError, match="worker process of the search died"):
+        list(executors.run_local([("a", [], 0.0), ("b", [], 0.0)], ticks.append, workers=2))
+    assert ticks == [] or set(ticks) == {0}
+
+
+def test_a_hook_that_raises_stops_the_workers_at_once(monkeypatch):
+    from rankflow import executors
+
+    monkeypatch.setattr(executors, "POLL_S", 0.05)
+    monkeypatch.setattr(executors, "_work", _sleep)
+
+    def cancel(n: int) -> None:
+        raise RuntimeError("cancelled")
+    t = time.monotonic()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        list(executors.run_local([("a", [], 0.0), ("b", [], 0.0)], cancel, workers=2))
+    assert time.monotonic() - t < 5  # the batches would take 60 s
+
+
+def _sleep(batch):
+    time.sleep(60)

@@ -105,3 +105,20 @@ def test_length_errors_name_the_flag_the_user_wrote():
         with pytest.raises(RankflowError) as exc:
             serve.length(text, "--input-len")
         assert exc.value.field == "--input-len" and words in exc.value.one_line()
+
+
+def test_an_uneven_pipeline_is_paced_by_its_slowest_stage():
+    # Llama-3.2-1B on 4 stages: the last also holds the LM head. With four engines taking turns, each
+    # engine's iteration comes round every 4 x that stage's time, longer than one whole pass.
+    from rankflow import api, serve
+
+    sc = serve.inference_scenario("llama3.2-1b", "h100", None, [
+        "parallelism.pp=4", "workload.inference.phase=decode", "workload.inference.batch=64",
+        "workload.inference.context_len=1"])
+    res = api.simulate(sc)
+    slowest = max(r.compute_s for r in res.roles)
+    assert serve.iteration_s(res, 4) == pytest.approx(4 * slowest) and 4 * slowest > res.step_time_s * 1.1
+    assert serve.iteration_s(res, 1) == res.step_time_s
+    model = serve.engine_model(sc)
+    assert model.virtual_engines == 4
+    assert model.iteration_time(0, 0, 64, 64) >= 4 * slowest * 0.99

@@ -38,6 +38,14 @@ def test_cheapest_deployment_matches_the_cli(tmp_path):
     assert many.status_code == 422 and "at most 64" in many.json()["error"]
     path = client.post("/v1/serve/cheapest", json={**body, "hardware": ["../etc/x.yaml"]})
     assert path.status_code == 422 and "names only" in path.json()["error"]
+    # bounded in work too: options x requests, not just options
+    heavy = client.post("/v1/serve/cheapest", json={**body, "tp": [1, 2, 4, 8], "requests": 2000})
+    assert heavy.status_code == 422 and "more than one request may simulate" in heavy.json()["error"]
+    chosen = client.post("/v1/serve/cheapest", json={**body, "set": ["parallelism.dp=4"]})
+    assert chosen.status_code == 422 and "chooses parallelism.dp itself" in chosen.json()["error"]
+    # a repeated name or size is the same option, evaluated once
+    again = client.post("/v1/serve/cheapest", json={**body, "hardware": ["h100", "a100", "h100"], "tp": [1, 2, 2]})
+    assert again.json() == doc
 
 
 def _wait(client, job_id: str, timeout_s: float = 120) -> dict:
@@ -51,7 +59,7 @@ def _wait(client, job_id: str, timeout_s: float = 120) -> dict:
 
 
 def test_search_job_progress_result_and_cancel():
-    client = TestClient(create_app(Limits(max_jobs=1)))
+    client = TestClient(create_app(Limits(max_jobs=1, job_workers=2)))
     job = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [8], "top": 3})
     assert job.status_code == 202
     busy = client.post("/v1/search", json={"model": "llama2-7b", "hardware": ["a100"], "gpus": [8]})

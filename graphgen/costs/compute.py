@@ -108,15 +108,20 @@ class ComputeModel:
 
     @cached_property
     def sixteen_bit(self) -> ComputeModel:
-        """This device at 16 bits, for the GEMMs an fp8/fp4 recipe leaves there."""
-        return ComputeModel(self.device, "bf16" if "bf16" in self.device.peak_tflops else "fp16", self.attention_kernel)
+        """This device at 16 bits, for the GEMMs an fp8/fp4 recipe leaves there (itself when the device
+        lists no 16-bit peak)."""
+        pk = self.device.peak_tflops
+        sixteen = next((d for d in ("bf16", "fp16") if d in pk), None)
+        return ComputeModel(self.device, sixteen, self.attention_kernel) if sixteen else self
 
     def cast_time(self, op: Op, direction: str) -> float:
         """One cast-and-transpose kernel: the GEMM's 16-bit input (forward) or output gradient (backward)
-        read once and written twice in the low-precision dtype."""
+        read once and written twice in the low-precision dtype; an input a fused norm already wrote in
+        low precision only transposed."""
         d_in, d_out = op.shape
         elements = op.flops / (2 * d_out) if direction == "fwd" else op.flops / (2 * d_in)
-        nbytes = elements * (dtype_bytes("bf16") + 2 * dtype_bytes(self.precision))
+        low = dtype_bytes(self.precision)
+        nbytes = elements * (2 * low if direction == "fwd" and op.norm_input else dtype_bytes("bf16") + 2 * low)
         return self.memory_time(nbytes) + self.device.launch_overhead_us * US
 
     def op_time(self, op: Op, direction: str, selective: bool = False) -> float:
@@ -124,7 +129,8 @@ class ComputeModel:
         its dgrad and, when the weight trains, its wgrad, each the forward's FLOPs in its own shape;
         selective recompute reruns the op's forward inside its backward. Under an fp8/fp4 recipe only
         linear layers run in low precision (not weightless GEMMs, nor those marked high_precision)."""
-        if op.kind is OpKind.MATMUL and self.precision in LOW_PRECISION and (op.high_precision or not op.shape[0]):
+        if op.kind is OpKind.MATMUL and self.precision in LOW_PRECISION and (op.high_precision or not op.shape[0]) \
+                and self.sixteen_bit is not self:
             return self.sixteen_bit.op_time(op, direction, selective)
         t = self._op_time(op, direction, selective)
         if self.casts and op.kind is OpKind.MATMUL and direction in ("fwd", "bwd", "bwd_in") and op.flops:

@@ -168,7 +168,7 @@ def attention_ops(sh: BlockShape, kind: str) -> tuple[Op, ...]:
                   bytes=e * (T * m.hidden + qkv.weights / t + T * qkv.d_out / t), in_layout=sh.replicated,
                   out_layout=sh.heads, shards_input=sh.column_shards, out_bytes=e * T * qkv.d_out,
                   weight_params=qkv.weights / t + (qkv.d_out / t if qkv.bias else 0), saved_bytes=column_input_saved(sh),
-                  shape=(qkv.d_in, qkv.d_out / t), local_out_bytes=e * T * qkv.d_out / t))
+                  shape=(qkv.d_in, qkv.d_out / t), local_out_bytes=e * T * qkv.d_out / t, norm_input=True))
     if m.position_encoding == "rope":
         ops.append(_rope(sh, (m.heads + m.n_kv_heads) * m.d_head / t, e * T * qkv.d_out))
     return (*ops, *_core(sh, kind), _out_proj(sh), residual_add(sh, "attn_residual"))

@@ -96,9 +96,12 @@ class LayerGraph:
 
 def quantise(ops: tuple[Op, ...], weight_bytes: float, e: float) -> tuple[Op, ...]:
     """Linears whose weights are stored in another dtype (fp8, int8/int4, fp4 for inference): each
-    reads its weights at that size; the embedding table and norms stay in the compute dtype."""
+    reads its weights at that size; the embedding table, norms and the GEMMs kept in 16 bits (LM head,
+    router: ModelOpt's default quantisation configs disable '*lm_head*' and '*router*', and AWQ/GPTQ
+    skip the head) stay in the compute dtype."""
     return tuple(replace(op, weight_bytes=weight_bytes, bytes=op.bytes + op.weight_params * (weight_bytes - e))
-                 if op.kind is OpKind.MATMUL and op.weight_params > 0 and op.weight_bytes is None else op for op in ops)
+                 if op.kind is OpKind.MATMUL and op.weight_params > 0 and op.weight_bytes is None
+                 and not op.high_precision else op for op in ops)
 
 
 def build_layer_graph(sh: BlockShape) -> LayerGraph:

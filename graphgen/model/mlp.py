@@ -28,7 +28,7 @@ def dense_mlp(sh: BlockShape) -> tuple[Op, ...]:
         Op("fc1", OpKind.MATMUL, flops=2 * T * fc1.weights / t, bytes=e * (T * m.hidden + fc1.weights / t + T * up / t),
            in_layout=sh.replicated, out_layout=sh.hid, shards_input=sh.column_shards, out_bytes=e * T * up,
            weight_params=fc1.weights / t + (up / t if fc1.bias else 0), saved_bytes=column_input_saved(sh),
-           shape=(m.hidden, up / t), local_out_bytes=e * T * up / t),
+           shape=(m.hidden, up / t), local_out_bytes=e * T * up / t, norm_input=True),
         Op("swiglu" if gated else m.activation, OpKind.ELEMENTWISE, flops=8 * T * f / t,
            bytes=e * T * f / t * (glu_passes if gated else 2), in_layout=sh.hid, out_layout=sh.hid,
            out_bytes=e * T * f, gemm_kernels=glu_kernels if gated else 1,

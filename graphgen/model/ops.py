@@ -60,6 +60,9 @@ class Op:
     # plain ColumnParallelLinear (not Transformer Engine's), torchtitan's float8 converter filters
     # fqn 'output', and the MoE router runs in PyTorch.
     high_precision: bool = False
+    # The input comes straight from a norm: Transformer Engine fuses them (LayerNormLinear, LayerNormMLP),
+    # the norm kernel writing its output in fp8 itself, so an fp8 recipe adds only the transpose.
+    norm_input: bool = False
 
     def comm_bytes(self, axis: str) -> float:
         """Bytes of the collective that relayouts this op's output on one axis."""

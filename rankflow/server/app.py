@@ -44,6 +44,9 @@ class Limits:
     max_jobs: int = 2                   # search jobs running at once; more get 429
     max_search_plans: int = 200_000     # candidates in one search job
     job_timeout_s: float = 600.0        # one search job's wall time
+    # Worker processes per search job. 1 runs it in the server's own process: workers re-import the main
+    # module of whatever embeds the app, which must then guard it; `rankflow server` does and uses every core.
+    job_workers: int = 1
 
 
 MAX_ERROR = 1000  # characters of an error line: a message echoes input, and input can be long
@@ -179,7 +182,8 @@ def _search_routes(app: FastAPI, jobs: JobStore, limits: Limits) -> None:
         except RankflowError as exc:
             return _error(422, exc.one_line())
         try:
-            job = jobs.submit("search", lambda progress: work.search(req, progress, limits.max_search_plans))
+            job = jobs.submit("search", lambda progress: work.search(req, progress, limits.max_search_plans,
+                                                                         limits.job_workers))
         except Busy as exc:
             return _error(429, f"{exc} (fix: wait for one to finish or cancel one)")
         return JSONResponse(job.status(), status_code=202)

@@ -127,6 +127,9 @@ class ServeRequest(ScenarioRequest):
 
 
 MAX_CHEAPEST_OPTIONS = 64  # hardware x plans, each a capacity search of its own
+# Simulated requests over all options: a capacity search of 1,000 requests takes about 10 s on one core,
+# so this keeps a request near the server's 60 s limit.
+MAX_CHEAPEST_WORK = 4000
 
 
 class CheapestRequest(_Body):
@@ -140,7 +143,7 @@ class CheapestRequest(_Body):
     ep: list[Annotated[int, Field(ge=1, le=256)]] = Field([1], min_length=1, max_length=8)
     set: list[str] = Field(default_factory=list, max_length=64)
     scheduler: Literal["continuous", "chunked", "static", "disaggregated"] = "continuous"
-    requests: int = Field(1000, ge=1, le=5000)
+    requests: int = Field(1000, ge=1, le=2000)
     input_len: str | int | None = None
     output_len: str | int | None = None
     seed: int = Field(0, ge=0)
@@ -149,7 +152,10 @@ class CheapestRequest(_Body):
 
     @model_validator(mode="after")
     def _bounded(self) -> CheapestRequest:
-        n = len(self.hardware) * len(self.tp) * len(self.pp) * len(self.ep)
+        n = len({*self.hardware}) * len({*self.tp}) * len({*self.pp}) * len({*self.ep})
         if n > MAX_CHEAPEST_OPTIONS:
             raise ValueError(f"{n} hardware x plan options; at most {MAX_CHEAPEST_OPTIONS}")
+        if n * self.requests > MAX_CHEAPEST_WORK:
+            raise ValueError(f"{n} options x {self.requests} requests is more than one request may simulate "
+                             f"({MAX_CHEAPEST_WORK:,}); give fewer options or requests, or use the CLI")
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from graphgen.errors import RankflowError
@@ -48,7 +49,7 @@ def run(argv: list[str]) -> int:
         raise RankflowError("the server's packages are not installed", field="server",
                             fix="pip install -e '.[server]'") from None
     _check_free(args.host, args.port)
-    app = create_app(Limits(request_timeout_s=args.timeout, max_jobs=args.max_jobs))
+    app = create_app(Limits(request_timeout_s=args.timeout, max_jobs=args.max_jobs, job_workers=os.cpu_count() or 1))
     sys.stderr.write(f"Rankflow server on http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl-C stops it\n")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         sys.stderr.write(f"warning: listening on {args.host}: anyone who can reach this machine can run simulations "

@@ -103,17 +103,17 @@ def search_inputs(req: SearchRequest) -> tuple[Path, list[str]]:
 # Ranks x op nodes a trace holds: an op-level DAG of tens of thousands of layer passes per stage is
 # gigabytes in memory and a trace of hundreds of MB, too much to build for a web request.
 MAX_TRACE_LAYER_PASSES = 16_384
-# A search job's worker processes (None: every core), as the CLI's default local executor.
-JOB_WORKERS: int | None = None
 
 
-def search(req: SearchRequest, progress: Callable[[int, int], None], max_plans: int) -> dict[str, Any]:
+def search(req: SearchRequest, progress: Callable[[int, int], None], max_plans: int, workers: int = 1
+           ) -> dict[str, Any]:
     from graphgen.search.space import Constraints
     from rankflow import search
     from reports import search_out
 
     model, hardware = search_inputs(req)
     found = search.search(model, hardware, req.gpus, req.set, Constraints(max_tp=req.max_tp, tp=req.tp, pp=req.pp, headroom_gib=req.headroom_gib),
-                          top=req.top, check=2, executor="local", workers=JOB_WORKERS, progress=progress,
+                          top=req.top, check=2, executor="local" if workers > 1 else "serial",
+                          workers=workers if workers > 1 else None, progress=progress,
                           max_candidates=max_plans)
     return search_out.to_dict(found)
