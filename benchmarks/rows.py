@@ -31,6 +31,7 @@ class Row:
     skipped: str | None
     definition: str | None = None    # the framework and version the row ran under
     bf16_dense: bool = False
+    family: str | None = None        # "MoE" or "dense context-parallel": slices the issues set targets on
     convention: str | None = None    # the FLOP convention its TFLOP/s and MFU are compared in
 
     @property

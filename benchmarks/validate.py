@@ -238,6 +238,7 @@ def validate(csv_path: Path, detail: str = "coarse") -> list[Row]:
         def run(r=r, row=row, src=src) -> None:
             sc = row_scenario(r, models)
             row.bf16_dense = sc.workload.precision == "bf16" and sc.model.moe is None
+            row.family = "MoE" if sc.model.moe is not None else ("dense context-parallel" if sc.plan.cp > 1 else None)
             ck = (sc.model.model_dump_json(), sc.workload.model_dump_json(), sc.plan.model_dump_json(),
                   sc.hardware.name)
             if ck not in cache:
@@ -278,9 +279,13 @@ def summarize(rows: list[Row]) -> dict:
         if r.skipped:
             skipped[r.skipped] += 1
     target = [r for r in done if r.bf16_dense and r.metric in TARGET_METRICS]
+    families = sorted({r.family for r in done if r.family})
     return {
         "overall": mape(done),
         "target_bf16_dense_time_metrics": mape(target),
+        "by_family": {f: {"time": mape([r for r in done if r.family == f and r.metric in TARGET_METRICS]),
+                          "memory": mape([r for r in done if r.family == f and r.metric == "mem_gib_per_gpu"])}
+                      for f in families},
         "by_metric": {k: mape(v) for k, v in sorted(by_metric.items())},
         "verdicts": {m: mape([r for r in verdicts if r.metric == m]) for m in sorted({r.metric for r in verdicts})},
         "by_source": {k: mape(v) for k, v in sorted(by_source.items())},
@@ -356,6 +361,9 @@ def _print(rows: list[Row], summary: dict, quiet: bool) -> None:
     t = summary["target_bf16_dense_time_metrics"]
     if t["rows"]:
         out.write(f"  BF16 dense rows, step time / TFLOP/s / MFU / tokens/s: {_fmt(t['mape_pct'])} % over {t['rows']} rows\n")
+    for fam, v in summary.get("by_family", {}).items():
+        out.write(f"  {fam} rows: step time / TFLOP/s / MFU / tokens/s {_fmt(v['time']['mape_pct'])} % over "
+                  f"{v['time']['rows']} rows, memory {_fmt(v['memory']['mape_pct'])} % over {v['memory']['rows']} rows\n")
     for name in ("by_metric", "by_source", "by_framework"):
         out.write(f"  {name.replace('_', ' ')}:\n")
         for k, v in summary[name].items():

@@ -60,6 +60,12 @@ def test_summary_counts_errors_and_verdicts():
     assert s["overall"]["mape_pct"] == pytest.approx(10.0)
     assert s["verdicts"]["oom"] == {"rows": 2, "accuracy_pct": 50.0}
     assert s["skipped"] == {"rows": 1, "reasons": {"why": 1}}
+    # the slices the issues set targets on: MoE and dense context-parallel rows, time and memory apart
+    moe = [Row("m1", "s", "mfu", 50.0, 40.0, None, family="MoE"),
+           Row("m2", "s", "mem_gib_per_gpu", 10.0, 10.5, None, family="MoE"), *rows]
+    fam = summarize(moe)["by_family"]
+    assert fam["MoE"]["time"]["mape_pct"] == pytest.approx(20.0) and fam["MoE"]["memory"]["mape_pct"] == pytest.approx(5.0)
+    assert set(fam) == {"MoE"}
 
 
 def test_cli_json_layout(tmp_path):
