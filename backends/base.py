@@ -202,7 +202,8 @@ def framework_report(sc, memory, step_time: float, peak: float) -> dict[str, obj
 
     fw, w = sc.framework, sc.workload
     conv = FLOP_CONVENTIONS[fw.flops]
-    per_gpu = conv.per_token(sc.model, w.seq_len, sc.plan.recompute, None) * sc.tokens_per_step / step_time / sc.world
+    per_token = conv.flops_per_token(sc.model, w.seq_len, sc.plan.recompute, None, w.finetune)
+    per_gpu = per_token * sc.tokens_per_step / step_time / sc.world
     reserved = fw.memory == "reserved"
     mem = max(m.allocated + (m.fragmentation if reserved else 0.0) for m in memory)
     return {"name": fw.name, "version": fw.version, "profile": fw.file, "flop_convention": fw.flops,

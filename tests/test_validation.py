@@ -52,6 +52,27 @@ def test_an_unseen_source_runs_without_a_framework_and_states_its_facts():
     assert sc.workload.fused_cross_entropy and sc.workload.fused_kernels
 
 
+def test_notes_that_say_lora_make_a_lora_run_counted_as_lora():
+    # NeMo's 24.07 LoRA rows: the notes say LoRA; NeMo's LoRA adapts the fused qkv at rank 32 and logs
+    # the method's FLOPs (no weight gradients for the frozen base), 2/3 of SFT's per token.
+    from graphgen.model.flop_conventions import FLOP_CONVENTIONS
+
+    row = {**ROW, "source": "NVIDIA/NeMo docs/source/performance/performance_summary.md (NeMo 24.07)",
+           "model": "LLAMA2-7B LoRA", "notes": "LoRA fine-tuning, FP8, SQuAD packed to 4096", "tp": "1", "pp": "1",
+           "num_gpus": "8", "global_batch": "32"}
+    sc = row_scenario(row, {})
+    ft = sc.workload.finetune
+    assert ft.method == "lora" and ft.lora_rank == 32 and ft.target_modules == ["qkv_proj"]
+    assert row_scenario({**row, "notes": "QLoRA, bf16", "zero_stage": "1"}, {}).workload.finetune.method == "qlora"
+    assert row_scenario({**row, "notes": "SFT, FP8"}, {}).workload.finetune.method == "full"
+    palm = FLOP_CONVENTIONS["palm"]
+    full = palm.flops_per_token(sc.model, 4096, "none", None)
+    lora = palm.flops_per_token(sc.model, 4096, "none", None, ft)
+    assert lora < full * 0.75  # forward and input gradients only, plus the small adapters
+    assert FLOP_CONVENTIONS["llmfoundry"].flops_per_token(sc.model, 4096, "none", None, ft) == \
+        FLOP_CONVENTIONS["llmfoundry"].flops_per_token(sc.model, 4096, "none", None)
+
+
 def test_summary_counts_errors_and_verdicts():
     rows = [Row("a", "s", "step_time_s", 1.0, 1.1, None), Row("b", "s", "step_time_s", 2.0, 1.8, None),
             Row("c", "s", "oom", True, True, None), Row("d", "s", "oom", False, True, None),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from graphgen.config.model import ModelSpec
+from graphgen.config.model import FineTune, ModelSpec
 from graphgen.model.flops import (
     attention_keys,
     attention_widths,
@@ -27,6 +27,16 @@ class FlopConvention:
     description: str
     per_token: Callable[[ModelSpec, int, str, float | None], float]
     peak: str = "precision"  # MFU's peak: the run's precision ("precision") or the bf16 peak ("bf16")
+    # Fine-tuning counted as the method computes it (frozen weights without weight gradients, adapters
+    # their own 6 x parameters), not as pretraining.
+    finetune: bool = False
+
+    def flops_per_token(self, m: ModelSpec, s: int, recompute: str, stated: float | None,
+                        finetune: FineTune | None = None) -> float:
+        base = self.per_token(m, s, recompute, stated)
+        if self.finetune and finetune is not None and finetune.method != "full":
+            base += model_flops_per_token(m, s, finetune) - model_flops_per_token(m, s)
+        return base
 
 
 FLOP_CONVENTIONS: Registry[FlopConvention] = Registry("FLOP convention")
@@ -59,11 +69,15 @@ def _torchtitan(m: ModelSpec, s: int, recompute: str, stated: float | None) -> f
 for _c in (
     FlopConvention("standard", "Rankflow standard model FLOPs (README: MFU definition): 6 x matmul parameters + "
                    "12 x layers x heads x head_dim x the keys a query attends to under the causal mask, recompute "
-                   "not counted", _standard),
+                   "not counted; fine-tuning as the method computes it", _standard, finetune=True),
     FlopConvention("causal", "6 x matmul parameters + 6 x layers x heads x head_dim x seq (causal attention), "
-                   "recompute not counted (Megatron-Core >= 0.12, Megatron-Bridge, NeMo 2025)", _standard),
+                   "recompute not counted (Megatron-Core >= 0.12, Megatron-Bridge, NeMo 2025); fine-tuning as "
+                   "the method computes it", _standard, finetune=True),
+    # NeMo counts fine-tuning by its method: its 24.07 performance summary (NVIDIA/NeMo docs/source/performance/
+    # performance_summary.md @070a0bb) logs LoRA at 2/3 of the model TFLOP per token of SFT on the same model.
     FlopConvention("palm", "6 x matmul parameters + 12 x layers x heads x head_dim x seq (non-causal attention, "
-                   "PaLM App. B), recompute not counted", _palm),
+                   "PaLM App. B), recompute not counted; fine-tuning as the method computes it (frozen weights "
+                   "without weight gradients, as NeMo logs LoRA)", _palm, finetune=True),
     FlopConvention("megatron_hfu", "Megatron/Narayanan eq. 3: 72*l*h^2*(1 + s/(6h) + V/(16*l*h)) per token, x4/3 "
                    "under full recompute (hardware FLOPs)", _megatron_hfu),
     FlopConvention("llmfoundry", "llm-foundry: 6 x all parameters + 12 x layers x hidden x seq per token "
