@@ -70,6 +70,11 @@ def test_a_device_listing_only_an_fp8_peak_still_runs_fp8():
                            overrides=[("parallelism.dp", 1)])
     cm = Coster(program(sc, "coarse")).cm
     assert cm.sixteen_bit is cm and api.simulate(sc).step_time_s > 0
+    # weightless GEMMs (unfused attention) stay uncast there too
+    unfused = api.load_scenario({"model": MODEL, "workload": {"seq_len": 2048, "global_batch": 8, "precision": "fp8",
+                                                               "flash_attention": False}}, only,
+                                overrides=[("parallelism.dp", 1)])
+    assert api.simulate(unfused).step_time_s > 0
 
 
 def test_a_norm_fed_linear_only_transposes_its_fp8_input():

@@ -133,7 +133,8 @@ class ComputeModel:
                 and self.sixteen_bit is not self:
             return self.sixteen_bit.op_time(op, direction, selective)
         t = self._op_time(op, direction, selective)
-        if self.casts and op.kind is OpKind.MATMUL and direction in ("fwd", "bwd", "bwd_in") and op.flops:
+        if self.casts and op.kind is OpKind.MATMUL and direction in ("fwd", "bwd", "bwd_in") and op.flops \
+                and op.shape[0] and not op.high_precision:
             t += self.cast_time(op, direction)
         return t
 
