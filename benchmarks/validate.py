@@ -315,11 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with path.open() as fh:
         header = next(csv.reader(fh), [])
+    from benchmarks.validate_grid import source_of as grid_source_of
+    from benchmarks.validate_grid import validate as validate_grid
     from benchmarks.validate_inference import source_of
     from benchmarks.validate_inference import validate as validate_serving
 
-    serving = source_of(path)
-    if serving:
+    serving, grid = source_of(path), grid_source_of(path)
+    if grid:
+        rows = validate_grid(path, grid)
+    elif serving:
         rows = validate_serving(path, serving)
     elif "value_gib" in header:
         from benchmarks.validate_memory import validate as validate_memory

@@ -151,3 +151,24 @@ def test_llm_foundry_mpt_mapping_reproduces_its_parameter_count():
     row = {"model": "MPT-7b", "layers": "32", "hidden": "4096", "heads": "32", "kv_heads": "32",
            "ffn_hidden": "16384", "vocab": "50368", "seq_len": "2048"}
     assert total_params(ModelSpec(**_architecture(row, {}))) == 6658859008
+
+
+def test_a_grid_file_runs_from_its_declared_columns(tmp_path):
+    # one run per row with the plan in columns (training_sources.yaml); a failed run is skipped with its error
+    from benchmarks.validate_grid import source_of
+    from benchmarks.validate_grid import validate as validate_grid
+
+    path = tmp_path / "uci_llama2_7b_train_4xa100.csv"
+    path.write_text("variant,TP,PP,CP,DP,Status,Error,Avg_Step_Time_s,Total_Throughput_tokens_s,"
+                    "Throughput_per_GPU_tokens_s\n"
+                    "DDP,1,2,1,2,SUCCESS,,38.2194,13717.83,3429.46\n"
+                    "FSDP,1,2,1,2,INSUFFICIENT_DATA,AssertionError: FSDP does not support pipeline parallelism,,,\n")
+    entry = source_of(path)
+    assert entry is not None and entry["model"] == "llama2-7b.yaml"
+    rows = validate_grid(path, entry)
+    done, failed = rows[:2], rows[2:]
+    assert [r.metric for r in done] == ["step_time_s", "tokens_per_s_per_gpu"]
+    assert all(r.predicted and r.predicted > 0 for r in done)
+    # 38.2 s x 13,718 tokens/s = 128 sequences of 4,096 tokens: tokens/s per GPU follows from the step time
+    assert done[1].predicted == pytest.approx(128 * 4096 / done[0].predicted / 4, rel=1e-9)
+    assert all("FSDP does not support pipeline parallelism" in r.skipped for r in failed)
