@@ -6,7 +6,9 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends.base import Result
 from graphgen.errors import RankflowError
+from graphgen.model.flop_conventions import FLOP_CONVENTIONS
 from rankflow import api
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,3 +86,26 @@ def hardware_file(gpu: str) -> Path:
         if key.lower() in gpu.lower():
             return HW_DIR / fname
     raise Skip(f"no hardware config for GPU '{gpu}'")
+
+
+def predict(metric: str, res: Result, sc, stated_params: float | None = None, flops: str | None = None) -> float:
+    """The row's metric from a Result, as the row's framework reports it (its FLOP convention, its
+    memory figure), or in the convention its publication states (`flops`); rows without either use
+    Rankflow's standard convention and allocated memory."""
+    fw = dict(res.framework or {})
+    if flops:
+        fw["flop_convention"] = flops
+    if metric == "step_time_s":
+        return res.step_time_s
+    if metric == "tokens_per_s_per_gpu":
+        return res.tokens_per_s_per_gpu
+    if metric == "mem_gib_per_gpu":
+        return fw.get("peak_memory_gib", max(m.allocated for m in res.memory) / 2**30)
+    conv = FLOP_CONVENTIONS[fw.get("flop_convention", "standard")]
+    per_token = conv.flops_per_token(sc.model, sc.workload.seq_len, sc.plan.recompute, stated_params, sc.workload.finetune)
+    tflops = per_token * res.tokens_per_s_per_gpu / 1e12
+    if metric == "tflops_per_gpu":
+        return tflops
+    if metric == "mfu":
+        return 100.0 * tflops / (res.peak_flops_per_gpu / 1e12)
+    raise Skip(f"metric {metric} not predicted")

@@ -22,9 +22,18 @@ from pathlib import Path
 
 import yaml
 
-from backends.base import Result
 from benchmarks.catalogue import _catalogue_entry, _catalogued, _int
-from benchmarks.rows import HW_DIR, ROOT, Row, Skip, attempt, hardware, hardware_file, row_scenario_from  # noqa: F401
+from benchmarks.rows import (  # noqa: F401
+    HW_DIR,
+    ROOT,
+    Row,
+    Skip,
+    attempt,
+    hardware,
+    hardware_file,
+    predict,
+    row_scenario_from,
+)
 from graphgen.model.flop_conventions import FLOP_CONVENTIONS
 from rankflow import api
 
@@ -189,29 +198,6 @@ def _expert_plan(r: dict, arch: dict, tp: int) -> dict:
     dispatcher = "deepep" if ("DeepEP" in notes or "HybridEP" in notes) else "alltoall"
     # Megatron-Core requires sequence parallelism for MoE with tensor parallelism.
     return dict(ep=ep, etp=etp, moe_dispatcher=dispatcher, moe_overlap="A2A_OVERLAP=1" in notes, sp=tp > 1)
-
-
-def predict(metric: str, res: Result, sc, stated_params: float | None = None, flops: str | None = None) -> float:
-    """The row's metric from a Result, as the row's framework reports it (its FLOP convention, its
-    memory figure), or in the convention its publication states (`flops`); rows without either use
-    Rankflow's standard convention and allocated memory."""
-    fw = dict(res.framework or {})
-    if flops:
-        fw["flop_convention"] = flops
-    if metric == "step_time_s":
-        return res.step_time_s
-    if metric == "tokens_per_s_per_gpu":
-        return res.tokens_per_s_per_gpu
-    if metric == "mem_gib_per_gpu":
-        return fw.get("peak_memory_gib", max(m.allocated for m in res.memory) / 2**30)
-    conv = FLOP_CONVENTIONS[fw.get("flop_convention", "standard")]
-    per_token = conv.flops_per_token(sc.model, sc.workload.seq_len, sc.plan.recompute, stated_params, sc.workload.finetune)
-    tflops = per_token * res.tokens_per_s_per_gpu / 1e12
-    if metric == "tflops_per_gpu":
-        return tflops
-    if metric == "mfu":
-        return 100.0 * tflops / (res.peak_flops_per_gpu / 1e12)
-    raise Skip(f"metric {metric} not predicted")
 
 
 def _load_models(csv_path: Path) -> dict[str, dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.rows import ROOT, Row, Skip, attempt, hardware_file, row_scenario_from
+from benchmarks.rows import ROOT, Row, Skip, attempt, hardware_file, predict, row_scenario_from
 
 SOURCES = Path(__file__).resolve().parent / "training_sources.yaml"
 FIELDS = {"file", "name", "model", "gpu", "seq_len", "tokens_per_step", "plan", "microbatches", "zero_stage",
@@ -63,7 +63,6 @@ def row_scenario(entry: dict, r: dict[str, str]):
 
 
 def validate(path: Path, entry: dict) -> list[Row]:
-    from benchmarks.validate import predict
     from rankflow import api
 
     out: list[Row] = []
