@@ -77,6 +77,16 @@ def test_crash_after_every_rank_reported_keeps_the_numbers_with_a_note(monkeypat
     assert any("during shutdown" in n for n in res.notes)
 
 
+def test_an_abort_mid_run_is_run_again_once(monkeypatch):
+    # the prebuilt builds now and then abort on a corrupted heap; the same inputs pass on a second try
+    monkeypatch.setenv("FAKE_ASTRA_MODE", "abort_once")
+    res = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
+    assert res.step_time_s == pytest.approx(8000e-9) and not any("crash" in n for n in res.notes)
+    monkeypatch.setenv("FAKE_ASTRA_MODE", "abort")
+    with pytest.raises(RankflowError, match="exited with code -6"):
+        AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2))
+
+
 def test_missing_binary_via_cli_is_exit_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "ASTRA_SIM_BIN"}
     p = subprocess.run([sys.executable, str(ROOT / "run_perf.py"), "--hardware_config",

@@ -2,7 +2,8 @@
 """Stands in for an ASTRA-sim binary in tests of the runner's parsing and error handling.
 
 It counts the trace files, prints ASTRA-sim's finish line for each rank (rank r finishes at
-(r + 1) x 1000 cycles), and misbehaves on request through FAKE_ASTRA_MODE: crash, hang, garbage, crash_at_exit, nonutf8;
+(r + 1) x 1000 cycles), and misbehaves on request through FAKE_ASTRA_MODE: crash, hang, garbage, crash_at_exit, nonutf8, abort
+(SIGABRT mid-run every time), abort_once (only the first time in a working directory);
 reports that parse but are bogus: zero (0 cycles), exposed_over (exposed above finish), offset (ranks 1..world),
 huge (a finish of 10**400 cycles), huge_rank (a rank id of 5000 digits), bad_log (an event log with a 400-digit tick);
 floods: flood (FAKE_ASTRA_FLOOD_MIB MiB of lines before the report), flood_line (as much without a newline).
@@ -20,6 +21,12 @@ world = len(glob.glob(prefix + ".*.et"))
 if mode == "crash":
     print("terminate called after throwing an instance of 'std::runtime_error'", file=sys.stderr)
     sys.exit(134)
+if mode in ("abort", "abort_once"):  # glibc's heap check aborting the process mid-run (SIGABRT)
+    marker = os.path.join(os.getcwd(), "aborted-once")
+    if mode == "abort" or not os.path.exists(marker):
+        open(marker, "w").close()
+        print("malloc_consolidate(): unaligned fastbin chunk detected", file=sys.stderr, flush=True)
+        os.abort()
 if mode == "hang":
     time.sleep(60)
 if mode == "garbage":
