@@ -107,16 +107,21 @@ class SearchRequest(_Body):
     top: int = Field(10, ge=1, le=20, description="plans re-simulated in full")
 
 
-class ServeRequest(ScenarioRequest):
+class _Traffic(_Body):
+    """What a serving question is about besides the deployment: scheduler, lengths, seed and SLO."""
+
     scheduler: Literal["continuous", "chunked", "static", "disaggregated"] = "continuous"
-    rate_per_s: float | None = Field(None, gt=0, lt=1e6, description="Poisson arrivals; unset with capacity")
-    requests: int = Field(1000, ge=1, le=20000)
     input_len: str | int | None = None
     output_len: str | int | None = None
     seed: int = Field(0, ge=0)
-    replicas: int = Field(1, ge=1, le=1024)
     slo_ttft_s: float = Field(2.0, gt=0, lt=1e6)
     slo_tpot_s: float = Field(0.2, gt=0, lt=1e6)
+
+
+class ServeRequest(ScenarioRequest, _Traffic):
+    rate_per_s: float | None = Field(None, gt=0, lt=1e6, description="Poisson arrivals; unset with capacity")
+    requests: int = Field(1000, ge=1, le=20000)
+    replicas: int = Field(1, ge=1, le=1024)
     capacity: bool = False
 
     @model_validator(mode="after")
@@ -132,7 +137,7 @@ MAX_CHEAPEST_OPTIONS = 64  # hardware x plans, each a capacity search of its own
 MAX_CHEAPEST_WORK = 4000
 
 
-class CheapestRequest(_Body):
+class CheapestRequest(_Traffic):
     """The cheapest deployment for a target rate: `rankflow serve --cheapest` over shipped hardware."""
 
     model: str = Field(description="shipped name or Hugging Face id")
@@ -142,13 +147,7 @@ class CheapestRequest(_Body):
     pp: list[Annotated[int, Field(ge=1, le=64)]] = Field([1], min_length=1, max_length=8)
     ep: list[Annotated[int, Field(ge=1, le=256)]] = Field([1], min_length=1, max_length=8)
     set: list[str] = Field(default_factory=list, max_length=64)
-    scheduler: Literal["continuous", "chunked", "static", "disaggregated"] = "continuous"
     requests: int = Field(1000, ge=1, le=2000)
-    input_len: str | int | None = None
-    output_len: str | int | None = None
-    seed: int = Field(0, ge=0)
-    slo_ttft_s: float = Field(2.0, gt=0, lt=1e6)
-    slo_tpot_s: float = Field(0.2, gt=0, lt=1e6)
 
     @model_validator(mode="after")
     def _bounded(self) -> CheapestRequest:
