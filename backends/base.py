@@ -21,8 +21,8 @@ SCHEMA_VERSION = "2.3"
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
     "per token = 6 x matmul parameters (all linears and the LM head) + 12 x layers x heads x head_dim x "
-    "the keys a query attends to under the causal mask ((seq_len + 1) / 2; in a sliding-window layer, up to "
-    "its window), recompute not counted (PaLM, Chowdhery et al. 2022, App. B, with causal attention as "
+    "the keys a query attends to under the causal mask ((seq_len + 1) / 2, or the sample's with packed sequences; "
+    "in a sliding-window layer, up to its window), recompute not counted (PaLM, Chowdhery et al. 2022, App. B, with causal attention as "
     "Megatron-Core counts it, so MFU stays below 100 % at any length); fine-tuning counts what the method computes: "
     "frozen weights have no weight-gradient FLOPs, a frozen prefix of layers no backward, adapters 6 x their "
     "parameters")
@@ -173,9 +173,9 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
 
         model_flops = hw_flops = inference_flops_per_token(m, query_len(w.inference), key_len(w.inference)) * tokens
     else:
-        model_flops = model_flops_per_token(m, w.seq_len, ft) * tokens
+        model_flops = model_flops_per_token(m, w.attention_len, ft) * tokens
         frozen = ft.frozen_layers if ft.method == "freeze" else 0
-        hw_flops = model_flops + recompute_flops_per_token(m, w.seq_len, p.recompute, w.flash_attention,
+        hw_flops = model_flops + recompute_flops_per_token(m, w.attention_len, p.recompute, w.flash_attention,
                                                            p.recompute_every, frozen) * tokens
     peak = ComputeModel(sc.hardware.device, w.precision).matmul_peak
     table = layer_table(program)
@@ -202,7 +202,7 @@ def framework_report(sc, memory, step_time: float, peak: float) -> dict[str, obj
 
     fw, w = sc.framework, sc.workload
     conv = FLOP_CONVENTIONS[fw.flops]
-    per_token = conv.flops_per_token(sc.model, w.seq_len, sc.plan.recompute, None, w.finetune)
+    per_token = conv.flops_per_token(sc.model, w.attention_len, sc.plan.recompute, None, w.finetune)
     per_gpu = per_token * sc.tokens_per_step / step_time / sc.world
     reserved = fw.memory == "reserved"
     mem = max(m.allocated + (m.fragmentation if reserved else 0.0) for m in memory)

@@ -102,7 +102,8 @@ def predict(metric: str, res: Result, sc, stated_params: float | None = None, fl
     if metric == "mem_gib_per_gpu":
         return fw.get("peak_memory_gib", max(m.allocated for m in res.memory) / 2**30)
     conv = FLOP_CONVENTIONS[fw.get("flop_convention", "standard")]
-    per_token = conv.flops_per_token(sc.model, sc.workload.seq_len, sc.plan.recompute, stated_params, sc.workload.finetune)
+    per_token = conv.flops_per_token(sc.model, sc.workload.attention_len, sc.plan.recompute, stated_params,
+                                     sc.workload.finetune)
     tflops = per_token * res.tokens_per_s_per_gpu / 1e12
     if metric == "tflops_per_gpu":
         return tflops

@@ -130,6 +130,9 @@ def _check_experts(m: ModelSpec, p: ParallelPlan, c: _Checker) -> None:
 
 
 def _check_context(w: Workload, p: ParallelPlan, c: _Checker) -> None:
+    if p.cp > 1 and w.packed_sample_len is not None:
+        raise c.plan("parallelism.cp", "context parallelism over packed samples (THD) is not modelled: its chunks "
+                     "would split samples", "drop workload.packed_sample_len or use cp=1")
     if p.cp > 1 and w.seq_len % (2 * p.cp):
         raise c.plan("parallelism.cp", f"context parallelism splits seq_len={w.seq_len} into 2 x cp = {2 * p.cp} "
                      "chunks (for causal load balance)", "choose cp so that 2 x cp divides workload.seq_len")

@@ -190,3 +190,21 @@ def test_file_io_stays_in_the_cli_and_writers():
         text = path.read_text()
         for call in ("open(", ".read_text(", ".write_text(", ".read_bytes(", ".write_bytes("):
             assert call not in text, f"{name} does file I/O ({call})"
+
+
+def test_packed_samples_attend_within_themselves():
+    # 4 samples of 512 tokens packed into a 2,048-token sequence: attention is four 512 x 512 triangles,
+    # a quarter of one 2,048 triangle, timed at the 512-token kernel rate; model FLOPs count it the same way.
+    from graphgen.model.flops import model_flops_per_token
+
+    whole = scenario(TINY_LLAMA, {"seq_len": 2048, "global_batch": 4})
+    packed = scenario(TINY_LLAMA, {"seq_len": 2048, "global_batch": 4, "packed_sample_len": 512})
+    flash = {k: layer_graph(sc).unit_block(0).op("flash_attention") for k, sc in (("whole", whole), ("packed", packed))}
+    assert flash["packed"].flops == pytest.approx(flash["whole"].flops / 4)
+    assert flash["packed"].seq_len == 512 and flash["whole"].seq_len == 2048
+    assert packed.workload.attention_len == 512 and whole.workload.attention_len == 2048
+    res = {k: run(sc, "coarse") for k, sc in (("whole", whole), ("packed", packed))}
+    assert res["packed"].step_time_s < res["whole"].step_time_s
+    assert res["packed"].model_flops_per_step == pytest.approx(
+        model_flops_per_token(packed.model, 512) * packed.tokens_per_step)
+    assert 0 < res["packed"].model_flops_per_step / res["packed"].step_time_s / res["packed"].peak_flops_per_gpu <= 1

@@ -421,3 +421,15 @@ def test_bounded_in_flight_walk_matches_the_full_walk(monkeypatch, plan):
     from graphgen.errors import RankflowError
     with pytest.raises(RankflowError, match="global_batch"):
         memory.scenario_memory(sc)
+
+
+@pytest.mark.parametrize("setting,word", [
+    (["--set", "workload.packed_sample_len=9000"], "longer than seq_len"),
+    (["--set", "workload.seq_len=4096", "--set", "workload.packed_sample_len=512", "--set", "parallelism.cp=2",
+      "--set", "parallelism.dp=4"], "packed samples"),
+])
+def test_packing_that_cannot_be_is_refused(capsys, tmp_path, setting, word):
+    out = tmp_path / "r.json"
+    rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", MODEL, *SMALL, *setting, "--json", out)
+    assert_contract(rc, err, [out])
+    assert rc == 2 and word in err

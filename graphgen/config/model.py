@@ -206,6 +206,11 @@ class Workload(Strict):
                                 "workload.inference).")
     inference: InferenceSpec | None = Field(None, description="The inference iteration (run_type: inference).")
     seq_len: DimInt = Field(2048, description="Tokens per sequence.")
+    packed_sample_len: DimInt | None = Field(
+        None, description="Sequence packing (fine-tuning): the mean tokens of the samples packed into each "
+                          "seq_len sequence. Attention stays within each sample (FlashAttention varlen, Transformer "
+                          "Engine THD), so its work, its kernel's efficiency and the model FLOPs follow this length. "
+                          "Unset: one sample per sequence.")
     framework: Str | None = Field(
         None, description="Training framework whose profile (framework_configs/<name>.yaml) fills the workload "
                           "and parallelism fields left unset, and whose FLOP and memory conventions the report "
@@ -270,11 +275,22 @@ class Workload(Strict):
     def _inference_section(self) -> Workload:
         if self.run_type == "training" and self.precision == "fp4":
             raise ValueError("fp4 is an inference precision here: training in fp4 is not modelled")
+        if self.packed_sample_len is not None and self.packed_sample_len > self.seq_len:
+            raise ValueError(f"packed_sample_len={self.packed_sample_len} is longer than seq_len={self.seq_len}: "
+                             "packed samples fill a sequence")
+        if self.packed_sample_len is not None and self.run_type == "inference":
+            raise ValueError("packed_sample_len describes training batches; serving lengths are "
+                             "workload.inference's")
         return self
 
     def serving(self) -> InferenceSpec:
         """The inference section, or its defaults."""
         return self.inference or InferenceSpec()
+
+    @property
+    def attention_len(self) -> int:
+        """Tokens a query's attention spans at most: the packed sample, or the whole sequence."""
+        return min(self.packed_sample_len or self.seq_len, self.seq_len)
 
 
 class ModelConfig(Strict):

@@ -49,12 +49,13 @@ def key_span(sh: BlockShape, kind: str) -> int:
     return min(s, sh.model.sliding_window) if kind == "sliding" and sh.model.sliding_window else s
 
 
-def causal_fraction(s: int, window: int) -> float:
+def causal_fraction(s: int, window: int, sample: int | None = None) -> float:
     """Fraction of the s x s score matrix a causal kernel computes: 1/2 for full causal attention
-    (the masked half is skipped), less for a window narrower than the sequence."""
-    if window >= s:
-        return 0.5
-    return (window * s - window * (window - 1) / 2) / (s * s)
+    (the masked half is skipped), less for a window narrower than the sequence, and for packed
+    samples of `sample` tokens only the blocks on the diagonal (s / sample of them)."""
+    n = min(sample or s, s)
+    pairs = n * n / 2 if window >= n else window * n - window * (window - 1) / 2
+    return pairs * (s / n) / (s * s)
 
 
 def _cp_comm(sh: BlockShape, d: Dims) -> tuple:
@@ -75,12 +76,12 @@ def fused_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
     m, w, t, e, d = sh.model, sh.workload, sh.tp, sh.e, dims(sh)
     b, s, a = w.micro_batch, w.seq_len, m.heads
     T = sh.tokens
-    fwd = 2 * b * a * s * s * (d.qk + d.v) / t / sh.cp * causal_fraction(s, window)
+    fwd = 2 * b * a * s * s * (d.qk + d.v) / t / sh.cp * causal_fraction(s, window, w.packed_sample_len)
     return (Op("flash_attention", OpKind.ATTENTION, flops=fwd,
                bytes=e * T * (a * d.qk + d.kv_heads * (d.qk + d.v) + a * d.v) / t, in_layout=sh.heads,
                out_layout=sh.heads, out_bytes=e * T * a * d.v,
                saved_bytes=e * T * (a * d.qk + d.kv_heads * (d.qk + d.v)) / t + 4 * b * a * s / t / sh.cp,
-               bwd_flops_factor=2.5, bwd_bytes_factor=2.5, seq_len=window,
+               bwd_flops_factor=2.5, bwd_bytes_factor=2.5, seq_len=min(window, w.attention_len),
                attention_blocks=b * (a / t) * math.ceil(s / sh.cp / 128), local_out_bytes=e * T * a * d.v / t,
                side_comm=_cp_comm(sh, d)),)
 

@@ -72,7 +72,7 @@ def evaluate_one(base: Scenario, index: int, cand: dict, caches: dict, headroom_
     except RankflowError as exc:
         return PlanRecord(index, cand, "invalid", exc.one_line(), peak / GIB, room)
     tokens = sc.tokens_per_step / step
-    flops = model_flops_per_token(sc.model, sc.workload.seq_len, sc.workload.finetune) * tokens
+    flops = model_flops_per_token(sc.model, sc.workload.attention_len, sc.workload.finetune) * tokens
     peak_flops = sc.hardware.device.peak_tflops
     key = "tf32" if sc.workload.precision == "fp32" and "tf32" in peak_flops else sc.workload.precision
     mfu = flops / (sc.world * peak_flops[key] * 1e12)
