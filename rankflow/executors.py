@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from backends.base import Result
 from graphgen.errors import RankflowError
 from graphgen.scenario import Scenario
 from graphgen.search.evaluate import PlanRecord, evaluate_batch
@@ -66,24 +67,52 @@ def run_local(batches: list[Batch], progress: Callable[[int], None], workers: in
     if n <= 1 or len(batches) <= 1:
         yield from run_serial(batches, progress)
         return
+    for out in _pooled(_work, batches, n, progress):
+        progress(len(out))
+        yield out
+
+
+def simulate_all(scenarios: list[Scenario], workers: int | None, tick: Callable[[], None] | None) -> list[Result]:
+    """Full simulations of several plans (a search's top plans and its check sample) on a pool of local
+    processes, in order; `tick` runs before each result is taken (a server job's cancel and time limit)."""
+    from rankflow import api
+
+    hook = (lambda _n: tick()) if tick is not None else (lambda _n: None)
+    n = workers or os.cpu_count() or 1
+    if n <= 1 or len(scenarios) <= 1:
+        out = []
+        for sc in scenarios:
+            hook(0)
+            out.append(api.simulate(sc))
+        return out
+    results = []
+    for res in _pooled(api.simulate, scenarios, n, hook):
+        hook(0)
+        results.append(res)
+    return results
+
+
+def _pooled(fn: Callable, items: list, n: int, progress: Callable[[int], None]) -> Iterator:
+    """fn over items on n worker processes, results in order."""
     pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(_start_method()))
+    done = False
     try:
-        for fut in [pool.submit(_work, b) for b in batches]:
-            out = _result(fut, progress)
-            progress(len(out))
-            yield out
+        for fut in [pool.submit(fn, x) for x in items]:
+            yield _result(fut, progress)
+        done = True
     except BrokenProcessPool:
         raise RankflowError("a worker process of the search died (killed, or out of memory)", field="--workers",
                             fix="run it again with --workers 1, or search fewer GPU counts at once") from None
     finally:
-        workers_left = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in workers_left:  # a batch still running would otherwise finish before its worker exits
-            if proc.is_alive():
-                proc.terminate()
+        if not done:  # a task still running would otherwise finish before its worker exits
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                if proc.is_alive():
+                    proc.terminate()
+        # Joined, not left behind: its manager thread would make the next pool fork a threaded process.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _result(fut: Future, progress: Callable[[int], None]) -> list[PlanRecord]:
+def _result(fut: Future, progress: Callable[[int], None]):
     while True:
         try:
             return fut.result(timeout=POLL_S)

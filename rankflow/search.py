@@ -11,6 +11,7 @@ ranked by throughput, time to train and cost, with the Pareto front of (time to 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from graphgen.scenario import Scenario
 from graphgen.search.evaluate import PlanRecord
 from graphgen.search.space import Constraints, candidates
 from rankflow import api
-from rankflow.executors import EXECUTORS
+from rankflow.executors import EXECUTORS, simulate_all
 
 BATCH = 48          # candidates per task: large enough to share lowered templates, small enough to balance
 MAX_CANDIDATES = 2_000_000
@@ -141,20 +142,15 @@ def _pareto(entries: list[Evaluated]) -> list[Evaluated]:
     return front
 
 
-def _check(bases: dict, top: list[Top], sample: list[Evaluated], simulate=api.simulate) -> dict:
+def _check(pairs: list[tuple[Evaluated, float]]) -> dict:
     """The largest disagreement between the fast recurrence and the DAG replay, over the top plans
-    (re-simulated anyway) and an evenly spaced sample of the rest."""
-    worst, where, n = 0.0, None, 0
-    pairs = [(t.entry, t.result.step_time_s) for t in top]
-    for e in sample:
-        sc = _plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan)
-        pairs.append((e, simulate(sc).step_time_s))
+    (re-simulated anyway) and an evenly spaced sample of the rest: (plan, replayed step time) pairs."""
+    worst, where = 0.0, None
     for e, exact in pairs:
-        n += 1
         d = abs(e.record.step_time_s / exact - 1)
         if d > worst:
             worst, where = d, {"hardware": e.hardware, "gpus": e.gpus, **e.record.plan}
-    return {"plans": n, "max_rel_diff": worst, "worst_plan": where}
+    return {"plans": len(pairs), "max_rel_diff": worst, "worst_plan": where}
 
 
 def _plan_scenario(base: Scenario, plan: dict) -> Scenario:
@@ -203,26 +199,28 @@ def search(model, hardware: list[str], gpus: list[int], overrides=(), constraint
         for rec in recs:
             run_, per_mtok = _economics(bases[key], rec, key[1])
             evaluated.append(Evaluated(key[0], key[1], rec, run_, per_mtok))
-    return _finish(model, bases, spaces, evaluated, top, check, (lambda: progress(total, total)) if progress else None)
+    tick = (lambda: progress(total, total)) if progress else None
+    # The full re-simulations use the search's cores too (one process here for serial or Ray searches).
+    n = (workers or os.cpu_count() or 1) if executor == "local" else 1
+    return _finish(model, bases, spaces, evaluated, top, check, lambda scs: simulate_all(scs, n, tick))
 
 
 def _finish(model, bases: dict, spaces, evaluated: list[Evaluated], top: int, check: int,
-            tick: Callable[[], None] | None = None) -> SearchResult:
-    """Rank, re-simulate the top plans in full and check a sample; `tick` runs before each full
-    simulation (a server job's cancel and time-limit check)."""
-    def simulate(sc: Scenario) -> Result:
-        if tick is not None:
-            tick()
-        return api.simulate(sc)
+            simulate: Callable[[list[Scenario]], list[Result]] | None = None) -> SearchResult:
+    """Rank, re-simulate the top plans in full and check a sample (`simulate` runs the full DAG replays
+    of a list of plans, in order)."""
+    simulate = simulate or (lambda scs: simulate_all(scs, 1, None))
     ok = [e for e in evaluated if e.ok]
     ranked = sorted(ok, key=lambda e: (-e.record.tokens_per_s, e.hardware, e.gpus, e.record.index))
-    tops = tuple(Top(e, simulate(_plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan))) for e in ranked[:top])
     rest = [e for e in ok if e not in ranked[:top]]
     step = max(1, len(rest) // max(check, 1)) if check else 0
     sample = rest[::step][:check] if check else []
+    full = simulate([_plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan) for e in [*ranked[:top], *sample]])
+    tops = tuple(Top(e, r) for e, r in zip(ranked[:top], full, strict=False))
     name = next(iter(bases.values())).model.name if bases else str(model)
     tokens = next(iter(bases.values())).workload.train_tokens if bases else None
     priced = sorted((e for e in ok if e.usd_per_mtok is not None),
                     key=lambda e: (e.usd_per_mtok, e.hardware, e.gpus, e.record.index))
+    checked = [(e, r.step_time_s) for e, r in zip([*ranked[:top], *sample], full, strict=True)]
     return SearchResult(name, tuple(spaces), tuple(evaluated), tops, tuple(priced[:top]), tuple(_pareto(ok)),
-                        _check(bases, list(tops), sample, simulate), tokens, bases)
+                        _check(checked), tokens, bases)
