@@ -206,10 +206,9 @@ def search(model, hardware: list[str], gpus: list[int], overrides=(), constraint
 
 
 def _finish(model, bases: dict, spaces, evaluated: list[Evaluated], top: int, check: int,
-            simulate: Callable[[list[Scenario]], list[Result]] | None = None) -> SearchResult:
+            simulate: Callable[[list[Scenario]], list[Result]]) -> SearchResult:
     """Rank, re-simulate the top plans in full and check a sample (`simulate` runs the full DAG replays
     of a list of plans, in order)."""
-    simulate = simulate or (lambda scs: simulate_all(scs, 1, None))
     ok = [e for e in evaluated if e.ok]
     ranked = sorted(ok, key=lambda e: (-e.record.tokens_per_s, e.hardware, e.gpus, e.record.index))
     rest = [e for e in ok if e not in ranked[:top]]

@@ -76,6 +76,13 @@ def length(text: str | int, field: str):
         raise RankflowError(f"'{shown}': {exc.message}", field=field, fix=exc.fix) from None
 
 
+def lengths(spec, input_len, output_len, fields: tuple[str, str] = ("--input-len", "--output-len")):
+    """The (input, output) length distributions a user gave, or the scenario's inference lengths; errors
+    name the flag or request field the user wrote (`fields`)."""
+    return (length(spec.input_len if input_len is None else input_len, fields[0]),
+            length(spec.output_len if output_len is None else output_len, fields[1]))
+
+
 def scheduler(name: str, **params):
     if name not in SCHEDULERS:
         raise RankflowError(f"unknown scheduler '{name}'", field="--scheduler", fix=f"use one of: {', '.join(SCHEDULERS)}")

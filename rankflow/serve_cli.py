@@ -109,8 +109,7 @@ def run(argv: list[str]) -> int:
     _check(args)
     sc = serve.inference_scenario(args.model_config, args.hardware_config[0], args.plan_config, args.set)
     spec = sc.workload.inference
-    lengths = (serve.length(spec.input_len if args.input_len is None else args.input_len, "--input-len"),
-               serve.length(spec.output_len if args.output_len is None else args.output_len, "--output-len"))
+    lengths = serve.lengths(spec, args.input_len, args.output_len)
     sched = serve.scheduler(args.scheduler, max_batched_tokens=args.max_batched_tokens, max_seqs=args.max_seqs,
                             batch_size=args.batch_size, prefill_replicas=args.prefill_replicas,
                             decode_replicas=args.decode_replicas)

@@ -66,8 +66,7 @@ def serve(req: ServeRequest) -> dict[str, Any]:
 
     sc = serving.inference_scenario(*model_and_hardware(req), None, overrides_of(req))
     spec = sc.workload.inference
-    lengths = (serving.length(spec.input_len if req.input_len is None else req.input_len, "input_len"),
-               serving.length(spec.output_len if req.output_len is None else req.output_len, "output_len"))
+    lengths = serving.lengths(spec, req.input_len, req.output_len, ("input_len", "output_len"))
     work = Workload(*lengths, req.requests, req.seed)
     dep = Deployment(serving.engine_model(sc), serving.scheduler(req.scheduler), req.replicas, "least_outstanding")
     slo = SLO(ttft_s=req.slo_ttft_s, tpot_s=req.slo_tpot_s)
@@ -86,8 +85,7 @@ def cheapest(req: CheapestRequest) -> dict[str, Any]:
     model, hardware = shipped(req.model, "model"), [str(shipped(h, "hardware")) for h in req.hardware]
     sc = serving.inference_scenario(model, hardware[0], None, req.set)
     spec = sc.workload.inference
-    lengths = (serving.length(spec.input_len if req.input_len is None else req.input_len, "input_len"),
-               serving.length(spec.output_len if req.output_len is None else req.output_len, "output_len"))
+    lengths = serving.lengths(spec, req.input_len, req.output_len, ("input_len", "output_len"))
     plans = [{"tp": tp, "pp": pp, "ep": ep} for tp in req.tp for pp in req.pp for ep in req.ep]
     opts = serving.options(model, hardware, plans, req.set)
     res = serving.cheapest_for(opts, req.rate_per_s, Workload(*lengths, req.requests, req.seed),
