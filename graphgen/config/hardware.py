@@ -50,10 +50,28 @@ class GemmTable(Strict):
     source: Str = Field("", description="Where the measurements come from.")
 
 
+class GroupedGemmTable(Strict):
+    """Measured efficiencies of grouped GEMMs (the experts of an MoE layer in one call), as the framework runs them.
+
+    Each entry is [groups, m, k, n, pass, fraction of peak], with each group's shape as the GEMM library sees it
+    (the convention of GemmTable). A grouped GEMM whose shape is listed uses its entry; any other falls back to
+    the matmul_grouped curve, or to the matmul curve by FLOPs per group. BF16/FP16 GEMMs only.
+    """
+
+    entries: list[tuple[_Dim, _Dim, _Dim, _Dim, GemmPass, Fraction]] = Field(
+        min_length=1, max_length=100_000, description="[groups, m, k, n, pass, fraction of peak] rows.")
+    source: Str = Field("", description="Where the measurements come from.")
+
+
 class Efficiency(Strict):
     matmul: EfficiencyCurve = Field(description="GEMM efficiency versus GEMM size.")
     matmul_shapes: GemmTable | None = Field(
         None, description="Measured efficiencies of exact GEMM shapes (fwd, dgrad and wgrad), used before the curve.")
+    matmul_grouped: EfficiencyCurve | None = Field(
+        None, description="Grouped (MoE expert) GEMM efficiency versus GFLOP per group, all passes together "
+                          "(defaults to the matmul curve). BF16/FP16 only.")
+    matmul_grouped_shapes: GroupedGemmTable | None = Field(
+        None, description="Measured efficiencies of exact grouped GEMM shapes, used before the matmul_grouped curve.")
     matmul_fp8: EfficiencyCurve | None = Field(
         None, description="FP8 GEMM efficiency versus size (defaults to the matmul curve).")
     attention: EfficiencyCurve = Field(description="Fused attention efficiency versus sequence length (tokens).")

@@ -74,6 +74,12 @@ class ParallelPlan(Strict):
     grad_reduce_dtype: Literal["fp32", "bf16"] = Field(
         "fp32", description="Dtype of gradient reduction (Megatron keeps fp32 main grads for bf16).")
     overlap_grad_reduce: Bool = Field(True, description="Overlap DP gradient reduction with backward.")
+    grad_buffer_passes: NonNegFloat = Field(
+        0.0, le=16, description="HBM passes over the rank's whole gradient buffer every step outside the optimizer "
+                                "kernel (Megatron-Core zeroes it and checks it for NaN: 2).")
+    grad_prescale: Bool = Field(
+        False, description="Gradients are scaled by 1/dp in place before their reduction, one more read and "
+                           "write of the buffer when dp x cp > 1 (Megatron-Core without average_in_collective).")
     shard_master_weights: Bool = Field(
         True, description="ZeRO-1 and above shard the fp32 master weights with the optimizer states "
                           "(Megatron, DeepSpeed); false keeps a full master copy on every rank (nanotron).")

@@ -48,12 +48,30 @@ class ComputeModel:
     casts: bool = False
 
     @cached_property
-    def gemm_shapes(self) -> dict[tuple[str, int, int, int], float]:
-        """(pass, m, k, n) -> measured efficiency, for 16-bit GEMMs on devices that list shapes."""
-        table = self.device.efficiency.matmul_shapes
-        if table is None or self.precision not in ("bf16", "fp16"):
+    def gemm_shapes(self) -> dict[tuple[str, int, int, int, int], float]:
+        """(pass, m, k, n, groups) -> measured efficiency, for 16-bit GEMMs on devices that list shapes
+        (groups 0: a plain GEMM; otherwise a grouped GEMM of that many groups, each m x k x n)."""
+        eff = self.device.efficiency
+        if self.precision not in ("bf16", "fp16"):
             return {}
-        return {(p, m, k, n): eff for m, k, n, p, eff in table.entries}
+        got = {(p, m, k, n, 0): e for m, k, n, p, e in (eff.matmul_shapes.entries if eff.matmul_shapes else ())}
+        if eff.matmul_grouped_shapes:
+            got.update({(p, m, k, n, g): e for g, m, k, n, p, e in eff.matmul_grouped_shapes.entries})
+        return got
+
+    def _gemm_efficiency(self, gflop_per_kernel: float, gemm: tuple | None) -> float:
+        """A measured shape's efficiency, else the curve: fp8/fp4, grouped (MoE experts) or plain GEMMs."""
+        eff = self.device.efficiency
+        if gemm:
+            measured = self.gemm_shapes.get((gemm[0], *(round(x) for x in gemm[1:4]), gemm[4]))
+            if measured:
+                return measured
+        if self.precision in LOW_PRECISION and eff.matmul_fp8:
+            # fp4 GEMMs: no curve of their own is measured yet; the fp8 one is the closest shape
+            return interpolate(eff.matmul_fp8, gflop_per_kernel)
+        if gemm and gemm[4] and eff.matmul_grouped and self.precision in ("bf16", "fp16"):
+            return interpolate(eff.matmul_grouped, gflop_per_kernel)
+        return interpolate(eff.matmul, gflop_per_kernel)
 
     @property
     def attention_curve(self) -> EfficiencyCurve:
@@ -83,18 +101,13 @@ class ComputeModel:
         return nbytes / (self.hbm * self.device.efficiency.memory_bound)
 
     def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0,
-             blocks: float = 0.0, gemm: tuple[str, float, float, float] | None = None) -> float:
+             blocks: float = 0.0, gemm: tuple[str, float, float, float, int] | None = None) -> float:
         """Seconds for `kernels` launches that together do `flops` and move `nbytes`; a fused attention
         kernel also needs its key/value length `seq_len` and its parallel query `blocks`, and a GEMM
-        may name its (pass, m, k, n) to use a measured shape."""
-        eff = self.device.efficiency
+        may name its (pass, m, k, n, groups) to use a measured shape (see gemm_shape)."""
         launch = kernels * self.device.launch_overhead_us * US
         if kind is OpKind.MATMUL:
-            per_kernel = flops / max(kernels, 1) / 1e9
-            # fp4 GEMMs: no curve of their own is measured yet; the fp8 one is the closest shape
-            curve = eff.matmul_fp8 if self.precision in ("fp8", "fp4") and eff.matmul_fp8 else eff.matmul
-            measured = self.gemm_shapes.get((gemm[0], *(round(x) for x in gemm[1:]))) if gemm else None
-            t_math = flops / (self.matmul_peak * (measured or interpolate(curve, per_kernel)))
+            t_math = flops / (self.matmul_peak * self._gemm_efficiency(flops / max(kernels, 1) / 1e9, gemm))
         elif kind is OpKind.ATTENTION:
             if seq_len <= 0:
                 raise ValueError("a fused attention op needs its sequence length")
@@ -158,11 +171,14 @@ class ComputeModel:
         return t
 
 
-def gemm_shape(op: Op, gemm_pass: str) -> tuple[str, float, float, float] | None:
-    """(pass, m, k, n) of a linear's GEMM as cuBLAS sees it, from its (in, out) shape and FLOPs."""
+def gemm_shape(op: Op, gemm_pass: str) -> tuple[str, float, float, float, int] | None:
+    """(pass, m, k, n, groups) of a linear's GEMM as cuBLAS sees it, from its (in, out) shape and FLOPs:
+    groups 0 for a plain GEMM; an MoE expert linear is one grouped GEMM over the experts it launches,
+    each group the tokens routed to one expert."""
     d_in, d_out = op.shape
-    if op.kind is not OpKind.MATMUL or not d_in or not d_out or op.gemm_kernels != 1:
+    groups = op.gemm_kernels if op.expert else 0
+    if op.kind is not OpKind.MATMUL or not d_in or not d_out or (op.gemm_kernels != 1 and not groups):
         return None
-    tokens = op.flops / (2 * d_in * d_out)
-    return {"fwd": ("fwd", tokens, d_in, d_out), "dgrad": ("dgrad", tokens, d_out, d_in),
-            "wgrad": ("wgrad", d_out, tokens, d_in)}[gemm_pass]
+    tokens = op.flops / (2 * d_in * d_out * max(groups, 1))
+    return {"fwd": ("fwd", tokens, d_in, d_out, groups), "dgrad": ("dgrad", tokens, d_out, d_in, groups),
+            "wgrad": ("wgrad", d_out, tokens, d_in, groups)}[gemm_pass]

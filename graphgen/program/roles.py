@@ -45,8 +45,13 @@ def optimizer_item(sc: Scenario, lg: LayerGraph, chunk_layers, chunks) -> Item:
     local = dense / (p.dp * p.cp if shard else 1) + experts / (p.edp if shard else 1)
     opt = OPTIMIZERS[w.optimizer]
     per_param = opt.step_bytes(low_precision_copy=w.precision != "fp32")
+    # Framework passes over the whole gradient buffer (zeroing, NaN check, the 1/dp pre-scaling), which
+    # every rank holds unsharded below ZeRO-2.
+    passes = p.grad_buffer_passes + (2.0 if p.grad_prescale and p.dp * p.cp > 1 else 0.0)
+    held = (dense + experts) / (p.dp * p.cp if p.zero_stage >= 2 else 1)
+    grad_bytes = passes * held * dtype_bytes(p.grad_reduce_dtype)
     return Item(False, "optimizer_step", Phase.OPTIMIZER, -3, (-1, -1), op_names=("optimizer",),
-                flops=local * opt.step_flops, bytes=local * per_param, kernel=OpKind.ELEMENTWISE)
+                flops=local * opt.step_flops, bytes=local * per_param + grad_bytes, kernel=OpKind.ELEMENTWISE)
 
 
 def build_role(sc: Scenario, lg: LayerGraph, chunk_layers, templates: list[Template], ids: PassTemplates,

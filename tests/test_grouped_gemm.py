@@ -1,0 +1,97 @@
+"""Grouped (MoE expert) GEMM efficiencies, Megatron's per-step gradient-buffer passes, and the SimuMax
+table conversion that feeds the B200 file."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from backends.base import layer_table
+from graphgen.config import EfficiencyCurve, GroupedGemmTable
+from graphgen.program.roles import optimizer_item
+from graphgen.units import GB
+from tests.helpers import TINY_LLAMA, layer_graph, scenario
+from tests.helpers import program as build_program
+
+TINY_MOE = dict(TINY_LLAMA, layers=4, kv_heads=8,
+                moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 256, "shared_experts": 1})
+
+
+def _with_efficiency(sc, **update):
+    eff = sc.hardware.device.efficiency.model_copy(update=update)
+    device = sc.hardware.device.model_copy(update={"efficiency": eff})
+    return dataclasses.replace(sc, hardware=sc.hardware.model_copy(update={"device": device}))
+
+
+def _costs(sc) -> dict[str, dict]:
+    return {c["op"]: c for c in layer_table(build_program(sc))}
+
+
+def _moe_layer_op(sc, name):
+    lg = layer_graph(sc)
+    return next(op for b in (lg.unit_block(u) for u in range(1, lg.layers + 1)) for op in b.ops if op.name == name)
+
+
+def test_a_listed_grouped_shape_sets_that_pass_of_the_expert_gemm_only():
+    sc = scenario(TINY_MOE, {"seq_len": 512, "global_batch": 2}, dp=2, ep=2)
+    fc1 = _moe_layer_op(sc, "expert_fc1")
+    groups = fc1.gemm_kernels
+    d_in, d_out = fc1.shape
+    tokens = round(fc1.flops / (2 * d_in * d_out * groups))
+    table = GroupedGemmTable(entries=[(groups, tokens, round(d_in), round(d_out), "fwd", 0.01)])
+    slow = _with_efficiency(sc, matmul_grouped_shapes=table)
+    from graphgen.costs.compute import ComputeModel
+
+    peak = sc.hardware.device.peak_tflops["bf16"] * 1e12
+    plain, listed = ComputeModel(sc.hardware.device, "bf16"), ComputeModel(slow.hardware.device, "bf16")
+    assert listed.op_time(fc1, "fwd") >= fc1.flops / (peak * 0.01)
+    assert listed.op_time(fc1, "bwd") == pytest.approx(plain.op_time(fc1, "bwd"), rel=1e-12)
+    base, measured = _costs(sc), _costs(slow)
+    assert measured["expert_fc1"]["fwd_ms"] > 5 * base["expert_fc1"]["fwd_ms"]
+    assert {k: v for k, v in measured.items() if k != "expert_fc1"} == \
+        {k: v for k, v in base.items() if k != "expert_fc1"}
+
+
+def test_the_grouped_curve_prices_expert_gemms_but_not_dense_ones():
+    from graphgen.costs.compute import ComputeModel
+
+    sc = scenario(TINY_MOE, {"seq_len": 512, "global_batch": 2}, dp=2, ep=2)
+    slow = _with_efficiency(sc, matmul_grouped=EfficiencyCurve(points=[(0.001, 0.02), (1e6, 0.02)]))
+    plain, grouped = ComputeModel(sc.hardware.device, "bf16"), ComputeModel(slow.hardware.device, "bf16")
+    fc1, shared = _moe_layer_op(sc, "expert_fc1"), _moe_layer_op(sc, "shared_fc1")
+    peak = sc.hardware.device.peak_tflops["bf16"] * 1e12
+    assert grouped.op_time(fc1, "fwd") >= fc1.flops / (peak * 0.02) > 2 * plain.op_time(fc1, "fwd")
+    assert grouped.op_time(shared, "fwd") == plain.op_time(shared, "fwd")
+    # fp16 GEMMs use them too; fp32 (TF32) GEMMs keep the plain curve
+    assert ComputeModel(slow.hardware.device, "fp16").op_time(fc1, "fwd") > 2 * plain.op_time(fc1, "fwd")
+    assert ComputeModel(slow.hardware.device, "fp32").op_time(fc1, "fwd") == \
+        ComputeModel(sc.hardware.device, "fp32").op_time(fc1, "fwd")
+
+
+@pytest.mark.parametrize("dp,prescaled", [(1, False), (4, True)])
+def test_gradient_buffer_passes_add_traffic_over_the_unsharded_buffer(dp, prescaled):
+    base = scenario(TINY_LLAMA, {"global_batch": 8}, dp=dp, zero_stage=1)
+    sc = dataclasses.replace(base, plan=base.plan.model_copy(update={"grad_buffer_passes": 2.0,
+                                                                      "grad_prescale": True}))
+    lg = layer_graph(base)
+    chunk = (tuple(range(lg.layers)),)
+    before, after = optimizer_item(base, lg, chunk, (0,)), optimizer_item(sc, lg, chunk, (0,))
+    params = sum(lg.unit_trainable(u) for u in lg.chunk_units(chunk, 0))
+    passes = 2 + (2 if prescaled else 0)
+    assert after.bytes - before.bytes == pytest.approx(passes * params * 4, rel=1e-9)  # fp32 main grads
+    assert params * 4 * passes / GB > 0
+
+
+def test_simumax_grouped_rows_convert_to_the_library_view_of_each_pass():
+    from benchmarks.simumax_gemm_table import curve, rows
+
+    key = "ng={g}, M=100, N=300, K=200, dtype=bf16, out_dtype=bf16, main_grad_dtype={mg}, stage={st}, grad=False"
+    table = {key.format(g=4, mg="fp32", st="fwd"): 0.5, key.format(g=4, mg="fp32", st="bwd_grad_act"): 0.4,
+             key.format(g=4, mg="fp32", st="bwd_grad_w"): 0.2, key.format(g=4, mg="bf16", st="fwd"): 0.9}
+    got = rows({"accelerator": {"op": {"group_matmul": {"accurate_efficient_factor": table}}}})
+    assert sorted(got) == sorted([(4, 100, 200, 300, "fwd", 0.5), (4, 100, 300, 200, "dgrad", 0.4),
+                                  (4, 300, 100, 200, "wgrad", 0.2)])  # the bf16-main-grad row is dropped
+    (x, y), = curve(got)
+    assert x == pytest.approx(2 * 100 * 200 * 300 / 1e9, abs=0.05)
+    assert y == pytest.approx(3 / (1 / 0.5 + 1 / 0.4 + 1 / 0.2), abs=1e-3)
