@@ -95,3 +95,19 @@ def test_simumax_grouped_rows_convert_to_the_library_view_of_each_pass():
     (x, y), = curve(got)
     assert x == pytest.approx(2 * 100 * 200 * 300 / 1e9, abs=0.05)
     assert y == pytest.approx(3 / (1 / 0.5 + 1 / 0.4 + 1 / 0.2), abs=1e-3)
+
+
+def test_a_grouped_shape_matches_within_two_percent_of_its_rows_per_group():
+    from graphgen.costs.compute import ComputeModel
+
+    sc = scenario(TINY_MOE, {"seq_len": 512, "global_batch": 2}, dp=2, ep=2)
+    fc1 = _moe_layer_op(sc, "expert_fc1")
+    groups, (d_in, d_out) = fc1.gemm_kernels, fc1.shape
+    tokens = fc1.flops / (2 * d_in * d_out * groups)
+
+    def fwd_time(rows_listed):
+        table = GroupedGemmTable(entries=[(groups, rows_listed, round(d_in), round(d_out), "fwd", 0.01)])
+        return ComputeModel(_with_efficiency(sc, matmul_grouped_shapes=table).hardware.device, "bf16").op_time(fc1, "fwd")
+    listed, near, far = fwd_time(round(tokens)), fwd_time(round(tokens * 1.015)), fwd_time(round(tokens * 1.05))
+    assert near == listed
+    assert far < listed / 5  # 5 % more rows is another shape: the curve prices it

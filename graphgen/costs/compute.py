@@ -33,6 +33,7 @@ def interpolate(curve: EfficiencyCurve, x: float) -> float:
 
 
 LOW_PRECISION = ("fp8", "fp4")
+GROUPED_M_TOLERANCE = 0.02  # rows per group: capacity padding moves them by a token or a few per expert
 
 
 @dataclass(frozen=True)
@@ -48,24 +49,39 @@ class ComputeModel:
     casts: bool = False
 
     @cached_property
-    def gemm_shapes(self) -> dict[tuple[str, int, int, int, int], float]:
-        """(pass, m, k, n, groups) -> measured efficiency, for 16-bit GEMMs on devices that list shapes
-        (groups 0: a plain GEMM; otherwise a grouped GEMM of that many groups, each m x k x n)."""
-        eff = self.device.efficiency
-        if self.precision not in ("bf16", "fp16"):
+    def gemm_shapes(self) -> dict[tuple[str, int, int, int], float]:
+        """(pass, m, k, n) -> measured efficiency, for 16-bit GEMMs on devices that list shapes."""
+        table = self.device.efficiency.matmul_shapes
+        if table is None or self.precision not in ("bf16", "fp16"):
             return {}
-        got = {(p, m, k, n, 0): e for m, k, n, p, e in (eff.matmul_shapes.entries if eff.matmul_shapes else ())}
-        if eff.matmul_grouped_shapes:
-            got.update({(p, m, k, n, g): e for g, m, k, n, p, e in eff.matmul_grouped_shapes.entries})
+        return {(p, m, k, n): eff for m, k, n, p, eff in table.entries}
+
+    @cached_property
+    def grouped_shapes(self) -> dict[tuple[str, int, int, int], list[tuple[int, float]]]:
+        """(pass, groups, k, n) -> [(m, measured efficiency)], for 16-bit grouped GEMMs."""
+        table = self.device.efficiency.matmul_grouped_shapes
+        got: dict[tuple[str, int, int, int], list[tuple[int, float]]] = {}
+        if table is not None and self.precision in ("bf16", "fp16"):
+            for g, m, k, n, p, eff in table.entries:
+                got.setdefault((p, g, k, n), []).append((m, eff))
         return got
+
+    def _measured(self, gemm: tuple) -> float | None:
+        """A listed shape's efficiency. A grouped GEMM's rows per group vary with routing (capacity padding
+        rounds them up), so the listed row count nearest its own within GROUPED_M_TOLERANCE counts as its."""
+        p, m, k, n, groups = gemm
+        if not groups:
+            return self.gemm_shapes.get((p, round(m), round(k), round(n)))
+        near = [(abs(mm / m - 1), eff) for mm, eff in self.grouped_shapes.get((p, groups, round(k), round(n)), ())]
+        near = [x for x in near if x[0] <= GROUPED_M_TOLERANCE]
+        return min(near)[1] if near else None
 
     def _gemm_efficiency(self, gflop_per_kernel: float, gemm: tuple | None) -> float:
         """A measured shape's efficiency, else the curve: fp8/fp4, grouped (MoE experts) or plain GEMMs."""
         eff = self.device.efficiency
-        if gemm:
-            measured = self.gemm_shapes.get((gemm[0], *(round(x) for x in gemm[1:4]), gemm[4]))
-            if measured:
-                return measured
+        measured = self._measured(gemm) if gemm else None
+        if measured:
+            return measured
         if self.precision in LOW_PRECISION and eff.matmul_fp8:
             # fp4 GEMMs: no curve of their own is measured yet; the fp8 one is the closest shape
             return interpolate(eff.matmul_fp8, gflop_per_kernel)
