@@ -13,6 +13,7 @@ from pydantic_core import PydanticUndefined
 from graphgen.config import (
     AstraOptions,
     CollectiveFit,
+    CrossEntropyEfficiency,
     DeviceSpec,
     Efficiency,
     EfficiencyCurve,
@@ -36,7 +37,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("device.efficiency", Efficiency),
     ("efficiency curve (matmul, matmul_fp8, matmul_grouped, attention, attention_kernels.*, message_efficiency)",
      EfficiencyCurve),
-    ("efficiency.matmul_shapes", GemmTable), ("efficiency.matmul_grouped_shapes", GroupedGemmTable), ("node", NodeSpec),
+    ("efficiency.matmul_shapes", GemmTable), ("efficiency.matmul_grouped_shapes", GroupedGemmTable),
+    ("efficiency.cross_entropy", CrossEntropyEfficiency), ("node", NodeSpec),
     ("node.intra and scale_out (one network dimension)", LinkSpec), ("collective_fits.<kind>", CollectiveFit),
     ("parallelism", ParallelPlan), ("execution_backend", ExecutionBackend), ("execution_backend.astra", AstraOptions),
 ]

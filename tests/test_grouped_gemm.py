@@ -1,5 +1,4 @@
-"""Grouped (MoE expert) GEMM efficiencies, Megatron's per-step gradient-buffer passes, and the SimuMax
-table conversion that feeds the B200 file."""
+"""Grouped (MoE expert) GEMM efficiencies and the SimuMax table conversion that feeds the B200 file."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ import pytest
 
 from backends.base import layer_table
 from graphgen.config import EfficiencyCurve, GroupedGemmTable
-from graphgen.program.roles import optimizer_item
-from graphgen.units import GB
 from tests.helpers import TINY_LLAMA, layer_graph, scenario
 from tests.helpers import program as build_program
 
@@ -67,20 +64,6 @@ def test_the_grouped_curve_prices_expert_gemms_but_not_dense_ones():
     assert ComputeModel(slow.hardware.device, "fp16").op_time(fc1, "fwd") > 2 * plain.op_time(fc1, "fwd")
     assert ComputeModel(slow.hardware.device, "fp32").op_time(fc1, "fwd") == \
         ComputeModel(sc.hardware.device, "fp32").op_time(fc1, "fwd")
-
-
-@pytest.mark.parametrize("dp,prescaled", [(1, False), (4, True)])
-def test_gradient_buffer_passes_add_traffic_over_the_unsharded_buffer(dp, prescaled):
-    base = scenario(TINY_LLAMA, {"global_batch": 8}, dp=dp, zero_stage=1)
-    sc = dataclasses.replace(base, plan=base.plan.model_copy(update={"grad_buffer_passes": 2.0,
-                                                                      "grad_prescale": True}))
-    lg = layer_graph(base)
-    chunk = (tuple(range(lg.layers)),)
-    before, after = optimizer_item(base, lg, chunk, (0,)), optimizer_item(sc, lg, chunk, (0,))
-    params = sum(lg.unit_trainable(u) for u in lg.chunk_units(chunk, 0))
-    passes = 2 + (2 if prescaled else 0)
-    assert after.bytes - before.bytes == pytest.approx(passes * params * 4, rel=1e-9)  # fp32 main grads
-    assert params * 4 * passes / GB > 0
 
 
 def test_simumax_grouped_rows_convert_to_the_library_view_of_each_pass():

@@ -20,6 +20,7 @@ from graphgen.config.files import (
 from graphgen.config.hardware import (
     Cluster,
     CollectiveFit,
+    CrossEntropyEfficiency,
     DeviceSpec,
     Efficiency,
     EfficiencyCurve,
@@ -45,7 +46,7 @@ from graphgen.config.plan import AstraOptions, ExecutionBackend, ParallelPlan
 __all__ = [
     "CLUSTER_SECTIONS", "HARDWARE_SECTIONS", "LORA_TARGETS", "MODEL_SECTIONS", "PLAN_SECTIONS", "AstraOptions",
     "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
-    "GemmTable", "GroupedGemmTable", "HardwareConfig", "InferenceSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
+    "CrossEntropyEfficiency", "GemmTable", "GroupedGemmTable", "HardwareConfig", "InferenceSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
     "PlanConfig", "Precision", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
     "parse_override", "parse_plan_config", "pydantic_error", "split_overrides",
 ]

@@ -63,6 +63,15 @@ class GroupedGemmTable(Strict):
     source: Str = Field("", description="Where the measurements come from.")
 
 
+class CrossEntropyEfficiency(Strict):
+    """Fractions of HBM bandwidth the loss kernels reach, over the bytes Rankflow counts for them (graphgen.model.
+    ends: fused, e bytes read and e written per logit each way; unfused, Megatron's passes over fp32 logits)."""
+
+    fused: Fraction | None = Field(None, description="The fused cross-entropy kernel.")
+    unfused: Fraction | None = Field(None, description="The unfused passes (upcast, max, exp, sum, divide, ...).")
+    source: Str = ""
+
+
 class Efficiency(Strict):
     matmul: EfficiencyCurve = Field(description="GEMM efficiency versus GEMM size.")
     matmul_shapes: GemmTable | None = Field(
@@ -80,6 +89,8 @@ class Efficiency(Strict):
     memory_bound: Fraction = Field(
         0.8, description="Fraction of HBM bandwidth reached by element-wise kernels and norms.")
     memory_bound_source: Str = ""
+    cross_entropy: CrossEntropyEfficiency | None = Field(
+        None, description="Measured HBM-bandwidth fractions of the cross-entropy kernels (default: memory_bound).")
 
 
 DeviceDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]

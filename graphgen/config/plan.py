@@ -77,6 +77,10 @@ class ParallelPlan(Strict):
     grad_buffer_passes: NonNegFloat = Field(
         0.0, le=16, description="HBM passes over the rank's whole gradient buffer every step outside the optimizer "
                                 "kernel (Megatron-Core zeroes it and checks it for NaN: 2).")
+    main_grad_copy: Bool = Field(
+        False, description="Gradients a layer does not accumulate into the main-grad buffer itself (the embedding "
+                           "table's dense gradient) are added into it by a hook after every backward "
+                           "(Megatron-Core DDP, param.main_grad.add_(param.grad)).")
     grad_prescale: Bool = Field(
         False, description="Gradients are scaled by 1/dp in place before their reduction, one more read and "
                            "write of the buffer when dp x cp > 1 (Megatron-Core without average_in_collective).")

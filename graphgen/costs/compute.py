@@ -47,6 +47,7 @@ class ComputeModel:
     # gradient in backward (transformer_engine/pytorch/module/linear.py, cpp_extensions/transpose.py);
     # torchao's float8 casts the same tensors. Inference engines fuse the quantisation into the kernel before.
     casts: bool = False
+    fused_loss: bool = False  # the workload's cross-entropy runs as one fused kernel
 
     @cached_property
     def gemm_shapes(self) -> dict[tuple[str, int, int, int], float]:
@@ -113,8 +114,12 @@ class ComputeModel:
     def hbm(self) -> float:
         return self.device.hbm_bandwidth_gbs * GB
 
-    def memory_time(self, nbytes: float) -> float:
-        return nbytes / (self.hbm * self.device.efficiency.memory_bound)
+    def memory_time(self, nbytes: float, kind: OpKind | None = None) -> float:
+        eff = self.device.efficiency
+        frac = eff.memory_bound
+        if kind is OpKind.LOSS and eff.cross_entropy is not None:
+            frac = (eff.cross_entropy.fused if self.fused_loss else eff.cross_entropy.unfused) or frac
+        return nbytes / (self.hbm * frac)
 
     def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0,
              blocks: float = 0.0, gemm: tuple[str, float, float, float, int] | None = None) -> float:
@@ -133,7 +138,7 @@ class ComputeModel:
             t_math = flops / (self.vector_peak * interpolate(self.attention_curve, seq_len) * fill)
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
-        return max(t_math, self.memory_time(nbytes)) + launch
+        return max(t_math, self.memory_time(nbytes, kind)) + launch
 
     @cached_property
     def sixteen_bit(self) -> ComputeModel:
@@ -141,7 +146,7 @@ class ComputeModel:
         lists no 16-bit peak)."""
         pk = self.device.peak_tflops
         sixteen = next((d for d in ("bf16", "fp16") if d in pk), None)
-        return ComputeModel(self.device, sixteen, self.attention_kernel) if sixteen else self
+        return ComputeModel(self.device, sixteen, self.attention_kernel, fused_loss=self.fused_loss) if sixteen else self
 
     def cast_time(self, op: Op, direction: str) -> float:
         """One cast-and-transpose kernel: the GEMM's 16-bit input (forward) or output gradient (backward)

@@ -70,7 +70,8 @@ class Coster:
         sc = prog.scenario
         w = sc.workload
         self.cm = ComputeModel(self.cluster.device, w.precision, w.attention_kernel,
-                               casts=w.precision in LOW_PRECISION and w.run_type == "training")
+                               casts=w.precision in LOW_PRECISION and w.run_type == "training",
+                               fused_loss=w.fused_cross_entropy)
         self.net = NetworkModel(self.cluster)
         self.override = comm_override or {}
         self.selective = sc.plan.recompute == "selective"

@@ -12,14 +12,21 @@ from graphgen.model.shape import BlockShape
 
 
 def embedding_ops(sh: BlockShape) -> tuple[Op, ...]:
-    """Vocab-parallel lookup: each rank holds V/tp rows, so the output is a partial sum over tp."""
+    """Vocab-parallel lookup: each rank holds V/tp rows, so the output is a partial sum over tp.
+
+    Its backward writes a dense gradient of the whole table: PyTorch's embedding_dense_backward zero-fills
+    one (aten/src/ATen/native/cuda/Embedding.cu) before scattering the tokens' rows into it; a framework
+    that keeps fp32 main gradients beside the parameters then adds it into its buffer (sh.main_grad_bytes:
+    read the gradient, read and write the buffer)."""
     m, e, T, t = sh.model, sh.e, sh.tokens, sh.tp
     params = sh.vocab * m.hidden / t + (m.max_position or sh.workload.seq_len) * m.hidden * (
         m.position_encoding == "learned")
-    return (Op("embedding", OpKind.EMBEDDING, flops=0.0, bytes=2 * e * T * m.hidden, in_layout=sh.replicated,
+    lookup = 2 * e * T * m.hidden
+    table = params * (e + (e + 2 * sh.main_grad_bytes if sh.main_grad_bytes else 0.0))
+    return (Op("embedding", OpKind.EMBEDDING, flops=0.0, bytes=lookup, in_layout=sh.replicated,
                out_layout=sh.row_out,
                out_bytes=e * T * m.hidden, weight_params=params, saved_bytes=dropout_mask_bytes(sh),
-               shape=(sh.vocab / t, m.hidden), bwd_flops_factor=0.0, bwd_bytes_factor=3.0,
+               shape=(sh.vocab / t, m.hidden), bwd_flops_factor=0.0, bwd_bytes_factor=(3 * lookup + table) / lookup,
                local_out_bytes=sh.local(e * T * m.hidden, False)),)
 
 
@@ -55,8 +62,11 @@ def mtp_ops(sh: BlockShape, prefix: str) -> tuple[Op, ...]:
 
 def _output(sh: BlockShape, prefix: str, head_params: float) -> tuple[Op, ...]:
     """Norm, LM head and loss. The loss keeps fp32 logits; per-token max, sum-exp and target logit are
-    partial sums over the vocab shards (3 fp32 values per token to all-reduce). Fused: the kernel keeps
-    only the logits' gradient in bf16; unfused: an fp32 softmax copy."""
+    partial sums over the vocab shards (3 fp32 values per token to all-reduce). Fused: one kernel reads
+    the logits and writes their gradient in place (e bytes each way per logit). Unfused: separate passes
+    over fp32 logits, as Megatron's vocab_parallel_cross_entropy runs them (megatron/core/tensor_parallel/
+    cross_entropy.py @core_r0.8.0): upcast (e + 4), max (4), subtract (8), exp (8), sum (4), divide
+    into the saved softmax (8) forward; subtract the one-hot and scale (8), cast back (4 + e) backward."""
     m, w, e, T, t, V = sh.model, sh.workload, sh.e, sh.tokens, sh.tp, sh.vocab
     params = head_params
     fused = w.fused_cross_entropy
@@ -67,8 +77,9 @@ def _output(sh: BlockShape, prefix: str, head_params: float) -> tuple[Op, ...]:
            weight_params=params,
            saved_bytes=column_input_saved(sh), shape=(m.hidden, V / t), local_out_bytes=sh.local(e * T * V, False),
            high_precision=True),
-        Op(prefix + "cross_entropy", OpKind.LOSS, flops=6 * T * V / t, bytes=(2 * e if fused else e + 8) * T * V / t,
+        Op(prefix + "cross_entropy", OpKind.LOSS, flops=6 * T * V / t, bytes=(2 * e if fused else e + 36) * T * V / t,
            in_layout=sh.vocab_shard, out_layout=sh.row_out, out_bytes=12 * T,
-           saved_bytes=(e if fused else 4) * T * V / t, bwd_flops_factor=0.5, bwd_bytes_factor=1.0,
+           saved_bytes=(e if fused else 4) * T * V / t, bwd_flops_factor=0.5,
+           bwd_bytes_factor=1.0 if fused else (e + 12) / (e + 36),
            local_out_bytes=sh.local(12 * T, False)),
     )

@@ -41,6 +41,7 @@ class BlockShape:
     kv_len: int = 0           # decode: keys each new token attends to in the KV cache (0: not a decode step)
     kv_bytes: float = 2.0     # bytes per cached key/value element
     weight_bytes: float = 0.0  # bytes per stored weight when quantised for inference (0: the compute dtype)
+    main_grad_bytes: float = 0.0  # bytes per element of the main-grad buffer hooks add gradients into (0: none)
 
     @property
     def e(self) -> float:

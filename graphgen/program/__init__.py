@@ -34,6 +34,7 @@ from graphgen.program.templates import (
 )
 from graphgen.scenario import Scenario, check_work
 from graphgen.schedule import SCHEDULES
+from graphgen.units import dtype_bytes
 
 DETAILS = ("coarse", "ops")
 MAX_NODES = 1_500_000  # nodes over all roles: about ten seconds of building and replaying
@@ -112,7 +113,9 @@ def block_shape(sc: Scenario) -> BlockShape:
     return BlockShape(sc.model, sc.workload, p.tp, p.sp and p.tp > 1, sc.padded_vocab, p.pp, cp=p.cp, ep=p.ep,
                       etp=p.etp, imbalance=expert_imbalance(sc), cp_ring=p.cp_algorithm == "ring",
                       recompute_modules=tuple(sorted(set(p.recompute_modules))),
-                      gather_dispatch=p.moe_dispatcher == "allgather", **inference_shape(sc))
+                      gather_dispatch=p.moe_dispatcher == "allgather",
+                      main_grad_bytes=dtype_bytes(p.grad_reduce_dtype) if p.main_grad_copy else 0.0,
+                      **inference_shape(sc))
 
 
 def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Template], PassTemplates]:

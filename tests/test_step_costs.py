@@ -1,0 +1,71 @@
+"""Costs outside the layers' GEMMs that frameworks pay every microbatch or step: the loss kernels, the
+embedding's dense gradient, and Megatron-Core's passes over its gradient buffer."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from graphgen.config import CrossEntropyEfficiency
+from graphgen.costs.compute import ComputeModel
+from graphgen.program.roles import optimizer_item
+from tests.helpers import TINY_LLAMA, layer_graph, scenario
+
+
+def _op(sc, name):
+    lg = layer_graph(sc)
+    return next(op for ops in (lg.embed, lg.head, lg.layer) for op in ops if op.name == name)
+
+
+def _plan(sc, **update):
+    return dataclasses.replace(sc, plan=sc.plan.model_copy(update=update))
+
+
+@pytest.mark.parametrize("fused,fwd,bwd", [(True, 4, 4), (False, 38, 14)])
+def test_cross_entropy_moves_the_bytes_of_its_implementation_per_logit(fused, fwd, bwd):
+    sc = scenario(TINY_LLAMA, {"fused_cross_entropy": fused, "seq_len": 256, "global_batch": 2})
+    ce = _op(sc, "cross_entropy")
+    logits = sc.workload.seq_len * sc.padded_vocab  # one microbatch of one sequence, tp = 1
+    assert ce.bytes == pytest.approx(fwd * logits)
+    assert ce.bytes * ce.bwd_bytes_factor == pytest.approx(bwd * logits)
+
+
+def test_a_measured_cross_entropy_bandwidth_prices_only_the_loss_of_its_kind():
+    sc = scenario(TINY_LLAMA, {"fused_cross_entropy": True, "seq_len": 256, "global_batch": 2})
+    ce, norm = _op(sc, "cross_entropy"), _op(sc, "ln_final")
+    eff = sc.hardware.device.efficiency
+    slow = sc.hardware.device.model_copy(update={"efficiency": eff.model_copy(
+        update={"cross_entropy": CrossEntropyEfficiency(fused=eff.memory_bound / 4)})})
+    base, fused = ComputeModel(sc.hardware.device, "bf16", fused_loss=True), ComputeModel(slow, "bf16", fused_loss=True)
+    launch = sc.hardware.device.launch_overhead_us * 1e-6
+    assert fused.op_time(ce, "fwd") - launch == pytest.approx(4 * (base.op_time(ce, "fwd") - launch))
+    assert fused.op_time(norm, "fwd") == base.op_time(norm, "fwd")
+    unfused = ComputeModel(slow, "bf16", fused_loss=False)  # only the fused kernel was measured
+    assert unfused.op_time(ce, "fwd") == base.op_time(ce, "fwd")
+
+
+def test_the_embedding_backward_writes_the_whole_table_and_megatron_adds_it_to_main_grad():
+    sc = scenario(TINY_LLAMA, {"seq_len": 256, "global_batch": 2})
+    base = _op(sc, "embedding")
+    copied = _op(_plan(sc, main_grad_copy=True), "embedding")
+    table = sc.padded_vocab * sc.model.hidden
+    lookup = base.bytes
+    assert base.bytes * base.bwd_bytes_factor == pytest.approx(3 * lookup + 2 * table)  # zero-filled bf16 gradient
+    # plus the hook's main_grad.add_: read the bf16 gradient, read and write the fp32 buffer
+    assert copied.bytes * copied.bwd_bytes_factor == pytest.approx(3 * lookup + 2 * table + (2 + 8) * table)
+
+
+@pytest.mark.parametrize("dp,prescaled", [(1, False), (4, True)])
+def test_gradient_buffer_passes_add_traffic_over_the_unsharded_buffer(dp, prescaled):
+    base = scenario(TINY_LLAMA, {"global_batch": 8}, dp=dp, zero_stage=1)
+    sc = dataclasses.replace(base, plan=base.plan.model_copy(update={"grad_buffer_passes": 2.0,
+                                                                      "grad_prescale": True}))
+    lg = layer_graph(base)
+    chunk = (tuple(range(lg.layers)),)
+    before, after = optimizer_item(base, lg, chunk, (0,)), optimizer_item(sc, lg, chunk, (0,))
+    params = sum(lg.unit_trainable(u) for u in lg.chunk_units(chunk, 0))
+    passes = 2 + (2 if prescaled else 0)
+    assert after.bytes - before.bytes == pytest.approx(passes * params * 4, rel=1e-9)  # fp32 main grads
+
+
