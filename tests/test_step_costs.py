@@ -69,3 +69,23 @@ def test_gradient_buffer_passes_add_traffic_over_the_unsharded_buffer(dp, presca
     assert after.bytes - before.bytes == pytest.approx(passes * params * 4, rel=1e-9)  # fp32 main grads
 
 
+
+
+TINY_MOE = dict(TINY_LLAMA, layers=4, kv_heads=8,
+                moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 256, "shared_experts": 1})
+
+
+def _moe_op(sc, name):
+    lg = layer_graph(sc)
+    return next(op for u in range(lg.layers) for op in lg.unit_block(u).ops if op.name == name)
+
+
+@pytest.mark.parametrize("ep,sorted_", [(2, True), (8, False)])  # 4 local experts, or one
+def test_the_alltoall_dispatcher_sorts_received_tokens_by_local_expert(ep, sorted_):
+    base = scenario(TINY_MOE, {"seq_len": 256, "global_batch": 8}, dp=8, ep=ep)
+    deepep = _plan(base, moe_dispatcher="deepep")
+    h = base.model.hidden
+    routed = base.workload.seq_len * base.model.moe.top_k  # tokens x top-k, balanced, one microbatch
+    for name in ("permute", "unpermute"):
+        extra = _moe_op(base, name).bytes - _moe_op(deepep, name).bytes
+        assert extra == pytest.approx(2 * 2 * routed * h if sorted_ else 0.0)

@@ -68,6 +68,14 @@ def _shared_experts(sh: BlockShape) -> tuple[Op, ...]:
     )
 
 
+def _local_sort_bytes(sh: BlockShape, routed: float, local_experts: int) -> float:
+    """Megatron's alltoall dispatcher sorts the tokens it receives by local expert after the all-to-all
+    ("Permutation 2") and restores their order before the combine: one more read and write of the routed
+    tokens each way (megatron/core/transformer/moe/token_dispatcher.py @core_v0.14.0 dispatch_postprocess /
+    combine_preprocess, sort_chunks_by_idxs when num_local_experts > 1)."""
+    return 2 * sh.e * routed * sh.model.hidden if sh.sort_by_local_expert and local_experts > 1 else 0.0
+
+
 @MLP_BLOCKS.register("moe")
 def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
     """Router, dispatch, routed experts (grouped GEMMs over this rank's experts), combine, then the
@@ -94,6 +102,7 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
     # The allgather dispatcher gathers every token of the ep group and reduce-scatters the outputs;
     # all-to-all moves only the routed copies.
     ag = sh.gather_dispatch and sh.ep > 1
+    sort = _local_sort_bytes(sh, G, local_experts)
     ep_in, ep_out = (REPLICATE, PARTIAL) if ag else (None, None)
     ep_bytes = e * Tl * h * sh.ep if ag else e * routed * h
     expert_in = sh.experts(REPLICATE if etp > 1 else None, ep_in)
@@ -103,7 +112,8 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
         Op("router", OpKind.MATMUL, flops=2 * Tl * h * E, bytes=e * (Tl * h + h * E + Tl * E), in_layout=sh.resid,
            out_layout=sh.resid, weight_params=h * E, saved_bytes=e * Tl * h + 4 * Tl * E, shape=(h, E),
            out_bytes=e * Tl * h, high_precision=True),
-        Op("permute", OpKind.ELEMENTWISE, flops=0.0, bytes=2 * e * Tl * k * h, in_layout=sh.resid, out_layout=sh.resid,
+        Op("permute", OpKind.ELEMENTWISE, flops=0.0, bytes=2 * e * Tl * k * h + sort, in_layout=sh.resid,
+           out_layout=sh.resid,
            out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h), ("ep", ep_bytes)), local_out_bytes=e * routed * h),
         Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + touched * h * up / etp + G * up / etp),
            in_layout=expert_in, out_layout=hidden, shards_input=frozenset({"etp"}) if etp > 1 else frozenset(),
@@ -117,7 +127,7 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
            out_bytes=e * G * h, axis_bytes=(("ep", ep_bytes),), weight_params=local_experts * f * h / etp,
            saved_bytes=e * G * f / etp, gemm_kernels=launches, shape=(f / etp, h), expert=True,
            local_out_bytes=e * G * h),
-        Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h, bytes=e * (Tl * k * h + Tl * h), in_layout=sh.resid,
+        Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h, bytes=e * (Tl * k * h + Tl * h) + sort, in_layout=sh.resid,
            out_layout=sh.resid, out_bytes=e * sh.tokens * h, saved_bytes=4 * Tl * k, local_out_bytes=e * Tl * h),
     ]
     if moe.shared_width:

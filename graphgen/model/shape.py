@@ -38,6 +38,7 @@ class BlockShape:
     cp_ring: bool = True    # context parallelism passes K/V around a ring (else all-gathers it)
     recompute_modules: tuple[str, ...] = ("core_attn",)  # under selective recompute (graphgen.model.recompute)
     gather_dispatch: bool = False  # Megatron's allgather dispatcher: tokens all-gathered on ep, outputs reduce-scattered
+    sort_by_local_expert: bool = False  # Megatron's alltoall dispatcher re-sorts received tokens by local expert
     kv_len: int = 0           # decode: keys each new token attends to in the KV cache (0: not a decode step)
     kv_bytes: float = 2.0     # bytes per cached key/value element
     weight_bytes: float = 0.0  # bytes per stored weight when quantised for inference (0: the compute dtype)

@@ -114,6 +114,7 @@ def block_shape(sc: Scenario) -> BlockShape:
                       etp=p.etp, imbalance=expert_imbalance(sc), cp_ring=p.cp_algorithm == "ring",
                       recompute_modules=tuple(sorted(set(p.recompute_modules))),
                       gather_dispatch=p.moe_dispatcher == "allgather",
+                      sort_by_local_expert=p.moe_dispatcher == "alltoall" and sc.workload.run_type == "training",
                       main_grad_bytes=dtype_bytes(p.grad_reduce_dtype) if p.main_grad_copy else 0.0,
                       **inference_shape(sc))
 
