@@ -168,7 +168,7 @@ def _transient(lg: LayerGraph, sc: Scenario, e: float, last_stage: bool, layers)
             block += sum(op.saved_bytes for op in ops)
         worst = max(worst, block)
     if last_stage:
-        tokens = w.micro_batch * w.seq_len
+        tokens = w.micro_batch * w.seq_len / p.cp  # each context-parallel rank scores its own shard
         logits = e * tokens * sc.padded_vocab / p.tp
         loss = logits if w.fused_cross_entropy else logits + 4 * tokens * sc.padded_vocab / p.tp
         worst = max(worst, loss)

@@ -139,3 +139,13 @@ def test_framework_memory_options():
     fused = layer_graph(scenario(TINY_LLAMA, wl))
     glu = {op.name: op.saved_bytes for op in eager.layer}["swiglu"] / {op.name: op.saved_bytes for op in fused.layer}["swiglu"]
     assert glu == pytest.approx(1.5)  # gate and up, plus silu(gate)
+
+
+def test_the_loss_holds_only_this_context_parallel_ranks_logits():
+    # A big vocabulary on a short model makes the loss the largest working set of the last stage.
+    model = dict(TINY_LLAMA, vocab=65536)
+    wl = {"seq_len": 4096, "global_batch": 1, "fused_cross_entropy": True}
+    one, four = scenario(model, wl), scenario(model, wl, cp=4)
+    logits = 2 * 4096 * 65536  # bf16, the whole sequence
+    assert scenario_memory(one)[0].transient == pytest.approx(logits)
+    assert scenario_memory(four)[0].transient == pytest.approx(logits / 4)
