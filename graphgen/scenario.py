@@ -87,6 +87,14 @@ def _check_model(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> Non
     if p.recompute_every > m.layers:
         raise c.plan("parallelism.recompute_every", f"recompute_every={p.recompute_every} exceeds the {m.layers} layers",
                      f"choose a value from 1 to {m.layers}")
+    if m.attention_pattern and "gated_delta" in m.attention_pattern:
+        if w.run_type == "inference":
+            raise c.model("workload.run_type", "Gated DeltaNet layers are modelled for training only (their "
+                          "recurrent state replaces a KV cache the serving model does not size)",
+                          "simulate training, or a model without gated_delta layers")
+        if p.cp > 1:
+            raise c.plan("parallelism.cp", "context parallelism over Gated DeltaNet layers (their state passed "
+                         "between sequence chunks) is not modelled", "use cp=1 for this model")
 
 
 def schedule_steps(p: ParallelPlan, microbatches: int) -> int:
@@ -146,12 +154,17 @@ def _check_axes(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> None
     _check_context(w, p, c)
     dense_mlp = any(not m.is_moe(layer) for layer in range(m.layers))
     widths = [("heads", m.heads), ("kv_heads", m.n_kv_heads)]
+    if m.linear_attention is not None:
+        widths += [("linear_attention.key_heads", m.linear_attention.key_heads),
+                   ("linear_attention.value_heads", m.linear_attention.value_heads)]
     widths += [("ffn_hidden", m.ffn_hidden)] if dense_mlp else []
     widths += [("moe.shared_ffn_hidden", m.moe.shared_width)] if m.moe and m.moe.shared_width else []
     for what, size in widths:
         if size % p.tp:
             label = {"heads": "the number of attention heads", "kv_heads": "the number of key/value heads",
-                     "ffn_hidden": "the MLP width", "moe.shared_ffn_hidden": "the shared experts' width"}[what]
+                     "ffn_hidden": "the MLP width", "moe.shared_ffn_hidden": "the shared experts' width",
+                     "linear_attention.key_heads": "the linear-attention key heads",
+                     "linear_attention.value_heads": "the linear-attention value heads"}[what]
             raise c.plan("parallelism.tp", f"tp={p.tp} does not divide {what}={size}", f"choose tp that divides {label}")
     # an inference iteration's tokens (batch x query length) split over tp need not divide evenly: the
     # analytical costs take the mean share

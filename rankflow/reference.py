@@ -22,6 +22,7 @@ from graphgen.config import (
     GemmTable,
     GroupedGemmTable,
     InferenceSpec,
+    LinearAttentionSpec,
     LinkSpec,
     MLASpec,
     ModelSpec,
@@ -32,7 +33,7 @@ from graphgen.config import (
 )
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
-    ("model", ModelSpec), ("model.moe", MoESpec), ("model.mla", MLASpec), ("workload", Workload), ("workload.finetune", FineTune),
+    ("model", ModelSpec), ("model.moe", MoESpec), ("model.mla", MLASpec), ("model.linear_attention", LinearAttentionSpec), ("workload", Workload), ("workload.finetune", FineTune),
     ("workload.inference", InferenceSpec), ("device", DeviceSpec),
     ("device.efficiency", Efficiency),
     ("efficiency curve (matmul, matmul_fp8, matmul_grouped, attention, attention_kernels.*, message_efficiency)",

@@ -33,6 +33,7 @@ from graphgen.config.model import (
     LORA_TARGETS,
     FineTune,
     InferenceSpec,
+    LinearAttentionSpec,
     MLASpec,
     ModelConfig,
     ModelSpec,
@@ -46,7 +47,7 @@ from graphgen.config.plan import AstraOptions, ExecutionBackend, ParallelPlan
 __all__ = [
     "CLUSTER_SECTIONS", "HARDWARE_SECTIONS", "LORA_TARGETS", "MODEL_SECTIONS", "PLAN_SECTIONS", "AstraOptions",
     "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
-    "CrossEntropyEfficiency", "GemmTable", "GroupedGemmTable", "HardwareConfig", "InferenceSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
+    "CrossEntropyEfficiency", "GemmTable", "GroupedGemmTable", "HardwareConfig", "InferenceSpec", "LinearAttentionSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
     "PlanConfig", "Precision", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
     "parse_override", "parse_plan_config", "pydantic_error", "split_overrides",
 ]

@@ -9,7 +9,7 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 from graphgen.config.base import Bool, DimInt, Fraction, LayerCount, PosFloat, PosInt, Str, Strict
 
 Precision = Literal["fp32", "bf16", "fp16", "fp8", "fp4"]
-AttentionKind = Literal["full", "sliding"]
+AttentionKind = Literal["full", "sliding", "gated_delta"]
 
 
 class MoESpec(Strict):
@@ -59,6 +59,19 @@ class MLASpec(Strict):
     v_head_dim: DimInt = Field(description="Per-head value width.")
 
 
+class LinearAttentionSpec(Strict):
+    """Gated DeltaNet linear attention (Yang et al. 2024, arXiv 2412.06464; Qwen3-Next, Megatron-Core's
+    GatedDeltaNet): the layers attention_pattern marks 'gated_delta' project to keys, values, an output
+    gate and per-head decay/step scalars, run a short causal convolution, then the chunked delta rule
+    over a (key x value) state per head instead of softmax attention."""
+
+    key_heads: DimInt = Field(description="Query/key heads (linear_num_key_heads).")
+    value_heads: DimInt = Field(description="Value heads (linear_num_value_heads).")
+    key_head_dim: DimInt = Field(description="Per-head query/key width.")
+    value_head_dim: DimInt = Field(description="Per-head value width.")
+    conv_kernel: PosInt = Field(4, le=64, description="Width of the short causal depthwise convolution.")
+
+
 class ModelSpec(Strict):
     """Architecture of a decoder-only transformer."""
 
@@ -97,6 +110,11 @@ class ModelSpec(Strict):
                     "Unset: every layer 'sliding' when sliding_window is set, else 'full'.")
     moe: MoESpec | None = Field(None, description="Mixture-of-experts MLP (unset: every layer dense).")
     mla: MLASpec | None = Field(None, description="Multi-head latent attention (unset: MHA/GQA/MQA).")
+    linear_attention: LinearAttentionSpec | None = Field(
+        None, description="Dimensions of the layers attention_pattern marks 'gated_delta' (Gated DeltaNet).")
+    attention_output_gate: Bool = Field(
+        False, description="Softmax-attention layers gate their output per head with a sigmoid of a second "
+                           "query projection (Qwen3-Next): the query projection is twice as wide.")
     mtp_layers: Annotated[StrictInt, Field(ge=0, le=16)] = Field(
         0, description="Multi-token-prediction modules after the last layer (DeepSeek-V3: 1), each a "
                        "projection and one more transformer block with its own loss over the shared head.")
@@ -113,6 +131,11 @@ class ModelSpec(Strict):
             raise ValueError("qkv_bias is for q/k/v projections; latent attention (mla) has none")
         if self.attention_pattern and "sliding" in self.attention_pattern and self.sliding_window is None:
             raise ValueError("attention_pattern names sliding layers but sliding_window is not set")
+        if self.attention_pattern and "gated_delta" in self.attention_pattern:
+            if self.linear_attention is None:
+                raise ValueError("attention_pattern names gated_delta layers but linear_attention is not set")
+            if self.mla is not None:
+                raise ValueError("gated_delta layers beside latent attention (mla) are not modelled")
         return self
 
     @property

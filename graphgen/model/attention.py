@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from graphgen.model.common import column_input_saved, norm, residual_add
+from graphgen.model.linear_attention import gated_delta_ops
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.params import attention_linears
 from graphgen.model.shape import BlockShape
@@ -208,3 +209,4 @@ ATTENTION_BLOCKS: Registry[Callable[[BlockShape], tuple[Op, ...]]] = Registry("a
 ATTENTION_BLOCKS.add("full", lambda sh: attention_ops(sh, "full"))
 ATTENTION_BLOCKS.add("sliding", lambda sh: attention_ops(sh, "sliding"))
 ATTENTION_BLOCKS.add("mla", lambda sh: mla_ops(sh))
+ATTENTION_BLOCKS.add("gated_delta", gated_delta_ops)

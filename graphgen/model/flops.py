@@ -11,8 +11,12 @@ __all__ = ["attention_keys", "matmul_params", "model_flops_per_token", "recomput
 
 def _keys(m: ModelSpec, layer: int, seq_len: int) -> int:
     """Keys a query may attend to in one layer, ignoring the causal mask: the sequence, or the window
-    of a sliding-window layer (the non-causal count of PaLM-style conventions)."""
-    if m.attention_kind(layer) == "sliding" and m.sliding_window:
+    of a sliding-window layer (the non-causal count of PaLM-style conventions); none in a linear-
+    attention layer."""
+    kind = m.attention_kind(layer)
+    if kind == "gated_delta":
+        return 0
+    if kind == "sliding" and m.sliding_window:
         return min(seq_len, m.sliding_window)
     return seq_len
 
@@ -27,8 +31,19 @@ def _causal_keys(m: ModelSpec, layer: int, seq_len: int) -> float:
 def _attention_fwd(m: ModelSpec, layer: int, seq_len: int) -> float:
     """Forward attention FLOPs per token of one layer, as computed under the causal mask: 2 x heads x
     (qk + v width) x the keys a query attends to (4 x heads x head_dim x keys when the widths agree)."""
+    if m.attention_kind(layer) == "gated_delta":
+        return gated_delta_core_fwd(m)
     qk, v = attention_widths(m)
     return 2.0 * m.heads * (qk + v) * _causal_keys(m, layer, seq_len)
+
+
+def gated_delta_core_fwd(m: ModelSpec) -> float:
+    """Forward FLOPs per token of a Gated DeltaNet layer outside its projections, as Megatron-Core counts
+    them (megatron/training/training.py gdn_layer_flops): the convolution, 2 x kernel x (2 qk + v), and
+    the delta rule's KK^T, VK^T, state update and read-out, 2 x 4 x value heads x dk x dv."""
+    la = m.linear_attention
+    qk, v = la.key_heads * la.key_head_dim, la.value_heads * la.value_head_dim
+    return 2.0 * (la.conv_kernel * (2 * qk + v) + 4 * la.value_heads * la.key_head_dim * la.value_head_dim)
 
 
 def attention_widths(m: ModelSpec) -> tuple[int, int]:

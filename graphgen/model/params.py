@@ -45,10 +45,31 @@ def mlp_up_width(m: ModelSpec, ffn: int | None = None) -> int:
     return (ffn or m.ffn_hidden) * (2 if gated(m) else 1)
 
 
-def attention_linears(m: ModelSpec) -> tuple[Linear, ...]:
-    """Query/key/value and output projections; for MLA the down (latent) and up projections."""
+def gated_delta_linears(m: ModelSpec) -> tuple[Linear, Linear]:
+    """A Gated DeltaNet layer's input projection (queries, keys, values, the output gate z, and a decay
+    and a step scalar per value head: Megatron-Core's in_proj, HF's in_proj_qkvz + in_proj_ba) and its
+    output projection."""
+    la = m.linear_attention
+    qk, v = la.key_heads * la.key_head_dim, la.value_heads * la.value_head_dim
+    return (Linear("gdn_in_proj", m.hidden, 2 * qk + 2 * v + 2 * la.value_heads, False),
+            Linear("out_proj", v, m.hidden, False))
+
+
+def gated_delta_extra_params(m: ModelSpec) -> int:
+    """Its weights outside the linears: the depthwise convolution over queries, keys and values, the
+    per-head decay (A_log) and step bias, and the gated output norm."""
+    la = m.linear_attention
+    return (la.conv_kernel * (2 * la.key_heads * la.key_head_dim + la.value_heads * la.value_head_dim)
+            + 2 * la.value_heads + la.value_head_dim)
+
+
+def attention_linears(m: ModelSpec, layer: int | None = None) -> tuple[Linear, ...]:
+    """Query/key/value and output projections; for MLA the down (latent) and up projections; for a
+    layer the attention pattern marks gated_delta, Gated DeltaNet's (None: a softmax-attention layer)."""
+    if layer is not None and m.attention_kind(layer) == "gated_delta":
+        return gated_delta_linears(m)
     if m.mla is None:
-        qkv = (m.heads + 2 * m.n_kv_heads) * m.d_head
+        qkv = (m.heads * (2 if m.attention_output_gate else 1) + 2 * m.n_kv_heads) * m.d_head
         # qkv_bias: Qwen2 biases q, k and v but not the output projection.
         return (Linear("qkv_proj", m.hidden, qkv, m.bias or m.qkv_bias),
                 Linear("out_proj", m.heads * m.d_head, m.hidden, m.bias))
@@ -81,7 +102,7 @@ def mlp_linears(m: ModelSpec, layer: int = 0) -> tuple[Linear, ...]:
 
 
 def block_linears(m: ModelSpec, layer: int = 0) -> tuple[Linear, ...]:
-    return (*attention_linears(m), *mlp_linears(m, layer))
+    return (*attention_linears(m, layer), *mlp_linears(m, layer))
 
 
 def norm_params(m: ModelSpec) -> int:
@@ -102,8 +123,9 @@ def block_matmul_params(m: ModelSpec, layer: int = 0, active: bool = False) -> i
 def block_params(m: ModelSpec, layer: int = 0) -> int:
     """All parameters of one block: linears (every expert), their biases and the norms."""
     lins = block_linears(m, layer)
+    extra = gated_delta_extra_params(m) if m.attention_kind(layer) == "gated_delta" else 0
     return (sum(lin.all_weights + (lin.d_out * lin.copies if lin.bias else 0) for lin in lins)
-            + 2 * norm_params(m) + latent_norm_params(m))
+            + 2 * norm_params(m) + latent_norm_params(m) + extra)
 
 
 def position_params(m: ModelSpec) -> int:
