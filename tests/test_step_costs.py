@@ -89,3 +89,10 @@ def test_the_alltoall_dispatcher_sorts_received_tokens_by_local_expert(ep, sorte
     for name in ("permute", "unpermute"):
         extra = _moe_op(base, name).bytes - _moe_op(deepep, name).bytes
         assert extra == pytest.approx(2 * 2 * routed * h if sorted_ else 0.0)
+
+
+def test_a_frozen_embedding_writes_no_gradient():
+    sc = scenario(TINY_LLAMA, {"seq_len": 256, "global_batch": 2,
+                               "finetune": {"method": "lora", "lora_rank": 8}})
+    emb = _op(sc, "embedding")
+    assert not emb.trainable and emb.bytes * emb.bwd_bytes_factor == 0

@@ -73,6 +73,8 @@ class ComputeModel:
         p, m, k, n, groups = gemm
         if not groups:
             return self.gemm_shapes.get((p, round(m), round(k), round(n)))
+        if m <= 0:
+            return None
         near = [(abs(mm / m - 1), eff) for mm, eff in self.grouped_shapes.get((p, groups, round(k), round(n)), ())]
         near = [x for x in near if x[0] <= GROUPED_M_TOLERANCE]
         return min(near)[1] if near else None

@@ -54,6 +54,8 @@ def _frozen(op: Op, ft: FineTune, method: FinetuneMethod, target: bool, e: float
     changes: dict = dict(trainable=False)
     if is_linear:
         changes.update(bwd_flops_factor=1.0, saved_bytes=op.saved_bytes if target else 0.0)
+    if op.kind is OpKind.EMBEDDING:  # the first op: with its table frozen, no backward work is left
+        changes.update(bwd_flops_factor=0.0, bwd_bytes_factor=0.0)
     out = []
     if is_linear and method.nf4_base and op.name in ("qkv_proj", "out_proj", "fc1", "fc2"):
         q = nf4_bytes_per_param(ft)
