@@ -12,7 +12,7 @@ from typing import Any
 from graphgen.errors import RankflowError
 
 _LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3"}
-_MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v2", "deepseek_v3"}
+_MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "deepseek_v2", "deepseek_v3"}
 SUPPORTED = sorted(_LLAMA_LIKE | _MOE | {"gpt_neox", "mpt", "gpt2"})
 _MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size", "num_experts_per_tok")
 _MISSING = object()
@@ -183,6 +183,10 @@ def _biases(r: _Reader, kind: str) -> dict[str, Any]:
 
 
 def _llama_like(r: _Reader, kind: str, name: str) -> dict[str, Any]:
+    return {**_llama_core(r, name), **_biases(r, kind), **_window(r, kind, r.int("num_hidden_layers"))}
+
+
+def _llama_core(r: _Reader, name: str) -> dict[str, Any]:
     heads = r.int("num_attention_heads")
     layers = r.int("num_hidden_layers")
     out = {
@@ -194,7 +198,7 @@ def _llama_like(r: _Reader, kind: str, name: str) -> dict[str, Any]:
     }
     if r.data.get("head_dim") is not None:
         out["head_dim"] = r.int("head_dim")
-    return {**out, **_biases(r, kind), **_window(r, kind, layers)}
+    return out
 
 
 def _dense_layers(r: _Reader, layers: int) -> list[int]:
@@ -211,7 +215,7 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
     if kind == "mixtral":
         return {"experts": r.int("num_local_experts"), "top_k": r.int("num_experts_per_tok"),
                 "expert_ffn_hidden": r.int("intermediate_size")}
-    if kind in ("qwen2_moe", "qwen3_moe"):
+    if kind in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
         shared = r.int("shared_expert_intermediate_size", 0, minimum=0)
         return {"experts": r.int("num_experts"), "top_k": r.int("num_experts_per_tok"),
                 "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": 1 if shared else 0,
@@ -224,6 +228,28 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
             "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": r.int("n_shared_experts", 0, minimum=0),
             "first_dense_layers": r.int("first_k_dense_replace", 0, minimum=0), "every": r.int("moe_layer_freq", 1),
             "router": scoring}
+
+
+def _qwen3_next(r: _Reader, name: str) -> dict[str, Any]:
+    """Qwen3-Next: Qwen3-MoE's layers with Gated DeltaNet in place of attention on all but every
+    full_attention_interval-th layer (or as layer_types lists them), and gated softmax attention
+    (HF Qwen3NextAttention's q_proj emits the query and its output gate)."""
+    layers = r.int("num_hidden_layers")
+    value = r.data.get("layer_types")
+    if value is None:
+        every = r.int("full_attention_interval", 4)
+        value = ["full_attention" if (i + 1) % every == 0 else "linear_attention" for i in range(layers)]
+    if not isinstance(value, list) or len(value) != layers or any(
+            v not in ("full_attention", "linear_attention") for v in value):
+        raise r.bad("layer_types", f"must list full_attention or linear_attention for each of the {layers} layers",
+                    "correct the config.json")
+    kinds = ["gated_delta" if v == "linear_attention" else "full" for v in value]
+    linear = {"key_heads": r.int("linear_num_key_heads"), "value_heads": r.int("linear_num_value_heads"),
+              "key_head_dim": r.int("linear_key_head_dim"), "value_head_dim": r.int("linear_value_head_dim"),
+              "conv_kernel": r.int("linear_conv_kernel_dim", 4)}
+    return {**_llama_core(r, name), "attention_pattern": _period(kinds), "linear_attention": linear,
+            "attention_output_gate": True,
+            "moe": _moe(r, "qwen3_next", layers)}
 
 
 def _deepseek(r: _Reader, kind: str, name: str) -> dict[str, Any]:
@@ -352,6 +378,8 @@ def model_from_hf(data: dict[str, Any], file: str) -> dict[str, Any]:
         out = _llama_like(r, kind, name)
     elif kind in ("deepseek_v2", "deepseek_v3"):
         out = _deepseek(r, kind, name)
+    elif kind == "qwen3_next":
+        out = _qwen3_next(r, name)
     elif kind in _MOE:
         out = {**_llama_like(r, kind, name), "moe": _moe(r, kind, r.int("num_hidden_layers"))}
     elif kind == "gpt_neox":

@@ -188,3 +188,22 @@ def test_mpt_kv_heads_follow_its_attention_class(tmp_path, attn, kv):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     assert load_model(path).model.n_kv_heads == kv
+
+
+QWEN3_NEXT = {"model_type": "qwen3_next", "hidden_size": 2048, "num_attention_heads": 16, "num_key_value_heads": 2,
+              "head_dim": 256, "num_hidden_layers": 48, "intermediate_size": 5120, "vocab_size": 151936,
+              "num_experts": 512, "num_experts_per_tok": 10, "moe_intermediate_size": 512,
+              "shared_expert_intermediate_size": 512, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+              "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4,
+              "full_attention_interval": 4}
+
+
+def test_qwen3_next_imports_its_gated_deltanet_layers_as_the_shipped_config_has_them(tmp_path):
+    imported = load_model(write(tmp_path, QWEN3_NEXT)).model
+    shipped = load_model(ROOT / "model_configs" / "qwen3-next-80b-a3b.yaml").model
+    assert imported.attention_pattern == ["gated_delta", "gated_delta", "gated_delta", "full"]
+    assert imported.linear_attention == shipped.linear_attention and imported.attention_output_gate
+    assert total_params(imported) == total_params(shipped.model_copy(update={"mtp_layers": 0}))
+    listed = {**QWEN3_NEXT, "layer_types": ["linear_attention", "full_attention"] * 24}
+    assert load_model(write(tmp_path, listed)).model.attention_pattern == ["gated_delta", "full"]
+    refused(tmp_path, {**QWEN3_NEXT, "layer_types": ["sliding_attention"] * 48}, "layer_types")
