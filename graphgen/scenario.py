@@ -149,9 +149,22 @@ def _check_context(w: Workload, p: ParallelPlan, c: _Checker) -> None:
                      f"divisible by tp={p.tp}", "change workload.seq_len, parallelism.cp or parallelism.tp")
 
 
+def _check_a2a(m: ModelSpec, p: ParallelPlan, c: _Checker) -> None:
+    """All-to-all context parallelism hands each rank whole heads: the query and key/value heads of a
+    tensor-parallel rank must divide by cp (latent attention: every head has its own keys and values)."""
+    if p.cp == 1 or p.cp_algorithm != "a2a":
+        return
+    kv = m.heads if m.mla is not None else m.n_kv_heads
+    for what, n in (("heads", m.heads), ("kv_heads", kv)):
+        if (n // p.tp) % p.cp:
+            raise c.plan("parallelism.cp_algorithm", f"a2a context parallelism splits the {n // p.tp} {what} of a "
+                         f"tp rank over cp={p.cp}", "use the ring or allgather algorithm, or a cp that divides them")
+
+
 def _check_axes(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> None:
     _check_experts(m, p, c)
     _check_context(w, p, c)
+    _check_a2a(m, p, c)
     dense_mlp = any(not m.is_moe(layer) for layer in range(m.layers))
     widths = [("heads", m.heads), ("kv_heads", m.n_kv_heads)]
     if m.linear_attention is not None:

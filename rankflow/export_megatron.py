@@ -19,7 +19,7 @@ Args = list[tuple[str, object]]  # (flag, value); value True is a bare switch
 
 _POSITION = {"rope": "rope", "learned": "learned_absolute", "none": "none"}
 _DISPATCHER = {"alltoall": "alltoall", "allgather": "allgather", "deepep": "flex"}
-_CP_COMM = {"ring": "p2p", "allgather": "allgather"}
+_CP_COMM = {"ring": "p2p", "allgather": "allgather", "a2a": "a2a"}
 _OPTIMIZER = {"adamw": "adam", "sgd": "sgd"}  # Megatron's adam is decoupled-weight-decay AdamW
 # Megatron-FSDP's sharding strategies are the ZeRO stages by another name
 _ZERO = {2: "optim_grads", 3: "optim_grads_params"}

@@ -62,6 +62,9 @@ def _check(sc: Scenario) -> None:
     if p.ep > 1 and p.etp not in (1, p.tp):
         raise _refuse(sc, "parallelism.etp", "expert_tensor_parallel_degree is either 1 or the tp degree",
                       f"set parallelism.etp=1 or {p.tp}")
+    if p.cp > 1 and p.cp_algorithm == "a2a":
+        raise _refuse(sc, "parallelism.cp_algorithm", "torchtitan's context parallelism rotates or gathers keys and "
+                      "values (ring attention); it has no all-to-all (Ulysses) variant", "use ring or allgather")
     if p.moe_dispatcher == "allgather" and p.ep > 1:
         raise _refuse(sc, "parallelism.moe_dispatcher", "expert parallelism dispatches by all-to-all (standard "
                       "or deepep)", "set parallelism.moe_dispatcher=alltoall or deepep")

@@ -176,3 +176,22 @@ def test_dispatchers_move_what_their_implementation_moves():
 
     assert ep_time(h800, "deepep") < ep_time(h800, "alltoall")
     assert ep_time(H100, "deepep") == ep_time(H100, "alltoall")
+
+
+def test_a2a_context_parallelism_trades_the_sequence_shard_for_heads_around_the_kernel():
+    long = ["workload.seq_len=16384", "workload.global_batch=8", "parallelism.cp=4", "parallelism.dp=2"]
+    sc = api.load_scenario(MIXTRAL, H100, overrides=[*SMALL, *long, "parallelism.cp_algorithm=a2a"])
+    comm = collectives(sc, "cp")
+    assert comm and {n.kind for n in comm} == {Collective.ALL_TO_ALL}
+    m = sc.model
+    local = 2 * 16384 / 4  # bf16 bytes x this rank's tokens
+    qkv, out = local * (m.heads + 2 * m.n_kv_heads) * m.d_head, local * m.heads * m.d_head
+    per_layer = sorted({n.bytes for n in comm})
+    assert per_layer == sorted({qkv, out})
+    # the exchange is exposed where the ring overlaps it
+    ring = api.load_scenario(MIXTRAL, H100, overrides=[*SMALL, *long])
+    assert run(sc).breakdown.exposed_comm["cp"] > run(ring).breakdown.exposed_comm["cp"]
+    with pytest.raises(RankflowError) as err:  # Mixtral's 8 KV heads cannot split over cp=16
+        api.load_scenario(MIXTRAL, H100, overrides=[*SMALL, "workload.seq_len=32768", "workload.global_batch=16",
+                                                    "parallelism.cp=16", "parallelism.cp_algorithm=a2a"])
+    assert err.value.field == "parallelism.cp_algorithm"

@@ -32,9 +32,11 @@ class ParallelPlan(Strict):
     moe_overlap: Bool = Field(
         False, description="Dispatch and combine overlap other compute (Megatron's overlap of expert-parallel "
                            "communication across microbatches, DeepSeek's DualPipe); false: they are exposed.")
-    cp_algorithm: Literal["ring", "allgather"] = Field(
+    cp_algorithm: Literal["ring", "allgather", "a2a"] = Field(
         "ring", description="Context-parallel attention: ring (KV chunks passed peer to peer, overlapped with "
-                            "attention compute; Megatron's p2p) or allgather (KV gathered before attention).")
+                            "attention compute; Megatron's p2p), allgather (KV gathered before attention) or a2a "
+                            "(DeepSpeed-Ulysses, Megatron's a2a: all-to-alls trade the sequence shard for a head "
+                            "shard around the kernel, which then sees the whole sequence).")
     schedule: Str = Field("1f1b", description="Pipeline schedule, a name in graphgen.schedule's registry: gpipe, "
                                               "1f1b, interleaved, zb-h1, zb-v, dualpipe, dualpipev.")
     virtual_stages: PosInt = Field(1, description="Model chunks per pipeline rank (interleaved: any; zb-v and "

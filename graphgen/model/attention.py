@@ -60,14 +60,24 @@ def causal_fraction(s: int, window: int, sample: int | None = None) -> float:
 
 
 def _cp_comm(sh: BlockShape, d: Dims) -> tuple:
-    """(axis, pass, kind, full bytes, overlapped) of the cp exchange of keys and values."""
+    """(axis, pass, kind, full bytes, overlapped, after the op) of the cp exchange of keys and values.
+    a2a: this rank's queries, keys and values go to the ranks owning their heads before the kernel and
+    the output comes back after it; backward sends the output gradient and returns the input gradients
+    (Transformer Engine >= 2.8 exchanges only dO on the output side, as MooreThreads/SimuMax notes)."""
     if sh.cp == 1:
         return ()
-    kv = sh.e * sh.workload.micro_batch * sh.workload.seq_len * d.kv_heads * (d.qk + d.v) / sh.tp
-    AG, RS = Collective.ALL_GATHER, Collective.REDUCE_SCATTER
-    if sh.cp_ring:
-        return (("cp", "fwd", AG, kv, True), ("cp", "bwd", AG, kv, True), ("cp", "bwd", RS, kv, True))
-    return (("cp", "fwd", AG, kv, False), ("cp", "bwd", RS, kv, False))
+    w, e, t = sh.workload, sh.e, sh.tp
+    kv = e * w.micro_batch * w.seq_len * d.kv_heads * (d.qk + d.v) / t
+    AG, RS, A2A = Collective.ALL_GATHER, Collective.REDUCE_SCATTER, Collective.ALL_TO_ALL
+    if sh.cp_algorithm == "a2a":
+        local = e * sh.tokens / t
+        qkv, out = local * (sh.model.heads * d.qk + d.kv_heads * (d.qk + d.v)), local * sh.model.heads * d.v
+        return (("cp", "fwd", A2A, qkv, False, False), ("cp", "fwd", A2A, out, False, True),
+                ("cp", "bwd", A2A, out, False, False), ("cp", "bwd", A2A, qkv, False, True))
+    if sh.cp_algorithm == "ring":
+        return (("cp", "fwd", AG, kv, True, False), ("cp", "bwd", AG, kv, True, False),
+                ("cp", "bwd", RS, kv, True, True))
+    return (("cp", "fwd", AG, kv, False, False), ("cp", "bwd", RS, kv, False, True))
 
 
 @ATTENTION_KERNELS.register("fused")

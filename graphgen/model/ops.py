@@ -54,8 +54,9 @@ class Op:
     expert: bool = False            # routed-expert weights: sharded over ep/etp, gradients reduced over edp
     axis_bytes: tuple[tuple[str, float], ...] = ()  # bytes a collective on an axis moves, where not out_bytes
     # Collectives the op runs itself, beside its compute or around it: (axis, "fwd" | "bwd", kind,
-    # full buffer bytes, overlapped with the op's compute) -- context parallelism's key/value exchange.
-    side_comm: tuple[tuple[str, str, Collective, float, bool], ...] = ()
+    # full buffer bytes, overlapped with the op's compute, after the op rather than before it) --
+    # context parallelism's key/value exchange.
+    side_comm: tuple[tuple[str, str, Collective, float, bool, bool], ...] = ()
     # A GEMM the frameworks keep in 16 bits under an fp8/fp4 recipe: Megatron-Core's output layer is a
     # plain ColumnParallelLinear (not Transformer Engine's), torchtitan's float8 converter filters
     # fqn 'output', and the MoE router runs in PyTorch.

@@ -35,7 +35,7 @@ class BlockShape:
     ep: int = 1
     etp: int = 1
     imbalance: float = 1.0  # routed tokens on the busiest expert-parallel rank / the balanced share
-    cp_ring: bool = True    # context parallelism passes K/V around a ring (else all-gathers it)
+    cp_algorithm: str = "ring"  # how context parallelism exchanges keys and values (ParallelPlan.cp_algorithm)
     recompute_modules: tuple[str, ...] = ("core_attn",)  # under selective recompute (graphgen.model.recompute)
     gather_dispatch: bool = False  # Megatron's allgather dispatcher: tokens all-gathered on ep, outputs reduce-scattered
     sort_by_local_expert: bool = False  # Megatron's alltoall dispatcher re-sorts received tokens by local expert

@@ -111,7 +111,7 @@ def expert_imbalance(sc: Scenario) -> float:
 def block_shape(sc: Scenario) -> BlockShape:
     p = sc.plan
     return BlockShape(sc.model, sc.workload, p.tp, p.sp and p.tp > 1, sc.padded_vocab, p.pp, cp=p.cp, ep=p.ep,
-                      etp=p.etp, imbalance=expert_imbalance(sc), cp_ring=p.cp_algorithm == "ring",
+                      etp=p.etp, imbalance=expert_imbalance(sc), cp_algorithm=p.cp_algorithm,
                       recompute_modules=tuple(sorted(set(p.recompute_modules))),
                       gather_dispatch=p.moe_dispatcher == "allgather",
                       sort_by_local_expert=p.moe_dispatcher == "alltoall" and sc.workload.run_type == "training",

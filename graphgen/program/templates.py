@@ -99,18 +99,18 @@ class PassBuilder:
         self._seg.append(((ref[0], ref[1], direction), op.name, fl, by))
 
     def _with_sides(self, ref, op: Op, unit: int, phase: Phase, direction: str, sides) -> None:
-        """An op with its own collectives: overlapped ones run beside it, a gather before it and a
-        scatter after it; the op is an item of its own."""
-        for axis, _, kind, nbytes, overlapped in sides:
-            if overlapped or kind is not Collective.REDUCE_SCATTER:
+        """An op with its own collectives: overlapped ones run beside it, the others before it or after
+        it as each says; the op is an item of its own."""
+        for axis, _, kind, nbytes, overlapped, after in sides:
+            if overlapped or not after:
                 self.comm(axis, kind, nbytes, phase, unit, parallel=overlapped)
         self._key = (phase, unit)
         fl, by = op_work(op, direction, self.selective)
         self._seg.append(((ref[0], ref[1], direction), op.name, fl, by))
         self._flush()
         self._key = None
-        for axis, _, kind, nbytes, overlapped in sides:
-            if not overlapped and kind is Collective.REDUCE_SCATTER:
+        for axis, _, kind, nbytes, overlapped, after in sides:
+            if not overlapped and after:
                 self.comm(axis, kind, nbytes, phase, unit)
 
     def comm(self, axis: str, kind: Collective, nbytes: float, phase: Phase, unit: int, parallel: bool = False) -> None:
