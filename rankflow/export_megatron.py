@@ -43,6 +43,10 @@ def _check_model(sc: Scenario) -> None:
     if m.sliding_window is not None:
         raise _refuse(sc, "model.sliding_window", "pretrain_gpt.py's arguments have no sliding-window attention",
                       "unset model.sliding_window")
+    if m.attention_pattern and "gated_delta" in m.attention_pattern or m.attention_output_gate:
+        raise _refuse(sc, "model.attention_pattern", "this export writes softmax-attention GPT layers only; Gated "
+                      "DeltaNet layers and gated attention take flags it does not emit",
+                      "export a model without gated_delta layers or attention_output_gate")
 
 
 def _model(sc: Scenario) -> Args:

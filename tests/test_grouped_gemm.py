@@ -94,3 +94,18 @@ def test_a_grouped_shape_matches_within_two_percent_of_its_rows_per_group():
     listed, near, far = fwd_time(round(tokens)), fwd_time(round(tokens * 1.015)), fwd_time(round(tokens * 1.05))
     assert near == listed
     assert far < listed / 5  # 5 % more rows is another shape: the curve prices it
+
+
+def test_a_measured_grouped_call_pays_one_launch_not_one_per_group():
+    from graphgen.costs.compute import ComputeModel
+
+    sc = scenario(TINY_MOE, {"seq_len": 512, "global_batch": 2}, dp=2, ep=2)
+    fc1 = _moe_layer_op(sc, "expert_fc1")
+    groups, (d_in, d_out) = fc1.gemm_kernels, fc1.shape
+    assert groups > 1
+    tokens = round(fc1.flops / (2 * d_in * d_out * groups))
+    table = GroupedGemmTable(entries=[(groups, tokens, round(d_in), round(d_out), "fwd", 0.5)])
+    device = _with_efficiency(sc, matmul_grouped_shapes=table).hardware.device
+    peak = device.peak_tflops["bf16"] * 1e12
+    launch = device.launch_overhead_us * 1e-6
+    assert ComputeModel(device, "bf16").op_time(fc1, "fwd") == pytest.approx(fc1.flops / (peak * 0.5) + launch)

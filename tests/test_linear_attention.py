@@ -70,3 +70,25 @@ def test_the_shipped_qwen3_next_config_loads_with_its_published_size():
     m = mc.model
     assert [m.attention_kind(i) for i in range(4)] == ["gated_delta", "gated_delta", "gated_delta", "full"]
     assert 79e9 < total_params(m) < 83e9  # card: 80B, plus the MTP module
+
+
+def test_the_delta_rule_core_is_a_product_of_activations():
+    sc = scenario(HYBRID, {"seq_len": 256, "global_batch": 8}, dp=2, pp=2, schedule="zb-h1")
+    core = next(op for op in layer_graph(sc).unit_block(0).ops if op.name == "gdn_core")
+    assert core.weight_params == 0
+    from graphgen.model.ops import op_work
+    assert op_work(core, "bwd_w") == (0.0, 0.0) and op_work(core, "bwd_in") == op_work(core, "bwd")
+    lora = scenario(HYBRID, {"seq_len": 256, "global_batch": 8, "finetune": {"method": "lora", "lora_rank": 4}})
+    frozen = next(op for op in layer_graph(lora).unit_block(0).ops if op.name == "gdn_core")
+    assert frozen.saved_bytes == core.saved_bytes and frozen.bwd_flops_factor == core.bwd_flops_factor
+
+
+def test_exports_and_latent_attention_refuse_what_they_cannot_carry():
+    from rankflow.export import export
+    sc = scenario(HYBRID, {"seq_len": 256, "global_batch": 8}, dp=2)
+    with pytest.raises(RankflowError) as exc:
+        export(sc, "megatron")
+    assert exc.value.field == "model.attention_pattern"
+    with pytest.raises(RankflowError):
+        _spec(dict(TINY_LLAMA, attention_output_gate=True,
+                   mla={"kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32}))

@@ -87,8 +87,27 @@ def test_the_alltoall_dispatcher_sorts_received_tokens_by_local_expert(ep, sorte
     h = base.model.hidden
     routed = base.workload.seq_len * base.model.moe.top_k  # tokens x top-k, balanced, one microbatch
     for name in ("permute", "unpermute"):
-        extra = _moe_op(base, name).bytes - _moe_op(deepep, name).bytes
+        op, plain = _moe_op(base, name), _moe_op(deepep, name)
+        extra = op.bytes - plain.bytes
         assert extra == pytest.approx(2 * 2 * routed * h if sorted_ else 0.0)
+        # its backward is one more sort, not the permutation's own backward factor applied to it
+        assert op.bytes * op.bwd_bytes_factor - plain.bytes * plain.bwd_bytes_factor == pytest.approx(extra)
+
+
+def test_sharded_gradient_passes_divide_expert_gradients_by_their_own_group():
+    moe = dict(TINY_MOE)
+    for ep in (1, 8):
+        sc = _plan(scenario(moe, {"global_batch": 8}, dp=8, ep=ep, zero_stage=2),
+                   grad_buffer_passes=2.0)
+        lg = layer_graph(sc)
+        chunk = (tuple(range(lg.layers)),)
+        item = optimizer_item(sc, lg, chunk, (0,))
+        base = optimizer_item(_plan(sc, grad_buffer_passes=0.0), lg, chunk, (0,))
+        units = lg.chunk_units(chunk, 0)
+        dense = sum(lg.unit_trainable(u, False) for u in units)
+        experts = sum(lg.unit_trainable(u, True) for u in units)
+        held = dense / 8 + experts / sc.plan.edp
+        assert item.bytes - base.bytes == pytest.approx(2 * 4 * held)
 
 
 def test_a_frozen_embedding_writes_no_gradient():

@@ -136,6 +136,8 @@ class ModelSpec(Strict):
                 raise ValueError("attention_pattern names gated_delta layers but linear_attention is not set")
             if self.mla is not None:
                 raise ValueError("gated_delta layers beside latent attention (mla) are not modelled")
+        if self.attention_output_gate and self.mla is not None:
+            raise ValueError("attention_output_gate widens a query projection; latent attention (mla) has its own")
         return self
 
     @property

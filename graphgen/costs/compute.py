@@ -79,18 +79,20 @@ class ComputeModel:
         near = [x for x in near if x[0] <= GROUPED_M_TOLERANCE]
         return min(near)[1] if near else None
 
-    def _gemm_efficiency(self, gflop_per_kernel: float, gemm: tuple | None) -> float:
-        """A measured shape's efficiency, else the curve: fp8/fp4, grouped (MoE experts) or plain GEMMs."""
+    def _gemm_efficiency(self, gflop_per_kernel: float, gemm: tuple | None) -> tuple[float, bool]:
+        """A measured shape's efficiency, else the curve: fp8/fp4, grouped (MoE experts) or plain GEMMs;
+        and whether it was measured over a whole grouped call (its launches included)."""
         eff = self.device.efficiency
+        grouped = bool(gemm and gemm[4])
         measured = self._measured(gemm) if gemm else None
         if measured:
-            return measured
+            return measured, grouped
         if self.precision in LOW_PRECISION and eff.matmul_fp8:
             # fp4 GEMMs: no curve of their own is measured yet; the fp8 one is the closest shape
-            return interpolate(eff.matmul_fp8, gflop_per_kernel)
-        if gemm and gemm[4] and eff.matmul_grouped and self.precision in ("bf16", "fp16"):
-            return interpolate(eff.matmul_grouped, gflop_per_kernel)
-        return interpolate(eff.matmul, gflop_per_kernel)
+            return interpolate(eff.matmul_fp8, gflop_per_kernel), False
+        if grouped and eff.matmul_grouped and self.precision in ("bf16", "fp16"):
+            return interpolate(eff.matmul_grouped, gflop_per_kernel), True
+        return interpolate(eff.matmul, gflop_per_kernel), False
 
     @property
     def attention_curve(self) -> EfficiencyCurve:
@@ -130,7 +132,10 @@ class ComputeModel:
         may name its (pass, m, k, n, groups) to use a measured shape (see gemm_shape)."""
         launch = kernels * self.device.launch_overhead_us * US
         if kind is OpKind.MATMUL:
-            t_math = flops / (self.matmul_peak * self._gemm_efficiency(flops / max(kernels, 1) / 1e9, gemm))
+            eff, whole_call = self._gemm_efficiency(flops / max(kernels, 1) / 1e9, gemm)
+            t_math = flops / (self.matmul_peak * eff)
+            if whole_call:  # a grouped-GEMM measurement timed the call with its launches
+                launch = self.device.launch_overhead_us * US
         elif kind is OpKind.ATTENTION:
             if seq_len <= 0:
                 raise ValueError("a fused attention op needs its sequence length")
@@ -180,10 +185,11 @@ class ComputeModel:
             return self.time(op.kind, op.flops, op.bytes, k, op.seq_len, op.attention_blocks, gemm_shape(op, "fwd"))
         bf, bb = op_work(op, "bwd")
         if op.kind is OpKind.MATMUL and bf:
-            passes = ("dgrad", "wgrad")[:max(1, round(op.bwd_flops_factor))]
+            n = max(1, round(op.bwd_flops_factor))
+            # a product without weights (attention scores, a linear-attention core) has input gradients only
+            passes = ("dgrad", "wgrad")[:n] if op.weight_params > 0 else ("dgrad",) * n
             if direction != "bwd":
                 passes = tuple(p for p in passes if (p == "wgrad") == (direction == "bwd_w"))
-            n = max(1, round(op.bwd_flops_factor))
             t = sum(self.time(op.kind, bf / n, bb / n, k, gemm=gemm_shape(op, p)) for p in passes)
         elif direction == "bwd_w":
             t = 0.0

@@ -106,17 +106,20 @@ def unfused_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
     T = sh.tokens
     drop = 1 if m.dropout > 0 else 0
     probs = b * a * s * s / t / sh.cp
+    sides = _cp_comm(sh, d)  # what runs before the kernel rides on the scores, what runs after on the values
+    before, after = tuple(c for c in sides if not c[5]), tuple(c for c in sides if c[5])
     return (
         Op("attn_scores", OpKind.MATMUL, flops=2 * probs * d.qk, bytes=e * (T * (a + kv) * d.qk / t + probs),
            in_layout=sh.heads, out_layout=sh.heads, out_bytes=e * probs * t, saved_bytes=e * T * (a + kv) * d.qk / t,
-           recompute_selective=True, local_out_bytes=sh.local(e * probs * t, False), side_comm=_cp_comm(sh, d)),
+           recompute_selective=True, local_out_bytes=sh.local(e * probs * t, False), side_comm=before),
         Op("softmax", OpKind.ELEMENTWISE, flops=5 * probs, bytes=(2 * e + drop) * probs, in_layout=sh.heads,
            out_layout=sh.heads, out_bytes=e * probs * t, saved_bytes=(e + drop) * probs, recompute_selective=True,
            selective_freed_bytes=(e + drop) * probs, local_out_bytes=sh.local(e * probs * t, False)),
         Op("attn_values", OpKind.MATMUL, flops=2 * probs * d.v, bytes=e * (probs + 2 * T * a * d.v / t),
            in_layout=sh.heads, out_layout=sh.heads, out_bytes=e * T * a * d.v,
            saved_bytes=(e * probs if drop else 0) + e * T * kv * d.v / t, recompute_selective=True,
-           selective_freed_bytes=e * probs if drop else 0, local_out_bytes=sh.local(e * T * a * d.v, False)),
+           selective_freed_bytes=e * probs if drop else 0, local_out_bytes=sh.local(e * T * a * d.v, False),
+           side_comm=after),
     )
 
 

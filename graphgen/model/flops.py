@@ -101,8 +101,8 @@ def recompute_flops_per_token(m: ModelSpec, seq_len: int, recompute: str, flash_
     if recompute == "full":
         return sum(2.0 * block_matmul_params(m, layer, active=True) + _attention_fwd(m, layer, seq_len)
                    for layer in layers if layer % every == 0)
-    if recompute == "selective" and not flash_attention:
-        return sum(_attention_fwd(m, layer, seq_len) for layer in layers)
+    if recompute == "selective" and not flash_attention:  # softmax layers only: a linear-attention core is not rerun
+        return sum(_attention_fwd(m, layer, seq_len) for layer in layers if m.attention_kind(layer) != "gated_delta")
     return 0.0
 
 

@@ -4,9 +4,10 @@ convolution over queries, keys and values, the chunked gated delta rule (flash-l
 chunk_gated_delta_rule), a norm gated by z, and a row-parallel output projection. Tensor parallelism
 splits the heads; nothing passes between context-parallel ranks (refused by the scenario check).
 
-The delta-rule kernel is priced on the roofline like any op: its FLOPs (Megatron's count) and its HBM
-traffic, which dominates: it reads q, k, v and the gates, writes the output, and writes one fp32
-(key x value) state per head for every chunk of CHUNK tokens, which its backward reads again.
+The delta-rule kernel is priced on the roofline like a GEMM: its FLOPs (Megatron's count) at the GEMM
+efficiency of its size, or its HBM traffic when that takes longer, which it does: it reads q, k, v and
+the gates, writes the output, and writes one fp32 (key x value) state per head for every chunk of CHUNK
+tokens, which its backward reads again.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ def gated_delta_ops(sh: BlockShape) -> tuple[Op, ...]:
            out_layout=sh.heads, shards_input=sh.column_shards, out_bytes=e * T * proj.d_out,
            weight_params=proj.weights / t, saved_bytes=column_input_saved(sh), shape=(m.hidden, proj.d_out / t),
            local_out_bytes=e * T * proj.d_out / t, norm_input=True),
+        # The convolution's weights and the per-head decay and step parameters (A_log, dt_bias): the core
+        # itself is a product of activations, with input gradients only.
         Op("gdn_conv", OpKind.ELEMENTWISE, flops=2 * T * la.conv_kernel * conv / t, bytes=2 * e * T * conv / t,
-           in_layout=sh.heads, out_layout=sh.heads, out_bytes=e * T * conv, weight_params=la.conv_kernel * conv / t,
-           saved_bytes=e * T * conv / t, local_out_bytes=e * T * conv / t),
+           in_layout=sh.heads, out_layout=sh.heads, out_bytes=e * T * conv,
+           weight_params=(la.conv_kernel * conv + 2 * la.value_heads) / t, saved_bytes=e * T * conv / t,
+           local_out_bytes=e * T * conv / t),
         Op("gdn_core", OpKind.MATMUL, flops=T * (gated_delta_core_fwd(m) - 2 * la.conv_kernel * conv) / t,
            bytes=core_in + e * T * v / t + T * state / t, in_layout=sh.heads, out_layout=sh.heads,
-           out_bytes=e * T * v, weight_params=2 * la.value_heads / t, saved_bytes=core_in,
-           local_out_bytes=e * T * v / t),
+           out_bytes=e * T * v, saved_bytes=core_in, local_out_bytes=e * T * v / t),
         Op("gdn_norm", OpKind.NORM, flops=8 * T * v / t, bytes=3 * e * T * v / t, in_layout=sh.heads,
            out_layout=sh.heads, out_bytes=e * T * v, weight_params=la.value_head_dim,
            saved_bytes=2 * e * T * v / t, local_out_bytes=e * T * v / t),

@@ -113,7 +113,7 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
            out_layout=sh.resid, weight_params=h * E, saved_bytes=e * Tl * h + 4 * Tl * E, shape=(h, E),
            out_bytes=e * Tl * h, high_precision=True),
         Op("permute", OpKind.ELEMENTWISE, flops=0.0, bytes=2 * e * Tl * k * h + sort, in_layout=sh.resid,
-           out_layout=sh.resid,
+           out_layout=sh.resid, bwd_bytes_factor=(4 * e * Tl * k * h + sort) / (2 * e * Tl * k * h + sort),
            out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h), ("ep", ep_bytes)), local_out_bytes=e * routed * h),
         Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + touched * h * up / etp + G * up / etp),
            in_layout=expert_in, out_layout=hidden, shards_input=frozenset({"etp"}) if etp > 1 else frozenset(),
@@ -127,7 +127,8 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
            out_bytes=e * G * h, axis_bytes=(("ep", ep_bytes),), weight_params=local_experts * f * h / etp,
            saved_bytes=e * G * f / etp, gemm_kernels=launches, shape=(f / etp, h), expert=True,
            local_out_bytes=e * G * h),
-        Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h, bytes=e * (Tl * k * h + Tl * h) + sort, in_layout=sh.resid,
+        Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h, bytes=e * (Tl * k * h + Tl * h) + sort,
+           bwd_bytes_factor=(2 * e * (Tl * k * h + Tl * h) + sort) / (e * (Tl * k * h + Tl * h) + sort), in_layout=sh.resid,
            out_layout=sh.resid, out_bytes=e * sh.tokens * h, saved_bytes=4 * Tl * k, local_out_bytes=e * Tl * h),
     ]
     if moe.shared_width:

@@ -83,7 +83,7 @@ def op_work(op: Op, direction: str, selective: bool = False) -> tuple[float, flo
     if direction == "fwd":
         return op.flops, op.bytes
     bf, bb = op.flops * op.bwd_flops_factor, op.bytes * op.bwd_bytes_factor
-    wgrad = op.kind is OpKind.MATMUL and bf > 0 and round(op.bwd_flops_factor) >= 2
+    wgrad = op.kind is OpKind.MATMUL and bf > 0 and round(op.bwd_flops_factor) >= 2 and op.weight_params > 0
     if direction == "bwd_w":
         return (bf / 2, bb / 2) if wgrad else (0.0, 0.0)
     if direction == "bwd_in" and wgrad:
