@@ -49,6 +49,20 @@ def test_fast_evaluator_agrees_with_the_dag_replay_within_one_percent(seed):
         assert fast == pytest.approx(exact, rel=0.01), sc.plan
 
 
+@pytest.mark.parametrize("model,plan", [
+    (TINY_LLAMA, dict(cp=2, dp=2, cp_algorithm="ring")),
+    (TINY_LLAMA, dict(cp=4, dp=2, tp=2, sp=True, cp_algorithm="ring", pp=2)),
+    (TINY_LLAMA, dict(cp=2, dp=2, cp_algorithm="a2a", zero_stage=3)),
+    (dict(TINY_LLAMA, moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 256}), dict(dp=4, ep=4, moe_overlap=True)),
+])
+def test_collectives_beside_compute_time_alike_in_both_evaluators(model, plan):
+    # ring attention's K/V exchange and overlapped expert dispatch run beside their op: the op's compute
+    # is slowed while they run, and the item after it waits for them
+    sc = scenario(model, {"global_batch": 16, "seq_len": 2048}, hw_file=ROOT / "hardware_configs" / "B200.yaml",
+                  **plan)
+    assert fast_step_time(sc, {}) == pytest.approx(api.simulate(sc).step_time_s, rel=1e-6)
+
+
 def test_long_steps_extrapolate_from_two_short_replays():
     base = scenario(dict(TINY_LLAMA, layers=8), {"global_batch": 512, "seq_len": 1024})
     sc = base.with_plan(pp=4, dp=1, schedule="1f1b")

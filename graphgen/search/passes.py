@@ -39,6 +39,7 @@ class PassProfile:
     inline: dict[str, list[int]] | None = None  # stream -> indices of the collectives between them
     dur: tuple[float, ...] = ()                  # end - start per item (what the fast walk adds up)
     stream: tuple[str | None, ...] = ()          # a collective's stream, None for compute
+    beside: tuple[bool, ...] = ()                # a collective running beside the next item (the walk times it)
     _lasts: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -81,12 +82,12 @@ def profile(coster: Coster, tpl: Template) -> PassProfile:
             end.append(t + x)
             beside = t + x
             continue
+        if beside and i and not tpl.items[i - 1].parallel:  # as the DAG: the item after the next waits for it
+            t = max(t, beside)
+            beside = 0.0
         start.append(t)
         t += x
         end.append(t)
-        if beside and (i == 0 or not tpl.items[i - 1].parallel):
-            t = max(t, beside)
-            beside = 0.0
     if beside:
         t = max(t, beside)
         end[-1] = max(end[-1], t)
@@ -99,7 +100,9 @@ def profile(coster: Coster, tpl: Template) -> PassProfile:
             inline.setdefault(comm_stream(it.axis), []).append(i)
     dur = tuple(e - s for s, e in zip(start, end, strict=True))
     streams = tuple(comm_stream(it.axis) if it.is_comm else None for it in tpl.items)
-    return PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0, lead, trail, inline, dur, streams)
+    beside_flags = tuple(it.is_comm and it.parallel for it in tpl.items)
+    return PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0, lead, trail, inline, dur, streams,
+                       beside_flags if any(beside_flags) else ())
 
 
 def _key(sc: Scenario) -> tuple:

@@ -98,6 +98,8 @@ def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: flo
             if v > reach:
                 reach = v
     i = a
+    if prof.beside:
+        return _walk_beside(st, prof, t, a, b, kappa)
     if t < reach:
         dur, comm = prof.dur, prof.stream
         while i < b and t < reach:
@@ -124,6 +126,29 @@ def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: flo
                 if v > streams.get(name, 0.0):
                     streams[name] = v
     return t
+
+
+def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: float) -> float:
+    """Items a..b-1 one by one for a pass with collectives beside its compute (ring attention's K/V
+    exchange, overlapped expert dispatch), as the DAG runs them: such a collective starts with the item
+    after it, on its own stream, slowing the compute it overlaps; the item after that waits for both."""
+    dur, comm, beside = prof.dur, prof.stream, prof.beside
+    pending = 0.0
+    for i in range(a, b):
+        x, name = dur[i], comm[i]
+        if beside[i]:
+            pending = max(pending, st.stream(name, t, x))
+            continue
+        if pending and i and not beside[i - 1]:
+            t, pending = max(t, pending), 0.0
+        if name is not None:
+            v = st.streams.get(name, 0.0)
+            t = st.stream(name, t, x) if v <= t else st.stream(name, v, x)
+        elif x and kappa:
+            t += x + kappa * st.covered(t, t + x)
+        else:
+            t += x
+    return max(t, pending)
 
 
 class Run:
