@@ -68,12 +68,14 @@ def _shared_experts(sh: BlockShape) -> tuple[Op, ...]:
     )
 
 
-def _local_sort_bytes(sh: BlockShape, routed: float, local_experts: int) -> float:
-    """Megatron's alltoall dispatcher sorts the tokens it receives by local expert after the all-to-all
-    ("Permutation 2") and restores their order before the combine: one more read and write of the routed
-    tokens each way (megatron/core/transformer/moe/token_dispatcher.py @core_v0.14.0 dispatch_postprocess /
+def _with_local_sort(sh: BlockShape, nbytes: float, routed: float, local_experts: int) -> dict[str, float]:
+    """A permutation's traffic plus the local-expert sort that Megatron's alltoall dispatcher runs beside it:
+    after the all-to-all it sorts the received tokens by local expert ("Permutation 2") and restores their
+    order before the combine, one more read and write of the routed tokens each way, once in backward too
+    (megatron/core/transformer/moe/token_dispatcher.py @core_v0.14.0 dispatch_postprocess /
     combine_preprocess, sort_chunks_by_idxs when num_local_experts > 1)."""
-    return 2 * sh.e * routed * sh.model.hidden if sh.sort_by_local_expert and local_experts > 1 else 0.0
+    sort = 2 * sh.e * routed * sh.model.hidden if sh.sort_by_local_expert and local_experts > 1 else 0.0
+    return {"bytes": nbytes + sort, "bwd_bytes_factor": (2 * nbytes + sort) / (nbytes + sort)}
 
 
 @MLP_BLOCKS.register("moe")
@@ -102,7 +104,6 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
     # The allgather dispatcher gathers every token of the ep group and reduce-scatters the outputs;
     # all-to-all moves only the routed copies.
     ag = sh.gather_dispatch and sh.ep > 1
-    sort = _local_sort_bytes(sh, G, local_experts)
     ep_in, ep_out = (REPLICATE, PARTIAL) if ag else (None, None)
     ep_bytes = e * Tl * h * sh.ep if ag else e * routed * h
     expert_in = sh.experts(REPLICATE if etp > 1 else None, ep_in)
@@ -112,8 +113,8 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
         Op("router", OpKind.MATMUL, flops=2 * Tl * h * E, bytes=e * (Tl * h + h * E + Tl * E), in_layout=sh.resid,
            out_layout=sh.resid, weight_params=h * E, saved_bytes=e * Tl * h + 4 * Tl * E, shape=(h, E),
            out_bytes=e * Tl * h, high_precision=True),
-        Op("permute", OpKind.ELEMENTWISE, flops=0.0, bytes=2 * e * Tl * k * h + sort, in_layout=sh.resid,
-           out_layout=sh.resid, bwd_bytes_factor=(4 * e * Tl * k * h + sort) / (2 * e * Tl * k * h + sort),
+        Op("permute", OpKind.ELEMENTWISE, flops=0.0, **_with_local_sort(sh, 2 * e * Tl * k * h, G, local_experts),
+           in_layout=sh.resid, out_layout=sh.resid,
            out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h), ("ep", ep_bytes)), local_out_bytes=e * routed * h),
         Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + touched * h * up / etp + G * up / etp),
            in_layout=expert_in, out_layout=hidden, shards_input=frozenset({"etp"}) if etp > 1 else frozenset(),
@@ -127,8 +128,8 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
            out_bytes=e * G * h, axis_bytes=(("ep", ep_bytes),), weight_params=local_experts * f * h / etp,
            saved_bytes=e * G * f / etp, gemm_kernels=launches, shape=(f / etp, h), expert=True,
            local_out_bytes=e * G * h),
-        Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h, bytes=e * (Tl * k * h + Tl * h) + sort,
-           bwd_bytes_factor=(2 * e * (Tl * k * h + Tl * h) + sort) / (e * (Tl * k * h + Tl * h) + sort), in_layout=sh.resid,
+        Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h,
+           **_with_local_sort(sh, e * (Tl * k * h + Tl * h), G, local_experts), in_layout=sh.resid,
            out_layout=sh.resid, out_bytes=e * sh.tokens * h, saved_bytes=4 * Tl * k, local_out_bytes=e * Tl * h),
     ]
     if moe.shared_width:

@@ -48,8 +48,7 @@ def optimizer_item(sc: Scenario, lg: LayerGraph, chunk_layers, chunks) -> Item:
     # Framework passes over the whole gradient buffer (zeroing, NaN check, the 1/dp pre-scaling), which
     # every rank holds unsharded below ZeRO-2.
     passes = p.grad_buffer_passes + (2.0 if p.grad_prescale and p.dp * p.cp > 1 else 0.0)
-    sharded = p.zero_stage >= 2
-    held = dense / (p.dp * p.cp if sharded else 1) + experts / (p.edp if sharded else 1)
+    held = local if p.zero_stage >= 2 else dense + experts  # ZeRO-2/3 shard gradients as the optimizer states
     grad_bytes = passes * held * dtype_bytes(p.grad_reduce_dtype)
     return Item(False, "optimizer_step", Phase.OPTIMIZER, -3, (-1, -1), op_names=("optimizer",),
                 flops=local * opt.step_flops, bytes=local * per_param + grad_bytes, kernel=OpKind.ELEMENTWISE)
