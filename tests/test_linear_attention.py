@@ -65,6 +65,12 @@ def test_gated_delta_layers_need_their_dimensions():
         _spec(dict(HYBRID, linear_attention=None))
 
 
+def test_value_heads_must_group_evenly_over_key_heads():
+    with pytest.raises(RankflowError) as exc:
+        _spec(dict(HYBRID, linear_attention=dict(LA, value_heads=6)))
+    assert "multiple of key_heads" in str(exc.value)
+
+
 def test_the_shipped_qwen3_next_config_loads_with_its_published_size():
     mc = api.load_model(ROOT / "model_configs" / "qwen3-next-80b-a3b.yaml")
     m = mc.model

@@ -95,6 +95,23 @@ def test_qlora_stores_base_linears_in_nf4():
     assert nf4_bytes_per_param(q.workload.finetune) == pytest.approx(0.5 + 1 / 64 + 4 / (64 * 256))
 
 
+def test_qlora_quantises_every_block_linear_but_not_the_lm_head():
+    hybrid = dict(TINY_LLAMA, attention_pattern=["gated_delta", "full"],
+                  linear_attention={"key_heads": 4, "value_heads": 8, "key_head_dim": 32, "value_head_dim": 32},
+                  moe={"experts": 4, "top_k": 2, "expert_ffn_hidden": 64, "shared_experts": 1,
+                       "shared_ffn_hidden": 64})
+    sc = scenario(hybrid, lora(method="qlora"))
+    lg = layer_graph(sc)
+    linears = {op.name: op for b in lg.blocks[2:] for op in b.ops if op.weight_params > 0 and op.kind.name == "MATMUL"
+               and "." not in op.name}
+    assert {"gdn_in_proj", "expert_fc1", "router", "shared_fc2", "qkv_proj"} <= set(linears)
+    q = nf4_bytes_per_param(sc.workload.finetune)
+    assert all(op.weight_bytes == pytest.approx(q) for op in linears.values())
+    dequant = {op.name for b in lg.blocks for op in b.ops if op.name.endswith(".dequant")}
+    assert dequant == {f"{n}.dequant" for n in linears}
+    assert all(op.weight_bytes is None for op in lg.blocks[1].ops)  # the LM head stays in 16 bits
+
+
 def test_freeze_drops_backward_and_activations_of_the_frozen_prefix():
     sc = scenario(TINY_LLAMA, {"global_batch": 4, "finetune": {"method": "freeze", "frozen_layers": 2}})
     prog = build_program(sc)

@@ -71,6 +71,15 @@ class LinearAttentionSpec(Strict):
     value_head_dim: DimInt = Field(description="Per-head value width.")
     conv_kernel: PosInt = Field(4, le=64, description="Width of the short causal depthwise convolution.")
 
+    @model_validator(mode="after")
+    def _grouped(self) -> LinearAttentionSpec:
+        # Each key head serves value_heads / key_heads value heads, as grouped-query attention does
+        # (Megatron-LM megatron/core/transformer/transformer_config.py @d98e8a64: 'linear_num_value_heads
+        # must be a multiple of linear_num_key_heads'; HF Qwen3NextGatedDeltaNet repeat_interleave).
+        if self.value_heads % self.key_heads:
+            raise ValueError(f"value_heads ({self.value_heads}) must be a multiple of key_heads ({self.key_heads})")
+        return self
+
 
 class ModelSpec(Strict):
     """Architecture of a decoder-only transformer."""

@@ -49,7 +49,7 @@ def nf4_bytes_per_param(ft: FineTune) -> float:
     return 0.5 + 4.0 / ft.quant_block
 
 
-def _frozen(op: Op, ft: FineTune, method: FinetuneMethod, target: bool, e: float) -> list[Op]:
+def _frozen(op: Op, ft: FineTune, method: FinetuneMethod, target: bool, e: float, nf4: bool) -> list[Op]:
     is_linear = op.kind is OpKind.MATMUL and op.weight_params > 0
     changes: dict = dict(trainable=False)
     if is_linear:
@@ -57,7 +57,7 @@ def _frozen(op: Op, ft: FineTune, method: FinetuneMethod, target: bool, e: float
     if op.kind is OpKind.EMBEDDING:  # the first op: with its table frozen, no backward work is left
         changes.update(bwd_flops_factor=0.0, bwd_bytes_factor=0.0)
     out = []
-    if is_linear and method.nf4_base and op.name in ("qkv_proj", "out_proj", "fc1", "fc2"):
+    if is_linear and method.nf4_base and nf4:
         q = nf4_bytes_per_param(ft)
         out.append(Op(f"{op.name}.dequant", OpKind.ELEMENTWISE, flops=op.weight_params,
                       bytes=op.weight_params * (q + e), in_layout=op.in_layout, out_layout=op.in_layout,
@@ -81,8 +81,13 @@ def _adapter(op: Op, ft: FineTune, method: FinetuneMethod, tokens: float, e: flo
               weight_params=params, saved_bytes=e * tokens * r + extra_saved, gemm_kernels=2, shape=(fin, fout))
 
 
-def apply_finetune(ops: tuple[Op, ...], ft: FineTune, trainable: bool, tokens: float, e: float) -> tuple[Op, ...]:
-    """Mark weights frozen or trainable and insert adapters, by the fine-tuning method."""
+def apply_finetune(ops: tuple[Op, ...], ft: FineTune, trainable: bool, tokens: float, e: float,
+                   block: bool = False) -> tuple[Op, ...]:
+    """Mark weights frozen or trainable and insert adapters, by the fine-tuning method. QLoRA stores every
+    linear of a transformer block in NF4 (attention, linear-attention and latent projections, MLPs,
+    experts, routers), not the embedding or the LM head: bitsandbytes replaces 'all torch.nn.Linear
+    modules except for the lm_head' (huggingface/transformers src/transformers/integrations/bitsandbytes.py
+    @c409cd81 replace_with_bnb_linear)."""
     method = FINETUNE_METHODS[ft.method]
     if not method.adapters and trainable:
         return ops
@@ -90,7 +95,7 @@ def apply_finetune(ops: tuple[Op, ...], ft: FineTune, trainable: bool, tokens: f
     for op in ops:
         is_linear = op.kind is OpKind.MATMUL and op.weight_params > 0
         target = method.adapters and is_linear and op.name in ft.target_modules
-        out.extend(_frozen(op, ft, method, target, e) if op.weight_params > 0 and not trainable else [op])
+        out.extend(_frozen(op, ft, method, target, e, block) if op.weight_params > 0 and not trainable else [op])
         if target:
             out.append(_adapter(out[-1], ft, method, tokens, e))
     return tuple(out)

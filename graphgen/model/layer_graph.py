@@ -120,7 +120,7 @@ def build_layer_graph(sh: BlockShape) -> LayerGraph:
             ops = mark_recompute(layer_ops(sh, kind), sh.recompute_modules)
             ids[kind] = len(blocks)
             blocks.append(Block(len(blocks), "/".join(kind),
-                                apply_finetune(ops, ft, method.trains_block_weights(), T, e)))
+                                apply_finetune(ops, ft, method.trains_block_weights(), T, e, block=True)))
         layer_block.append(ids[kind])
     if sh.weight_bytes and sh.weight_bytes != sh.e:
         blocks = [Block(b.id, b.kind, quantise(b.ops, sh.weight_bytes, sh.e)) for b in blocks]
