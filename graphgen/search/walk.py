@@ -128,26 +128,62 @@ def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: flo
     return t
 
 
-def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: float) -> float:
+class Alone:
+    """A pass with collectives beside its compute, walked once with nothing else communicating: when
+    each compute item starts (`at`), which of them start with nothing of the pass's own in flight
+    (`idle`), and when the pass could end after each item (`ends`: the compute or what runs beside it,
+    whichever is later)."""
+
+    __slots__ = ("at", "idle", "ends")
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+        self.idle: set[int] = set()
+        self.ends: list[float] = []
+
+
+def _alone(prof: PassProfile, kappa: float) -> Alone:
+    got = prof._alone.get(kappa)
+    if got is None:
+        got = prof._alone[kappa] = Alone()
+        _walk_beside(Stage((), [], {}), prof, 0.0, 0, len(prof.dur), kappa, got)
+    return got
+
+
+def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: float,
+                 record: Alone | None = None) -> float:
     """Items a..b-1 one by one for a pass with collectives beside its compute (ring attention's K/V
-    exchange, overlapped expert dispatch), as the DAG runs them: such a collective starts with the item
-    after it, on its own stream, slowing the compute it overlaps; the item after that waits for both."""
+    exchange, overlapped expert dispatch, sequence parallelism's backward re-gather), as the DAG runs
+    them: such a collective starts with the item after it, on its own stream, slowing the compute it
+    overlaps; the item after that waits for both. From the first item reached with every stream idle
+    (and nothing in flight there in the pass walked alone), the rest is that of the pass walked alone
+    (graphgen.search.walk._alone)."""
     dur, comm, beside = prof.dur, prof.stream, prof.beside
     pending = 0.0
+    alone = record or _alone(prof, kappa)
     for i in range(a, b):
         x, name = dur[i], comm[i]
         if beside[i]:
             pending = max(pending, st.stream(name, t, x))
-            continue
-        if pending and i and not beside[i - 1]:
-            t, pending = max(t, pending), 0.0
-        if name is not None:
-            v = st.streams.get(name, 0.0)
-            t = st.stream(name, t, x) if v <= t else st.stream(name, v, x)
-        elif x and kappa:
-            t += x + kappa * st.covered(t, t + x)
         else:
-            t += x
+            if pending and i and not beside[i - 1]:
+                t, pending = max(t, pending), 0.0
+            if record is not None:
+                record.at[i] = t
+                if not pending and t >= st.reach:
+                    record.idle.add(i)
+            elif not pending and t >= st.reach and i in alone.idle:
+                return t + alone.ends[b - 1] - alone.at[i]  # from here on, as the pass walked alone
+            if name is not None:  # in line with the compute: it overlaps none of it, so no interval
+                v = st.streams.get(name, 0.0)
+                t = (v if v > t else t) + x
+                st.streams[name] = t
+            elif x and kappa:
+                t += x + kappa * st.covered(t, t + x)
+            else:
+                t += x
+        if record is not None:
+            record.ends.append(max(t, pending))
     return max(t, pending)
 
 
