@@ -97,6 +97,20 @@ def _check_model(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> Non
                          "between sequence chunks) is not modelled", "use cp=1 for this model")
 
 
+def _check_routing(m: ModelSpec, w: Workload, c: _Checker) -> None:
+    if w.expert_load is None:
+        return
+    if m.moe is None:
+        raise c.model("workload.expert_load", "the model has no experts to spread tokens over",
+                      "remove workload.expert_load, or give the model a moe section")
+    if len(w.expert_load) != m.moe.experts:
+        raise c.model("workload.expert_load", f"{len(w.expert_load)} fractions for {m.moe.experts} experts",
+                      f"give one fraction per expert ({m.moe.experts} values)")
+    if sum(w.expert_load) <= 0:
+        raise c.model("workload.expert_load", "every fraction is 0: no expert receives a token",
+                      "give each expert's share of the routed tokens (they are normalised to their sum)")
+
+
 def schedule_steps(p: ParallelPlan, microbatches: int) -> int:
     """Steps (passes) the schedule runs over all stages in one training step."""
     return min(3, len(SCHEDULES[p.schedule].phases)) * p.pp * p.virtual_stages * microbatches
@@ -290,6 +304,7 @@ def make_scenario(mc: ModelConfig, hw: Cluster, plan: ParallelPlan, execution: E
         mc, plan = inference_view(mc, plan)
     m, w, p = mc.model, mc.workload, plan
     _check_model(m, w, p, c)
+    _check_routing(m, w, c)
     _check_axes(m, w, p, c)
     _check_pipeline(m, p, c)
     mbs = _microbatches(w, p, c)

@@ -3,15 +3,25 @@ never a traceback (RankflowError from anywhere below; an OSError the I/O layer d
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 
 from graphgen.errors import RankflowError
 
 
+def _terminated(signum, frame) -> None:
+    # SIGTERM unwinds like Ctrl-C, so temporary directories and child processes are cleaned up
+    raise KeyboardInterrupt
+
+
 def refusing(prog: str, command: Callable[[], int]) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
     try:
         return command()
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
     except RankflowError as exc:
         sys.stderr.write(f"{prog}: error: {exc.one_line()}\n")
         return 2
@@ -19,3 +29,12 @@ def refusing(prog: str, command: Callable[[], int]) -> int:
         sys.stderr.write(f"{prog}: error: {exc.filename or ''}: {exc.strerror} (fix: check the path and "
                          "permissions)\n")
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

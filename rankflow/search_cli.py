@@ -11,6 +11,8 @@ from graphgen.errors import RankflowError
 from graphgen.search.space import MICRO_BATCHES, RECOMPUTE, ZERO, Constraints
 from rankflow.cli import _Parser
 
+MAX_CHECK = 64  # plans re-simulated in full to check the fast evaluator: each is a DAG replay
+
 
 def _ints(text: str, flag: str) -> list[int]:
     """'1024', '8,16,32' or a power-of-two range '8:1024'."""
@@ -122,8 +124,9 @@ def run_search(argv: list[str]) -> int:
     if args.quiet and not (args.json or args.csv or args.png):
         raise RankflowError("--quiet with no output file would print and write nothing", field="--quiet",
                             fix="add --json, --csv or --png, or drop --quiet")
-    if args.top < 1 or args.check < 0:
-        raise RankflowError("--top must be at least 1 and --check at least 0", field="--top/--check", fix="e.g. --top 10")
+    if args.top < 1 or not 0 <= args.check <= MAX_CHECK:
+        raise RankflowError(f"--top must be at least 1 and --check from 0 to {MAX_CHECK}", field="--top/--check",
+                            fix="e.g. --top 10 --check 8")
     got: dict = {}
     outputs = outputs_of(args, {"json": lambda: search_out.dumps(got["found"]),
                                 "csv": lambda: search_out.to_csv(got["found"]),

@@ -51,24 +51,27 @@ def _parser() -> _Parser:
 
 
 def _check(args) -> None:
+    for flag in ("rate", "slo_ttft", "slo_tpot"):
+        v = getattr(args, flag)
+        if v is not None and not (0 < v < 1e9):
+            raise RankflowError(f"must be above 0 and below 1e9, got {v:g}",
+                                field=f"--{flag.replace('_', '-')}", fix="e.g. 2")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise RankflowError(f"must be at least 1, got {args.concurrency}", field="--concurrency",
+                            fix="give the number of users, e.g. 8")
     if args.cheapest and (args.capacity or not args.rate):
         raise RankflowError("--cheapest needs a target --rate and no --capacity", field="--cheapest",
                             fix="e.g. --cheapest --rate 10")
     if (args.capacity or args.cheapest) and (args.concurrency or args.trace):
         raise RankflowError("capacity questions use Poisson arrivals", field="--capacity",
                             fix="drop --concurrency/--trace")
-    if not (args.rate or args.concurrency or args.trace or args.capacity):
+    if args.rate is None and args.concurrency is None and not (args.trace or args.capacity):
         raise RankflowError("no request source", field="--rate", fix="give --rate, --concurrency, --trace or --capacity")
     if args.quiet and not (args.json or args.png or args.perfetto):
         raise RankflowError("--quiet with no output file", field="--quiet", fix="add --json or drop --quiet")
     if len(args.hardware_config) > 1 and not args.cheapest:
         raise RankflowError("several hardware files are for --cheapest", field="--hardware_config",
                             fix="give one hardware file, or add --cheapest --rate R")
-    for flag in ("rate", "slo_ttft", "slo_tpot"):
-        v = getattr(args, flag)
-        if v is not None and not (0 < v < 1e9):
-            raise RankflowError(f"--{flag.replace('_', '-')} must be a positive number", field=f"--{flag}",
-                                fix="e.g. 2")
 
 
 def _sizes(text: str, flag: str) -> list[int]:

@@ -75,7 +75,9 @@ def run_recommend(argv: list[str]) -> int:
     args = _recommend_parser().parse_args(argv)
     for flag, v in (("--tokens", args.tokens), ("--deadline-days", args.deadline_days), ("--budget-usd", args.budget_usd)):
         if v is not None and not (0 < v < 1e30):
-            raise RankflowError(f"{flag} must be a positive number", field=flag, fix="e.g. --tokens 1e12")
+            example = {"--tokens": "1e12", "--deadline-days": "30", "--budget-usd": "2e6"}[flag]
+            raise RankflowError(f"must be a positive number below 1e30, got {v:g}", field=flag,
+                                fix=f"e.g. {flag} {example}")
     # A recommendation compares clusters: a coarser plan grid (ZeRO 1/3, no or full recompute) keeps it quick.
     cons = Constraints(zero_stage=(1, 3), recompute=("none", "full"), micro_batch=(1, 2, 4))
     got: dict = {}

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in ("help", "-h", "--help") and len(args) == 1:
         sys.stdout.write(USAGE)
         return 0
+    if args and not args[0].startswith("-") and args[0] not in COMMANDS:
+        sys.stderr.write(f"rankflow: error: command: unknown command '{args[0]}' (fix: use one of: "
+                         f"{', '.join(COMMANDS)}; see rankflow --help)\n")
+        return 2
     if not args or args[0] not in COMMANDS:
         from rankflow import cli
 

@@ -7,6 +7,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def test_full_mode_parses_finish_times_with_a_stand_in(monkeypatch):
     ev = AstraBackend(binary=FAKE, network="unaware", mode="full").run(prog)
     res = ev.result
     assert ev.timeline is None
-    assert res.step_time_s == pytest.approx(8000e-9)  # rank 7 finishes last at 8000 cycles = ns
+    assert res.step_time_s == pytest.approx(1 + 8000e-9)  # rank 7 finishes last at 10^9 + 8000 cycles = ns
     assert res.breakdown.exposed_comm == {"all": pytest.approx(800e-9)}
     assert res.backend == "astra"
 
@@ -70,10 +71,32 @@ def test_runner_failures_are_one_line_errors(monkeypatch, mode, words):
     assert "\n" not in exc.value.one_line() and "fix:" in exc.value.one_line()
 
 
+def test_a_hang_is_killed_with_everything_it_started(monkeypatch, tmp_path):
+    pidfile = tmp_path / "child.pid"
+    monkeypatch.setenv("FAKE_ASTRA_MODE", "hang_child")
+    monkeypatch.setenv("FAKE_ASTRA_PIDFILE", str(pidfile))
+    sc = scenario(TINY_LLAMA, {"global_batch": 8}, tp=2, pp=2, dp=2)
+    astra = sc.execution.astra.model_copy(update={"timeout_s": 2.0})
+    sc = dataclasses.replace(sc, execution=sc.execution.model_copy(update={"astra": astra}))
+    with pytest.raises(RankflowError, match="did not finish"):
+        AstraBackend(binary=FAKE, network="unaware", mode="full").run(program(sc))
+    pid = int(pidfile.read_text())
+    for _ in range(50):  # the kill is delivered at once; reaping by init may take a moment
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the binary's child outlived the timeout")
+
+
 def test_crash_after_every_rank_reported_keeps_the_numbers_with_a_note(monkeypatch):
     monkeypatch.setenv("FAKE_ASTRA_MODE", "crash_at_exit")
     res = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
-    assert res.step_time_s == pytest.approx(8000e-9)
+    assert res.step_time_s == pytest.approx(1 + 8000e-9)
     assert any("during shutdown" in n for n in res.notes)
 
 
@@ -81,7 +104,7 @@ def test_an_abort_mid_run_is_run_again_once(monkeypatch):
     # the prebuilt builds now and then abort on a corrupted heap; the same inputs pass on a second try
     monkeypatch.setenv("FAKE_ASTRA_MODE", "abort_once")
     res = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
-    assert res.step_time_s == pytest.approx(8000e-9) and not any("crash" in n for n in res.notes)
+    assert res.step_time_s == pytest.approx(1 + 8000e-9) and not any("crash" in n for n in res.notes)
     monkeypatch.setenv("FAKE_ASTRA_MODE", "abort")
     with pytest.raises(RankflowError, match="exited with code -6"):
         AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2))
@@ -145,7 +168,7 @@ def test_aware_binary_on_a_multi_node_network_says_what_to_point_at(tmp_path):
 def test_non_utf8_output_is_read(monkeypatch):
     monkeypatch.setenv("FAKE_ASTRA_MODE", "nonutf8")
     res = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
-    assert res.step_time_s == pytest.approx(8000e-9)
+    assert res.step_time_s == pytest.approx(1 + 8000e-9)
 
 
 @needs_astra
@@ -210,6 +233,7 @@ def test_moe_step_with_expert_and_context_parallelism_runs_in_astra(mode):
 
 @pytest.mark.parametrize("mode,words", [
     ("zero", "0 cycles"), ("exposed_over", "above its finish time"), ("offset", "rank ids"),
+    ("early", "sooner than its own compute"),
     ("huge", "finish time of 401 digits"), ("huge_rank", "rank id of 5000 digits"), ("flood", "more than 16 MiB"),
     ("flood_line", "more than 16 MiB")])
 def test_bogus_reports_are_one_line_errors(monkeypatch, mode, words):
@@ -236,7 +260,7 @@ def test_long_output_is_streamed_and_its_report_read(monkeypatch, mode):
     monkeypatch.setenv("FAKE_ASTRA_MODE", mode)
     monkeypatch.setenv("FAKE_ASTRA_FLOOD_MIB", "8")
     res = AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
-    assert res.step_time_s == pytest.approx(8000e-9)
+    assert res.step_time_s == pytest.approx(1 + 8000e-9)
     lines = runner._Lines()
     assert lines.feed(b"x" * 10 * 2**20) == [] and len(lines.rest) <= runner.LINE_BYTES
 

@@ -93,10 +93,11 @@ class AstraBackend:
         critical = max(finish, key=lambda r: (finish[r], -r))
         exposed = out.exposed_comm_ns[critical] * 1e-9
         costs = cost_program(prog)
-        timings = tuple(
-            RoleTiming(role.name, max(finish[r] for r in prog.ranks_of_role(role.id)),
-                       sum(costs.durations[role.id][n.id] for n in role.nodes if type(n) is ComputeNode),
-                       len(role.nodes)) for role in prog.roles)
+        compute = [sum(costs.durations[role.id][n.id] for n in role.nodes if type(n) is ComputeNode)
+                   for role in prog.roles]
+        _check_finish(prog, finish, compute, [sum(type(n) is ComputeNode for n in role.nodes) for role in prog.roles])
+        timings = tuple(RoleTiming(role.name, max(finish[r] for r in prog.ranks_of_role(role.id)), compute[role.id],
+                                   len(role.nodes)) for role in prog.roles)
         notes = [*notes, *out.notes, f"ASTRA-sim ({network} network, full replay) reports exposed time per rank without "
                  "splitting communication from pipeline waits: it is given as exposed_comm.all"]
         breakdown = Breakdown(step - exposed, {"all": exposed}, 0.0)
@@ -121,6 +122,18 @@ class AstraBackend:
         if missing:
             notes.append(f"{missing} distinct communication ops kept their analytical cost (no ASTRA-sim timing)")
         return replay(prog, cost_program(prog, comm_override=durations), self.name, tuple(notes))
+
+
+def _check_finish(prog: Program, finish: dict[int, float], compute: list[float], nodes: list[int]) -> None:
+    """A rank runs its compute nodes one after another, so a report that has it finish sooner than their
+    sum is not a replay of these traces (allowed: 1 %, and half a microsecond per node, the rounding of
+    the traces' duration_micros)."""
+    for rank in sorted(finish):
+        role = prog.role_of_rank(rank)
+        need = compute[role]
+        if finish[rank] < 0.99 * need - 0.5e-6 * nodes[role] - 1e-6:
+            raise RankflowError(f"ASTRA-sim reported rank {rank} finishing after {finish[rank]:.6g} s, sooner than "
+                                f"its own compute ({need:.6g} s) can run", field=runner.ENV, fix=runner.FIX_OUTPUT)
 
 
 def _role_comms(prog: Program, role: Role) -> dict[tuple, object]:

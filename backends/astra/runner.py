@@ -13,6 +13,7 @@ import os
 import re
 import resource
 import selectors
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -183,12 +184,20 @@ def _stream(proc: subprocess.Popen, timeout_s: float, world: int) -> _Report:
         raise RankflowError(f"ASTRA-sim did not finish within {timeout_s:g} s", field="execution_backend.astra.timeout_s",
                             fix="raise the timeout or use execution_backend.astra.mode=scalable") from None
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _kill_group(proc)
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
     return report
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the process and whatever it started (a wrapper script's children keep running otherwise)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _check_report(report: _Report, world: int) -> None:
@@ -235,8 +244,10 @@ CRASHES = (-6, -11)  # killed by SIGABRT or SIGSEGV
 
 def _attempt(cmd: list[str], workdir: Path, binary: Path, timeout_s: float, world: int) -> tuple[int, _Report]:
     try:
+        # Its own process group, so that a kill reaches anything it started too.
         proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=lambda: _raise_nofile(world + 256))
+                                stderr=subprocess.PIPE, preexec_fn=lambda: _raise_nofile(world + 256),
+                                start_new_session=True)
     except OSError as exc:
         raise RankflowError(f"cannot run {binary}: {exc.strerror}", field=ENV, fix=HOW_TO_GET) from None
     report = _stream(proc, timeout_s, world)

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 # Upper bounds: far above any real system, low enough that arithmetic on them stays exact and
 # bounded (a 10^23-layer model is a typo, not a plan).
@@ -23,8 +32,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _printable(text: str) -> str:
+    # Names and labels end up in generated launch scripts, TOML, CSV and trace files: a newline or
+    # other control character there could end a comment or a value and inject a line.
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
+        raise ValueError("contains a control character (newline, carriage return, ...): use printable text")
+    return text
+
+
 Bool = StrictBool
-Str = StrictStr
+Str = Annotated[StrictStr, Field(max_length=10_000), AfterValidator(_printable)]
 PosInt = Annotated[StrictInt, Field(gt=0, le=MAX_COUNT)]
 NonNegInt = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 DimInt = Annotated[StrictInt, Field(gt=0, le=MAX_DIM)]

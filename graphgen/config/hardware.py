@@ -28,8 +28,8 @@ class EfficiencyCurve(Strict):
     @model_validator(mode="after")
     def _sorted(self) -> EfficiencyCurve:
         xs = [p[0] for p in self.points]
-        if xs != sorted(xs):
-            raise ValueError("points must have increasing x values")
+        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ValueError("points must have strictly increasing x values (one efficiency per x)")
         return self
 
 

@@ -145,6 +145,13 @@ class ModelSpec(Strict):
                 raise ValueError("attention_pattern names gated_delta layers but linear_attention is not set")
             if self.mla is not None:
                 raise ValueError("gated_delta layers beside latent attention (mla) are not modelled")
+        if self.moe is not None:
+            if self.moe.first_dense_layers >= self.layers:
+                raise ValueError(f"moe.first_dense_layers ({self.moe.first_dense_layers}) leaves none of the "
+                                 f"{self.layers} layers with experts")
+            beyond = [x for x in self.moe.dense_layers if x >= self.layers]
+            if beyond:
+                raise ValueError(f"moe.dense_layers names layer {beyond[0]}; layers are numbered 0 to {self.layers - 1}")
         if self.attention_output_gate and self.mla is not None:
             raise ValueError("attention_output_gate widens a query projection; latent attention (mla) has its own")
         return self

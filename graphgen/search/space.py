@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from graphgen.config import ModelSpec, Workload
+from graphgen.errors import RankflowError
+from graphgen.schedule import SCHEDULES
 
 RECOMPUTE = ("none", "selective", "full")
 ZERO = (0, 1, 2, 3)
@@ -30,6 +32,12 @@ class Constraints:
     schedules: tuple[str, ...] = ("1f1b", "interleaved", "zb-h1", "dualpipe")
     headroom_gib: float = 0.0  # memory each GPU must keep free beyond the plan's needs
     extra: dict = field(default_factory=dict)  # further plan fields every candidate gets
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.schedules if s not in SCHEDULES]
+        if unknown:
+            raise RankflowError(f"unknown pipeline schedule '{unknown[0]}'", field="schedules",
+                                fix=f"use some of: {', '.join(SCHEDULES)}")
 
 
 def divisors(n: int) -> list[int]:

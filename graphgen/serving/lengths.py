@@ -109,7 +109,9 @@ class LognormalLength:
         _positive(self.max_tokens, "max_tokens")
 
     def sample(self, rng: random.Random) -> int:
-        return _clip(rng.lognormvariate(math.log(self.median), self.sigma), self.max_tokens)
+        # random.lognormvariate's draw, capped in log space: a wide sigma would overflow exp()
+        x = rng.normalvariate(math.log(self.median), self.sigma)
+        return _clip(math.exp(min(x, math.log(self.max_tokens) + 1.0)), self.max_tokens)
 
     def upper_tokens(self) -> int:
         return self.max_tokens

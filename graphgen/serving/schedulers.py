@@ -25,11 +25,16 @@ from graphgen.registry import Registry
 from graphgen.serving.model import IterationModel, Request
 from graphgen.serving.state import blocks_for
 
+# Replicas in one pool: far past any deployment simulated request by request, and what keeps a
+# simulation of them to seconds (the REST API takes the same bound).
+MAX_REPLICAS = 1024
 
-def _whole(value: int, name: str, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise RankflowError(f"must be a whole number >= {low}, got {value!r}", field=name,
-                            fix=f"set {name} to a whole number >= {low}")
+
+def _whole(value: int, name: str, low: int = 1, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"from {low} to {high:,}"
+        raise RankflowError(f"must be a whole number {span}, got {value!r}", field=name,
+                            fix=f"set {name} to a whole number {span}")
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,8 @@ class Disaggregated:
     first_token_at: str = "kv_ready"
 
     def __post_init__(self) -> None:
-        _whole(self.prefill_replicas, "prefill_replicas")
-        _whole(self.decode_replicas, "decode_replicas")
+        _whole(self.prefill_replicas, "prefill_replicas", high=MAX_REPLICAS)
+        _whole(self.decode_replicas, "decode_replicas", high=MAX_REPLICAS)
         if self.first_token_at not in ("kv_ready", "prefill"):
             raise RankflowError(f"unknown choice {self.first_token_at!r}", field="first_token_at",
                                 fix="use 'kv_ready' (the decode replica streams the first token) or 'prefill'")

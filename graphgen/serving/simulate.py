@@ -22,7 +22,7 @@ from graphgen.errors import RankflowError
 from graphgen.serving.continuous import BudgetReplica
 from graphgen.serving.model import IterationModel, Request
 from graphgen.serving.routers import ROUTERS
-from graphgen.serving.schedulers import ContinuousBatching, PoolSpec, SchedulerConfig
+from graphgen.serving.schedulers import MAX_REPLICAS, ContinuousBatching, PoolSpec, SchedulerConfig
 from graphgen.serving.sources import RequestSource, check_count
 from graphgen.serving.state import Iteration, Seq
 from graphgen.serving.static import StaticReplica
@@ -43,9 +43,10 @@ class Deployment:
 
     def physical_pools(self) -> tuple[PoolSpec, ...]:
         """The scheduler's pools of replicas, each replica a whole copy of the model on its GPUs."""
-        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
-            raise RankflowError(f"must be a whole number >= 1, got {self.replicas!r}", field="replicas",
-                                fix="set replicas >= 1")
+        if (isinstance(self.replicas, bool) or not isinstance(self.replicas, int)
+                or not 1 <= self.replicas <= MAX_REPLICAS):
+            raise RankflowError(f"must be a whole number from 1 to {MAX_REPLICAS:,}, got {self.replicas!r}",
+                                field="replicas", fix=f"set replicas from 1 to {MAX_REPLICAS:,}")
         if self.router not in ROUTERS:
             raise RankflowError(f"unknown router {self.router!r}", field="router",
                                 fix=f"use one of: {', '.join(ROUTERS)}")

@@ -23,6 +23,9 @@ from graphgen.serving.model import Request
 
 MAX_REQUESTS = 1_000_000  # beyond this a pure-Python simulation takes minutes; refuse rather than hang
 TRACE_FIELDS = ("arrival_s", "input_len", "output_len")
+# Latest arrival a simulation takes, seconds (about 115 days): at larger times a double cannot hold a
+# millisecond latency added to them.
+MAX_ARRIVAL_S = 1e7
 
 
 class RequestStream(Protocol):
@@ -91,6 +94,10 @@ class PoissonSource:
         if not isinstance(self.rate_per_s, (int, float)) or not math.isfinite(self.rate_per_s) or self.rate_per_s <= 0:
             raise RankflowError(f"must be a finite rate > 0, got {self.rate_per_s!r}", field="rate_per_s",
                                 fix="give the offered load in requests per second, e.g. 4.0")
+        if self.requests / self.rate_per_s > MAX_ARRIVAL_S:
+            raise RankflowError(f"{self.requests:,} requests at {self.rate_per_s:g}/s arrive over about "
+                                f"{self.requests / self.rate_per_s:.3g} s, more than {MAX_ARRIVAL_S:g} s",
+                                field="rate_per_s", fix="raise the rate or simulate fewer requests")
 
     def start(self) -> _OpenStream:
         rng = _rng(self.seed, "arrivals")
@@ -167,9 +174,10 @@ class TraceSource:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                     raise RankflowError(f"request {i} has {name}={value!r}", field=f"requests[{i}].{name}",
                                         fix=f"give every request a whole-number {name} >= 1")
-            if not isinstance(r.arrival_s, (int, float)) or not math.isfinite(r.arrival_s) or r.arrival_s < 0:
+            if (not isinstance(r.arrival_s, (int, float)) or not math.isfinite(r.arrival_s)
+                    or not 0 <= r.arrival_s <= MAX_ARRIVAL_S):
                 raise RankflowError(f"request {i} arrives at {r.arrival_s!r}", field=f"requests[{i}].arrival_s",
-                                    fix="give arrival times as finite seconds >= 0")
+                                    fix=f"give arrival times in seconds from 0 to {MAX_ARRIVAL_S:g}")
 
     def start(self) -> _OpenStream:
         return _OpenStream(list(self.requests))
@@ -185,9 +193,9 @@ def _field(row: dict, key: str, line: int, name: str) -> float | int:
             value = float(raw) if not isinstance(raw, bool) else math.nan
         except (TypeError, ValueError):
             value = math.nan
-        if not math.isfinite(value) or value < 0:
-            raise RankflowError(f"line {line}: arrival_s must be a finite number >= 0, got {raw!r}", file=name,
-                                field=key, fix="give the arrival time in seconds from the start of the trace")
+        if not math.isfinite(value) or not 0 <= value <= MAX_ARRIVAL_S:
+            raise RankflowError(f"line {line}: arrival_s must be from 0 to {MAX_ARRIVAL_S:g} s, got {raw!r}",
+                                file=name, field=key, fix="give the arrival time in seconds from the start of the trace")
         return value
     if isinstance(raw, bool):
         value = 0

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from graphgen.errors import RankflowError, clip
 from graphgen.scenario import Scenario
+from graphgen.serving.schedulers import MAX_REPLICAS
 from rankflow import api, catalog
 from rankflow.files import mapping_of_text
 
@@ -121,7 +122,7 @@ class _Traffic(_Body):
 class ServeRequest(ScenarioRequest, _Traffic):
     rate_per_s: float | None = Field(None, gt=0, lt=1e6, description="Poisson arrivals; unset with capacity")
     requests: int = Field(1000, ge=1, le=20000)
-    replicas: int = Field(1, ge=1, le=1024)
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
     capacity: bool = False
 
     @model_validator(mode="after")

@@ -2,9 +2,10 @@
 """Stands in for an ASTRA-sim binary in tests of the runner's parsing and error handling.
 
 It counts the trace files, prints ASTRA-sim's finish line for each rank (rank r finishes at
-(r + 1) x 1000 cycles), and misbehaves on request through FAKE_ASTRA_MODE: crash, hang, garbage, crash_at_exit, nonutf8, abort
-(SIGABRT mid-run every time), abort_once (only the first time in a working directory);
-reports that parse but are bogus: zero (0 cycles), exposed_over (exposed above finish), offset (ranks 1..world),
+10**9 + (r + 1) x 1000 cycles, past any test model's compute), and misbehaves on request through FAKE_ASTRA_MODE:
+crash, hang, hang_child (its child sleeps), garbage, crash_at_exit, nonutf8, abort (SIGABRT mid-run every time), abort_once (only the first time in
+a working directory); reports that parse but are bogus: zero (0 cycles), exposed_over (exposed above finish),
+offset (ranks 1..world), early (finishes before the rank's own compute could run),
 huge (a finish of 10**400 cycles), huge_rank (a rank id of 5000 digits), bad_log (an event log with a 400-digit tick);
 floods: flood (FAKE_ASTRA_FLOOD_MIB MiB of lines before the report), flood_line (as much without a newline).
 """
@@ -29,6 +30,13 @@ if mode in ("abort", "abort_once"):  # glibc's heap check aborting the process m
         os.abort()
 if mode == "hang":
     time.sleep(60)
+if mode == "hang_child":  # a wrapper whose child would outlive a kill of the wrapper alone
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "60"])
+    with open(os.environ["FAKE_ASTRA_PIDFILE"], "w") as fh:
+        fh.write(str(child.pid))
+    child.wait()
 if mode == "garbage":
     print("nothing useful")
     sys.exit(0)
@@ -48,7 +56,8 @@ if mode == "bad_log":
 crash_at_exit = mode == "crash_at_exit"
 for r in range(world):
     rank = r + 1 if mode == "offset" else "1" * 5000 if mode == "huge_rank" and r == 0 else r
-    cycles = 0 if mode == "zero" else 10**400 if mode == "huge" and r == 0 else (r + 1) * 1000
+    cycles = (0 if mode == "zero" else 10**400 if mode == "huge" and r == 0 else (r + 1) * 1000 if mode == "early"
+              else 10**9 + (r + 1) * 1000)
     exposed = cycles + 1 if mode == "exposed_over" else (r + 1) * 100 if cycles else 0
     print(f"[2026-01-01T00:00:00+0000] [I] <workload>: sys[{rank}] finished, {cycles} cycles, "
           f"exposed communication {exposed} cycles.")
