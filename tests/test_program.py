@@ -368,3 +368,25 @@ def test_measured_gemm_shapes_override_the_curve_for_their_pass_only():
     peak = sc.hardware.device.peak_tflops["bf16"] * 1e12
     assert measured["fwd_ms"] / 1e3 >= qkv.flops / (peak * 0.01)
     assert measured["bwd_ms"] == pytest.approx(base["bwd_ms"], rel=1e-12)  # dgrad and wgrad are not listed
+
+
+@pytest.mark.parametrize("model,workload,plan", [
+    (dict(TINY_LLAMA, layers=16), {}, dict(pp=4, schedule="interleaved", virtual_stages=2, recompute="full",
+                                         recompute_every=2)),
+    (dict(TINY_LLAMA, layers=12), {"finetune": {"method": "freeze", "frozen_layers": 5}}, dict(pp=4)),
+    (dict(TINY_LLAMA, layers=8, moe={"experts": 4, "top_k": 2, "expert_ffn_hidden": 64, "first_dense_layers": 1}),
+     {}, dict(pp=4, dp=2, ep=2, schedule="zb-h1", tp=2, sp=True)),
+    (dict(TINY_LLAMA, layers=8, attention_pattern=["gated_delta", "full"],
+          linear_attention={"key_heads": 4, "value_heads": 8, "key_head_dim": 32, "value_head_dim": 32}),
+     {}, dict(pp=4, schedule="dualpipe")),
+])
+def test_chunks_of_the_same_kinds_share_their_lowering(model, workload, plan):
+    from graphgen.model.layer_graph import build_layer_graph
+    from graphgen.parallel.pipeline import stage_layers
+    from graphgen.program import block_shape, pass_templates
+
+    sc = scenario(model, {"global_batch": 16, **workload}, **plan)
+    lg, chunks = build_layer_graph(block_shape(sc)), tuple(stage_layers(sc.model, sc.plan))
+    shared, ids = pass_templates(sc, lg, chunks)
+    fresh, ids2 = pass_templates(sc, lg, chunks, share=False)
+    assert shared == fresh and ids == ids2

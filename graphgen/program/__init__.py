@@ -31,6 +31,7 @@ from graphgen.program.templates import (
     lower_backward,
     lower_forward,
     lower_wgrad,
+    renumbered,
 )
 from graphgen.scenario import Scenario, check_work
 from graphgen.schedule import SCHEDULES
@@ -120,7 +121,8 @@ def block_shape(sc: Scenario) -> BlockShape:
                       **inference_shape(sc))
 
 
-def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Template], PassTemplates]:
+def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers, share: bool = True
+                   ) -> tuple[list[Template], PassTemplates]:
     """The templates of every chunk position for each pass the schedule runs: forward, whole
     backward, input-gradient backward, weight gradients."""
     p = sc.plan
@@ -134,7 +136,22 @@ def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers) -> tuple[list[Tem
     overlap = frozenset({"ep", "etp"}) if p.moe_overlap and sc.model.moe is not None else frozenset()
     templates: list[Template] = []
     ids: dict[tuple[str, int], int] = {}
+    # Chunks of the same layer kinds in the same places lower to the same items on other layers: the
+    # first such chunk is lowered, the others take its items renumbered (a deep pipeline has a few
+    # kinds of chunk, not pp x v).
+    seen: dict[tuple, tuple[tuple[int, ...], int]] = {}
     for g in range(P):
+        layers = chunk_layers[g]
+        shape = (tuple(lg.layer_block[u] for u in layers), g == 0, g == P - 1,
+                 tuple(bool(every and u % every == 0) for u in layers), tuple(lg.has_backward(u) for u in layers))
+        if share and shape in seen:
+            like, first = seen[shape]
+            moved = dict(zip(like, layers, strict=True))
+            for phase in (ph for ph in ("F", "B", "Bi", "W") if ph in phases):
+                ids[(phase, g)] = len(templates)
+                templates.append(renumbered(templates[ids[(phase, first)]], moved, lg.layers))
+            continue
+        seen[shape] = (layers, g)
         stream = chunk_stream(lg, chunk_layers[g], g == 0, g == P - 1)
         start = stream[0][1].in_layout if g == 0 and stream else lg.residual
         end = lg.head_out if g == P - 1 else lg.residual

@@ -78,6 +78,15 @@ def _issues(tag: str, op: Op, direction: str) -> bool:
     return tag == "bwd"
 
 
+def renumbered(tpl: Template, moved: dict[int, int], n_layers: int) -> Template:
+    """A template's items on other layers of the same kinds (units not in `moved` stay: the embedding,
+    the head)."""
+    items = tuple(replace(it, unit=moved[it.unit], layers=layer_span([moved[it.unit]], n_layers))
+                  if it.unit in moved else it for it in tpl.items)
+    return Template(items, {moved.get(u, u): i for u, i in tpl.first_use.items()},
+                    {moved.get(u, u): i for u, i in tpl.last_use.items()})
+
+
 class PassBuilder:
     """Collects the items of one pass, fusing adjacent ops of one unit and phase."""
 
