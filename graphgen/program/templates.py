@@ -67,17 +67,6 @@ def make_template(items: list[Item], phase: Phase) -> Template:
     return Template(tuple(items), first, last)
 
 
-def _issues(tag: str, op: Op, direction: str) -> bool:
-    """Whether a pass in `direction` issues an op's side collective tagged 'fwd', 'bwd' (any backward
-    of the op) or 'wgrad' (only a backward that computes the op's weight gradient: the whole backward,
-    or the deferred weight-gradient step of a split one)."""
-    if direction == "fwd":
-        return tag == "fwd"
-    if tag == "wgrad":
-        return direction in ("bwd", "bwd_w") and op_work(op, "bwd_w")[0] > 0
-    return tag == "bwd"
-
-
 def renumbered(tpl: Template, moved: dict[int, int], n_layers: int) -> Template:
     """A template's items on other layers of the same kinds (units not in `moved` stay: the embedding,
     the head)."""
@@ -109,9 +98,7 @@ class PassBuilder:
         self._seg = []
 
     def op(self, ref: tuple[int, int], op: Op, unit: int, phase: Phase, direction: str) -> None:
-        sides = [c for c in op.side_comm if _issues(c[1], op, direction)]
-        if direction == "bwd_w":  # a weight-gradient step alone has no input-gradient GEMM to hide a gather behind
-            sides = [c[:4] + (False, c[5]) if c[1] == "wgrad" else c for c in sides]
+        sides = [c for c in op.side_comm if c[1] == ("fwd" if direction == "fwd" else "bwd")]
         if sides:
             return self._with_sides(ref, op, unit, phase, direction, sides)
         if (phase, unit) != self._key:

@@ -95,8 +95,8 @@ def profile(coster: Coster, tpl: Template) -> PassProfile:
     compute = sum(e - s for s, e, it in zip(start, end, tpl.items, strict=True) if not it.is_comm)
     work = [i for i, it in enumerate(tpl.items) if not it.is_comm]
     lead, trail = (work[0], work[-1] + 1) if work else (0, len(tpl.items))
-    # A collective beside the first compute item (a re-gather ahead of a weight-gradient step's first
-    # GEMM) is part of the compute section: as in the DAG, it starts with that item, not before it.
+    # A collective beside the first compute item is part of the compute section: as in the DAG, it
+    # starts with that item, not before it.
     lead = next((i for i in range(lead) if tpl.items[i].parallel), lead)
     inline: dict[str, list[int]] = {}
     for i, it in enumerate(tpl.items[lead:trail], lead):
