@@ -118,8 +118,7 @@ class FastStep:
         reduce_now = grads_here and (self._every_mb or (last_grad and p.overlap_grad_reduce))
         prof = self.low.profiles[tpl_id]
         if self._zero3 and phase != "W":
-            end = self._zero3_pass(st, prof, tpl_id, g, reduce_now, input_ready)
-            return end, end
+            return self._zero3_pass(st, prof, tpl_id, g, reduce_now, input_ready)
         after, mids = self._layout(st, tpl_id, g, reduce_now)
         t = input_ready
         for i in range(prof.lead):
@@ -179,9 +178,11 @@ class FastStep:
         return got
 
     def _zero3_pass(self, st: _Stage, prof: PassProfile, tpl_id: int, g: int, reduce_now: bool,
-                    input_ready: float) -> float:
+                    input_ready: float) -> tuple[float, float]:
         """Each unit's parameters gathered before its first item, one unit ahead (the k-th gather
-        waits for the (k-2)-th span to end), reduce-scatters issued as their buckets become final."""
+        waits for the (k-2)-th span to end), reduce-scatters issued as their buckets become final.
+        (compute free, pass done): collectives after the last compute item run on their own streams,
+        as the DAG's trailing collective nodes do, not on the compute stream."""
         firsts, after, order = self._zero3_layout(st, tpl_id, g, reduce_now)
         gates: dict[int, float] = {}
         stream = st.stream
@@ -189,9 +190,11 @@ class FastStep:
             done = stream(name, input_ready, dur)
             if done > gates.get(f, 0.0):
                 gates[f] = done
-        ai, kappa = 0, self.kappa  # the next item to run
+        ai, kappa, trail = 0, self.kappa, prof.trail  # the next item to run; the trailing collectives
         t = st.free if st.free > input_ready else input_ready
         for i in order:
+            if i >= trail:
+                break
             t = run_items(st, prof, t, ai, i, kappa)
             gate = gates.get(i)
             if gate is not None and gate > t:
@@ -202,7 +205,15 @@ class FastStep:
                 done = stream(name, t, dur)
                 if gated is not None and done > gates.get(gated, 0.0):
                     gates[gated] = done
-        return run_items(st, prof, t, ai, len(prof.start), kappa)
+        core = t = run_items(st, prof, t, ai, trail, kappa)
+        for i in range(trail, len(prof.start)):
+            ready = max(t, gates.get(i, 0.0))
+            t = stream(comm_stream(prof.template.items[i].axis), ready, prof.end[i] - prof.start[i])
+            for name, dur, gated in after.get(i, ()):
+                done = stream(name, t, dur)
+                if gated is not None and done > gates.get(gated, 0.0):
+                    gates[gated] = done
+        return core, t
 
     def _zero3_layout(self, st: _Stage, tpl_id: int, g: int, reduce_now: bool) -> tuple[list, dict, list[int]]:
         """A ZeRO-3 pass's issues, cached per stage: the gathers at its input's arrival (stream, seconds,
