@@ -130,6 +130,11 @@ class Role:
     nodes: list[Node] = field(repr=False)
 
 
+def unit_span(unit: int, n_layers: int) -> tuple[int, int]:
+    """layer_span of one unit (the hot case: every item of a pass template)."""
+    return (unit, unit) if 0 <= unit < n_layers else (-1, -1)
+
+
 def layer_span(units, n_layers: int) -> tuple[int, int]:
     """First and last global layer among units (-1: only the embedding, the head or nothing)."""
     us = [u for u in units if 0 <= u < n_layers]

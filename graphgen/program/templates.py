@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from graphgen.ir import Phase, layer_span
+from graphgen.ir import Phase, unit_span
 from graphgen.model.layer_graph import EMBED, LayerGraph
 from graphgen.model.ops import Op, OpKind, op_work
 from graphgen.parallel.layout import (
@@ -67,11 +67,17 @@ def make_template(items: list[Item], phase: Phase) -> Template:
     return Template(tuple(items), first, last)
 
 
+def _on_unit(it: Item, unit: int, n_layers: int) -> Item:
+    # dataclasses.replace, without its per-call field introspection (this runs for every item of a
+    # shared chunk); test_chunks_of_the_same_kinds_share_their_lowering compares the result field by field
+    return Item(it.is_comm, it.name, it.phase, unit, unit_span(unit, n_layers), it.ops, it.op_names, it.flops,
+                it.bytes, it.kind, it.axis, it.group_size, it.kernel, it.parallel)
+
+
 def renumbered(tpl: Template, moved: dict[int, int], n_layers: int) -> Template:
     """A template's items on other layers of the same kinds (units not in `moved` stay: the embedding,
     the head)."""
-    items = tuple(replace(it, unit=moved[it.unit], layers=layer_span([moved[it.unit]], n_layers))
-                  if it.unit in moved else it for it in tpl.items)
+    items = tuple(_on_unit(it, moved[it.unit], n_layers) if it.unit in moved else it for it in tpl.items)
     return Template(items, {moved.get(u, u): i for u, i in tpl.first_use.items()},
                     {moved.get(u, u): i for u, i in tpl.last_use.items()})
 
@@ -93,7 +99,7 @@ class PassBuilder:
         phase, unit = self._key
         names = tuple(s[1] for s in self._seg)
         self.items.append(Item(False, f"{phase.value}:{names[0]}..{names[-1]}", phase, unit,
-                               layer_span([unit], self.n_layers), tuple(s[0] for s in self._seg), names,
+                               unit_span(unit, self.n_layers), tuple(s[0] for s in self._seg), names,
                                sum(s[2] for s in self._seg), sum(s[3] for s in self._seg)))
         self._seg = []
 
@@ -126,7 +132,7 @@ class PassBuilder:
         self._flush()
         self._key = None
         self.items.append(Item(True, f"{phase.value}:{axis}_{kind.value}", phase, unit,
-                               layer_span([unit], self.n_layers), bytes=nbytes, kind=kind, axis=axis,
+                               unit_span(unit, self.n_layers), bytes=nbytes, kind=kind, axis=axis,
                                group_size=self.sizes[axis], parallel=parallel))
 
     def relayout(self, src: Layout, dst: Layout, producer: Op | None, phase: Phase, unit: int) -> None:
