@@ -6,13 +6,10 @@ end plus the transfer, as the DAG's send and receive give it), and runs its temp
 (graphgen.search.passes). The data-parallel collectives the DAG would attach are timed on their own
 streams in the order the DAG would issue them: ZeRO-1/2 parameter gathers at the step's start gating
 the first forward use of their units, gradient buckets when they become final, ZeRO-3 gathers one
-unit ahead of compute. The optimizer waits for the last pass and every gradient reduction.
-
-Compute overlapped by communication is slowed as the replay slows it (device.overlap_slowdown), and
-collectives beside an op (ring attention's K/V exchange, overlapped dispatch, SP's re-gather) run on
-their own streams as in the DAG (graphgen.search.walk). A long step is two shorter replays
-extrapolated; benchmarks/search_speed.py prints the largest disagreement with the DAG replay on a
-sample of every search (within 1e-5 on the shipped cases).
+unit ahead of compute. The optimizer waits for the last pass and every gradient reduction. Compute
+overlapped by communication is slowed as the replay slows it, collectives beside an op run on their
+own streams (graphgen.search.walk), and a long step is two shorter replays extrapolated;
+benchmarks/search_speed.py prints the largest disagreement with the DAG replay on a sample.
 """
 
 from __future__ import annotations
@@ -64,7 +61,6 @@ class FastStep:
         self._every_mb = grads_every_microbatch(p.zero_stage)
         self._stage_memo: list[dict] = [{} for _ in range(p.pp)]  # per stage: pass layouts, shared by replays
 
-    # ------------------------------------------------------------------------- pieces
     def _coll(self, grp: GradGroup, kind, nbytes: float, purpose: str = "") -> float:
         return self.coster.collective_time(kind, nbytes, grp.axis, purpose)
 
@@ -88,7 +84,6 @@ class FastStep:
             got = self._memo[key] = self.coster.net.p2p_time(self.boundary, same)
         return got
 
-    # ---------------------------------------------------------------------- one pass
     def _syncs(self, st: _Stage, tpl_id: int, g: int) -> list[tuple[int, str, float]]:
         """(item after which it is issued, stream, seconds) of the gradient buckets a grad pass of
         chunk g makes final, in the order the DAG issues them (cached per plan)."""
@@ -259,7 +254,6 @@ class FastStep:
         multiples of pp, DualPipe an even count of at least 2 pp)."""
         p = self.sc.plan
         unit = p.pp if p.schedule == "interleaved" else (2 if self.sched.copies > 1 else 1)
-        # ZeRO-3's per-unit gathers settle into their steady state later than the pipeline does
         # Steady state sets in after two pipelines' worth of microbatches; DualPipe's two directions
         # and ZeRO-3's gathers take longer to settle.
         factor = 4 if p.zero_stage == 3 or self.sched.copies > 1 else 2
