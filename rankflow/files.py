@@ -105,7 +105,8 @@ def read_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
     p = Path(path)
     file = str(path)
     if not p.is_file():
-        problem = "is a directory, not a file" if p.is_dir() else "file not found"
+        problem = ("is a directory, not a file" if p.is_dir() else
+                   "is not a regular file (a pipe, socket or device)" if p.exists() else "file not found")
         raise RankflowError(problem, file=file, fix=f"pass an existing {what} file")
     try:
         if p.stat().st_size > limit:

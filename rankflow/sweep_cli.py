@@ -42,7 +42,13 @@ def run_sweep(argv: list[str]) -> int:
     got: dict = {}
     outputs = outputs_of(args, {"json": lambda: sweep_out.dumps(got["p"]), "csv": lambda: sweep_out.to_csv(got["p"]),
                                 "png": _png(lambda: sweep_out.png(got["p"]))})
-    got["p"] = sweep.sweep(args.model_config, args.hardware_config, points, args.plan_config, args.best)
+    try:
+        got["p"] = sweep.sweep(args.model_config, args.hardware_config, points, args.plan_config, args.best)
+    except RankflowError as exc:
+        key = (args.over or "").partition("=")[0]
+        if key and exc.field == "--set" and f"'{key}=" in exc.message:  # the swept key, not a --set of the user's
+            raise RankflowError(exc.message, file=exc.file, field="--over", fix=exc.fix) from None
+        raise
     commit(args, outputs)
     if not args.quiet:
         sys.stdout.write(sweep_out.summary(got["p"]))

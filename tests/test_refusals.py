@@ -112,3 +112,17 @@ def test_an_efficiency_curve_gives_one_value_per_x(capsys, tmp_path):
     rc, _, err = cli(capsys, "--hardware_config", hw, "--model_config", LLAMA8, "--json", out)
     assert_contract(rc, err, [out])
     assert rc == 2 and "strictly increasing" in err
+
+
+def test_a_swept_key_that_is_wrong_is_named_as_the_sweeps(capsys):
+    rc = tool.main(["sweep", "--model_config", str(LLAMA8), "--hardware_config", str(H100), "--over", "foo.bar=1,2"])
+    assert rc == 2 and "--over: unknown section 'foo'" in capsys.readouterr().err
+
+
+def test_a_pipe_given_as_a_config_is_named_as_such(capsys, tmp_path):
+    import os
+
+    fifo = tmp_path / "m.yaml"
+    os.mkfifo(fifo)
+    rc, _, err = cli(capsys, "--hardware_config", H100, "--model_config", fifo)
+    assert rc == 2 and "not a regular file" in err
