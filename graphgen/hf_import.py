@@ -198,6 +198,8 @@ def _llama_core(r: _Reader, name: str) -> dict[str, Any]:
     }
     if r.data.get("head_dim") is not None:
         out["head_dim"] = r.int("head_dim")
+    if r.data.get("partial_rotary_factor") is not None:  # Qwen3-Next, Phi, GLM rotate part of each head
+        out["rotary_fraction"] = r.number("partial_rotary_factor", 1.0)
     return out
 
 
@@ -220,6 +222,8 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
         return {"experts": r.int("num_experts"), "top_k": r.int("num_experts_per_tok"),
                 "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": 1 if shared else 0,
                 **({"shared_ffn_hidden": shared} if shared else {}), "every": r.int("decoder_sparse_step", 1),
+                # Qwen2MoeSparseMoeBlock / Qwen3NextSparseMoeBlock: shared_expert_gate = nn.Linear(hidden, 1)
+                "shared_gate": bool(shared) and kind != "qwen3_moe",
                 "dense_layers": _dense_layers(r, layers)}
     scoring = r.text("scoring_func", "softmax")
     if scoring not in ("softmax", "sigmoid"):

@@ -195,7 +195,7 @@ QWEN3_NEXT = {"model_type": "qwen3_next", "hidden_size": 2048, "num_attention_he
               "num_experts": 512, "num_experts_per_tok": 10, "moe_intermediate_size": 512,
               "shared_expert_intermediate_size": 512, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
               "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4,
-              "full_attention_interval": 4}
+              "full_attention_interval": 4, "partial_rotary_factor": 0.25}
 
 
 def test_qwen3_next_imports_its_gated_deltanet_layers_as_the_shipped_config_has_them(tmp_path):
@@ -203,6 +203,8 @@ def test_qwen3_next_imports_its_gated_deltanet_layers_as_the_shipped_config_has_
     shipped = load_model(ROOT / "model_configs" / "qwen3-next-80b-a3b.yaml").model
     assert imported.attention_pattern == ["gated_delta", "gated_delta", "gated_delta", "full"]
     assert imported.linear_attention == shipped.linear_attention and imported.attention_output_gate
+    assert imported.moe.shared_gate and imported.rotary_fraction == shipped.rotary_fraction == 0.25
+    assert load_model(HF / "qwen2_moe.json").model.moe.shared_gate  # Qwen2MoeSparseMoeBlock.shared_expert_gate
     assert total_params(imported) == total_params(shipped.model_copy(update={"mtp_layers": 0}))
     listed = {**QWEN3_NEXT, "layer_types": ["linear_attention", "full_attention"] * 24}
     assert load_model(write(tmp_path, listed)).model.attention_pattern == ["gated_delta", "full"]

@@ -98,3 +98,21 @@ def test_exports_and_latent_attention_refuse_what_they_cannot_carry():
     with pytest.raises(RankflowError):
         _spec(dict(TINY_LLAMA, attention_output_gate=True,
                    mla={"kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32}))
+
+
+def test_gates_and_partial_rotary_cost_what_they_touch():
+    gated = dict(HYBRID, attention_output_gate=True, rotary_fraction=0.25,
+                 moe={"experts": 4, "top_k": 2, "expert_ffn_hidden": 64, "shared_experts": 1, "shared_ffn_hidden": 64,
+                      "shared_gate": True})
+    plain = dict(gated, attention_output_gate=False, rotary_fraction=1.0,
+                 moe=dict(gated["moe"], shared_gate=False))
+    sc, base = (scenario(x, {"seq_len": 256, "global_batch": 8}, dp=2, tp=2, sp=True) for x in (gated, plain))
+    ops = {op.name: op for op in layer_graph(sc).unit_block(3).ops}
+    ref = {op.name: op for op in layer_graph(base).unit_block(3).ops}
+    m, e, T = sc.model, 2.0, 256
+    assert ops["attn_gate"].bytes == pytest.approx(3 * e * T * m.heads * m.d_head / 2)  # gate, output, result
+    assert "attn_gate" not in ref and "shared_gate" not in ref
+    assert ops["rope"].flops == pytest.approx(ref["rope"].flops / 4)
+    assert ops["shared_gate"].weight_params == m.hidden
+    # the shared-expert gate's weight, and the query projection's gate half
+    assert block_params(sc.model, 3) == block_params(base.model, 3) + m.hidden + m.heads * m.d_head * m.hidden

@@ -25,6 +25,9 @@ class MoESpec(Strict):
     shared_ffn_hidden: DimInt | None = Field(
         None, description="Total inner width of the shared experts (one MLP); default shared_experts x "
                           "expert_ffn_hidden.")
+    shared_gate: Bool = Field(
+        False, description="A sigmoid gate (a hidden -> 1 linear) scales the shared experts' output per token "
+                           "(HF Qwen2-MoE/Qwen3-Next shared_expert_gate, Megatron --moe-shared-expert-gate).")
     first_dense_layers: Annotated[StrictInt, Field(ge=0, le=10_000)] = Field(
         0, description="Leading layers with a dense MLP (DeepSeek first_k_dense_replace).")
     every: PosInt = Field(1, description="MoE every k-th layer after the dense prefix (Llama 4's interleave step, "
@@ -96,6 +99,9 @@ class ModelSpec(Strict):
         "gelu", description="MLP activation; swiglu has three weight matrices, gelu/relu two.")
     norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="Normalisation layer.")
     tied_embeddings: Bool = Field(False, description="Input embedding shared with the LM head.")
+    rotary_fraction: Annotated[float, Field(gt=0, le=1, strict=True)] = Field(
+        1.0, description="Share of each head's width rotary embedding rotates (HF partial_rotary_factor, Megatron "
+                         "--rotary-percent).")
     position_encoding: Literal["rope", "learned", "alibi", "none"] = Field(
         "rope", description="Position encoding; 'learned' adds a position-embedding table.")
     max_position: DimInt | None = Field(

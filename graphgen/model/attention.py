@@ -185,8 +185,19 @@ def attention_ops(sh: BlockShape, kind: str) -> tuple[Op, ...]:
                   weight_params=qkv.weights / t + (qkv.d_out / t if qkv.bias else 0), saved_bytes=column_input_saved(sh),
                   shape=(qkv.d_in, qkv.d_out / t), local_out_bytes=e * T * qkv.d_out / t, norm_input=True))
     if m.position_encoding == "rope":
-        ops.append(_rope(sh, (m.heads + m.n_kv_heads) * m.d_head / t, e * T * qkv.d_out))
-    return (*ops, *_core(sh, kind), _out_proj(sh), residual_add(sh, "attn_residual"))
+        ops.append(_rope(sh, (m.heads + m.n_kv_heads) * m.d_head * m.rotary_fraction / t, e * T * qkv.d_out))
+    gate = (_output_gate(sh),) if m.attention_output_gate else ()
+    return (*ops, *_core(sh, kind), *gate, _out_proj(sh), residual_add(sh, "attn_residual"))
+
+
+def _output_gate(sh: BlockShape) -> Op:
+    """Gated attention (Qwen3-Next; Megatron --attention-output-gate): the core's output times the
+    sigmoid of a gate the query projection also produces; backward needs both."""
+    m, t, e, T = sh.model, sh.tp, sh.e, sh.tokens
+    width = m.heads * dims(sh).v / t
+    return Op("attn_gate", OpKind.ELEMENTWISE, flops=5 * T * width, bytes=3 * e * T * width, in_layout=sh.heads,
+              out_layout=sh.heads, out_bytes=e * T * width * t, saved_bytes=2 * e * T * width,
+              local_out_bytes=e * T * width)
 
 
 def mla_ops(sh: BlockShape, kind: str = "full") -> tuple[Op, ...]:

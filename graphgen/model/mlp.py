@@ -65,7 +65,19 @@ def _shared_experts(sh: BlockShape) -> tuple[Op, ...]:
         Op("shared_fc2", OpKind.MATMUL, flops=2 * T * fc2.weights / t, bytes=e * (T * width / t + fc2.weights / t + T * m.hidden),
            in_layout=sh.hid, out_layout=sh.row_out, out_bytes=e * T * m.hidden, weight_params=fc2.weights / t,
            saved_bytes=e * T * width / t, shape=(width / t, m.hidden), local_out_bytes=e * T * m.hidden / t),
+        *((_shared_gate(sh),) if m.moe.shared_gate else ()),
     )
+
+
+def _shared_gate(sh: BlockShape) -> Op:
+    """Qwen2-MoE/Qwen3-Next's shared-expert gate: sigmoid(x . w) per token scales the shared experts'
+    output (megatron/core/transformer/moe/shared_experts.py use_shared_expert_gate). A per-token scale
+    commutes with the tensor-parallel sum, so it applies to the partial output; its backward keeps that
+    output for the gate's gradient."""
+    m, e, T = sh.model, sh.e, sh.tokens
+    return Op("shared_gate", OpKind.ELEMENTWISE, flops=3 * T * m.hidden, bytes=3 * e * T * m.hidden,
+              in_layout=sh.row_out, out_layout=sh.row_out, out_bytes=e * T * m.hidden, weight_params=m.hidden,
+              saved_bytes=e * T * m.hidden, local_out_bytes=e * T * m.hidden / sh.tp)
 
 
 def _with_local_sort(sh: BlockShape, nbytes: float, routed: float, local_experts: int) -> dict[str, float]:

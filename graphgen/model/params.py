@@ -98,6 +98,8 @@ def mlp_linears(m: ModelSpec, layer: int = 0) -> tuple[Linear, ...]:
            Linear("expert_fc2", f, m.hidden, m.bias, e, k)]
     if moe.shared_width:
         out += dense_mlp_linears(m, moe.shared_width, "shared_")
+        if moe.shared_gate:
+            out.append(Linear("shared_gate", m.hidden, 1, False))
     return tuple(out)
 
 
