@@ -17,7 +17,7 @@ from graphgen.search.passes import PassProfile
 class Stage:
     """One stage's state during the recurrence."""
 
-    __slots__ = ("chunks", "groups", "memo", "free", "streams", "gate", "lo", "hi", "reach", "last")
+    __slots__ = ("chunks", "groups", "memo", "free", "streams", "gate", "lo", "hi", "reach", "last", "carry")
 
     def __init__(self, chunks: tuple[int, ...], groups: list[GradGroup], memo: dict) -> None:
         self.chunks, self.groups = chunks, groups
@@ -29,10 +29,11 @@ class Stage:
         self.hi: list[float] = []               # stream: starts and ends, both ascending
         self.reach = 0.0                        # when the last of them ends
         self.last = 0.0                         # when the last pass's last node (a trailing collective) ends
+        self.carry = 0.0                        # a collective beside the next item, across a cut in a pass
 
     def copy(self) -> Stage:
         st = Stage(self.chunks, self.groups, self.memo)
-        st.free, st.reach, st.last = self.free, self.reach, self.last
+        st.free, st.reach, st.last, st.carry = self.free, self.reach, self.last, self.carry
         st.streams, st.gate, st.lo, st.hi = dict(self.streams), dict(self.gate), list(self.lo), list(self.hi)
         return st
 
@@ -159,7 +160,7 @@ def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: 
     (and nothing in flight there in the pass walked alone), the rest is that of the pass walked alone
     (graphgen.search.walk._alone)."""
     dur, comm, beside = prof.dur, prof.stream, prof.beside
-    pending = 0.0
+    pending, st.carry = st.carry, 0.0
     alone = record or _alone(prof, kappa)
     for i in range(a, b):
         x, name = dur[i], comm[i]
@@ -172,7 +173,7 @@ def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: 
                 record.at[i] = t
                 if not pending and t >= st.reach:
                     record.idle.add(i)
-            elif not pending and t >= st.reach and i in alone.idle:
+            elif not pending and t >= st.reach and i in alone.idle and not (b < len(dur) and beside[b - 1]):
                 return t + alone.ends[b - 1] - alone.at[i]  # from here on, as the pass walked alone
             if name is not None:  # in line with the compute: it overlaps none of it, so no interval
                 v = st.streams.get(name, 0.0)
@@ -184,6 +185,9 @@ def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: 
                 t += x
         if record is not None:
             record.ends.append(max(t, pending))
+    if b < len(dur) and beside[b - 1]:  # a cut between a collective and the item it runs beside (ZeRO-3's
+        st.carry = pending               # gates): that item still runs beside it, the one after waits
+        return t
     return max(t, pending)
 
 
