@@ -133,6 +133,7 @@ class FastStep:
             for name, dur in after[idx]:
                 st.stream(name, t, dur)
         core_end = t = run_items(st, prof, t, ai, prof.trail, kappa)
+        t, st.carry = max(t, st.carry), 0.0  # the trailing collectives wait for one still beside the compute
         for i in range(prof.trail, len(prof.start)):
             t = self._comm_item(st, prof, i, t, after)
         return core_end, t
@@ -174,10 +175,8 @@ class FastStep:
 
     def _zero3_pass(self, st: _Stage, prof: PassProfile, tpl_id: int, g: int, reduce_now: bool,
                     input_ready: float) -> tuple[float, float]:
-        """Each unit's parameters gathered before its first item, one unit ahead (the k-th gather
-        waits for the (k-2)-th span to end), reduce-scatters issued as their buckets become final.
-        (compute free, pass done): collectives after the last compute item run on their own streams,
-        as the DAG's trailing collective nodes do, not on the compute stream."""
+        """Units' parameters gathered one unit ahead (the k-th waits for the (k-2)-th span), buckets
+        reduce-scattered as they become final; (compute free, pass done), as _run_pass."""
         firsts, after, order = self._zero3_layout(st, tpl_id, g, reduce_now)
         gates: dict[int, float] = {}
         stream = st.stream
@@ -201,6 +200,7 @@ class FastStep:
                 if gated is not None and done > gates.get(gated, 0.0):
                     gates[gated] = done
         core = t = run_items(st, prof, t, ai, trail, kappa)
+        t, st.carry = max(t, st.carry), 0.0
         for i in range(trail, len(prof.start)):
             ready = max(t, gates.get(i, 0.0))
             t = stream(comm_stream(prof.template.items[i].axis), ready, prof.end[i] - prof.start[i])

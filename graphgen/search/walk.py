@@ -132,15 +132,14 @@ def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: flo
 class Alone:
     """A pass with collectives beside its compute, walked once with nothing else communicating: when
     each compute item starts (`at`), which of them start with nothing of the pass's own in flight
-    (`idle`), and when the pass could end after each item (`ends`: the compute or what runs beside it,
-    whichever is later)."""
+    (`idle`), and after each item when its compute ends and when what runs beside it does (`ends`)."""
 
     __slots__ = ("at", "idle", "ends")
 
     def __init__(self) -> None:
         self.at: dict[int, float] = {}
         self.idle: set[int] = set()
-        self.ends: list[float] = []
+        self.ends: list[tuple[float, float]] = []
 
 
 def _alone(prof: PassProfile, kappa: float) -> Alone:
@@ -173,8 +172,12 @@ def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: 
                 record.at[i] = t
                 if not pending and t >= st.reach:
                     record.idle.add(i)
-            elif not pending and t >= st.reach and i in alone.idle and not (b < len(dur) and beside[b - 1]):
-                return t + alone.ends[b - 1] - alone.at[i]  # from here on, as the pass walked alone
+            elif not pending and t >= st.reach and i in alone.idle:  # from here on, as the pass walked alone
+                end, late = alone.ends[b - 1]
+                if b < len(dur):
+                    st.carry = t + late - alone.at[i] if late > end else 0.0
+                    return t + end - alone.at[i]
+                return t + max(end, late) - alone.at[i]
             if name is not None:  # in line with the compute: it overlaps none of it, so no interval
                 v = st.streams.get(name, 0.0)
                 t = (v if v > t else t) + x
@@ -184,10 +187,10 @@ def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: 
             else:
                 t += x
         if record is not None:
-            record.ends.append(max(t, pending))
-    if b < len(dur) and beside[b - 1]:  # a cut between a collective and the item it runs beside (ZeRO-3's
-        st.carry = pending               # gates): that item still runs beside it, the one after waits
-        return t
+            record.ends.append((t, pending))
+    if b < len(dur):  # a cut in the pass (ZeRO-3's gates, a gradient bucket's issue point): what follows
+        st.carry = pending  # the cut and waits for a collective still beside it waits there; the cut
+        return t            # itself (what it issues) comes with the compute, as in the DAG
     return max(t, pending)
 
 
