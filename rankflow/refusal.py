@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from graphgen.errors import RankflowError
@@ -16,7 +17,9 @@ def _terminated(signum, frame) -> None:
 
 
 def refusing(prog: str, command: Callable[[], int]) -> int:
-    previous = signal.signal(signal.SIGTERM, _terminated) if _main_thread() else None
+    # signal handlers can only be set from the main thread (the server runs commands in workers)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main else None
     try:
         return command()
     except KeyboardInterrupt:
@@ -32,9 +35,3 @@ def refusing(prog: str, command: Callable[[], int]) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -180,11 +180,14 @@ class FastStep:
         firsts, after, order = self._zero3_layout(st, tpl_id, g, reduce_now)
         gates: dict[int, float] = {}
         stream = st.stream
+
+        def issue(name: str, at: float, dur: float, gated: int | None) -> None:
+            done = stream(name, at, dur)
+            if gated is not None and done > gates.get(gated, 0.0):
+                gates[gated] = done
         for name, dur, f in firsts:  # the first two wait only for the pass's input, not the stage
-            done = stream(name, input_ready, dur)
-            if done > gates.get(f, 0.0):
-                gates[f] = done
-        ai, kappa, trail = 0, self.kappa, prof.trail  # the next item to run; the trailing collectives
+            issue(name, input_ready, dur, f)
+        ai, kappa, trail = 0, self.kappa, prof.trail  # the next item to run; where the compute ends
         t = st.free if st.free > input_ready else input_ready
         for i in order:
             if i >= trail:
@@ -196,18 +199,14 @@ class FastStep:
             t = run_items(st, prof, t, i, i + 1, kappa)
             ai = i + 1
             for name, dur, gated in after.get(i, ()):
-                done = stream(name, t, dur)
-                if gated is not None and done > gates.get(gated, 0.0):
-                    gates[gated] = done
+                issue(name, t, dur, gated)
         core = t = run_items(st, prof, t, ai, trail, kappa)
         t, st.carry = max(t, st.carry), 0.0
-        for i in range(trail, len(prof.start)):
+        for i in range(trail, len(prof.start)):  # trailing collectives on their own streams
             ready = max(t, gates.get(i, 0.0))
             t = stream(comm_stream(prof.template.items[i].axis), ready, prof.end[i] - prof.start[i])
             for name, dur, gated in after.get(i, ()):
-                done = stream(name, t, dur)
-                if gated is not None and done > gates.get(gated, 0.0):
-                    gates[gated] = done
+                issue(name, t, dur, gated)
         return core, t
 
     def _zero3_layout(self, st: _Stage, tpl_id: int, g: int, reduce_now: bool) -> tuple[list, dict, list[int]]:

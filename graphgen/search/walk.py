@@ -153,11 +153,10 @@ def _alone(prof: PassProfile, kappa: float) -> Alone:
 def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: float,
                  record: Alone | None = None) -> float:
     """Items a..b-1 one by one for a pass with collectives beside its compute (ring attention's K/V
-    exchange, overlapped expert dispatch), as the DAG runs
-    them: such a collective starts with the item after it, on its own stream, slowing the compute it
-    overlaps; the item after that waits for both. From the first item reached with every stream idle
-    (and nothing in flight there in the pass walked alone), the rest is that of the pass walked alone
-    (graphgen.search.walk._alone)."""
+    exchange, overlapped expert dispatch), as the DAG runs them: such a collective starts with the item
+    after it, on its own stream, slowing the compute it overlaps; the item after that waits for both.
+    From the first item reached with every stream idle (and nothing in flight there in the pass walked
+    alone), the rest is that of the pass walked alone (graphgen.search.walk._alone)."""
     dur, comm, beside = prof.dur, prof.stream, prof.beside
     pending, st.carry = st.carry, 0.0
     alone = record or _alone(prof, kappa)
