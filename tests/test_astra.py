@@ -69,6 +69,8 @@ def test_runner_failures_are_one_line_errors(monkeypatch, mode, words):
     with pytest.raises(RankflowError, match=words) as exc:
         AstraBackend(binary=FAKE, network="unaware", mode="full").run(program(sc))
     assert "\n" not in exc.value.one_line() and "fix:" in exc.value.one_line()
+    if mode != "hang":  # the binary that ran is named, not one way of naming it the user may not have used
+        assert exc.value.file == FAKE and not exc.value.one_line().startswith("ASTRA_SIM_BIN")
 
 
 def test_a_hang_is_killed_with_everything_it_started(monkeypatch, tmp_path):

@@ -34,6 +34,8 @@ OUTPUT_PER_RANK = 4096          # (ASTRA-sim prints about 1.4 kB per rank)
 LOG_BYTES = 2**30               # of the per-node event log (scalable mode)
 LINE_BYTES = 64 * 2**10         # a longer line keeps its end (where a report line would be)
 FIX_OUTPUT = "ASTRA-sim's output is not a valid report; to run it by hand keep the inputs with --chakra-out DIR"
+OUTPUT = "its report"             # the field of an error in what the binary printed (the file is the binary)
+WHERE = "--astra-bin, execution_backend.astra.binary or ASTRA_SIM_BIN"  # the three ways to name the binary
 
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "astra_configs"
@@ -91,7 +93,7 @@ def _raise_nofile(limit: int) -> None:
 
 def _number(text: str, what: str) -> int:
     if len(text) > MAX_DIGITS:
-        raise RankflowError(f"ASTRA-sim reported {what} of {len(text)} digits", field=ENV, fix=FIX_OUTPUT)
+        raise RankflowError(f"ASTRA-sim reported {what} of {len(text)} digits", field=OUTPUT, fix=FIX_OUTPUT)
     return int(text)
 
 
@@ -160,7 +162,7 @@ def _chunks(proc: subprocess.Popen, deadline: float, limit: int) -> Iterator[tup
                     continue
                 total += len(data)
                 if total > limit:
-                    raise RankflowError(f"ASTRA-sim printed more than {limit // 2**20} MiB", field=ENV,
+                    raise RankflowError(f"ASTRA-sim printed more than {limit // 2**20} MiB", field=OUTPUT,
                                         fix=FIX_OUTPUT)
                 yield key.data, data
     finally:
@@ -205,13 +207,13 @@ def _check_report(report: _Report, world: int) -> None:
     ranks = set(report.finish)
     if ranks != set(range(world)):
         odd = sorted(ranks - set(range(world)))[:5]
-        raise RankflowError(f"ASTRA-sim reported rank ids {odd} outside 0..{world - 1}", field=ENV, fix=FIX_OUTPUT)
+        raise RankflowError(f"ASTRA-sim reported rank ids {odd} outside 0..{world - 1}", field=OUTPUT, fix=FIX_OUTPUT)
     if max(report.finish.values()) == 0:
-        raise RankflowError("ASTRA-sim reported a step of 0 cycles", field=ENV, fix=FIX_OUTPUT)
+        raise RankflowError("ASTRA-sim reported a step of 0 cycles", field=OUTPUT, fix=FIX_OUTPUT)
     over = next((r for r in sorted(ranks) if report.exposed[r] > report.finish[r]), None)
     if over is not None:
         raise RankflowError(f"ASTRA-sim reported rank {over}'s exposed communication ({report.exposed[over]} cycles) "
-                            f"above its finish time ({report.finish[over]} cycles)", field=ENV, fix=FIX_OUTPUT)
+                            f"above its finish time ({report.finish[over]} cycles)", field=OUTPUT, fix=FIX_OUTPUT)
 
 
 def _node_times(path: Path, ranks: set[int] | None) -> tuple[dict[tuple[int, int], tuple[int, int]], bool]:
@@ -249,7 +251,7 @@ def _attempt(cmd: list[str], workdir: Path, binary: Path, timeout_s: float, worl
                                 stderr=subprocess.PIPE, preexec_fn=lambda: _raise_nofile(world + 256),
                                 start_new_session=True)
     except OSError as exc:
-        raise RankflowError(f"cannot run {binary}: {exc.strerror}", field=ENV, fix=HOW_TO_GET) from None
+        raise RankflowError(f"cannot run it: {exc.strerror}", file=str(binary), fix=HOW_TO_GET) from None
     report = _stream(proc, timeout_s, world)
     return proc.returncode, report
 
@@ -257,6 +259,20 @@ def _attempt(cmd: list[str], workdir: Path, binary: Path, timeout_s: float, worl
 def run(binary: Path, workdir: Path, workload_prefix: str, system: Path, network: Path, memory: Path,
         comm_groups: Path | None, world: int, timeout_s: float, want_node_times: bool = False,
         node_ranks: set[int] | None = None) -> AstraRun:
+    """Run the binary on the inputs and read its report; an error in what it printed names the binary
+    (whichever of the three ways named it)."""
+    try:
+        return _run(binary, workdir, workload_prefix, system, network, memory, comm_groups, world, timeout_s,
+                    want_node_times, node_ranks)
+    except RankflowError as exc:
+        if exc.file is not None or exc.field != OUTPUT:
+            raise
+        raise RankflowError(exc.message, file=str(binary), field=OUTPUT, fix=exc.fix) from None
+
+
+def _run(binary: Path, workdir: Path, workload_prefix: str, system: Path, network: Path, memory: Path,
+         comm_groups: Path | None, world: int, timeout_s: float, want_node_times: bool,
+         node_ranks: set[int] | None) -> AstraRun:
     cmd = [str(binary), f"--workload-configuration={workload_prefix}", f"--system-configuration={system}",
            f"--network-configuration={network}", f"--remote-memory-configuration={memory}",
            f"--logging-folder={workdir / 'log'}"]
@@ -278,12 +294,12 @@ def run(binary: Path, workdir: Path, workload_prefix: str, system: Path, network
             notes += (f"ASTRA-sim exited with code {returncode} during shutdown ({last}) after all "
                      f"{world} ranks had reported their finish times",)
         else:
-            raise RankflowError(f"ASTRA-sim ({binary.name}) exited with code {returncode}: {last}", field=ENV,
-                                fix="point ASTRA_SIM_BIN at ASTRA-sim's bin directory holding both analytical "
+            raise RankflowError(f"ASTRA-sim exited with code {returncode}: {last}", file=str(binary),
+                                fix=f"point {WHERE} at ASTRA-sim's bin directory holding both analytical "
                                     "builds (networks over several nodes need AstraSim_Analytical_Congestion_Unaware); "
                                     "to run it by hand keep the inputs with --chakra-out DIR")
     if len(report.finish) != world:
-        raise RankflowError(f"ASTRA-sim reported {len(report.finish)} of {world} ranks finishing", field=ENV,
+        raise RankflowError(f"ASTRA-sim reported {len(report.finish)} of {world} ranks finishing", file=str(binary),
                             fix="the trace set may deadlock in ASTRA-sim; run with --chakra-out and inspect it")
     _check_report(report, world)
     node_times: dict[tuple[int, int], tuple[int, int]] = {}
