@@ -126,3 +126,19 @@ def test_moe_context_parallel_traces_round_trip_with_their_communicators(tmp_pat
     groups = {tuple(v) for v in json.loads(groups_file.read_text()).values()}
     for axis in ("ep", "cp"):
         assert set(p.axis_groups(axis)) <= groups | {g for g in p.axis_groups(axis) if len(g) == 8}
+
+
+def test_trace_set_size_is_bounded_before_anything_is_written(prog, monkeypatch):
+    """The set's size is estimated from each role encoded once, close to what is written, and a set
+    over the bound is refused before its first file (a 16k-rank plan once wrote 6 GB)."""
+    from backends.chakra import writer
+    from graphgen.errors import RankflowError
+
+    costs = cost_program(prog)
+    written = sum(len(data) for name, data in trace_files(prog, costs) if name.endswith(".et"))
+    estimate, _ = writer._set_bytes(prog, costs)
+    assert written <= estimate <= 1.1 * written
+    monkeypatch.setattr(writer, "MAX_BYTES", written - 1)
+    files = trace_files(prog, costs)
+    with pytest.raises(RankflowError, match="--chakra-out.*trace set would be"):
+        next(files)

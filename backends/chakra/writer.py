@@ -28,6 +28,8 @@ from graphgen.program import Program
 
 SCHEMA_VERSION = "0.0.4"
 MAX_RANKS = 65_536  # one file per rank: a trace set beyond this is not a useful artefact
+MAX_BYTES = 2 * 2**30  # of a whole trace set: more takes minutes to write, and ASTRA-sim as long to load
+BINDING_BYTES = 48     # at most, the rank's own attributes a bound node gains (pg_name, or comm_src/comm_dst)
 
 # NodeType and CollectiveCommType values of et_def.proto.
 COMP_NODE, COMM_SEND_NODE, COMM_RECV_NODE, COMM_COLL_NODE = 4, 5, 6, 7
@@ -186,15 +188,25 @@ def bind_rank(enc: _EncodedRole, rank: int, prog: Program, addressing: dict[str,
     return b"".join(out)
 
 
-def encode_traces(prog: Program, costs: Costs, ranks: list[int] | None = None) -> Iterator[tuple[int, bytes]]:
+def encode_traces(prog: Program, costs: Costs, ranks: list[int] | None = None,
+                  encoded: dict[int, _EncodedRole] | None = None) -> Iterator[tuple[int, bytes]]:
     """(rank, file bytes) for every rank (or the given ranks), each role encoded once."""
     addressing, _ = comm_groups(prog)
-    encoded: dict[int, _EncodedRole] = {}
+    encoded = {} if encoded is None else encoded
     for rank in (range(prog.mesh.world) if ranks is None else ranks):
         role = prog.role_of_rank(rank)
         if role not in encoded:
             encoded[role] = encode_role(prog.roles[role], costs.durations[role], addressing)
         yield rank, bind_rank(encoded[role], rank, prog, addressing)
+
+
+def _set_bytes(prog: Program, costs: Costs) -> tuple[int, dict[int, _EncodedRole]]:
+    """An upper bound on a trace set's bytes, from each role encoded once (the encodings, kept)."""
+    addressing, _ = comm_groups(prog)
+    encoded = {r: encode_role(role, costs.durations[r], addressing) for r, role in enumerate(prog.roles)}
+    per_role = {r: len(_metadata()) + sum(len(x) if isinstance(x, bytes) else len(x[0]) + BINDING_BYTES
+                                          for x in enc.pieces) for r, enc in encoded.items()}
+    return sum(per_role[prog.role_of_rank(rank)] for rank in range(prog.mesh.world)), encoded
 
 
 def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow") -> Iterator[tuple[str, bytes]]:
@@ -205,6 +217,12 @@ def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow") -> Iterat
     if prog.mesh.world > MAX_RANKS:
         raise RankflowError(f"{prog.mesh.world:,} ranks would need as many trace files, more than {MAX_RANKS:,}",
                             field="--chakra-out", fix="simulate fewer GPUs for traces, or use the analytical backend")
-    for rank, data in encode_traces(prog, costs):
+    total, encoded = _set_bytes(prog, costs)
+    if total > MAX_BYTES:
+        raise RankflowError(f"the trace set would be about {total / 2**30:.1f} GiB over {prog.mesh.world:,} ranks, more "
+                            f"than {MAX_BYTES // 2**30} GiB", field="--chakra-out",
+                            fix="write traces for fewer GPUs, layers or microbatches (--set workload.global_batch=...), "
+                                "or use the analytical backend")
+    for rank, data in encode_traces(prog, costs, encoded=encoded):
         yield f"{prefix}.{rank}.et", data
     yield f"{prefix}.comm_groups.json", comm_groups_json(prog).encode()
