@@ -136,7 +136,9 @@ def test_trace_set_size_is_bounded_before_anything_is_written(prog, monkeypatch)
 
     costs = cost_program(prog)
     written = sum(len(data) for name, data in trace_files(prog, costs) if name.endswith(".et"))
-    estimate, _ = writer._set_bytes(prog, costs)
+    addressing, _ = comm_groups(prog)
+    estimate = writer.set_bytes(prog, {r: writer.encode_role(role, costs.durations[r], addressing)
+                                       for r, role in enumerate(prog.roles)})
     assert written <= estimate <= 1.1 * written
     monkeypatch.setattr(writer, "MAX_BYTES", written - 1)
     files = trace_files(prog, costs)

@@ -34,7 +34,7 @@ OUTPUT_PER_RANK = 4096          # (ASTRA-sim prints about 1.4 kB per rank)
 LOG_BYTES = 2**30               # of the per-node event log (scalable mode)
 LINE_BYTES = 64 * 2**10         # a longer line keeps its end (where a report line would be)
 FIX_OUTPUT = "ASTRA-sim's output is not a valid report; to run it by hand keep the inputs with --chakra-out DIR"
-OUTPUT = "its report"             # the field of an error in what the binary printed (the file is the binary)
+OUTPUT = "its output"             # the field of an error in what the binary printed (the file is the binary)
 WHERE = "--astra-bin, execution_backend.astra.binary or ASTRA_SIM_BIN"  # the three ways to name the binary
 
 

@@ -188,11 +188,10 @@ def bind_rank(enc: _EncodedRole, rank: int, prog: Program, addressing: dict[str,
     return b"".join(out)
 
 
-def encode_traces(prog: Program, costs: Costs, ranks: list[int] | None = None,
-                  encoded: dict[int, _EncodedRole] | None = None) -> Iterator[tuple[int, bytes]]:
+def encode_traces(prog: Program, costs: Costs, ranks: list[int] | None = None) -> Iterator[tuple[int, bytes]]:
     """(rank, file bytes) for every rank (or the given ranks), each role encoded once."""
     addressing, _ = comm_groups(prog)
-    encoded = {} if encoded is None else encoded
+    encoded: dict[int, _EncodedRole] = {}
     for rank in (range(prog.mesh.world) if ranks is None else ranks):
         role = prog.role_of_rank(rank)
         if role not in encoded:
@@ -200,13 +199,12 @@ def encode_traces(prog: Program, costs: Costs, ranks: list[int] | None = None,
         yield rank, bind_rank(encoded[role], rank, prog, addressing)
 
 
-def _set_bytes(prog: Program, costs: Costs) -> tuple[int, dict[int, _EncodedRole]]:
-    """An upper bound on a trace set's bytes, from each role encoded once (the encodings, kept)."""
-    addressing, _ = comm_groups(prog)
-    encoded = {r: encode_role(role, costs.durations[r], addressing) for r, role in enumerate(prog.roles)}
+def set_bytes(prog: Program, encoded: dict[int, _EncodedRole]) -> int:
+    """An upper bound on the bytes of a trace set whose roles are encoded: each rank's file is its
+    role's, plus at most BINDING_BYTES per node bound to the rank."""
     per_role = {r: len(_metadata()) + sum(len(x) if isinstance(x, bytes) else len(x[0]) + BINDING_BYTES
                                           for x in enc.pieces) for r, enc in encoded.items()}
-    return sum(per_role[prog.role_of_rank(rank)] for rank in range(prog.mesh.world)), encoded
+    return sum(per_role[prog.role_of_rank(rank)] for rank in range(prog.mesh.world))
 
 
 def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow") -> Iterator[tuple[str, bytes]]:
@@ -217,12 +215,14 @@ def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow") -> Iterat
     if prog.mesh.world > MAX_RANKS:
         raise RankflowError(f"{prog.mesh.world:,} ranks would need as many trace files, more than {MAX_RANKS:,}",
                             field="--chakra-out", fix="simulate fewer GPUs for traces, or use the analytical backend")
-    total, encoded = _set_bytes(prog, costs)
+    addressing, _ = comm_groups(prog)
+    encoded = {r: encode_role(role, costs.durations[r], addressing) for r, role in enumerate(prog.roles)}
+    total = set_bytes(prog, encoded)
     if total > MAX_BYTES:
         raise RankflowError(f"the trace set would be about {total / 2**30:.1f} GiB over {prog.mesh.world:,} ranks, more "
                             f"than {MAX_BYTES // 2**30} GiB", field="--chakra-out",
                             fix="write traces for fewer GPUs, layers or microbatches (--set workload.global_batch=...), "
                                 "or use the analytical backend")
-    for rank, data in encode_traces(prog, costs, encoded=encoded):
-        yield f"{prefix}.{rank}.et", data
+    for rank in range(prog.mesh.world):
+        yield f"{prefix}.{rank}.et", bind_rank(encoded[prog.role_of_rank(rank)], rank, prog, addressing)
     yield f"{prefix}.comm_groups.json", comm_groups_json(prog).encode()
