@@ -54,9 +54,39 @@ def test_sequence_parallelism_turns_all_reduces_into_gather_scatter_pairs():
     assert c[(Phase.FORWARD, AG)] == mbs * (2 * layers + 1)
     assert c[(Phase.FORWARD, RS)] == mbs * (2 * layers + 1)
     assert c[(Phase.BACKWARD, RS)] == mbs * (2 * layers + 1)
-    # ... and the embedding's backward gathers the full grad it scatters forward.
-    assert c[(Phase.BACKWARD, AG)] == mbs * (2 * layers + 1)
+    # ... and the embedding's backward gathers the full grad it scatters forward; each column-parallel
+    # linear (qkv, fc1, the LM head) gathers its saved input shard again for its weight gradient.
+    assert c[(Phase.BACKWARD, AG)] == mbs * (2 * layers + 1) + mbs * (2 * layers + 1)
     assert c[(Phase.FORWARD, Collective.ALL_REDUCE)] == mbs
+
+
+def test_sequence_parallel_regather_follows_what_the_framework_saves():
+    def tp_bwd_gathers(**plan):
+        (role,) = build_program(scenario(TINY_LLAMA, {"global_batch": 2}, tp=2, pp=1, dp=1, sp=True, **plan)).roles
+        return tp_collectives(role)[(Phase.BACKWARD, Collective.ALL_GATHER)]
+
+    layers, mbs = 4, 2
+    assert tp_bwd_gathers() - tp_bwd_gathers(sp_regather=False) == mbs * (2 * layers + 1)
+    sharded = scenario(TINY_LLAMA, {"global_batch": 2}, tp=2, pp=1, dp=1, sp=True)
+    kept = scenario(TINY_LLAMA, {"global_batch": 2}, tp=2, pp=1, dp=1, sp=True, sp_regather=False)
+    saved = {op.name: op.saved_bytes for op in layer_graph(sharded).unit_block(0).ops}
+    assert {op.name: op.saved_bytes for op in layer_graph(kept).unit_block(0).ops}["fc1"] == 2 * saved["fc1"]
+    # In line, as the backward's other tensor-parallel collectives: in a whole backward, and in a
+    # deferred weight-gradient step (zero-bubble), which issues it instead of the input-gradient step.
+    def gathers(schedule, phase):
+        prog = build_program(scenario(TINY_LLAMA, {"global_batch": 2}, tp=2, pp=1, dp=1, sp=True, schedule=schedule))
+        return [it.parallel for t in prog.templates for it in t.items
+                if it.phase is phase and it.kind is Collective.ALL_GATHER]
+    whole = gathers("1f1b", Phase.BACKWARD)
+    assert len(whole) == 2 * (2 * layers + 1) and not any(whole)  # re-gathers and the gradients' gathers
+    wgrad = gathers("zb-h1", Phase.WGRAD)
+    assert len(wgrad) == 2 * layers + 1 and not any(wgrad)  # qkv, fc1 per layer and the LM head
+    assert len(gathers("zb-h1", Phase.BACKWARD)) == 2 * layers + 1
+    # A frozen linear computes no weight gradient, so it needs no second gather (LoRA; the frozen
+    # embedding has no backward at all, so only the row-parallel layers' gradient gathers are left).
+    lora = scenario(TINY_LLAMA, {"global_batch": 2, "finetune": {"method": "lora"}}, tp=2, pp=1, dp=1, sp=True)
+    (role,) = build_program(lora).roles
+    assert tp_collectives(role)[(Phase.BACKWARD, Collective.ALL_GATHER)] == mbs * 2 * layers
 
 
 def test_no_tensor_parallel_collectives_without_tensor_parallelism():

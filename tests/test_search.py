@@ -54,6 +54,9 @@ def test_fast_evaluator_agrees_with_the_dag_replay_within_one_percent(seed):
     (TINY_LLAMA, dict(cp=4, dp=2, tp=2, sp=True, cp_algorithm="ring", pp=2)),
     (TINY_LLAMA, dict(cp=2, dp=2, cp_algorithm="a2a", zero_stage=3)),
     (dict(TINY_LLAMA, moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 256}), dict(dp=4, ep=4, moe_overlap=True)),
+    (TINY_LLAMA, dict(tp=4, sp=True, pp=2, schedule="zb-h1")),
+    (TINY_LLAMA, dict(tp=2, sp=True, dp=4, zero_stage=2)),
+    (TINY_LLAMA, dict(tp=2, sp=True, dp=2, pp=2, zero_stage=1, schedule="interleaved", virtual_stages=2)),
 ])
 def test_collectives_beside_compute_time_alike_in_both_evaluators(model, plan):
     # ring attention's K/V exchange and overlapped expert dispatch run beside their op: the op's compute

@@ -16,6 +16,12 @@ class ParallelPlan(Strict):
 
     tp: PosInt = Field(1, description="Tensor-parallel size.")
     sp: Bool = Field(False, description="Megatron sequence parallelism (needs tp > 1 to matter).")
+    sp_regather: Bool = Field(
+        True, description="Under sequence parallelism a column-parallel linear keeps its input's sequence shard for "
+                          "the weight gradient and all-gathers it again before its backward (Megatron-Core, Transformer Engine, "
+                          "which run it beside the input-gradient GEMM; timed in line, as the backward's other "
+                          "tensor-parallel collectives). false: it keeps the gathered input, tp times the "
+                          "bytes, and gathers once (PyTorch DTensor sequence parallelism, torchtitan).")
     pp: PosInt = Field(1, description="Pipeline stages.")
     dp: PosInt = Field(1, description="Data-parallel replicas.")
     cp: PosInt = Field(1, description="Context-parallel size: each sequence is split over cp ranks (two chunks each, "

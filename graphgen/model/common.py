@@ -5,6 +5,7 @@ from __future__ import annotations
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.params import norm_params
 from graphgen.model.shape import BlockShape
+from graphgen.parallel.layout import Collective
 
 
 def norm(sh: BlockShape, name: str) -> Op:
@@ -34,5 +35,21 @@ def residual_add(sh: BlockShape, name: str) -> Op:
 
 def column_input_saved(sh: BlockShape) -> float:
     """Input a column-parallel linear keeps for its weight gradient: SP saves the shard and
-    re-gathers it in backward."""
-    return sh.e * sh.tokens * sh.model.hidden / (sh.tp if sh.sp else 1)
+    re-gathers it in backward (column_regather), unless the framework keeps the gathered input."""
+    return sh.e * sh.tokens * sh.model.hidden / (sh.tp if sh.sp and sh.sp_regather else 1)
+
+
+def column_regather(sh: BlockShape) -> tuple:
+    """The backward all-gather of a column-parallel linear's saved input shard under SP, before its
+    backward. Transformer Engine and Megatron issue it asynchronously beside the input-gradient GEMM and
+    wait for it before the weight-gradient GEMM (NVIDIA/TransformerEngine
+    transformer_engine/pytorch/module/linear.py and layernorm_linear.py @v1.8, _Linear/_LayerNormLinear.backward:
+    gather_along_first_dim(..., async_op=True); NVIDIA/Megatron-LM megatron/core/tensor_parallel/layers.py
+    LinearWithGradAccumulationAndAsyncCommunication.backward). It is timed in line here, as the input
+    gradient's reduce-scatter that those backwards run beside the weight-gradient GEMM is: a coarse node
+    holds collectives in line, and one beside its compute would split every backward node at each such
+    linear (3x the replay's nodes; #14). Side-communication tuple (graphgen.model.ops.Op.side_comm); the
+    'wgrad' pass: only a backward that computes the weight gradient issues it."""
+    if not (sh.sp and sh.sp_regather):
+        return ()
+    return (("tp", "wgrad", Collective.ALL_GATHER, sh.e * sh.tokens * sh.model.hidden, False, False),)

@@ -53,9 +53,10 @@ class Op:
     local_out_bytes: float = 0.0    # this rank's share of the output (largest transient backward buffer)
     expert: bool = False            # routed-expert weights: sharded over ep/etp, gradients reduced over edp
     axis_bytes: tuple[tuple[str, float], ...] = ()  # bytes a collective on an axis moves, where not out_bytes
-    # Collectives the op runs itself, beside its compute or around it: (axis, "fwd" | "bwd", kind,
-    # full buffer bytes, overlapped with the op's compute, after the op rather than before it) --
-    # context parallelism's key/value exchange.
+    # Collectives the op runs itself, beside its compute or around it: (axis, "fwd" | "bwd" | "wgrad",
+    # kind, full buffer bytes, overlapped with the op's compute, after the op rather than before it) --
+    # context parallelism's key/value exchange, sequence parallelism's backward re-gather ("wgrad":
+    # only a backward that computes the weight gradient issues it).
     side_comm: tuple[tuple[str, str, Collective, float, bool, bool], ...] = ()
     # A GEMM the frameworks keep in 16 bits under an fp8/fp4 recipe: Megatron-Core's output layer is a
     # plain ColumnParallelLinear (not Transformer Engine's), torchtitan's float8 converter filters

@@ -43,6 +43,7 @@ class BlockShape:
     kv_bytes: float = 2.0     # bytes per cached key/value element
     weight_bytes: float = 0.0  # bytes per stored weight when quantised for inference (0: the compute dtype)
     main_grad_bytes: float = 0.0  # bytes per element of the main-grad buffer hooks add gradients into (0: none)
+    sp_regather: bool = True  # SP keeps a column-parallel input's shard and gathers it again in backward
 
     @property
     def e(self) -> float:

@@ -117,6 +117,7 @@ def block_shape(sc: Scenario) -> BlockShape:
                       gather_dispatch=p.moe_dispatcher == "allgather",
                       sort_by_local_expert=p.moe_dispatcher == "alltoall" and sc.workload.run_type == "training",
                       main_grad_bytes=dtype_bytes(p.grad_reduce_dtype) if p.main_grad_copy else 0.0,
+                      sp_regather=p.sp_regather,
                       **inference_shape(sc))
 
 

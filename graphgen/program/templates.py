@@ -74,6 +74,17 @@ def _on_unit(it: Item, unit: int, n_layers: int) -> Item:
                 it.bytes, it.kind, it.axis, it.group_size, it.kernel, it.parallel)
 
 
+def _issues(tag: str, op: Op, direction: str) -> bool:
+    """Whether a pass in `direction` issues an op's side collective tagged 'fwd', 'bwd' (any backward
+    of the op) or 'wgrad' (only a backward that computes the op's weight gradient: the whole backward,
+    or the deferred weight-gradient step of a split one)."""
+    if direction == "fwd":
+        return tag == "fwd"
+    if tag == "wgrad":
+        return direction in ("bwd", "bwd_w") and op_work(op, "bwd_w")[0] > 0
+    return tag == "bwd"
+
+
 def renumbered(tpl: Template, moved: dict[int, int], n_layers: int) -> Template:
     """A template's items on other layers of the same kinds (units not in `moved` stay: the embedding,
     the head)."""
@@ -104,7 +115,7 @@ class PassBuilder:
         self._seg = []
 
     def op(self, ref: tuple[int, int], op: Op, unit: int, phase: Phase, direction: str) -> None:
-        sides = [c for c in op.side_comm if c[1] == ("fwd" if direction == "fwd" else "bwd")]
+        sides = [c for c in op.side_comm if _issues(c[1], op, direction)]
         if sides:
             return self._with_sides(ref, op, unit, phase, direction, sides)
         if (phase, unit) != self._key:
