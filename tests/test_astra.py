@@ -245,6 +245,17 @@ def test_bogus_reports_are_one_line_errors(monkeypatch, mode, words):
     with pytest.raises(RankflowError, match=words) as exc:
         AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2))
     assert "\n" not in exc.value.one_line() and "fix:" in exc.value.one_line()
+    assert exc.value.file == FAKE  # the binary that printed it, however it was named
+
+
+def test_a_relative_binary_path_runs_from_the_scratch_directory(monkeypatch):
+    """ASTRA-sim runs in a temporary directory: a path relative to where the user stands must still
+    name the binary there (it was 'No such file or directory')."""
+    monkeypatch.setenv("FAKE_ASTRA_MODE", "ok")
+    monkeypatch.chdir(ROOT)
+    rel = str(Path(FAKE).relative_to(ROOT))
+    res = AstraBackend(binary=rel, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2)).result
+    assert res.step_time_s == pytest.approx(1 + 8000e-9)
 
 
 def test_a_bogus_event_log_is_a_one_line_error(monkeypatch):
@@ -278,3 +289,14 @@ def test_an_inference_prefill_runs_in_astra(mode):
     assert not any(n.name == "optimizer_step" for r in prog.roles for n in r.nodes)
     res = AstraBackend(binary=REAL, network="unaware", mode=mode).run(prog).result
     assert res.step_time_s == pytest.approx(AnalyticalBackend().run(prog).result.step_time_s, rel=0.25)
+
+
+def test_a_trace_set_too_large_for_a_full_replay_names_the_mode(monkeypatch):
+    """The 2 GiB trace bound reached through a full ASTRA-sim run names the mode that asked for the
+    traces (and the scalable one as the way out), not a --chakra-out the user never gave."""
+    from backends.chakra import writer
+
+    monkeypatch.setattr(writer, "MAX_BYTES", 1)
+    with pytest.raises(RankflowError, match="trace set would be") as exc:
+        AstraBackend(binary=FAKE, network="unaware", mode="full").run(small(tp=2, pp=2, dp=2))
+    assert exc.value.field == "execution_backend.astra.mode" and "scalable" in exc.value.fix

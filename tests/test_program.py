@@ -89,6 +89,53 @@ def test_sequence_parallel_regather_follows_what_the_framework_saves():
     assert tp_collectives(role)[(Phase.BACKWARD, Collective.ALL_GATHER)] == mbs * 2 * layers
 
 
+def test_a_shared_head_gathers_again_for_its_weight_gradient_too():
+    """A tied LM head (its weight is the embedding's) still runs a weight-gradient GEMM on its saved
+    input shard, so it gathers it again like an untied one; a split backward keeps that GEMM, and the
+    gather, with the input gradient since the weight is not the head's own."""
+    def gathers(model, schedule, phase):
+        prog = build_program(scenario(model, {"global_batch": 2}, tp=2, pp=1, dp=1, sp=True, schedule=schedule))
+        return sum(1 for t in prog.templates for it in t.items if it.phase is phase and it.kind is Collective.ALL_GATHER)
+
+    layers = 4
+    assert gathers(TINY_GPT, "1f1b", Phase.BACKWARD) == gathers(TINY_LLAMA, "1f1b", Phase.BACKWARD)
+    assert gathers(TINY_GPT, "zb-h1", Phase.WGRAD) == 2 * layers  # qkv and fc1: the tied head's stays behind
+    assert gathers(TINY_GPT, "zb-h1", Phase.BACKWARD) == gathers(TINY_LLAMA, "zb-h1", Phase.BACKWARD) + 1
+
+
+def test_lora_adapters_keep_the_collectives_and_the_input_their_base_has():
+    """An adapter after a row-parallel base (out_proj, fc2) ends where the base did, so the collective
+    after it moves the base's output, not nothing; under sequence parallelism an adapter's A keeps the
+    gathered input of its column-parallel base (the shard alone cannot give A its gradient)."""
+    ft = {"method": "lora", "target_modules": ["qkv_proj", "out_proj", "fc1", "fc2"]}
+    plain = build_program(scenario(TINY_LLAMA, {"global_batch": 2}, tp=2, pp=1, dp=1, sp=True))
+    lora = build_program(scenario(TINY_LLAMA, {"global_batch": 2, "finetune": ft}, tp=2, pp=1, dp=1, sp=True))
+
+    def fwd_bytes(prog):
+        return sorted(n.bytes for n in prog.roles[0].nodes
+                      if isinstance(n, CollectiveNode) and n.axis == "tp" and n.phase is Phase.FORWARD)
+    assert fwd_bytes(lora) == fwd_bytes(plain) and min(fwd_bytes(lora)) > 0
+    sc = scenario(TINY_LLAMA, {"global_batch": 2, "finetune": ft}, tp=2, pp=1, dp=1, sp=True)
+    ops = {op.name: op for op in layer_graph(sc).unit_block(0).ops}
+    full_input = ops["fc1"].flops / (2 * ops["fc1"].shape[1]) * 2  # tokens x hidden x 2 bytes
+    assert ops["fc1"].saved_bytes == pytest.approx(full_input) and not ops["fc1"].side_comm
+
+
+def test_latent_attention_without_a_query_latent_gathers_its_hidden_input_again():
+    """With no query latent (DeepSeek-V2-Lite) MLA's query projection reads the hidden state: under
+    sequence parallelism it keeps that shard and gathers it again, as any column-parallel linear."""
+    mla = dict(TINY_LLAMA, kv_heads=8, mla={"kv_lora_rank": 64, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
+                                             "v_head_dim": 32})
+
+    def up(**plan):
+        sc = scenario(mla, {"global_batch": 1}, tp=2, pp=1, dp=1, sp=True, **plan)
+        return sc, next(op for op in layer_graph(sc).unit_block(0).ops if op.name == "mla_up")
+    (sc, sharded), (_, kept) = up(), up(sp_regather=False)
+    hidden_bytes = 2 * sc.workload.seq_len * TINY_LLAMA["hidden"]  # the whole hidden input of one sequence, bf16
+    assert kept.saved_bytes - sharded.saved_bytes == pytest.approx(hidden_bytes / 2)
+    assert [c[3] for c in sharded.side_comm] == [hidden_bytes] and not kept.side_comm
+
+
 def test_no_tensor_parallel_collectives_without_tensor_parallelism():
     prog = build_program(scenario(TINY_LLAMA, {"global_batch": 4}, tp=1, pp=2, dp=2))
     assert not any(isinstance(n, CollectiveNode) and n.axis == "tp" for r in prog.roles for n in r.nodes)

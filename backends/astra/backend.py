@@ -72,7 +72,9 @@ class AstraBackend:
                 node_ranks: set[int] | None = None):
         et = work / "et"
         et.mkdir()
-        for name, data in trace_files(prog, cost_program(prog)):
+        for name, data in trace_files(prog, cost_program(prog), field="execution_backend.astra.mode",
+                                      fix="use astra mode 'scalable' (--astra-mode scalable), which times each distinct "
+                                          "collective in a small probe, or the analytical backend"):
             (et / name).write_bytes(data)
         system = json.loads(inputs.system_json(prog, runner.template("system.json")))
         if trace:
@@ -95,7 +97,8 @@ class AstraBackend:
         costs = cost_program(prog)
         compute = [sum(costs.durations[role.id][n.id] for n in role.nodes if type(n) is ComputeNode)
                    for role in prog.roles]
-        _check_finish(prog, finish, compute, [sum(type(n) is ComputeNode for n in role.nodes) for role in prog.roles])
+        _check_finish(prog, finish, compute, [sum(type(n) is ComputeNode for n in role.nodes) for role in prog.roles],
+                      binary)
         timings = tuple(RoleTiming(role.name, max(finish[r] for r in prog.ranks_of_role(role.id)), compute[role.id],
                                    len(role.nodes)) for role in prog.roles)
         notes = [*notes, *out.notes, f"ASTRA-sim ({network} network, full replay) reports exposed time per rank without "
@@ -124,7 +127,8 @@ class AstraBackend:
         return replay(prog, cost_program(prog, comm_override=durations), self.name, tuple(notes))
 
 
-def _check_finish(prog: Program, finish: dict[int, float], compute: list[float], nodes: list[int]) -> None:
+def _check_finish(prog: Program, finish: dict[int, float], compute: list[float], nodes: list[int],
+                  binary: Path) -> None:
     """A rank runs its compute nodes one after another, so a report that has it finish sooner than their
     sum is not a replay of these traces (allowed: 1 %, and half a microsecond per node, the rounding of
     the traces' duration_micros)."""
@@ -133,7 +137,8 @@ def _check_finish(prog: Program, finish: dict[int, float], compute: list[float],
         need = compute[role]
         if finish[rank] < 0.99 * need - 0.5e-6 * nodes[role] - 1e-6:
             raise RankflowError(f"ASTRA-sim reported rank {rank} finishing after {finish[rank]:.6g} s, sooner than "
-                                f"its own compute ({need:.6g} s) can run", field=runner.ENV, fix=runner.FIX_OUTPUT)
+                                f"its own compute ({need:.6g} s) can run", file=str(binary), field=runner.OUTPUT,
+                                fix=runner.FIX_OUTPUT)
 
 
 def _role_comms(prog: Program, role: Role) -> dict[tuple, object]:

@@ -55,7 +55,7 @@ def find_binary(network: str, explicit: str | None = None) -> tuple[Path, str]:
     field = "--astra-bin" if explicit else ENV
     if not given:
         raise RankflowError("ASTRA-sim is not configured", field=ENV, fix=HOW_TO_GET)
-    path = Path(given)
+    path = Path(given).absolute()  # it runs in a scratch directory: a relative path would name nothing there
     if path.is_dir():
         for candidate in (path / BINARIES[network], path / "bin" / BINARIES[network]):
             if candidate.is_file():

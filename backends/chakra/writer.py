@@ -207,9 +207,15 @@ def set_bytes(prog: Program, encoded: dict[int, _EncodedRole]) -> int:
     return sum(per_role[prog.role_of_rank(rank)] for rank in range(prog.mesh.world))
 
 
-def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow") -> Iterator[tuple[str, bytes]]:
+TOO_BIG_FIX = ("write traces for fewer GPUs, layers or microbatches (--set workload.global_batch=...), or use the "
+               "analytical backend")
+
+
+def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow", field: str = "--chakra-out",
+                fix: str = TOO_BIG_FIX) -> Iterator[tuple[str, bytes]]:
     """(file name, bytes) of `<prefix>.<rank>.et` for every rank and `<prefix>.comm_groups.json`.
-    Programs must be op level: a coarse node would hide its inline collectives from ASTRA-sim."""
+    Programs must be op level: a coarse node would hide its inline collectives from ASTRA-sim. A set
+    too large is refused naming `field` (what asked for the traces) and `fix`."""
     if prog.detail != "ops":
         raise ValueError("Chakra traces are written from op-level programs")
     if prog.mesh.world > MAX_RANKS:
@@ -220,9 +226,7 @@ def trace_files(prog: Program, costs: Costs, prefix: str = "rankflow") -> Iterat
     total = set_bytes(prog, encoded)
     if total > MAX_BYTES:
         raise RankflowError(f"the trace set would be about {total / 2**30:.1f} GiB over {prog.mesh.world:,} ranks, more "
-                            f"than {MAX_BYTES // 2**30} GiB", field="--chakra-out",
-                            fix="write traces for fewer GPUs, layers or microbatches (--set workload.global_batch=...), "
-                                "or use the analytical backend")
+                            f"than {MAX_BYTES // 2**30} GiB", field=field, fix=fix)
     for rank in range(prog.mesh.world):
         yield f"{prefix}.{rank}.et", bind_rank(encoded[prog.role_of_rank(rank)], rank, prog, addressing)
     yield f"{prefix}.comm_groups.json", comm_groups_json(prog).encode()

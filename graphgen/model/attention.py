@@ -225,8 +225,11 @@ def mla_ops(sh: BlockShape, kind: str = "full") -> tuple[Op, ...]:
               out_layout=sh.replicated, out_bytes=e * T * latent, weight_params=latent, saved_bytes=e * T * latent),
            Op("mla_up", OpKind.MATMUL, flops=2 * T * up_w, bytes=e * (T * up_in + up_w + T * up_out / t),
               in_layout=sh.replicated, out_layout=sh.heads, shards_input=sh.column_shards, out_bytes=e * T * up_out,
-              weight_params=up_w, saved_bytes=e * T * up_in, gemm_kernels=len(up), shape=(up_in, up_out / t),
-              local_out_bytes=e * T * up_out / t)]
+              weight_params=up_w, gemm_kernels=len(up), shape=(up_in, up_out / t), local_out_bytes=e * T * up_out / t,
+              # without a query latent the query projection reads the hidden state, which sequence
+              # parallelism shards and gathers again for its weight gradient, as any column-parallel input
+              saved_bytes=e * T * latent + (0.0 if mla.q_lora_rank else column_input_saved(sh)),
+              side_comm=() if mla.q_lora_rank else column_regather(sh))]
     ops.append(_rope(sh, m.heads * mla.qk_rope_head_dim / t + mla.qk_rope_head_dim, e * T * m.heads * d.qk))
     return (*ops, *_core(sh, kind), _out_proj(sh), residual_add(sh, "attn_residual"))
 

@@ -53,7 +53,14 @@ def _frozen(op: Op, ft: FineTune, method: FinetuneMethod, target: bool, e: float
     is_linear = op.kind is OpKind.MATMUL and op.weight_params > 0
     changes: dict = dict(trainable=False)
     if is_linear:
-        changes.update(bwd_flops_factor=1.0, saved_bytes=op.saved_bytes if target else 0.0)
+        # Under sequence parallelism a column-parallel linear saves only its input's shard and gathers it
+        # again for its weight gradient; frozen, it has none, but an adapter's A needs the whole input,
+        # which it keeps gathered (NVIDIA/NeMo nemo/collections/nlp/modules/common/megatron/adapters/
+        # parallel_adapters.py @8cfedd72 ParallelLinearAdapter.forward: gather_from_sequence_parallel_region
+        # ahead of linear_in for attention_qkv and linear_fc1).
+        gathered = sum(c[3] for c in op.side_comm if c[1] == "wgrad")
+        changes.update(bwd_flops_factor=1.0, saved_bytes=(gathered or op.saved_bytes) if target else 0.0,
+                       side_comm=tuple(c for c in op.side_comm if c[1] != "wgrad"))
     if op.kind is OpKind.EMBEDDING:  # the first op: with its table frozen, no backward work is left
         changes.update(bwd_flops_factor=0.0, bwd_bytes_factor=0.0)
     out = []
@@ -78,7 +85,9 @@ def _adapter(op: Op, ft: FineTune, method: FinetuneMethod, tokens: float, e: flo
         extra_saved = e * tokens * fout   # the unscaled output, for the magnitude's gradient
     return Op(f"{op.name}.{method.name}", OpKind.MATMUL, flops=2 * tokens * r * (fin + fout),
               bytes=e * (tokens * r + params) + extra_bytes, in_layout=op.out_layout, out_layout=op.out_layout,
-              weight_params=params, saved_bytes=e * tokens * r + extra_saved, gemm_kernels=2, shape=(fin, fout))
+              weight_params=params, saved_bytes=e * tokens * r + extra_saved, gemm_kernels=2, shape=(fin, fout),
+              # its output is the base op's, so a collective after it moves what one after the base would
+              out_bytes=op.out_bytes, local_out_bytes=op.local_out_bytes, axis_bytes=op.axis_bytes)
 
 
 def apply_finetune(ops: tuple[Op, ...], ft: FineTune, trainable: bool, tokens: float, e: float,

@@ -74,6 +74,18 @@ class Op:
         return self.out_bytes
 
 
+def computes_wgrad(op: Op) -> bool:
+    """Whether the op's backward runs a weight-gradient GEMM: a trained linear, also one whose weight
+    another op holds (a tied LM head, a multi-token-prediction head sharing the main one)."""
+    return op.kind is OpKind.MATMUL and op.flops > 0 and round(op.bwd_flops_factor) >= 2
+
+
+def defers_wgrad(op: Op) -> bool:
+    """Whether a split backward defers that GEMM to its weight-gradient step: only for weights the op
+    holds itself (a shared weight's gradient stays with the input gradient)."""
+    return computes_wgrad(op) and op.weight_params > 0
+
+
 def op_work(op: Op, direction: str, selective: bool = False) -> tuple[float, float]:
     """(FLOPs, HBM bytes) of one op in one direction, derived by rule from its forward.
 
@@ -84,7 +96,7 @@ def op_work(op: Op, direction: str, selective: bool = False) -> tuple[float, flo
     if direction == "fwd":
         return op.flops, op.bytes
     bf, bb = op.flops * op.bwd_flops_factor, op.bytes * op.bwd_bytes_factor
-    wgrad = op.kind is OpKind.MATMUL and bf > 0 and round(op.bwd_flops_factor) >= 2 and op.weight_params > 0
+    wgrad = defers_wgrad(op)
     if direction == "bwd_w":
         return (bf / 2, bb / 2) if wgrad else (0.0, 0.0)
     if direction == "bwd_in" and wgrad:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from graphgen.ir import Phase, unit_span
 from graphgen.model.layer_graph import EMBED, LayerGraph
-from graphgen.model.ops import Op, OpKind, op_work
+from graphgen.model.ops import Op, OpKind, computes_wgrad, defers_wgrad, op_work
 from graphgen.parallel.layout import (
     Collective,
     Layout,
@@ -76,12 +76,14 @@ def _on_unit(it: Item, unit: int, n_layers: int) -> Item:
 
 def _issues(tag: str, op: Op, direction: str) -> bool:
     """Whether a pass in `direction` issues an op's side collective tagged 'fwd', 'bwd' (any backward
-    of the op) or 'wgrad' (only a backward that computes the op's weight gradient: the whole backward,
-    or the deferred weight-gradient step of a split one)."""
+    of the op) or 'wgrad' (the backward step that runs the op's weight-gradient GEMM: the whole backward,
+    the deferred weight-gradient step of a split one, or its input-gradient step for a shared weight)."""
     if direction == "fwd":
         return tag == "fwd"
     if tag == "wgrad":
-        return direction in ("bwd", "bwd_w") and op_work(op, "bwd_w")[0] > 0
+        if direction == "bwd_w":
+            return defers_wgrad(op)
+        return computes_wgrad(op) and (direction == "bwd" or not defers_wgrad(op))
     return tag == "bwd"
 
 
