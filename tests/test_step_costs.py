@@ -9,6 +9,7 @@ import pytest
 
 from graphgen.config import CrossEntropyEfficiency
 from graphgen.costs.compute import ComputeModel
+from graphgen.model.ops import OpKind
 from graphgen.program.roles import optimizer_item
 from tests.helpers import TINY_LLAMA, layer_graph, scenario
 
@@ -115,3 +116,23 @@ def test_a_frozen_embedding_writes_no_gradient():
                                "finetune": {"method": "lora", "lora_rank": 8}})
     emb = _op(sc, "embedding")
     assert not emb.trainable and emb.bytes * emb.bwd_bytes_factor == 0
+
+
+def test_attention_with_few_query_blocks_per_sm_runs_below_its_curve():
+    """Where a device lists measured fill shares (B200: cuDNN attention at 8-64 heads), a forward call with
+    a few query blocks per SM runs at that share of the curve and its backward barely slows; a device
+    without them keeps the whole rate from one block per SM up."""
+    from tests.helpers import ROOT
+
+    b200 = scenario(TINY_LLAMA, {"global_batch": 1}, hw_file=ROOT / "hardware_configs" / "B200.yaml").hardware.device
+    cm = ComputeModel(b200, "bf16")
+    sms = b200.sm_count
+    assert cm.attention_fill(2048) == pytest.approx(1.0)
+    assert cm.attention_fill(256) == pytest.approx(0.356, rel=0.02)  # 8 heads of 4,096 tokens
+    assert cm.attention_fill(256, backward=True) == pytest.approx(0.904, rel=0.02)
+    assert cm.attention_fill(0.5 * sms) == pytest.approx(0.356 * 0.5 / 1.73, rel=0.01)  # half an SM's worth
+    fast = cm.time(OpKind.ATTENTION, 1e12, 0.0, seq_len=4096, blocks=2048)
+    assert cm.time(OpKind.ATTENTION, 1e12, 0.0, seq_len=4096, blocks=256) / fast == pytest.approx(1 / 0.356, rel=0.02)
+    bare = b200.model_copy(update={"efficiency": b200.efficiency.model_copy(update={"attention_fill": None})})
+    plain = ComputeModel(bare, "bf16")
+    assert plain.attention_fill(256) == 1.0 and plain.attention_fill(0.5 * sms) == pytest.approx(0.5)

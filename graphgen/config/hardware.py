@@ -72,6 +72,15 @@ class CrossEntropyEfficiency(Strict):
     source: Str = ""
 
 
+class AttentionFill(Strict):
+    """The share of the attention curve's rate a fused attention call reaches with its query blocks spread
+    thin over the SMs: x is 128-row query blocks per SM (batch x heads x query blocks / SM count), the
+    curve's own measurements ran 2,048 blocks. Below the first point the share falls in proportion."""
+
+    fwd: EfficiencyCurve = Field(description="[blocks per SM, share of the curve's rate] for the forward kernel.")
+    bwd: EfficiencyCurve = Field(description="[blocks per SM, share of the curve's rate] for the backward kernel.")
+
+
 class Efficiency(Strict):
     matmul: EfficiencyCurve = Field(description="GEMM efficiency versus GEMM size.")
     matmul_shapes: GemmTable | None = Field(
@@ -86,6 +95,9 @@ class Efficiency(Strict):
     attention: EfficiencyCurve = Field(description="Fused attention efficiency versus sequence length (tokens).")
     attention_kernels: dict[Str, EfficiencyCurve] = Field(
         default_factory=dict, description="Other fused-attention implementations by name (workload.attention_kernel).")
+    attention_fill: AttentionFill | None = Field(
+        None, description="Measured share of the attention rate with few query blocks per SM, forward and backward "
+                          "(default: the rate holds from one block per SM up, and falls in proportion below).")
     memory_bound: Fraction = Field(
         0.8, description="Fraction of HBM bandwidth reached by element-wise kernels and norms.")
     memory_bound_source: Str = ""

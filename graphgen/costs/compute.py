@@ -125,11 +125,28 @@ class ComputeModel:
             frac = (eff.cross_entropy.fused if self.fused_loss else eff.cross_entropy.unfused) or frac
         return nbytes / (self.hbm * frac)
 
+    def attention_fill(self, blocks: float, backward: bool = False) -> float:
+        """The share of the attention curve's rate a call with `blocks` parallel query blocks reaches: the
+        curves were measured with ~2048 in flight; with fewer than one per SM the rest idle, and where the
+        device lists measurements (attention_fill) the rate falls off before that."""
+        sms = self.device.sm_count
+        if not sms or blocks <= 0:
+            return 1.0
+        waves = blocks / sms
+        table = self.device.efficiency.attention_fill
+        if table is None:
+            return min(1.0, waves)
+        curve = table.bwd if backward else table.fwd
+        x0, y0 = curve.points[0]
+        return y0 * waves / x0 if waves < x0 else interpolate(curve, waves)
+
     def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0,
-             blocks: float = 0.0, gemm: tuple[str, float, float, float, int] | None = None) -> float:
+             blocks: float = 0.0, gemm: tuple[str, float, float, float, int] | None = None,
+             backward: bool = False) -> float:
         """Seconds for `kernels` launches that together do `flops` and move `nbytes`; a fused attention
-        kernel also needs its key/value length `seq_len` and its parallel query `blocks`, and a GEMM
-        may name its (pass, m, k, n, groups) to use a measured shape (see gemm_shape)."""
+        kernel also needs its key/value length `seq_len`, its parallel query `blocks` and whether it is
+        the backward kernel, and a GEMM may name its (pass, m, k, n, groups) to use a measured shape
+        (see gemm_shape)."""
         launch = kernels * self.device.launch_overhead_us * US
         if kind is OpKind.MATMUL:
             eff, whole_call = self._gemm_efficiency(flops / max(kernels, 1) / 1e9, gemm)
@@ -139,9 +156,7 @@ class ComputeModel:
         elif kind is OpKind.ATTENTION:
             if seq_len <= 0:
                 raise ValueError("a fused attention op needs its sequence length")
-            # The curves were measured with ~2048 query blocks in flight; fewer than one per SM idle the rest.
-            sms = self.device.sm_count
-            fill = min(1.0, blocks / sms) if sms and blocks > 0 else 1.0
+            fill = self.attention_fill(blocks, backward)
             t_math = flops / (self.vector_peak * interpolate(self.attention_curve, seq_len) * fill)
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
@@ -194,7 +209,7 @@ class ComputeModel:
         elif direction == "bwd_w":
             t = 0.0
         else:
-            t = self.time(op.kind, bf, bb, k, op.seq_len, op.attention_blocks) if (bf or bb) else 0.0
+            t = self.time(op.kind, bf, bb, k, op.seq_len, op.attention_blocks, backward=True) if (bf or bb) else 0.0
         if selective and op.recompute_selective and direction != "bwd_w":
             t += self.op_time(op, "fwd")
         return t
