@@ -77,7 +77,8 @@ class Op:
 def computes_wgrad(op: Op) -> bool:
     """Whether the op's backward runs a weight-gradient GEMM: a trained linear, also one whose weight
     another op holds (a tied LM head, a multi-token-prediction head sharing the main one)."""
-    return op.kind is OpKind.MATMUL and op.flops > 0 and round(op.bwd_flops_factor) >= 2
+    return (op.kind is OpKind.MATMUL and op.flops > 0 and round(op.bwd_flops_factor) >= 2 and op.trainable
+            and op.shape[0] > 0)  # a product without weights (attention scores) has two input gradients instead
 
 
 def defers_wgrad(op: Op) -> bool:
