@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from graphgen.model.common import column_input_saved, column_regather, norm, residual_add
+from graphgen.model.common import column_input, column_input_saved, column_regather, norm, residual_add
 from graphgen.model.linear_attention import gated_delta_ops
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.params import attention_linears
@@ -182,8 +182,7 @@ def attention_ops(sh: BlockShape, kind: str) -> tuple[Op, ...]:
     ops.append(Op("qkv_proj", OpKind.MATMUL, flops=2 * T * qkv.weights / t,
                   bytes=e * (T * m.hidden + qkv.weights / t + T * qkv.d_out / t), in_layout=sh.replicated,
                   out_layout=sh.heads, shards_input=sh.column_shards, out_bytes=e * T * qkv.d_out,
-                  weight_params=qkv.weights / t + (qkv.d_out / t if qkv.bias else 0), saved_bytes=column_input_saved(sh),
-                  side_comm=column_regather(sh),
+                  weight_params=qkv.weights / t + (qkv.d_out / t if qkv.bias else 0), **column_input(sh),
                   shape=(qkv.d_in, qkv.d_out / t), local_out_bytes=e * T * qkv.d_out / t, norm_input=True))
     if m.position_encoding == "rope":
         ops.append(_rope(sh, (m.heads + m.n_kv_heads) * m.d_head * m.rotary_fraction / t, e * T * qkv.d_out))
@@ -218,8 +217,7 @@ def mla_ops(sh: BlockShape, kind: str = "full") -> tuple[Op, ...]:
     ops = [norm(sh, "ln_attn"),
            Op("mla_down", OpKind.MATMUL, flops=2 * T * down_w, bytes=e * (T * m.hidden + down_w + T * (latent + mla.qk_rope_head_dim)),
               in_layout=sh.replicated, out_layout=sh.replicated, out_bytes=e * T * latent,
-              weight_params=down_w, saved_bytes=column_input_saved(sh),
-              side_comm=column_regather(sh), shape=(m.hidden, down_w / m.hidden),
+              weight_params=down_w, **column_input(sh), shape=(m.hidden, down_w / m.hidden),
               gemm_kernels=len(down), local_out_bytes=e * T * latent),
            Op("mla_norm", OpKind.NORM, flops=8 * T * latent, bytes=2 * e * T * latent, in_layout=sh.replicated,
               out_layout=sh.replicated, out_bytes=e * T * latent, weight_params=latent, saved_bytes=e * T * latent),

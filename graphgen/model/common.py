@@ -33,10 +33,19 @@ def residual_add(sh: BlockShape, name: str) -> Op:
               local_out_bytes=sh.local(e * sh.tokens * m.hidden, False))
 
 
+def column_input(sh: BlockShape) -> dict:
+    """What a column-parallel linear keeps of its input for the weight gradient, and the collective that
+    gets the rest back: Op fields (saved_bytes, side_comm). Under SP it keeps the shard and gathers it
+    again in backward (column_regather), unless the framework keeps the gathered input."""
+    return dict(saved_bytes=column_input_saved(sh), side_comm=column_regather(sh))
+
+
+def _full_input(sh: BlockShape) -> float:
+    return sh.e * sh.tokens * sh.model.hidden
+
+
 def column_input_saved(sh: BlockShape) -> float:
-    """Input a column-parallel linear keeps for its weight gradient: SP saves the shard and
-    re-gathers it in backward (column_regather), unless the framework keeps the gathered input."""
-    return sh.e * sh.tokens * sh.model.hidden / (sh.tp if sh.sp and sh.sp_regather else 1)
+    return _full_input(sh) / (sh.tp if sh.sp and sh.sp_regather else 1)
 
 
 def column_regather(sh: BlockShape) -> tuple:
@@ -52,4 +61,4 @@ def column_regather(sh: BlockShape) -> tuple:
     'wgrad' pass: only a backward that computes the weight gradient issues it."""
     if not (sh.sp and sh.sp_regather):
         return ()
-    return (("tp", "wgrad", Collective.ALL_GATHER, sh.e * sh.tokens * sh.model.hidden, False, False),)
+    return (("tp", "wgrad", Collective.ALL_GATHER, _full_input(sh), False, False),)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from graphgen.model.block import layer_ops
-from graphgen.model.common import column_input_saved, column_regather, dropout_mask_bytes, norm
+from graphgen.model.common import column_input, dropout_mask_bytes, norm
 from graphgen.model.kinds import layer_kind
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.shape import BlockShape
@@ -75,8 +75,7 @@ def _output(sh: BlockShape, prefix: str, head_params: float) -> tuple[Op, ...]:
         Op(prefix + "lm_head", OpKind.MATMUL, flops=2 * T * m.hidden * V / t, bytes=e * (T * m.hidden + V * m.hidden / t + T * V / t),
            in_layout=sh.replicated, out_layout=sh.vocab_shard, shards_input=sh.column_shards, out_bytes=e * T * V,
            weight_params=params,
-           saved_bytes=column_input_saved(sh),
-           side_comm=column_regather(sh), shape=(m.hidden, V / t), local_out_bytes=sh.local(e * T * V, False),
+           **column_input(sh), shape=(m.hidden, V / t), local_out_bytes=sh.local(e * T * V, False),
            high_precision=True),
         Op(prefix + "cross_entropy", OpKind.LOSS, flops=6 * T * V / t, bytes=(2 * e if fused else e + 36) * T * V / t,
            in_layout=sh.vocab_shard, out_layout=sh.row_out, out_bytes=12 * T,

@@ -12,7 +12,7 @@ tokens, which its backward reads again.
 
 from __future__ import annotations
 
-from graphgen.model.common import column_input_saved, column_regather, norm, residual_add
+from graphgen.model.common import column_input, norm, residual_add
 from graphgen.model.flops import gated_delta_core_fwd
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.params import gated_delta_linears
@@ -34,8 +34,7 @@ def gated_delta_ops(sh: BlockShape) -> tuple[Op, ...]:
         Op("gdn_in_proj", OpKind.MATMUL, flops=2 * T * proj.weights / t,
            bytes=e * (T * m.hidden + proj.weights / t + T * proj.d_out / t), in_layout=sh.replicated,
            out_layout=sh.heads, shards_input=sh.column_shards, out_bytes=e * T * proj.d_out,
-           weight_params=proj.weights / t, saved_bytes=column_input_saved(sh),
-           side_comm=column_regather(sh), shape=(m.hidden, proj.d_out / t),
+           weight_params=proj.weights / t, **column_input(sh), shape=(m.hidden, proj.d_out / t),
            local_out_bytes=e * T * proj.d_out / t, norm_input=True),
         # The convolution's weights and the per-head decay and step parameters (A_log, dt_bias): the core
         # itself is a product of activations, with input gradients only.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from graphgen.model.common import column_input_saved, column_regather, norm, residual_add
+from graphgen.model.common import column_input, norm, residual_add
 from graphgen.model.ops import Op, OpKind
 from graphgen.model.params import dense_mlp_linears, mlp_up_width
 from graphgen.model.shape import BlockShape
@@ -27,8 +27,7 @@ def dense_mlp(sh: BlockShape) -> tuple[Op, ...]:
         norm(sh, "ln_mlp"),
         Op("fc1", OpKind.MATMUL, flops=2 * T * fc1.weights / t, bytes=e * (T * m.hidden + fc1.weights / t + T * up / t),
            in_layout=sh.replicated, out_layout=sh.hid, shards_input=sh.column_shards, out_bytes=e * T * up,
-           weight_params=fc1.weights / t + (up / t if fc1.bias else 0), saved_bytes=column_input_saved(sh),
-           side_comm=column_regather(sh),
+           weight_params=fc1.weights / t + (up / t if fc1.bias else 0), **column_input(sh),
            shape=(m.hidden, up / t), local_out_bytes=e * T * up / t, norm_input=True),
         Op("swiglu" if gated else m.activation, OpKind.ELEMENTWISE, flops=8 * T * f / t,
            bytes=e * T * f / t * (glu_passes if gated else 2), in_layout=sh.hid, out_layout=sh.hid,
@@ -57,8 +56,7 @@ def _shared_experts(sh: BlockShape) -> tuple[Op, ...]:
     return (
         Op("shared_fc1", OpKind.MATMUL, flops=2 * T * fc1.weights / t, bytes=e * (T * m.hidden + fc1.weights / t + T * up / t),
            in_layout=sh.replicated, out_layout=sh.hid, shards_input=sh.column_shards, out_bytes=e * T * up,
-           weight_params=fc1.weights / t, saved_bytes=column_input_saved(sh),
-           side_comm=column_regather(sh), shape=(m.hidden, up / t),
+           weight_params=fc1.weights / t, **column_input(sh), shape=(m.hidden, up / t),
            local_out_bytes=e * T * up / t),
         Op("shared_act", OpKind.ELEMENTWISE, flops=8 * T * width / t,
            bytes=e * T * width / t * (passes if gated else 2), in_layout=sh.hid, out_layout=sh.hid,
