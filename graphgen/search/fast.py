@@ -8,13 +8,12 @@ streams in the order the DAG would issue them: ZeRO-1/2 parameter gathers at the
 the first forward use of their units, gradient buckets when they become final, ZeRO-3 gathers one
 unit ahead of compute. The optimizer waits for the last pass and every gradient reduction. Compute
 overlapped by communication is slowed as the replay slows it, collectives beside an op run on their
-own streams (graphgen.search.walk), and a long step is two shorter replays extrapolated;
-benchmarks/search_speed.py prints the largest disagreement with the DAG replay on a sample.
+own streams (graphgen.search.walk), and a long step is two shorter replays extrapolated once they
+move at one pace (ZeRO-3 passes: graphgen.search.zero3); benchmarks/search_speed.py prints the
+largest disagreement with the DAG replay on a sample.
 """
 
 from __future__ import annotations
-
-from collections import defaultdict
 
 from graphgen.costs.evaluate import Coster
 from graphgen.ir import comm_stream
@@ -23,7 +22,6 @@ from graphgen.parallel.mesh import Mesh
 from graphgen.parallel.zero import (
     ZERO3_GATHER,
     GradGroup,
-    gather_points,
     grad_collective,
     grad_groups,
     grads_every_microbatch,
@@ -32,9 +30,12 @@ from graphgen.program import Program
 from graphgen.scenario import Scenario
 from graphgen.schedule import SCHEDULES, stage_order
 from graphgen.search.passes import Lowered, PassProfile, lowered, optimizer_time
-from graphgen.search.walk import Run, run_items, shared_prefix
+from graphgen.search.walk import Run, fastest_pace, marks, run_items, shared_prefix
 from graphgen.search.walk import Stage as _Stage
+from graphgen.search.zero3 import zero3_pass
 from graphgen.units import dtype_bytes
+
+STEADY_TOL = 1e-3  # the most a pace not yet reached may add to an extrapolated step
 
 
 class FastStep:
@@ -54,7 +55,7 @@ class FastStep:
         self.boundary = self.pbytes * w.micro_batch * w.seq_len / p.cp * sc.model.hidden / p.tp
         self.stage_of = {g: s for s in range(p.pp) for g in self.sched.chunks(p.pp, s, p.virtual_stages)}
         self.kappa = sc.hardware.device.overlap_slowdown
-        self._memo: dict = {}
+        self.memo: dict = {}
         self._pp = comm_stream("pp")
         any_sync = p.dp * p.cp > 1 or (sc.model.moe is not None and p.edp > 1)
         self._zero3 = p.zero_stage == 3 and any_sync
@@ -68,7 +69,7 @@ class FastStep:
         kind = grad_collective(self.sc.plan.zero_stage, self.sc.plan.zero_stage == 3 and self.sc.plan.zero3_grad_all_reduce)
         return self._coll(grp, kind, b.params * self.gbytes) if b.params > 0 else 0.0
 
-    def _gather(self, grp: GradGroup, b) -> float:
+    def gather(self, grp: GradGroup, b) -> float:
         from graphgen.parallel.layout import Collective
 
         zero3 = self.sc.plan.zero_stage == 3
@@ -77,18 +78,18 @@ class FastStep:
 
     def _transfer(self, src: int, dst: int) -> float:
         key = ("p2p", src, dst)
-        got = self._memo.get(key)
+        got = self.memo.get(key)
         if got is None:
             stride, gpn = self.coster.prog.mesh.stride("pp"), self.sc.hardware.node.gpus_per_node
             same = (src * stride) // gpn == (dst * stride) // gpn
-            got = self._memo[key] = self.coster.net.p2p_time(self.boundary, same)
+            got = self.memo[key] = self.coster.net.p2p_time(self.boundary, same)
         return got
 
-    def _syncs(self, st: _Stage, tpl_id: int, g: int) -> list[tuple[int, str, float]]:
+    def syncs(self, st: _Stage, tpl_id: int, g: int) -> list[tuple[int, str, float]]:
         """(item after which it is issued, stream, seconds) of the gradient buckets a grad pass of
         chunk g makes final, in the order the DAG issues them (cached per plan)."""
         key = ("syncs", tpl_id, g, st.chunks)
-        got = self._memo.get(key)
+        got = self.memo.get(key)
         if got is None:
             tpl = self.low.profiles[tpl_id].template
             n, got = len(tpl.items), []
@@ -98,7 +99,7 @@ class FastStep:
                         if b.units:
                             got.append((max(tpl.last_use.get(u, n - 1) for u in b.units), comm_stream(grp.axis),
                                         self._sync(grp, b)))
-            got = self._memo[key] = sorted(got, key=lambda x: x[0])
+            got = self.memo[key] = sorted(got, key=lambda x: x[0])
         return got
 
     def _run_pass(self, st: _Stage, tpl_id: int, g: int, phase: str, last_grad: bool,
@@ -113,7 +114,7 @@ class FastStep:
         reduce_now = grads_here and (self._every_mb or (last_grad and p.overlap_grad_reduce))
         prof = self.low.profiles[tpl_id]
         if self._zero3 and phase != "W":
-            return self._zero3_pass(st, prof, tpl_id, g, reduce_now, input_ready)
+            return zero3_pass(self, st, prof, tpl_id, g, reduce_now, input_ready)
         after, mids = self._layout(st, tpl_id, g, reduce_now)
         t = input_ready
         for i in range(prof.lead):
@@ -146,7 +147,7 @@ class FastStep:
         if got is None:
             prof = self.low.profiles[tpl_id]
             after: dict[int, list[tuple[str, float]]] = {}
-            for idx, name, dur in (self._syncs(st, tpl_id, g) if reduce_now else ()):
+            for idx, name, dur in (self.syncs(st, tpl_id, g) if reduce_now else ()):
                 after.setdefault(idx, []).append((name, dur))
             got = st.memo[key] = (after, sorted(i for i in after if prof.lead <= i < prof.trail))
         return got
@@ -159,94 +160,40 @@ class FastStep:
             st.stream(name, end, dur)
         return end
 
-    def _spans(self, st: _Stage, tpl_id: int) -> list[tuple[str, list[tuple[int, int, float]]]]:
-        """Per gradient group: its stream and the (first item, last item, gather seconds) of every
-        span that needs a unit's full parameters (cached per plan)."""
-        key = ("spans", tpl_id, st.chunks)
-        got = self._memo.get(key)
-        if got is None:
-            tpl = self.low.profiles[tpl_id].template
-            got = []
-            for grp in (x for x in st.groups if x.sync):
-                points = gather_points(tpl, grp.bucket_of, self.sc.plan.zero3_regather_after_recompute)
-                got.append((comm_stream(grp.axis), [(f, la, self._gather(grp, grp.bucket_of[u])) for f, la, u in points]))
-            got = self._memo[key] = got
-        return got
-
-    def _zero3_pass(self, st: _Stage, prof: PassProfile, tpl_id: int, g: int, reduce_now: bool,
-                    input_ready: float) -> tuple[float, float]:
-        """Units' parameters gathered one unit ahead (the k-th waits for the (k-2)-th span), buckets
-        reduce-scattered as they become final; (compute free, pass done), as _run_pass."""
-        firsts, after, order = self._zero3_layout(st, tpl_id, g, reduce_now)
-        gates: dict[int, float] = {}
-        stream = st.stream
-
-        def issue(name: str, at: float, dur: float, gated: int | None) -> None:
-            done = stream(name, at, dur)
-            if gated is not None and done > gates.get(gated, 0.0):
-                gates[gated] = done
-        for name, dur, f in firsts:  # the first two wait only for the pass's input, not the stage
-            issue(name, input_ready, dur, f)
-        ai, kappa, trail = 0, self.kappa, prof.trail  # the next item to run; where the compute ends
-        t = st.free if st.free > input_ready else input_ready
-        for i in order:
-            if i >= trail:
-                break
-            t = run_items(st, prof, t, ai, i, kappa)
-            gate = gates.get(i)
-            if gate is not None and gate > t:
-                t = gate
-            t = run_items(st, prof, t, i, i + 1, kappa)
-            ai = i + 1
-            for name, dur, gated in after.get(i, ()):
-                issue(name, t, dur, gated)
-        core = t = run_items(st, prof, t, ai, trail, kappa)
-        t, st.carry = max(t, st.carry), 0.0
-        for i in range(trail, len(prof.start)):  # trailing collectives on their own streams
-            ready = max(t, gates.get(i, 0.0))
-            t = stream(comm_stream(prof.template.items[i].axis), ready, prof.end[i] - prof.start[i])
-            for name, dur, gated in after.get(i, ()):
-                issue(name, t, dur, gated)
-        return core, t
-
-    def _zero3_layout(self, st: _Stage, tpl_id: int, g: int, reduce_now: bool) -> tuple[list, dict, list[int]]:
-        """A ZeRO-3 pass's issues, cached per stage: the gathers at its input's arrival (stream, seconds,
-        the item they gate), the collectives issued after each item (gathers first, then the buckets
-        it makes final), and the items where something is gated or issued, in order."""
-        key = ("z3", tpl_id, g, reduce_now)
-        got = st.memo.get(key)
-        if got is None:
-            spans = self._spans(st, tpl_id)
-            firsts: list[tuple[str, float, int]] = []
-            after: dict[int, list] = defaultdict(list)
-            for name, points in spans:
-                for k in range(len(points)):
-                    if k < 2:
-                        firsts.append((name, points[k][2], points[k][0]))
-                    else:
-                        after[points[k - 2][1]].append((name, points[k][2], points[k][0]))
-            for idx, name, dur in (self._syncs(st, tpl_id, g) if reduce_now else ()):
-                after[idx].append((name, dur, None))
-            order = sorted({*(f for _, _, f in firsts), *(f for _, pts in spans for f, _, _ in pts[2:]), *after})
-            got = st.memo[key] = (firsts, dict(after), order)
-        return got
-
     # --------------------------------------------------------------------- the step
     def step_time(self) -> float:
         """The step at the plan's microbatch count. Past the pipeline's fill the timeline repeats
-        with every further microbatch, so a long step is two short replays extrapolated."""
+        with every further microbatch, so a long step is two short replays extrapolated, once the
+        replays show it steady (else from twice as many microbatches, or in full)."""
         M = self.sc.microbatches
         m1, m2 = self._probes()
-        if M <= m2:
-            return self.replay(M)
+        while m2 < M:
+            got = self._extrapolate(m1, m2, M)
+            if got is not None:
+                return got
+            m1, m2 = 2 * m1, 2 * m1 + m2 - m1
+        return self.replay(M)
+
+    def _extrapolate(self, m1: int, m2: int, M: int) -> float | None:
+        """The step at M from replays of m1 and m2 microbatches, or None when some stage or stream in
+        them moved faster than the line through them by more than STEADY_TOL of the step by M."""
         # The probes run the same passes until the shorter one's cooldown: replay that shared
         # prefix once and carry on from it with each count.
         run2 = self._start(m2)
         orders1 = [self._plan_steps(s, st, m1) for s, st in enumerate(run2.stages)]
-        self._drive(run2, shared_prefix(orders1, run2.orders))
-        run1 = run2.fork(orders1)
-        t1, t2 = self._drive(run1), self._drive(run2)
-        return t2 + (t2 - t1) * (M - m2) / (m2 - m1)
+        cut = shared_prefix(orders1, run2.orders)
+        self._drive(run2, cut)
+        before = marks(run2)
+        t1 = self._drive(run2.fork(orders1))
+        # The same point of the longer replay: where its own cooldown starts.
+        later = [c + len(b) - len(a) for c, a, b in zip(cut, orders1, run2.orders, strict=True)]
+        if not self._drive_to(run2, later):
+            return None
+        pace = fastest_pace(before, marks(run2), m2 - m1)
+        t2 = self._drive(run2)
+        slope = (t2 - t1) / (m2 - m1)
+        got = t2 + slope * (M - m2)
+        return got if (pace - slope) * (M - m2) <= STEADY_TOL * got else None
 
     def _probes(self) -> tuple[int, int]:
         """Two microbatch counts past the fill that the schedule accepts (interleaving wants
@@ -275,28 +222,34 @@ class FastStep:
         return Run(stages, orders)
 
     def _drive(self, run: Run, stop: list[int] | None = None) -> float:
-        """Run every stage up to its stop (default: the end; then the step's time). Stages share
-        nothing but the arrivals, so any order that respects them gives the same times: run a stage
-        until it waits for an input, and wake it when that input arrives."""
+        """Run every stage up to its stop (default: the end; then the step's time)."""
         stop = stop or [len(o) for o in run.orders]
-        waiting: dict[tuple[bool, int, int], int] = {}
-        ready = list(range(len(stop) - 1, -1, -1))
-        while ready:
-            s = ready.pop()
-            self._advance(s, run.stages[s], run.orders[s], run.ptr, run.arrive, waiting, ready, stop[s])
-        if run.ptr != stop:
+        if not self._drive_to(run, stop):
             raise RuntimeError("pipeline schedule deadlocks in the fast evaluator")
         if any(n != len(o) for n, o in zip(stop, run.orders, strict=True)):
             return 0.0
         return max(self._finish(s, st) for s, st in enumerate(run.stages))
 
+    def _drive_to(self, run: Run, stop: list[int]) -> bool:
+        """Run every stage up to its stop; whether all got there. Stages share nothing but the
+        arrivals, so any order that respects them gives the same times: run a stage until it waits
+        for an input, and wake it when that input arrives."""
+        if any(a > b for a, b in zip(run.ptr, stop, strict=True)):
+            return False
+        waiting: dict[tuple[bool, int, int], int] = {}
+        ready = list(range(len(stop) - 1, -1, -1))
+        while ready:
+            s = ready.pop()
+            self._advance(s, run.stages[s], run.orders[s], run.ptr, run.arrive, waiting, ready, stop[s])
+        return run.ptr == stop
+
     def _groups(self, s: int, chunks: tuple[int, ...]) -> list[GradGroup]:
         key = ("groups", s)
-        got = self._memo.get(key)
+        got = self.memo.get(key)
         if got is None:
             p, low = self.sc.plan, self.low
             units_of = lambda g: low.lg.chunk_units(low.chunk_layers, g)  # noqa: E731
-            got = self._memo[key] = grad_groups(p, low.lg, chunks, units_of, self.gbytes, self.sc.model.moe is not None)
+            got = self.memo[key] = grad_groups(p, low.lg, chunks, units_of, self.gbytes, self.sc.model.moe is not None)
         return got
 
     def _step_start(self, st: _Stage) -> None:
@@ -306,7 +259,7 @@ class FastStep:
                 if grp.sync:
                     for g in st.chunks:
                         for b in grp.buckets[g]:
-                            done = st.stream(comm_stream(grp.axis), 0.0, self._gather(grp, b))
+                            done = st.stream(comm_stream(grp.axis), 0.0, self.gather(grp, b))
                             for u in b.units:
                                 st.gate[u] = max(st.gate.get(u, 0.0), done)
 
@@ -319,7 +272,8 @@ class FastStep:
         key = ("steps", p.schedule, p.pp, p.virtual_stages, self.P, M, s)
         skel = self.cache.get(key)
         if skel is None:
-            skel = self.cache[key] = self._skeleton(s, st, stage_order(p.schedule, p.pp, s, M, p.virtual_stages))
+            order = stage_order(p.schedule, p.pp, s, M, p.virtual_stages)
+            skel = self.cache[key] = self._skeleton(s, st, order, self._ranks(M))
         steps, peers = skel
         tr = {peer: self._transfer(s, peer) if peer != s else None for peer in peers}
         full = (key, id(self.low), tuple(tr.items()))
@@ -331,12 +285,27 @@ class FastStep:
                                       for _, g, ph, need, give, peer, last in steps]
         return got
 
-    def _skeleton(self, s: int, st: _Stage, order) -> tuple[list[tuple], set[int]]:
+    def _ranks(self, M: int) -> dict[int, int]:
+        """Each microbatch's place among those through the same model copy. Inputs are keyed by it, so
+        replays of different lengths name the same steps alike up to their cooldowns (DualPipe numbers
+        its second direction's microbatches after all of the first's)."""
+        p = self.sc.plan
+        key = ("ranks", p.schedule, p.pp, p.virtual_stages, M)
+        got = self.cache.get(key)
+        if got is None:
+            chunks = self.sched.chunks(p.pp, 0, p.virtual_stages)
+            by_copy: dict[int, set[int]] = {}
+            for x in stage_order(p.schedule, p.pp, 0, M, p.virtual_stages):
+                by_copy.setdefault(chunks[x.chunk] // self.P, set()).add(x.microbatch)
+            got = self.cache[key] = {mb: i for mbs in by_copy.values() for i, mb in enumerate(sorted(mbs))}
+        return got
+
+    def _skeleton(self, s: int, st: _Stage, order, ranks: dict[int, int]) -> tuple[list[tuple], set[int]]:
         """The steps with the peer stage in place of the template and transfer, and the peers."""
         last = {st.chunks[x.chunk]: i for i, x in enumerate(order) if x.phase in ("B", "W")}
         out = []
         for i, x in enumerate(order):
-            g, mb, phase = st.chunks[x.chunk], x.microbatch, x.phase
+            g, mb, phase = st.chunks[x.chunk], ranks[x.microbatch], x.phase
             fwd, pos = phase == "F", g % self.P
             needs = phase != "W" and ((fwd and pos > 0) or (not fwd and pos < self.P - 1))
             gives = phase != "W" and ((fwd and pos < self.P - 1) or (not fwd and pos > 0))
@@ -387,7 +356,7 @@ class FastStep:
                 if grp.sync:
                     for g in st.chunks:
                         for b in grp.buckets[g]:
-                            end = st.stream(comm_stream(grp.axis), end, self._gather(grp, b))
+                            end = st.stream(comm_stream(grp.axis), end, self.gather(grp, b))
         return end
 
 

@@ -209,6 +209,26 @@ class Run:
         return run
 
 
+def marks(run: Run) -> list[tuple[float, dict[str, float]]]:
+    """Per stage, where its compute and its communication streams stand."""
+    return [(st.free, dict(st.streams)) for st in run.stages]
+
+
+def fastest_pace(before: list[tuple[float, dict]], after: list[tuple[float, dict]], microbatches: int) -> float:
+    """Seconds per microbatch of the fastest-moving stage compute, or stream still busy past its
+    compute, between two points of a replay the given microbatches apart. A pipeline is steady only
+    when every one moves at the step's own pace: one moving faster is a stage or a backlog that will
+    set the pace once its lead is spent (later stages falling behind earlier ones, ZeRO-3 gathers
+    losing a little ground with every microbatch)."""
+    pace = 0.0
+    for (f0, s0), (f1, s1) in zip(before, after, strict=True):
+        pace = max(pace, f1 - f0)
+        for n, v in s1.items():
+            if v > f1:
+                pace = max(pace, v - s0.get(n, 0.0))
+    return pace / microbatches
+
+
 def shared_prefix(a: list[list[tuple]], b: list[list[tuple]]) -> list[int]:
     """Per stage, how many leading steps two replays run identically: the same steps whose inputs
     come from such steps (then their times are the same too, whatever follows)."""
