@@ -116,8 +116,8 @@ def layer_activation_bytes(ops, recompute: str, tokens_resid_bytes: float) -> fl
 
 
 def _unit_weight_bytes(lg: LayerGraph, unit: int, pbytes: float, expert: bool | None = None) -> float:
-    return sum(op.weight_params * (op.weight_bytes or pbytes) for op in lg.unit_ops(unit)
-               if expert is None or op.expert == expert)
+    return lg.block_sum(unit, ("weight_bytes", pbytes, expert), lambda op: op.weight_params * (op.weight_bytes or pbytes)
+                        if expert is None or op.expert == expert else 0.0)
 
 
 def stage_states(sc: Scenario, lg: LayerGraph, units: list[int], pbytes: float) -> ModelStates:
@@ -127,26 +127,35 @@ def stage_states(sc: Scenario, lg: LayerGraph, units: list[int], pbytes: float) 
     groups = [(None, p.dp * p.cp)] if sc.model.moe is None else [(False, p.dp * p.cp), (True, p.edp)]
     total = ModelStates(0.0, 0.0, 0.0, 0.0)
     for expert, dp in groups:
-        total += model_states(
-            sum(_unit_weight_bytes(lg, u, pbytes, expert) for u in units),
-            sum(lg.unit_trainable(u, expert) for u in units), precision=w.precision, optimizer=w.optimizer,
-            grad_dtype=p.grad_reduce_dtype, dp=dp, zero=p.zero_stage,
-            adafactor_elems=sum(_adafactor_elems(lg, u) for u in units) if not expert else 0.0,
-            shard_master=p.shard_master_weights, param_dtype_grads=p.param_dtype_grads)
+        weights, trainable, factored = _stage_sums(lg, tuple(units), pbytes, expert)
+        total += model_states(weights, trainable, precision=w.precision, optimizer=w.optimizer,
+                              grad_dtype=p.grad_reduce_dtype, dp=dp, zero=p.zero_stage,
+                              adafactor_elems=factored if not expert else 0.0,
+                              shard_master=p.shard_master_weights, param_dtype_grads=p.param_dtype_grads)
     return total
+
+
+def _stage_sums(lg: LayerGraph, units: tuple[int, ...], pbytes: float, expert: bool | None
+                ) -> tuple[float, float, float]:
+    """(weight bytes, trainable parameters, Adafactor elements) of a stage's units, cached on the layer
+    graph: the plans of a search that share it ask for the same stages again and again."""
+    return lg.memo(("stage", units, pbytes, expert), lambda: (
+        sum(_unit_weight_bytes(lg, u, pbytes, expert) for u in units),
+        sum(lg.unit_trainable(u, expert) for u in units),
+        sum(_adafactor_elems(lg, u) for u in units)))
 
 
 def _adafactor_elems(lg: LayerGraph, unit: int) -> float:
     """Adafactor keeps a row and a column second moment per matrix, a full one per vector."""
     if not lg.unit_trainable(unit):
         return 0.0
-    total = 0.0
-    for op in lg.unit_ops(unit):
+
+    def elems(op) -> float:
         if not op.trainable or op.weight_params <= 0:
-            continue
+            return 0.0
         fin, fout = op.shape
-        total += fin + fout if fin and fout else op.weight_params
-    return total
+        return fin + fout if fin and fout else op.weight_params
+    return lg.block_sum(unit, ("adafactor",), elems)
 
 
 def _transient(lg: LayerGraph, sc: Scenario, e: float, last_stage: bool, layers) -> float:
@@ -214,9 +223,13 @@ def _activations(sc: Scenario, lg: LayerGraph, chunk_layers, chunks, stage: int,
             return 0.0
         return sum(op.saved_bytes for op in lg.unit_ops(unit) if op.weight_params > 0 and op.trainable)
 
-    units = {g: lg.chunk_units(chunk_layers, g) for g in chunks}
-    weight = {g: sum(saved(u) for u in units[g]) for g in chunks}
-    kept = {g: sum(for_w(u) for u in units[g]) for g in chunks}
+    def sums(units: tuple[int, ...]) -> tuple[float, float]:  # the same chunks recur across a search's plans
+        return lg.memo(("activations", units, p.recompute, p.recompute_every, resid),
+                       lambda: (sum(saved(u) for u in units), sum(for_w(u) for u in units)))
+
+    got = {g: sums(tuple(lg.chunk_units(chunk_layers, g))) for g in chunks}
+    weight = {g: w for g, (w, _) in got.items()}
+    kept = {g: k for g, (_, k) in got.items()}
     return stage_peak(sc, stage, list(chunks), weight, kept)
 
 
@@ -313,8 +326,7 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
     for stage, chunks in enumerate(role_chunks):
         units = _stage_units(lg, chunk_layers, chunks)
         layers = tuple(u for u in units if 0 <= u < lg.layers)
-        weight_bytes = sum(_unit_weight_bytes(lg, u, pbytes) for u in units)
-        trainable = sum(lg.unit_trainable(u) for u in units)
+        weight_bytes, trainable, _ = _stage_sums(lg, tuple(units), pbytes, None)
         states = stage_states(sc, lg, units, pbytes)
         acts = _activations(sc, lg, chunk_layers, chunks, stage, resid)
         transient = _transient(lg, sc, e, any(g % len(chunk_layers) == len(chunk_layers) - 1 for g in chunks), layers or (0,))

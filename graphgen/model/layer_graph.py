@@ -10,7 +10,7 @@ built. Backward is derived by rule.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from graphgen.model.block import layer_ops
 from graphgen.model.ends import embedding_ops, head_ops
@@ -49,6 +49,9 @@ class LayerGraph:
     layers: int
     frozen_layers: int = 0             # blocks at the input side with no backward at all (freeze)
     embed_trainable: bool = True
+    # Per-block sums (parameters, weight bytes): a plan search asks for them per unit of every stage
+    # of every candidate, and they depend on the unit's block only.
+    _sums: dict = field(default_factory=dict, init=False, compare=False, repr=False, hash=False)
 
     @property
     def embed(self) -> tuple[Op, ...]:
@@ -85,13 +88,26 @@ class LayerGraph:
 
     def unit_params(self, unit: int, expert: bool | None = None) -> float:
         """Parameters of a unit on this rank (only the routed experts', or only the others, if asked)."""
-        return sum(op.weight_params for op in self.unit_ops(unit) if expert is None or op.expert == expert)
+        return self.block_sum(unit, ("params", expert), lambda op: op.weight_params
+                              if expert is None or op.expert == expert else 0.0)
 
     def unit_trainable(self, unit: int, expert: bool | None = None) -> float:
         if 0 <= unit < self.frozen_layers:
             return 0.0
-        return sum(op.weight_params for op in self.unit_ops(unit)
-                   if op.trainable and (expert is None or op.expert == expert))
+        return self.block_sum(unit, ("trainable", expert), lambda op: op.weight_params
+                              if op.trainable and (expert is None or op.expert == expert) else 0.0)
+
+    def block_sum(self, unit: int, key: tuple, term) -> float:
+        """term summed over the ops of a unit's block, once per block and key (key names term)."""
+        block = self.unit_block(unit)
+        return self.memo(("block", block.id, *key), lambda: sum(term(op) for op in block.ops))
+
+    def memo(self, key: tuple, compute):
+        """compute(), once per key for this graph (key names what compute derives from it)."""
+        got = self._sums.get(key)
+        if got is None:
+            got = self._sums[key] = compute()
+        return got
 
 
 def quantise(ops: tuple[Op, ...], weight_bytes: float, e: float) -> tuple[Op, ...]:
