@@ -140,6 +140,7 @@ def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers, share: bool = Tru
     # first such chunk is lowered, the others take its items renumbered (a deep pipeline has a few
     # kinds of chunk, not pp x v).
     seen: dict[tuple, tuple[tuple[int, ...], int]] = {}
+    copies: dict[int, int] = {}
     for g in range(P):
         layers = chunk_layers[g]
         shape = (tuple(lg.layer_block[u] for u in layers), g == 0, g == P - 1,
@@ -149,6 +150,7 @@ def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers, share: bool = Tru
             moved = dict(zip(like, layers, strict=True))
             for phase in (ph for ph in ("F", "B", "Bi", "W") if ph in phases):
                 ids[(phase, g)] = len(templates)
+                copies[len(templates)] = ids[(phase, first)]
                 templates.append(renumbered(templates[ids[(phase, first)]], moved, lg.layers))
             continue
         seen[shape] = (layers, g)
@@ -169,7 +171,7 @@ def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers, share: bool = Tru
             ids[(phase, g)] = len(templates)
             templates.append(pb.template(Phase.WGRAD if phase == "W" else
                                          Phase.FORWARD if phase == "F" else Phase.BACKWARD))
-    return templates, PassTemplates(ids, P)
+    return templates, PassTemplates(ids, P, copies)
 
 
 def check_detail(detail: object) -> None:

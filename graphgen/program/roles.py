@@ -7,7 +7,7 @@ reduces: graphgen.parallel.zero. Where pipeline transfers enter: graphgen.parall
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from graphgen.ir import ComputeNode, Phase, Role, Work
 from graphgen.model.layer_graph import LayerGraph
@@ -30,6 +30,8 @@ class PassTemplates:
 
     ids: dict[tuple[str, int], int]
     positions: int
+    # template id -> the template it repeats on other layers (same items, same costs)
+    copies: dict[int, int] = field(default_factory=dict, compare=False)
 
     def of(self, phase: str, g: int) -> int:
         return self.ids[(phase, g % self.positions)]

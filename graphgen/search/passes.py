@@ -10,7 +10,7 @@ schedule or batch therefore lowers and costs each template once.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 
 from graphgen.costs.evaluate import Coster
 from graphgen.ir import comm_stream
@@ -131,7 +131,11 @@ def lowered(sc: Scenario, cache: dict) -> Lowered:
         prog = Program(sc, Mesh(tp=p.tp, cp=p.cp, dp=p.dp, pp=p.pp), (), lg, tuple(templates), chunk_layers,
                        "coarse", Mesh(tp=p.etp, ep=p.ep, dp=p.edp, pp=p.pp))
         coster = Coster(prog)
-        got = cache[key] = Lowered(lg, chunk_layers, ids, tuple(profile(coster, t) for t in templates), coster)
+        profiles: list[PassProfile] = []
+        for i, t in enumerate(templates):  # a template repeated on other layers costs what its original does
+            like = ids.copies.get(i)
+            profiles.append(profile(coster, t) if like is None else replace(profiles[like], template=t))
+        got = cache[key] = Lowered(lg, chunk_layers, ids, tuple(profiles), coster)
     return got
 
 
