@@ -23,6 +23,10 @@ HARDWARE = [  # (substring of a measurement's GPU name, hardware config file), m
 ]
 
 
+SPEED_METRICS = frozenset({"tflops_per_gpu", "mfu", "tokens_per_s_per_gpu", "tokens_per_s", "requests_per_s"})
+TIME_METRICS = frozenset({"step_time_s", "time_to_train_min", "latency_s", "ttft_ms", "itl_ms", "tpot_ms"})
+
+
 @dataclass
 class Row:
     id: str
@@ -45,6 +49,18 @@ class Row:
         if self.predicted is None or self.is_verdict or self.measured == 0:
             return None
         return 100.0 * (self.predicted - self.measured) / self.measured
+
+    @property
+    def speed_ratio(self) -> float | None:
+        """Predicted over measured speed (> 1: the prediction is too fast) for time and throughput
+        metrics; None for memory and verdicts."""
+        if self.error_pct is None or not self.predicted:
+            return None
+        if self.metric in SPEED_METRICS:
+            return self.predicted / self.measured
+        if self.metric in TIME_METRICS:
+            return self.measured / self.predicted
+        return None
 
     @property
     def correct(self) -> bool | None:

@@ -15,6 +15,7 @@ import argparse
 import csv
 import functools
 import json
+import math
 import re
 import sys
 from collections import defaultdict
@@ -249,8 +250,13 @@ def summarize(rows: list[Row]) -> dict:
         if verdicts and len(verdicts) == len(rs):
             return {"rows": len(verdicts), "accuracy_pct": 100.0 * sum(verdicts) / len(verdicts)}
         errs = sorted(abs(r.error_pct) for r in rs if r.error_pct is not None)
+        speed = [r.speed_ratio for r in rs if r.speed_ratio is not None]
         return {"rows": len(errs), "mape_pct": sum(errs) / len(errs) if errs else None,
-                "median_ape_pct": errs[len(errs) // 2] if errs else None}
+                "median_ape_pct": errs[len(errs) // 2] if errs else None,
+                # geometric mean of predicted / measured speed, less 1, over the time and throughput rows:
+                # a systematic lean (geometric: one 10x outlier must not stand for the whole source)
+                "too_fast_pct": 100.0 * (math.exp(sum(math.log(x) for x in speed) / len(speed)) - 1.0)
+                if speed else None}
 
     done = [r for r in rows if r.skipped is None and not r.is_verdict]
     verdicts = [r for r in rows if r.skipped is None and r.is_verdict]
@@ -359,7 +365,8 @@ def _print(rows: list[Row], summary: dict, quiet: bool) -> None:
     for name in ("by_metric", "by_source", "by_framework"):
         out.write(f"  {name.replace('_', ' ')}:\n")
         for k, v in summary[name].items():
-            out.write(f"    {k:28} {_fmt(v['mape_pct']):>7} %  (median {_fmt(v['median_ape_pct'])} %, {v['rows']} rows)\n")
+            lean = "" if v.get("too_fast_pct") is None else f", predictions {v['too_fast_pct']:+.1f} % fast"
+            out.write(f"    {k:28} {_fmt(v['mape_pct']):>7} %  (median {_fmt(v['median_ape_pct'])} %, {v['rows']} rows{lean})\n")
     for k, v in summary["verdicts"].items():
         out.write(f"  {k} verdict right on {_fmt(v['accuracy_pct'])} % of {v['rows']} labelled rows\n")
     out.write("  FLOP conventions applied:\n")

@@ -89,6 +89,19 @@ def test_summary_counts_errors_and_verdicts():
     assert set(fam) == {"MoE"}
 
 
+def test_summary_says_which_way_predictions_lean():
+    """Time rows count as fast when predicted shorter, throughput rows when predicted higher; memory and
+    verdicts do not count; the mean is geometric, so a 4x outlier does not outweigh its source."""
+    rows = [Row("t", "s", "step_time_s", 2.0, 1.0, None),           # twice as fast
+            Row("u", "s", "tokens_per_s_per_gpu", 100.0, 200.0, None),  # twice as fast
+            Row("v", "s", "ttft_ms", 10.0, 40.0, None),             # four times too slow
+            Row("w", "s", "ttft_ms", 10.0, 10.0, None),
+            Row("m", "s", "mem_gib_per_gpu", 10.0, 20.0, None), Row("o", "s", "oom", True, False, None)]
+    assert summarize(rows)["overall"]["too_fast_pct"] == pytest.approx(0.0, abs=1e-9)
+    assert summarize(rows[:2])["by_source"]["s"]["too_fast_pct"] == pytest.approx(100.0)
+    assert summarize(rows[4:5])["overall"]["too_fast_pct"] is None
+
+
 def test_cli_json_layout(tmp_path):
     out = tmp_path / "v.json"
     p = subprocess.run([sys.executable, "-m", "benchmarks.validate", str(SAMPLE), "--json", str(out), "--quiet"],
