@@ -372,3 +372,11 @@ def test_cheapest_candidate_meeting_the_slo():
     with pytest.raises(RankflowError) as e:
         cheapest(cands[:1], 90.0, WORK, slo)
     assert "'1 slow'" in str(e.value)
+
+
+def test_a_wide_normal_length_clips_an_infinite_draw_instead_of_crashing():
+    # std 1e308 makes mean + std * z overflow to +-inf for |z| > 1.8; round(inf) raised OverflowError.
+    dist = NormalLength(100.0, 1e308, 1000)
+    rng = random.Random(0)
+    got = {dist.sample(rng) for _ in range(200)}
+    assert got <= {1, 1000} and got == {1, 1000}

@@ -70,7 +70,10 @@ class UniformLength:
 
 
 def _clip(x: float, hi: int) -> int:
-    return min(max(1, round(x)), hi)
+    # Compare before rounding: a wide normal (std 1e308) draws +-inf, which round() cannot convert.
+    if x >= hi:
+        return hi
+    return round(x) if x >= 1 else 1
 
 
 @dataclass(frozen=True)
