@@ -28,6 +28,7 @@ from rankflow.executors import EXECUTORS, simulate_all
 
 BATCH = 48          # candidates per task: large enough to share lowered templates, small enough to balance
 MAX_CANDIDATES = 2_000_000
+MAX_WORKERS = 256   # a fork per worker, all started at once: --workers 100000 would fork-bomb the machine
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,9 @@ def search(model, hardware: list[str], gpus: list[int], overrides=(), constraint
            address: str | None = None, quiet: bool = True, progress: Callable[[int, int], None] | None = None,
            max_candidates: int = MAX_CANDIDATES) -> SearchResult:
     constraints = constraints or Constraints()
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise RankflowError(f"{workers} worker processes: must be from 1 to {MAX_WORKERS}", field="--workers",
+                            fix="give e.g. --workers 8, or leave it out for one per core")
     bases, batches, spaces = {}, [], []
     total = 0
     hardware, gpus = list(dict.fromkeys(hardware)), list(dict.fromkeys(gpus))  # a repeat is the same space

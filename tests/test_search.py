@@ -258,3 +258,15 @@ def test_a_hook_that_raises_stops_the_workers_at_once(monkeypatch):
 
 def _sleep(batch):
     time.sleep(60)
+
+
+@pytest.mark.parametrize("workers", [0, -3, 100_000])
+def test_a_worker_count_that_is_no_sane_pool_is_refused_before_forking(monkeypatch, workers):
+    # --workers 100000 forked 100,000 processes at once (a fork bomb); 0 and -3 were silently the default.
+    def pool(*_args, **_kwargs):
+        raise AssertionError("a worker pool was started")
+
+    monkeypatch.setitem(search.EXECUTORS, "local", pool)
+    with pytest.raises(RankflowError, match="worker processes") as exc:
+        search.search(GPT17, [str(A100)], [8], ["workload.global_batch=64"], SMALL, workers=workers)
+    assert exc.value.field == "--workers"
