@@ -20,7 +20,7 @@ def _ints(text: str, flag: str) -> list[int]:
         if ":" in text:
             lo, hi = (int(x) for x in text.split(":"))
             out, n = [], lo
-            while n <= hi:
+            while 1 <= n <= hi:  # doubling from 0 or a negative count would never pass hi
                 out.append(n)
                 n *= 2
         else:

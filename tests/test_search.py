@@ -270,3 +270,13 @@ def test_a_worker_count_that_is_no_sane_pool_is_refused_before_forking(monkeypat
     with pytest.raises(RankflowError, match="worker processes") as exc:
         search.search(GPT17, [str(A100)], [8], ["workload.global_batch=64"], SMALL, workers=workers)
     assert exc.value.field == "--workers"
+
+
+@pytest.mark.parametrize("gpus", ["0:8", "-1:8"])
+def test_a_gpu_range_from_zero_or_below_is_refused_not_doubled_forever(gpus):
+    from rankflow.search_cli import _ints
+
+    # 0 * 2 is 0 and -1 * 2 only falls: the range loop never ended and grew its list until memory ran out.
+    with pytest.raises(RankflowError, match="no GPU count") as exc:
+        _ints(gpus, "--gpus")
+    assert exc.value.field == "--gpus"
