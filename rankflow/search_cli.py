@@ -79,10 +79,19 @@ def constraints_of(args) -> Constraints:
     if set(zero) - set(ZERO) or set(rec) - set(RECOMPUTE):
         raise RankflowError("unknown ZeRO stage or recompute mode", field="--zero/--recompute",
                             fix="ZeRO 0-3; recompute none, selective, full")
-    if args.headroom_gib < 0 or args.headroom_gib != args.headroom_gib:
-        raise RankflowError("headroom must be a non-negative number of GiB", field="--headroom-gib", fix="e.g. 4")
+    # inf passed the old check and wrote -inf headroom into every CSV row; no GPU holds a million GiB.
+    if not 0 <= args.headroom_gib < 1e6:
+        raise RankflowError(f"headroom must be from 0 to 1e6 GiB, got {args.headroom_gib:g}", field="--headroom-gib",
+                            fix="e.g. 4")
+    # A size below 1 was silently taken as unset (--cp 0) or blamed on --gpus ("no candidate plan").
+    micro = listed(args.micro_batch, int, "--micro-batch")
+    for flag, sizes in (("--tp", [args.tp]), ("--pp", [args.pp]), ("--cp", [args.cp]), ("--ep", [args.ep]),
+                        ("--max-tp", [args.max_tp]), ("--micro-batch", micro)):
+        if any(v is not None and v < 1 for v in sizes):
+            raise RankflowError(f"sizes must be at least 1, got {min(v for v in sizes if v is not None)}",
+                                field=flag, fix=f"give {flag} 1 or more, or leave it out")
     return Constraints(max_tp=args.max_tp, tp=args.tp, pp=args.pp, cp=args.cp, ep=args.ep, zero_stage=zero,
-                       recompute=rec, micro_batch=listed(args.micro_batch, int, "--micro-batch"),
+                       recompute=rec, micro_batch=micro,
                        schedules=listed(args.schedules, str, "--schedules"), headroom_gib=args.headroom_gib)
 
 

@@ -280,3 +280,20 @@ def test_a_gpu_range_from_zero_or_below_is_refused_not_doubled_forever(gpus):
     with pytest.raises(RankflowError, match="no GPU count") as exc:
         _ints(gpus, "--gpus")
     assert exc.value.field == "--gpus"
+
+
+@pytest.mark.parametrize("flags,field", [
+    (["--headroom-gib", "inf"], "--headroom-gib"),
+    (["--cp", "0"], "--cp"),
+    (["--tp", "-2"], "--tp"),
+    (["--micro-batch", "0,1"], "--micro-batch"),
+])
+def test_search_sizes_below_one_and_infinite_headroom_are_refused_and_named(capsys, tmp_path, flags, field):
+    from rankflow.tool import main
+
+    # Each ran: inf headroom wrote -inf into the CSV, --cp 0 was taken as unset, --tp -2 blamed --gpus.
+    csv = tmp_path / "s.csv"
+    assert main(["search", "--model_config", str(GPT17), "--hardware_config", str(A100), "--gpus", "8",
+                 "--executor", "serial", "--csv", str(csv), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {field}:" in err[0] and not csv.exists()
