@@ -68,6 +68,9 @@ def _check_flags(args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if value is not None and not value.strip():
             raise bad("--" + flag.replace("_", "-"), "is empty", "give a path")
+    if args.graph is not None and not os.path.basename(args.graph.removesuffix(".dot").removesuffix(".html")):
+        # 'out/' or 'out/.dot' leaves an empty name: the files would be the hidden out/.dot and out/.html
+        raise bad("--graph", f"'{args.graph}' ends in a directory, not a file name prefix", "give e.g. out/step")
     if args.memory_only:
         for flag in ("trace", "graph", "chakra_out", "backend", "astra_mode", "astra_network", "astra_bin", "detail"):
             if getattr(args, flag) is not None:

@@ -91,3 +91,14 @@ def test_unwritable_output_leaves_nothing(tmp_path):
     p = run("--hardware_config", HW, "--model_config", MODEL, *SMALL, "--json", str(tmp_path / "no" / "r.json"))
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("suffix", ["", ".dot", ".html"])
+def test_a_graph_prefix_that_ends_in_a_directory_is_refused(capsys, tmp_path, suffix):
+    from rankflow.cli import main
+
+    # --graph out/ wrote the hidden files out/.dot and out/.html and exited 0.
+    rc = main(["--hardware_config", HW, "--model_config", MODEL, *SMALL, "--graph", f"{tmp_path}/{suffix}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--graph" in err[0]
+    assert list(tmp_path.iterdir()) == []
