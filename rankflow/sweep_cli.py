@@ -23,6 +23,10 @@ def _points(args) -> list[tuple[str, int | None, list[str]]]:
     if bool(args.gpus) == bool(args.over):
         raise RankflowError("give exactly one of --gpus and --over", field="--gpus/--over",
                             fix="e.g. --gpus 8:1024, or --over workload.seq_len=2048,4096")
+    if args.gpus and args.best and args.plan_config:
+        # --best searches the plan at each GPU count: the plan file was never read, even a missing one.
+        raise RankflowError("--best searches the plan at every GPU count, so --plan_config would be ignored",
+                            field="--plan_config", fix="drop --plan_config, or drop --best to scale that plan")
     if args.gpus:
         return [(str(n), n, list(args.set)) for n in _ints(args.gpus, "--gpus")]
     key, _, values = args.over.partition("=")

@@ -297,3 +297,14 @@ def test_search_sizes_below_one_and_infinite_headroom_are_refused_and_named(caps
                  "--executor", "serial", "--csv", str(csv), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"error: {field}:" in err[0] and not csv.exists()
+
+
+def test_sweep_best_over_gpu_counts_refuses_a_plan_file_it_would_ignore(capsys, tmp_path):
+    from rankflow.tool import main
+
+    # The search chose each plan and the file was never opened: a missing one exited 0 with a result.
+    out = tmp_path / "s.json"
+    assert main(["sweep", "--model_config", str(GPT17), "--hardware_config", str(A100), "--gpus", "8", "--best",
+                 "--plan_config", str(tmp_path / "missing.yaml"), "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--plan_config" in err[0] and not out.exists()
