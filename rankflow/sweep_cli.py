@@ -83,11 +83,15 @@ def run_recommend(argv: list[str]) -> int:
     from reports import sweep_out
 
     args = _recommend_parser().parse_args(argv)
-    for flag, v in (("--tokens", args.tokens), ("--deadline-days", args.deadline_days), ("--budget-usd", args.budget_usd)):
-        if v is not None and not (0 < v < 1e30):
+    # --tokens becomes workload.train_tokens (at most 1e15): above that the model file was blamed, not the flag.
+    for flag, v, top in (("--tokens", args.tokens, 1e15), ("--deadline-days", args.deadline_days, 1e30),
+                         ("--budget-usd", args.budget_usd, 1e30)):
+        if v is not None and not (0 < v <= top):
             example = {"--tokens": "1e12", "--deadline-days": "30", "--budget-usd": "2e6"}[flag]
-            raise RankflowError(f"must be a positive number below 1e30, got {v:g}", field=flag,
+            raise RankflowError(f"must be a positive number up to {top:g}, got {v:g}", field=flag,
                                 fix=f"e.g. {flag} {example}")
+    if args.top < 1:  # --top 0 or -1 never matched the pick count and listed every cluster
+        raise RankflowError(f"must be at least 1, got {args.top}", field="--top", fix="e.g. --top 5")
     # A recommendation compares clusters: a coarser plan grid (ZeRO 1/3, no or full recompute) keeps it quick.
     cons = Constraints(zero_stage=(1, 3), recompute=("none", "full"), micro_batch=(1, 2, 4))
     got: dict = {}

@@ -308,3 +308,15 @@ def test_sweep_best_over_gpu_counts_refuses_a_plan_file_it_would_ignore(capsys, 
                  "--plan_config", str(tmp_path / "missing.yaml"), "--json", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--plan_config" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("flags,field", [(["--tokens", "1e29"], "--tokens"), (["--tokens", "1e12", "--top", "0"], "--top")])
+def test_recommend_names_its_own_flag_for_tokens_and_top_out_of_range(capsys, tmp_path, flags, field):
+    from rankflow.tool import main
+
+    # --tokens 1e29 was blamed on the model file's workload.train_tokens; --top 0 listed every cluster.
+    out = tmp_path / "r.json"
+    assert main(["recommend", "--model_config", str(GPT17), "--hardware_config", str(A100), "--gpus", "8",
+                 "--set", "workload.global_batch=64", "--workers", "1", "--json", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {field}:" in err[0] and not out.exists()
