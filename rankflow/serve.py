@@ -88,7 +88,12 @@ def scheduler(name: str, **params):
         raise RankflowError(f"unknown scheduler '{name}'", field="--scheduler", fix=f"use one of: {', '.join(SCHEDULERS)}")
     cls = SCHEDULERS[name]
     fields = getattr(cls, "__dataclass_fields__", {})
-    return cls(**{k: v for k, v in params.items() if v is not None and k in fields})
+    for k, v in params.items():  # a setting this scheduler has no use for was silently dropped
+        if v is not None and k not in fields:
+            flag = "--" + k.replace("_", "-")
+            raise RankflowError(f"the {name} scheduler has no {k}, so {flag} would be ignored", field=flag,
+                                fix=f"drop {flag} or choose a scheduler that takes it")
+    return cls(**{k: v for k, v in params.items() if v is not None})
 
 
 CHOSEN = ("parallelism.tp", "parallelism.pp", "parallelism.ep", "parallelism.dp")  # what options() sets itself

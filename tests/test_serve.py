@@ -122,3 +122,16 @@ def test_an_uneven_pipeline_is_paced_by_its_slowest_stage():
     model = serve.engine_model(sc)
     assert model.virtual_engines == 4
     assert model.iteration_time(0, 0, 64, 64) >= 4 * slowest * 0.99
+
+
+@pytest.mark.parametrize("flags,flag", [
+    (["--batch-size", "4"], "--batch-size"),
+    (["--scheduler", "static", "--max-seqs", "8"], "--max-seqs"),
+    (["--prefill-replicas", "2"], "--prefill-replicas"),
+])
+def test_a_scheduler_setting_the_scheduler_does_not_take_is_refused(tmp_path, capsys, flags, flag):
+    # --batch-size with the default continuous scheduler ran and dropped it without a word.
+    out = tmp_path / "s.json"
+    assert main([*BASE, "--rate", "2", "--json", str(out), *flags]) == 2
+    _one_line_error(capsys, flag)
+    assert not out.exists()
