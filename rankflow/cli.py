@@ -104,6 +104,8 @@ MAX_TRACE_RANKS = 64
 
 
 def _ranks(text: str | None, prog) -> list[int]:
+    from graphgen.program import MAX_NODES
+
     if text is None:
         return [prog.ranks_of_role(r.id)[0] for r in prog.roles]
     shown = clip(text, 40)
@@ -123,6 +125,13 @@ def _ranks(text: str | None, prog) -> list[int]:
         raise RankflowError(f"{len(ranks):,} ranks asked for, more than the {MAX_TRACE_RANKS} a trace holds",
                             field="--trace-ranks", fix=f"choose at most {MAX_TRACE_RANKS} ranks (ranks of one "
                                                        "pipeline stage share one timeline)")
+    # 64 ranks of one large stage repeat up to 64 DAGs: several GiB and minutes. One event per DAG node
+    # is what the default (a rank per stage) writes at most, so more than that is refused.
+    events = sum(len(prog.roles[prog.role_of_rank(r)].nodes) for r in ranks)
+    if events > MAX_NODES:
+        raise RankflowError(f"the trace would hold {events:,} node events, more than the {MAX_NODES:,} of the "
+                            "largest DAG replayed", field="--trace-ranks",
+                            fix="choose fewer ranks (one per pipeline stage by default), or lower global_batch")
     return ranks
 
 

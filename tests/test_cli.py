@@ -102,3 +102,20 @@ def test_a_graph_prefix_that_ends_in_a_directory_is_refused(capsys, tmp_path, su
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--graph" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_trace_ranks_that_would_repeat_the_dag_past_its_node_limit_are_refused(monkeypatch):
+    import graphgen.program
+    from graphgen.errors import RankflowError
+    from rankflow import api
+    from rankflow.cli import _ranks
+
+    # 64 ranks of one stage at the DAG limit wrote 64 copies of a 1.5M-node timeline (GiB, minutes).
+    sc = api.load_scenario(MODEL, HW, None, ["model.layers=4", "workload.global_batch=16"])
+    prog = api.build(sc, "ops")
+    per_rank = len(prog.roles[0].nodes)
+    monkeypatch.setattr(graphgen.program, "MAX_NODES", 2 * per_rank)
+    assert _ranks(None, prog) == [0] and _ranks("0,1", prog) == [0, 1]
+    with pytest.raises(RankflowError, match="node events") as exc:
+        _ranks("0,1,2", prog)
+    assert exc.value.field == "--trace-ranks"
