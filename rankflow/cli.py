@@ -261,6 +261,8 @@ def _dry(args):
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     prog = prog or (os.path.basename(sys.argv[0]) if argv is None else "run_perf.py")
+    if prog == "__main__.py":  # `python -m rankflow`: errors said "see __main__.py --help"
+        prog = "rankflow"
     from rankflow.refusal import refusing
 
     return refusing("rankflow", lambda: run(sys.argv[1:] if argv is None else argv, prog))

@@ -119,3 +119,13 @@ def test_trace_ranks_that_would_repeat_the_dag_past_its_node_limit_are_refused(m
     with pytest.raises(RankflowError, match="node events") as exc:
         _ranks("0,1,2", prog)
     assert exc.value.field == "--trace-ranks"
+
+
+def test_python_m_rankflow_names_itself_in_its_errors(monkeypatch, capsys):
+    from rankflow.cli import main
+
+    # Run as `python -m rankflow`, argv[0] is .../rankflow/__main__.py: the fix read "see __main__.py --help".
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "rankflow" / "__main__.py")])
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert "see rankflow --help" in err and "__main__" not in err
