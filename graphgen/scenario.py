@@ -155,9 +155,14 @@ def _check_context(w: Workload, p: ParallelPlan, c: _Checker) -> None:
     if p.cp > 1 and w.packed_sample_len is not None:
         raise c.plan("parallelism.cp", "context parallelism over packed samples (THD) is not modelled: its chunks "
                      "would split samples", "drop workload.packed_sample_len or use cp=1")
+    if p.cp > 1 and w.run_type == "inference" and w.inference.phase == "decode":
+        # A decode step's seq_len is the one new token: "divide workload.seq_len" named a field the user never set.
+        raise c.plan("parallelism.cp", "a decode step has one new token per sequence, which context parallelism "
+                     "cannot split", "set parallelism.cp=1 for decode (tp, pp or ep spread a decode step)")
     if p.cp > 1 and w.seq_len % (2 * p.cp):
+        what = "workload.inference.input_len" if w.run_type == "inference" else "workload.seq_len"
         raise c.plan("parallelism.cp", f"context parallelism splits seq_len={w.seq_len} into 2 x cp = {2 * p.cp} "
-                     "chunks (for causal load balance)", "choose cp so that 2 x cp divides workload.seq_len")
+                     "chunks (for causal load balance)", f"choose cp so that 2 x cp divides {what}")
     if p.cp > 1 and p.sp and p.tp > 1 and (w.seq_len // p.cp) % p.tp:
         raise c.plan("parallelism.sp", f"sequence parallelism needs each cp shard ({w.seq_len // p.cp} tokens) "
                      f"divisible by tp={p.tp}", "change workload.seq_len, parallelism.cp or parallelism.tp")

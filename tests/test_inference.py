@@ -128,3 +128,12 @@ def test_tensor_parallel_decode_all_reduces_and_reports_its_block():
     doc = result_to_dict(res)
     assert doc["schema_version"] == "2.3" and doc["inference"]["phase"] == "decode"
     assert doc["inference"]["max_sequences_at_context"] > 32 and doc["memory"]["roles"][0]["kv_cache_gib"] > 0
+
+
+@pytest.mark.parametrize("phase,fix", [("decode", "parallelism.cp=1 for decode"),
+                                       ("prefill", "divides workload.inference.input_len")])
+def test_context_parallelism_in_inference_names_what_the_user_can_change(phase, fix):
+    # The fix said "2 x cp divides workload.seq_len": a field an inference workload never sets (decode's is 1).
+    with pytest.raises(RankflowError, match=fix) as exc:
+        infer(f"workload.inference.phase={phase}", "workload.inference.input_len=1001", "parallelism.cp=2")
+    assert exc.value.field == "parallelism.cp"
