@@ -40,6 +40,13 @@ def is_name(source: str | Path) -> bool:
         return True
 
 
+def _is_dir(text: str) -> bool:
+    try:
+        return Path(text).is_dir()
+    except (OSError, ValueError):  # too long or a NUL byte
+        return False
+
+
 def _strings(value: Any, file: str, field: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise RankflowError("expected a list of names", file=file, field=field, fix="write [name, ...] or []")
@@ -75,6 +82,10 @@ def _resolve(name: str, entries: list[Entry], kind: str, field: str, listing: st
     key = key.removeprefix("https://huggingface.co/").rstrip("/")
     if key in index:
         return index[key]
+    if field.startswith("--") and _is_dir(name):  # a Hugging Face model directory is a common thing to pass
+        inner = Path(name) / "config.json"
+        raise RankflowError("is a directory, not a config file", file=clip(name), field=field,
+                            fix=f"give {inner}" if kind == "model" and inner.is_file() else "give a config file in it")
     close = difflib.get_close_matches(key, list(index), n=4, cutoff=0.5)
     listing = listing or f"`rankflow {'models' if kind == 'model' else kind}`"
     hint = f"closest: {', '.join(close)}" if close else f"{listing} lists them"

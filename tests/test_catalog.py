@@ -119,3 +119,13 @@ def test_llamafactory_export_names_the_hugging_face_repository(capsys):
     assert tool.main(["export", "--to", "llamafactory", "--model", "mixtral-8x7b", "--hardware", "h100",
                       "--set", "workload.finetune.method=lora", "--set", "parallelism.dp=8"]) == 0
     assert "model_name_or_path: mistralai/Mixtral-8x7B-v0.1" in capsys.readouterr().out
+
+
+def test_a_model_directory_is_named_as_one_with_its_config_json(tmp_path):
+    # A Hugging Face model directory was looked up as a name: "no model named '/path/to/dir'".
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RankflowError, match="is a directory") as exc:
+        catalog.model_source(str(tmp_path))
+    assert exc.value.field == "--model" and str(tmp_path / "config.json") in exc.value.fix
+    with pytest.raises(RankflowError, match="no model named"):  # the server never reads paths
+        catalog.model_path(str(tmp_path), field="model")
