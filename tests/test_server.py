@@ -340,3 +340,28 @@ def test_traces_too_big_for_a_request_are_refused():
 def test_unknown_routes_say_where_the_routes_are(client):
     got = client.get("/v1/nope")
     assert got.status_code == 404 and "see /docs for the routes" in got.json()["error"]
+
+
+def test_a_client_cannot_make_the_server_run_a_program_of_its_choosing(client, tmp_path, monkeypatch):
+    # execution_backend.astra.binary from a client ran that file (a search job ran /bin/sh): refuse it in
+    # `set`, in a config mapping and in pasted YAML, on every route that takes them.
+    ran = tmp_path / "ran"
+    prog = tmp_path / "astra.sh"
+    prog.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    prog.chmod(0o755)
+    sets = ["execution_backend.model=astra", f"execution_backend.astra.binary={prog}"]
+    import yaml
+
+    hw_map = yaml.safe_load((ROOT / "hardware_configs" / "A100-SXM4-80GB.yaml").read_text())
+    hw_map["execution_backend"] = {"model": "astra", "astra": {"binary": str(prog)}}
+    hw = yaml.safe_dump(hw_map)
+    bodies = [("/v1/simulate", {**PLAN, "set": sets}), ("/v1/simulate", {"model": "llama2-7b", "hardware_yaml": hw}),
+              ("/v1/memory", {"model": "llama2-7b", "hardware": hw_map}),
+              ("/v1/serve", {"model": "llama3.1-8b", "hardware_yaml": hw, "rate_per_s": 1, "requests": 10}),
+              ("/v1/serve/cheapest", {"model": "llama3.1-8b", "hardware": ["h100"], "rate_per_s": 1, "tp": [1],
+                                      "requests": 10, "set": ["execution_backend.astra={binary: /bin/sh}"]}),
+              ("/v1/search", {"model": "llama2-7b", "hardware": ["a100"], "gpus": [8], "set": sets})]
+    for route, body in bodies:
+        got = client.post(route, json=body)
+        assert got.status_code == 422 and "execution_backend.astra.binary" in got.json()["error"], (route, got.text)
+    assert not ran.exists()

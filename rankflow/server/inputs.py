@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from graphgen.errors import RankflowError, clip
 from graphgen.scenario import Scenario
@@ -17,6 +17,29 @@ from rankflow import api, catalog
 from rankflow.files import mapping_of_text
 
 MAX_TEXT = 256 * 1024  # bytes of pasted YAML per config
+
+# The ASTRA-sim binary a run executes: a client naming one made the server run any program on its disk
+# (a search job ran /bin/sh). Only the server's own ASTRA_SIM_BIN may run.
+BINARY_KEYS = ("execution_backend", "execution_backend.astra", "execution_backend.astra.binary")
+BINARY_REFUSAL = "a client cannot choose the program the server runs (execution_backend.astra.binary)"
+
+
+def _no_binary(overrides: list[str]) -> list[str]:
+    for o in overrides:
+        if o.split("=", 1)[0].strip() in BINARY_KEYS:
+            raise ValueError(BINARY_REFUSAL)
+    return overrides
+
+
+Overrides = Annotated[list[str], AfterValidator(_no_binary)]
+
+
+def own_binary(sc: Scenario) -> Scenario:
+    """A scenario from a client's mapping or YAML, refused when it names an ASTRA-sim binary."""
+    if sc.execution.astra.binary is not None:
+        raise RankflowError(BINARY_REFUSAL, field="execution_backend.astra.binary",
+                            fix="drop it: the server runs the ASTRA-sim its operator configured, if any")
+    return sc
 
 
 class _Body(BaseModel):
@@ -32,7 +55,7 @@ class ScenarioRequest(_Body):
     model_yaml: str | None = Field(None, max_length=MAX_TEXT, description="a model config as YAML text")
     hardware_yaml: str | None = Field(None, max_length=MAX_TEXT, description="a hardware config as YAML text")
     parallelism: dict[str, Any] | None = Field(None, description="plan fields (tp, pp, dp, ...) over the hardware's")
-    set: list[str] = Field(default_factory=list, max_length=64, description="KEY=VALUE overrides, as --set")
+    set: Overrides = Field(default_factory=list, max_length=64, description="KEY=VALUE overrides, as --set")
 
     @model_validator(mode="after")
     def _one_each(self) -> ScenarioRequest:
@@ -82,7 +105,7 @@ def overrides_of(req: ScenarioRequest) -> list[str]:
 
 
 def scenario_of(req: ScenarioRequest) -> Scenario:
-    return api.load_scenario(*model_and_hardware(req), overrides=overrides_of(req))
+    return own_binary(api.load_scenario(*model_and_hardware(req), overrides=overrides_of(req)))
 
 
 def _text(value: Any) -> str:
@@ -100,7 +123,7 @@ class SearchRequest(_Body):
     hardware: list[str] = Field(min_length=1, max_length=4, description="shipped names")
     gpus: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(min_length=1, max_length=8,
                                                                    description="GPU counts")
-    set: list[str] = Field(default_factory=list, max_length=64)
+    set: Overrides = Field(default_factory=list, max_length=64)
     max_tp: int | None = Field(None, ge=1, description="largest tensor-parallel size tried")
     tp: int | None = Field(None, ge=1, description="fixed tensor-parallel size")
     pp: int | None = Field(None, ge=1, description="fixed pipeline-parallel size")
@@ -147,7 +170,7 @@ class CheapestRequest(_Traffic):
     tp: list[Annotated[int, Field(ge=1, le=64)]] = Field([1, 2, 4, 8], min_length=1, max_length=8)
     pp: list[Annotated[int, Field(ge=1, le=64)]] = Field([1], min_length=1, max_length=8)
     ep: list[Annotated[int, Field(ge=1, le=256)]] = Field([1], min_length=1, max_length=8)
-    set: list[str] = Field(default_factory=list, max_length=64)
+    set: Overrides = Field(default_factory=list, max_length=64)
     requests: int = Field(1000, ge=1, le=2000)
 
     @model_validator(mode="after")
