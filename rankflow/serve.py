@@ -35,6 +35,9 @@ def inference_scenario(model, hardware, plan=None, overrides=()) -> Scenario:
 
 def engine_model(sc: Scenario) -> EngineIterationModel:
     """One replica's iteration costs, from its analytical step times and its KV blocks."""
+    if sc.plan.dp != 1:  # an override of inference_scenario's dp=1: one replica's engine never uses it
+        raise RankflowError(f"dp={sc.plan.dp} would be ignored: a serving replica is tp x pp x ep GPUs",
+                            field="parallelism.dp", fix="drop it and scale out with --replicas (replicas in the API)")
     blocks, pp = min(m.kv_blocks for m in api.memory(sc).roles), sc.plan.pp
     if blocks < pp:
         where = "no memory for a KV cache" if pp == 1 else f"fewer KV blocks ({blocks}) than pipeline stages' engines"

@@ -135,3 +135,11 @@ def test_a_scheduler_setting_the_scheduler_does_not_take_is_refused(tmp_path, ca
     assert main([*BASE, "--rate", "2", "--json", str(out), *flags]) == 2
     _one_line_error(capsys, flag)
     assert not out.exists()
+
+
+def test_data_parallelism_of_a_serving_replica_is_refused_not_ignored(tmp_path, capsys):
+    # --set parallelism.dp=4 gave the same numbers as dp=1: one replica's engine has no dp; --replicas scales out.
+    out = tmp_path / "s.json"
+    assert main([*BASE, "--rate", "2", "--set", "parallelism.dp=4", "--json", str(out)]) == 2
+    _one_line_error(capsys, "parallelism.dp", "--replicas")
+    assert not out.exists()
