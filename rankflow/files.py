@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,14 @@ def parse_text(text: str, file: str, as_json: bool) -> Any:
         raise RankflowError(f"cannot parse: {first}", file=file, fix=fix) from None
 
 
+_READ: set[str] = set()  # real paths of the files this process has read: outputs must not replace them
+
+
+def was_read(path: str | Path) -> bool:
+    """Whether this process read the file at `path` (through any spelling or link of it)."""
+    return os.path.realpath(path) in _READ
+
+
 def read_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
     """A UTF-8 text file of at most `limit` bytes, or the one-line error that says why not."""
     p = Path(path)
@@ -111,7 +120,9 @@ def read_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
     try:
         if p.stat().st_size > limit:
             raise RankflowError(f"file is larger than {limit // 2**20} MiB", file=file, fix=f"pass a {what} file")
-        return p.read_bytes().decode("utf-8")
+        text = p.read_bytes().decode("utf-8")
+        _READ.add(os.path.realpath(p))
+        return text
     except UnicodeDecodeError:
         raise RankflowError("not UTF-8 text", file=file, fix=f"pass a text {what} file") from None
     except OSError as exc:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from graphgen.errors import RankflowError
+from rankflow.files import was_read
 
 
 def _umask() -> int:
@@ -60,6 +61,9 @@ class OutputSet:
                 raise RankflowError("is a directory or empty, not a file path", file=path or "''",
                                     fix="give a file path")
             _check_regular(path)
+            if was_read(path):  # `--json M.yaml` replaced the model config it had just read
+                raise RankflowError("is an input of this run; the output would replace it", file=path,
+                                    fix="choose another output path")
             if not target.parent.is_dir():
                 raise RankflowError("output directory does not exist", file=str(target.parent),
                                     fix="create it or choose another path")

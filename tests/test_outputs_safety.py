@@ -147,3 +147,15 @@ def test_special_files_are_never_replaced(capsys, tmp_path):
                      cwd=tmp_path)
     assert rc == 0, err
     assert json.loads((tmp_path / "r.json").read_text())["gpus"] == 8
+
+
+def test_an_output_over_a_file_the_run_read_is_refused(capsys, tmp_path):
+    # --json M.yaml replaced the model config the run had just read with the result document.
+    model = tmp_path / "m.yaml"
+    model.write_text(MODEL.read_text())
+    link = tmp_path / "link.yaml"
+    link.symlink_to(model)
+    for target in (model, tmp_path / "." / "m.yaml"):
+        rc, _, err = cli(capsys, "--hardware_config", HW, "--model_config", link, *SMALL, "--json", target)
+        assert rc == 2 and "input of this run" in err and err.count("\n") == 1
+    assert model.read_text() == MODEL.read_text()
