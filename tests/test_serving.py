@@ -380,3 +380,16 @@ def test_a_wide_normal_length_clips_an_infinite_draw_instead_of_crashing():
     rng = random.Random(0)
     got = {dist.sample(rng) for _ in range(200)}
     assert got <= {1, 1000} and got == {1, 1000}
+
+
+@pytest.mark.parametrize("text", ["\ufeffarrival_s,input_len,output_len\r\n0,8,4\r\n",
+                                  " arrival_s , input_len , output_len\n0, 8, 4\n",
+                                  '\ufeff{"arrival_s": 0, "input_len": 8, "output_len": 4}\n'])
+def test_a_trace_with_a_bom_or_spaced_header_is_read(text):
+    # Each was refused with "the CSV header lacks arrival_s", a name the header visibly has.
+    assert [(r.input_len, r.output_len) for r in parse_trace(text, "t.csv").requests] == [(8, 4)]
+
+
+def test_a_json_array_trace_is_refused_as_json_not_as_a_csv_header():
+    with pytest.raises(RankflowError, match="expected a JSON object"):
+        parse_trace('[{"arrival_s": 0, "input_len": 8, "output_len": 4}]', "t.json")

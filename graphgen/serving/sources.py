@@ -214,6 +214,8 @@ def _field(row: dict, key: str, line: int, name: str) -> float | int:
 
 def _csv_rows(text: str, name: str):
     reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames:  # "arrival_s, input_len" was said to lack the names it shows
+        reader.fieldnames = [f.strip() for f in reader.fieldnames]
     missing = [k for k in TRACE_FIELDS if k not in (reader.fieldnames or [])]
     if missing:
         raise RankflowError(f"line 1: the CSV header lacks {', '.join(missing)}", file=name, field=missing[0],
@@ -246,8 +248,11 @@ def parse_trace(text: str, name: str = "trace") -> TraceSource:
     """A trace from its text: CSV with a header naming arrival_s,input_len,output_len, or JSON lines with
     those keys (detected by a first non-blank character of '{'). Rows are sorted by arrival (stably);
     a bad line raises RankflowError naming the line number and field."""
+    # A byte-order mark (Excel's "CSV UTF-8") made the header "lack" its visible first name, and a JSON
+    # array or a BOM'd JSON lines file was read as CSV: "the CSV header lacks arrival_s" for a .json file.
+    text = text.removeprefix("\ufeff")
     stripped = text.lstrip()
-    rows = _jsonl_rows(text, name) if stripped.startswith("{") else _csv_rows(text, name)
+    rows = _jsonl_rows(text, name) if stripped.startswith(("{", "[")) else _csv_rows(text, name)
     parsed = []
     for line, row in rows:
         parsed.append((_field(row, "arrival_s", line, name), _field(row, "input_len", line, name),
