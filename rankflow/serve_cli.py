@@ -72,6 +72,19 @@ def _check(args) -> None:
     if len(args.hardware_config) > 1 and not args.cheapest:
         raise RankflowError("several hardware files are for --cheapest", field="--hardware_config",
                             fix="give one hardware file, or add --cheapest --rate R")
+    _check_ignored(args)
+
+
+def _check_ignored(args) -> None:
+    """Flags the chosen mode never reads ran without a word (--tp 2 without --cheapest kept the plan's tp)."""
+    d = _parser().parse_args(["--model", "m", "--hardware", "h"])
+    ignored = [("--rate", args.capacity and args.rate is not None, "--capacity finds the rate itself"),
+               ("--replicas", args.cheapest and args.replicas != d.replicas, "--cheapest sizes the replicas itself"),
+               *((f"--{k}", not args.cheapest and getattr(args, k) != getattr(d, k), "it sets the sizes --cheapest "
+                  "tries; set one deployment's plan with --set parallelism.tp=...") for k in ("tp", "pp", "ep"))]
+    for flag, unused, why in ignored:
+        if unused:
+            raise RankflowError(f"{flag} would be ignored: {why}", field=flag, fix=f"drop {flag}")
 
 
 def _sizes(text: str, flag: str) -> list[int]:

@@ -143,3 +143,17 @@ def test_data_parallelism_of_a_serving_replica_is_refused_not_ignored(tmp_path, 
     assert main([*BASE, "--rate", "2", "--set", "parallelism.dp=4", "--json", str(out)]) == 2
     _one_line_error(capsys, "parallelism.dp", "--replicas")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flags,flag", [
+    (["--capacity", "--rate", "3"], "--rate"),
+    (["--rate", "3", "--tp", "2"], "--tp"),
+    (["--cheapest", "--rate", "3", "--replicas", "4"], "--replicas"),
+    (["--cheapest", "--rate", "3", "--replicas", "2", "--tp", "1"], "--replicas"),
+])
+def test_a_flag_the_chosen_mode_never_reads_is_refused(tmp_path, capsys, flags, flag):
+    # Each ran and exited 0 with the flag dropped: --tp 2 without --cheapest served at the plan's tp=1.
+    out = tmp_path / "s.json"
+    assert main([*BASE, *flags, "--json", str(out)]) == 2
+    _one_line_error(capsys, f"error: {flag}:", "ignored")
+    assert not out.exists()
