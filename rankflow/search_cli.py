@@ -136,6 +136,11 @@ def run_search(argv: list[str]) -> int:
     if args.top < 1 or not 0 <= args.check <= MAX_CHECK:
         raise RankflowError(f"--top must be at least 1 and --check from 0 to {MAX_CHECK}", field="--top/--check",
                             fix="e.g. --top 10 --check 8")
+    # Each executor reads only its own option: --workers 3 with --executor serial ran on one core, unsaid.
+    for flag, value, owner in (("--workers", args.workers, "local"), ("--ray-address", args.ray_address, "ray")):
+        if value is not None and args.executor != owner:
+            raise RankflowError(f"{flag} applies to --executor {owner}, not {args.executor}", field=flag,
+                                fix=f"add --executor {owner} or drop {flag}")
     got: dict = {}
     outputs = outputs_of(args, {"json": lambda: search_out.dumps(got["found"]),
                                 "csv": lambda: search_out.to_csv(got["found"]),

@@ -320,3 +320,14 @@ def test_recommend_names_its_own_flag_for_tokens_and_top_out_of_range(capsys, tm
                  "--set", "workload.global_batch=64", "--workers", "1", "--json", str(out), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"error: {field}:" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("flags,flag", [(["--executor", "serial", "--workers", "3"], "--workers"),
+                                        (["--executor", "local", "--ray-address", "auto"], "--ray-address")])
+def test_an_option_of_another_executor_is_refused(capsys, flags, flag):
+    from rankflow.tool import main
+
+    # --workers 3 with --executor serial ran on one core and said nothing.
+    assert main(["search", "--model_config", str(GPT17), "--hardware_config", str(A100), "--gpus", "8", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {flag}:" in err[0]
