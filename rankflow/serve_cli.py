@@ -69,10 +69,27 @@ def _check(args) -> None:
         raise RankflowError("no request source", field="--rate", fix="give --rate, --concurrency, --trace or --capacity")
     if args.quiet and not (args.json or args.png or args.perfetto):
         raise RankflowError("--quiet with no output file", field="--quiet", fix="add --json or drop --quiet")
+    _check_work(args)
     if len(args.hardware_config) > 1 and not args.cheapest:
         raise RankflowError("several hardware files are for --cheapest", field="--hardware_config",
                             fix="give one hardware file, or add --cheapest --rate R")
     _check_ignored(args)
+
+
+def _check_work(args) -> None:
+    """A capacity question simulates its requests once per probe (and per option for --cheapest)."""
+    from graphgen.serving.capacity import MAX_CAPACITY_REQUESTS, MAX_CHEAPEST_REQUESTS
+
+    if args.capacity and args.requests > MAX_CAPACITY_REQUESTS:
+        raise RankflowError(f"--capacity simulates --requests once per probe; {args.requests:,} is more than "
+                            f"{MAX_CAPACITY_REQUESTS:,}", field="--requests",
+                            fix=f"use at most {MAX_CAPACITY_REQUESTS:,} requests (1,000 is the default)")
+    if args.cheapest:
+        n = len(args.hardware_config) * len(_plans(args))
+        if n * args.requests > MAX_CHEAPEST_REQUESTS:
+            raise RankflowError(f"{n} options x {args.requests:,} requests is more than {MAX_CHEAPEST_REQUESTS:,} "
+                                "simulated requests", field="--requests",
+                                fix="give fewer --tp/--pp/--ep sizes or hardware files, or fewer --requests")
 
 
 def _check_ignored(args) -> None:

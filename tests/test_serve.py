@@ -70,6 +70,9 @@ def test_cheapest_names_hardware_replicas_and_cost(tmp_path):
     (["--capacity", "--slo-ttft", "0.0001"], ("closest", "TTFT")),
     (["--rate", "-3"], ("--rate",)),
     (["--cheapest"], ("--rate",)),
+    # capacity questions simulate their requests once per probe (and per option): bounded, not minutes
+    (["--capacity", "--requests", "10001"], ("--requests", "10,000")),
+    (["--cheapest", "--rate", "5", "--tp", "1,2,4,8", "--pp", "1,2", "--requests", "2501"], ("--requests", "8 options")),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)

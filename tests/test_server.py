@@ -104,6 +104,8 @@ def test_serve_endpoint(client):
     assert cap["kind"] == "capacity" and cap["rate_per_s"] > 0
     both = client.post("/v1/serve", json={**body, "capacity": True, "rate_per_s": 1})
     assert both.status_code == 422 and "not both" in both.json()["error"]
+    big = client.post("/v1/serve", json={**body, "capacity": True, "requests": 20000})  # fine as a simulation
+    assert big.status_code == 422 and "once per probe" in big.json()["error"]
 
 
 def test_launcher_binds_loopback_by_default():

@@ -24,6 +24,12 @@ from graphgen.serving.schedulers import ContinuousBatching, SchedulerConfig
 from graphgen.serving.simulate import Deployment, simulate
 from graphgen.serving.sources import PoissonSource
 
+# Requests simulated per capacity question, so it answers in about a minute on one core (a search of
+# 1,000 requests takes ~5 s, 5,000 ~26 s, each probe a whole simulation): per probe of a capacity
+# search, and over all options of a cheapest-deployment search.
+MAX_CAPACITY_REQUESTS = 10_000
+MAX_CHEAPEST_REQUESTS = 20_000
+
 
 @dataclass(frozen=True)
 class Workload:

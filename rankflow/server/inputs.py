@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from graphgen.errors import RankflowError, clip
 from graphgen.scenario import Scenario
+from graphgen.serving.capacity import MAX_CAPACITY_REQUESTS
 from graphgen.serving.schedulers import MAX_REPLICAS
 from rankflow import api, catalog
 from rankflow.files import mapping_of_text
@@ -152,6 +153,9 @@ class ServeRequest(ScenarioRequest, _Traffic):
     def _rate(self) -> ServeRequest:
         if self.capacity == (self.rate_per_s is not None):
             raise ValueError("give rate_per_s, or capacity: true (not both)")
+        if self.capacity and self.requests > MAX_CAPACITY_REQUESTS:
+            raise ValueError(f"a capacity search simulates its requests once per probe: at most "
+                             f"{MAX_CAPACITY_REQUESTS:,} requests")
         return self
 
 
