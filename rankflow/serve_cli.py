@@ -95,7 +95,10 @@ def _check_work(args) -> None:
 def _check_ignored(args) -> None:
     """Flags the chosen mode never reads ran without a word (--tp 2 without --cheapest kept the plan's tp)."""
     d = _parser().parse_args(["--model", "m", "--hardware", "h"])
+    traced = "the --trace file gives every request's arrival and lengths"
     ignored = [("--rate", args.capacity and args.rate is not None, "--capacity finds the rate itself"),
+               *((f"--{k.replace('_', '-')}", bool(args.trace) and getattr(args, k) != getattr(d, k), traced)
+                 for k in ("rate", "concurrency", "requests", "seed", "input_len", "output_len")),
                ("--replicas", args.cheapest and args.replicas != d.replicas, "--cheapest sizes the replicas itself"),
                *((f"--{k}", not args.cheapest and getattr(args, k) != getattr(d, k), "it sets the sizes --cheapest "
                   "tries; set one deployment's plan with --set parallelism.tp=...") for k in ("tp", "pp", "ep"))]

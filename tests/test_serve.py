@@ -65,6 +65,8 @@ def test_cheapest_names_hardware_replicas_and_cost(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["--trace", "missing.csv"], ("missing.csv", "not found")),
+    (["--trace", "t.csv", "--seed", "3"], ("--seed", "--trace")),  # a trace fixes arrivals and lengths
+    (["--trace", "t.csv", "--rate", "2"], ("--rate", "--trace")),
     (["--rate", "1", "--input-len", "200000"], ("max_context", "131072")),
     (["--rate", "1", "--input-len", "lots"], ("--input-len", "uniform")),
     (["--capacity", "--slo-ttft", "0.0001"], ("closest", "TTFT")),
@@ -77,7 +79,8 @@ def test_cheapest_names_hardware_replicas_and_cost(tmp_path):
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "o.json"
-    assert main([*BASE, *args, "--json", str(out)]) == 2
+    base = BASE[:5] if "--trace" in args else BASE  # a trace brings its own requests and lengths
+    assert main([*base, *args, "--json", str(out)]) == 2
     assert not out.exists()
     _one_line_error(capsys, *words)
 
@@ -85,11 +88,11 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypa
 def test_a_malformed_trace_names_its_line_and_field(tmp_path, capsys):
     bad = tmp_path / "t.csv"
     bad.write_text("arrival_s,input_len,output_len\n0.0,100,10\n0.5,abc,10\n")
-    assert main([*BASE, "--trace", str(bad), "--json", str(tmp_path / "o.json")]) == 2
+    assert main([*BASE[:5], "--trace", str(bad), "--json", str(tmp_path / "o.json")]) == 2
     _one_line_error(capsys, "line 3", "input_len")
     good = tmp_path / "g.csv"
     good.write_text("arrival_s,input_len,output_len\n0.0,100,10\n0.5,300,20\n")
-    assert main([*BASE, "--trace", str(good), "--json", str(tmp_path / "o.json"), "--quiet"]) == 0
+    assert main([*BASE[:5], "--trace", str(good), "--json", str(tmp_path / "o.json"), "--quiet"]) == 0
     assert json.loads((tmp_path / "o.json").read_text())["requests"]["output_tokens"] == 30
 
 
