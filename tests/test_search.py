@@ -99,6 +99,9 @@ def test_long_steps_extrapolate_from_two_short_replays():
     # DualPipe numbers its second direction after the first: the probes shared no prefix, and their
     # line missed a change of pace at microbatch 22 of 64 by 1.1 %.
     ("mixtral-8x7b", H100, 512, dict(tp=8, pp=4, dp=8, schedule="dualpipe", zero_stage=0, recompute="full")),
+    # A stage still spending its lead moves slower than the line: the line was 0.14 % too steep.
+    ("deepseek-v2-lite", H100, 1024, dict(tp=2, pp=4, dp=4, ep=8, schedule="1f1b", zero_stage=0,
+                                          recompute="selective", overlap_grad_reduce=False)),
 ])
 def test_extrapolation_waits_for_the_pipeline_to_settle(model, hw, batch, plan):
     from graphgen.search.fast import FastStep
@@ -109,6 +112,18 @@ def test_extrapolation_waits_for_the_pipeline_to_settle(model, hw, batch, plan):
     fs = FastStep(sc, {})
     assert sc.microbatches > fs._probes()[1]  # a step long enough to be extrapolated
     assert fs.step_time() == pytest.approx(fs.replay(sc.microbatches), rel=1e-3)
+
+
+def test_gpipe_extrapolates_without_a_steady_phase():
+    """GPipe runs every forward, then every backward: no pace to wait for, the two probes' line is exact."""
+    from graphgen.search.fast import FastStep
+
+    sc = scenario(dict(TINY_LLAMA, layers=8), {"global_batch": 512, "seq_len": 1024}).with_plan(pp=4, dp=1,
+                                                                                                   schedule="gpipe")
+    fs = FastStep(sc, {})
+    m1, m2 = fs._probes()
+    got = fs._extrapolate(m1, m2, sc.microbatches)
+    assert got is not None and got == pytest.approx(fs.replay(sc.microbatches), rel=1e-9)
 
 
 def test_memory_pruning_matches_the_full_memory_model():

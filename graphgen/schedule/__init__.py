@@ -36,6 +36,7 @@ class Schedule:
     fixed_virtual = 0       # a schedule defined for exactly this many chunks per stage (V shapes: 2)
     copies = 1              # model copies the schedule runs (DualPipe: 2)
     phases = frozenset({"F", "B"})  # the passes its orders use
+    steady = True           # forwards and backwards interleave in a repeating pattern past the fill
 
     def chunks(self, pp: int, stage: int, v: int) -> tuple[int, ...]:
         """Global chunk ids held by a stage, in local-chunk order."""

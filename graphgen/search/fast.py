@@ -30,7 +30,7 @@ from graphgen.program import Program
 from graphgen.scenario import Scenario
 from graphgen.schedule import SCHEDULES, stage_order
 from graphgen.search.passes import Lowered, PassProfile, lowered, optimizer_time
-from graphgen.search.walk import Run, fastest_pace, marks, run_items, shared_prefix
+from graphgen.search.walk import Run, marks, paces, run_items, shared_prefix
 from graphgen.search.walk import Stage as _Stage
 from graphgen.search.zero3 import zero3_pass
 from graphgen.units import dtype_bytes
@@ -176,7 +176,7 @@ class FastStep:
 
     def _extrapolate(self, m1: int, m2: int, M: int) -> float | None:
         """The step at M from replays of m1 and m2 microbatches, or None when some stage or stream in
-        them moved faster than the line through them by more than STEADY_TOL of the step by M."""
+        them moved faster or slower than the line through them, by more than STEADY_TOL of the step by M."""
         # The probes run the same passes until the shorter one's cooldown: replay that shared
         # prefix once and carry on from it with each count.
         run2 = self._start(m2)
@@ -189,11 +189,13 @@ class FastStep:
         later = [c + len(b) - len(a) for c, a, b in zip(cut, orders1, run2.orders, strict=True)]
         if not self._drive_to(run2, later):
             return None
-        pace = fastest_pace(before, marks(run2), m2 - m1)
+        slow, fast = paces(before, marks(run2), m2 - m1)
         t2 = self._drive(run2)
         slope = (t2 - t1) / (m2 - m1)
         got = t2 + slope * (M - m2)
-        return got if (pace - slope) * (M - m2) <= STEADY_TOL * got else None
+        if not self.sched.steady:  # no steady phase to watch: every forward, then every backward
+            return got
+        return got if max(fast - slope, slope - slow) * (M - m2) <= STEADY_TOL * got else None
 
     def _probes(self) -> tuple[int, int]:
         """Two microbatch counts past the fill that the schedule accepts (interleaving wants

@@ -214,19 +214,20 @@ def marks(run: Run) -> list[tuple[float, dict[str, float]]]:
     return [(st.free, dict(st.streams)) for st in run.stages]
 
 
-def fastest_pace(before: list[tuple[float, dict]], after: list[tuple[float, dict]], microbatches: int) -> float:
-    """Seconds per microbatch of the fastest-moving stage compute, or stream still busy past its
-    compute, between two points of a replay the given microbatches apart. A pipeline is steady only
-    when every one moves at the step's own pace: one moving faster is a stage or a backlog that will
-    set the pace once its lead is spent (later stages falling behind earlier ones, ZeRO-3 gathers
-    losing a little ground with every microbatch)."""
-    pace = 0.0
+def paces(before: list[tuple[float, dict]], after: list[tuple[float, dict]], microbatches: int) -> tuple[float, float]:
+    """Seconds per microbatch of the slowest- and the fastest-moving stage compute (the fastest may be
+    a stream still busy past its compute) between two points of a replay the given microbatches apart.
+    A pipeline is steady only when every one moves at the step's own pace: one moving faster is a stage
+    or a backlog that will set the pace once its lead is spent (later stages falling behind earlier
+    ones, ZeRO-3 gathers losing a little ground with every microbatch); one moving slower, a lead still
+    being spent, the step's line steeper than it will stay."""
+    slow, fast = float("inf"), 0.0
     for (f0, s0), (f1, s1) in zip(before, after, strict=True):
-        pace = max(pace, f1 - f0)
+        slow, fast = min(slow, f1 - f0), max(fast, f1 - f0)
         for n, v in s1.items():
             if v > f1:
-                pace = max(pace, v - s0.get(n, 0.0))
-    return pace / microbatches
+                fast = max(fast, v - s0.get(n, 0.0))
+    return slow / microbatches, fast / microbatches
 
 
 def shared_prefix(a: list[list[tuple]], b: list[list[tuple]]) -> list[int]:
