@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from graphgen.config import Cluster, ExecutionBackend, ModelConfig, ModelSpec, ParallelPlan, Workload, parse
 from graphgen.config.framework import Framework
 from graphgen.errors import RankflowError
-from graphgen.inference.view import inference_view, key_len
+from graphgen.inference.view import fitted_defaults, inference_view, key_len
 from graphgen.model.finetune import FINETUNE_METHODS
 from graphgen.parallel.pipeline import split_problem
 from graphgen.schedule import SCHEDULES
@@ -305,6 +305,7 @@ def make_scenario(mc: ModelConfig, hw: Cluster, plan: ParallelPlan, execution: E
     """Check a model config, a cluster and a plan against each other and make the Scenario."""
     c = _Checker(model_file, plan_file or hardware_file, hardware_file)
     if mc.workload.run_type == "inference":
+        mc = fitted_defaults(mc)
         _check_inference(mc, hw, c)
         mc, plan = inference_view(mc, plan)
     m, w, p = mc.model, mc.workload, plan

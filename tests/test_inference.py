@@ -137,3 +137,16 @@ def test_context_parallelism_in_inference_names_what_the_user_can_change(phase, 
     with pytest.raises(RankflowError, match=fix) as exc:
         infer(f"workload.inference.phase={phase}", "workload.inference.input_len=1001", "parallelism.cp=2")
     assert exc.value.field == "parallelism.cp"
+
+
+def test_default_lengths_fit_a_short_context_model():
+    """GPT-3's context is 2,048 tokens: the default 2,048-token prompt plus the tokens generated would not
+    fit, so the default prompt is shortened; a prompt the user asks for is still refused when too long."""
+    path = ROOT / "model_configs" / "gpt3-175b.yaml"
+    hw = api.load_hardware(ROOT / "hardware_configs" / "A100-SXM4-80GB.yaml")
+    plan = ["workload.run_type=inference", "parallelism.tp=8", "parallelism.dp=1"]
+    sc = api.load_scenario(path, hw, overrides=plan)
+    spec = sc.workload.inference
+    assert spec.input_len == 2048 - spec.output_len and spec.context() + 1 <= 2048
+    with pytest.raises(RankflowError, match="max_position"):
+        api.load_scenario(path, hw, overrides=[*plan, "workload.inference.input_len=2048"])

@@ -18,6 +18,17 @@ def key_len(spec: InferenceSpec) -> int:
     return spec.input_len if spec.phase == "prefill" else spec.context() + 1
 
 
+def fitted_defaults(mc: ModelConfig) -> ModelConfig:
+    """The default prompt (2,048 tokens) shortened to leave room for the generated tokens in a model whose
+    context is shorter than that plus them (GPT-3's 2,048): a default that cannot run is no default. A
+    prompt length the user gave is kept (and refused if too long)."""
+    spec, limit = mc.workload.inference, mc.model.max_position
+    if limit is None or "input_len" in spec.model_fields_set or key_len(spec) <= limit:
+        return mc
+    spec = spec.model_copy(update={"input_len": max(1, limit - spec.output_len)})
+    return mc.model_copy(update={"workload": mc.workload.model_copy(update={"inference": spec})})
+
+
 def inference_view(mc: ModelConfig, plan: ParallelPlan) -> tuple[ModelConfig, ParallelPlan]:
     w = mc.workload
     spec = w.inference
