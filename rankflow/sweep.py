@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from backends.base import Result
 from graphgen.errors import RankflowError
+from graphgen.scenario import MAX_STEPS, schedule_steps
 from graphgen.search.space import Constraints
 from rankflow import api, search
 from reports.bottleneck import Bottleneck, bottleneck
@@ -38,11 +39,26 @@ def _plan_at(model, hardware: str, plan, gpus: int, overrides) -> tuple:
     return sc.with_plan(dp=gpus // per)
 
 
+SWEEP_STEPS = 4 * MAX_STEPS  # pipeline passes replayed over all points: a sweep answers in about a minute
+
+
+def _check_work(plans: list) -> None:
+    """Each point is bounded on its own (graphgen.scenario.check_work); so is their sum."""
+    total = sum(schedule_steps(sc.plan, sc.microbatches) for sc in plans)
+    if total > SWEEP_STEPS:
+        raise RankflowError(f"the {len(plans)} points replay {total:,} forward and backward passes in all, more than "
+                            f"{SWEEP_STEPS:,}", field="--gpus/--over",
+                            fix="sweep fewer points, or points with fewer microbatches or stages")
+
+
 def sweep(model, hardware: str, points: list[tuple[str, int | None, list[str]]], plan=None, best: bool = False,
           constraints: Constraints | None = None) -> list[Point]:
     """points: (label, GPU count or None to keep the plan's, extra --set overrides)."""
     out: list[Point] = []
-    for label, gpus, extra in points:
+    plans = [] if best else [_plan_at(model, hardware, plan, gpus, extra) if gpus
+                             else api.load_scenario(model, hardware, plan, extra) for _, gpus, extra in points]
+    _check_work(plans)
+    for i, (label, gpus, extra) in enumerate(points):
         if best:
             n = gpus or api.load_scenario(model, hardware, plan, extra).world
             found = search.search(model, [hardware], [n], extra, constraints, top=1, check=0, executor="serial")
@@ -50,8 +66,7 @@ def sweep(model, hardware: str, points: list[tuple[str, int | None, list[str]]],
                 raise RankflowError(f"no plan fits at {label}", field="--gpus", fix="sweep larger GPU counts")
             res = found.top[0].result
         else:
-            sc = _plan_at(model, hardware, plan, gpus, extra) if gpus else api.load_scenario(model, hardware, plan, extra)
-            res = api.simulate(sc)
+            res = api.simulate(plans[i])
         first = out[0].result if out else res
         eff = res.tokens_per_s_per_gpu / first.tokens_per_s_per_gpu
         out.append(Point(label, res.gpus, res, eff, bottleneck(res)))

@@ -192,6 +192,17 @@ def test_sweep_reports_efficiency_and_the_bottleneck():
     assert all(p.limit.kind and p.limit.advice for p in pts)
 
 
+def test_a_sweep_bounds_the_work_of_all_its_points():
+    """Each point may be near the replay limit; 64 of them would run for many minutes."""
+    from rankflow import sweep
+
+    big = ["parallelism.tp=1", "parallelism.pp=8", "parallelism.dp=1"]
+    points = [(str(i), None, [*big, f"workload.global_batch={100_000 + i}"]) for i in range(6)]  # 1.6 M passes each
+    with pytest.raises(RankflowError, match="in all") as exc:
+        sweep.sweep(GPT17, str(A100), points)
+    assert exc.value.field == "--gpus/--over"
+
+
 def test_recommend_says_when_nothing_meets_the_deadline():
     from rankflow import sweep
 
