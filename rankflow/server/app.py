@@ -115,7 +115,7 @@ def create_app(limits: Limits | None = None) -> FastAPI:
             return Response(out, media_type="application/json")
         return JSONResponse(out)
 
-    _compute_routes(app, compute)
+    _compute_routes(app, compute, limits)
     _search_routes(app, jobs, limits)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -126,7 +126,7 @@ def create_app(limits: Limits | None = None) -> FastAPI:
     return app
 
 
-def _compute_routes(app: FastAPI, compute: Callable[[Callable[[], Any]], Any]) -> None:
+def _compute_routes(app: FastAPI, compute: Callable[[Callable[[], Any]], Any], limits: Limits) -> None:
     @app.get("/v1/health")
     async def health() -> dict:
         return {"status": "ok", "api_version": API_VERSION}
@@ -150,7 +150,7 @@ def _compute_routes(app: FastAPI, compute: Callable[[Callable[[], Any]], Any]) -
     @app.post("/v1/simulate")
     async def simulate(req: SimulateRequest) -> Response:
         """One training step (or inference iteration): the document `run_perf.py --json` writes."""
-        return await compute(lambda: work.simulate(req))
+        return await compute(lambda: work.simulate(req, limits.request_timeout_s))
 
     @app.post("/v1/memory")
     async def memory(req: ScenarioRequest) -> Response:

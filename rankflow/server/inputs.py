@@ -4,6 +4,7 @@ same one-line message as on the command line. A server never reads a path a clie
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,21 +26,34 @@ BINARY_KEYS = ("execution_backend", "execution_backend.astra", "execution_backen
 BINARY_REFUSAL = "a client cannot choose the program the server runs (execution_backend.astra.binary)"
 
 
+# How long an ASTRA-sim run may take is the server's to say too: a client's 86,400 s would hold a compute
+# slot for a day after its request was answered 504 (the thread running it cannot be stopped).
+TIMEOUT_KEY = "execution_backend.astra.timeout_s"
+
+
 def _no_binary(overrides: list[str]) -> list[str]:
     for o in overrides:
-        if o.split("=", 1)[0].strip() in BINARY_KEYS:
+        key = o.split("=", 1)[0].strip()
+        if key in BINARY_KEYS:
             raise ValueError(BINARY_REFUSAL)
+        if key == TIMEOUT_KEY:
+            raise ValueError(f"a client cannot set {TIMEOUT_KEY}: the server's own time limit bounds every run")
     return overrides
 
 
 Overrides = Annotated[list[str], AfterValidator(_no_binary)]
 
 
-def own_binary(sc: Scenario) -> Scenario:
-    """A scenario from a client's mapping or YAML, refused when it names an ASTRA-sim binary."""
-    if sc.execution.astra.binary is not None:
+def own_binary(sc: Scenario, limit_s: float | None = None) -> Scenario:
+    """A scenario from a client's mapping or YAML, refused when it names an ASTRA-sim binary, with any
+    ASTRA-sim run it asks for bounded by the server's time limit for the request."""
+    astra = sc.execution.astra
+    if astra.binary is not None:
         raise RankflowError(BINARY_REFUSAL, field="execution_backend.astra.binary",
                             fix="drop it: the server runs the ASTRA-sim its operator configured, if any")
+    if limit_s is not None and astra.timeout_s > limit_s:
+        execution = sc.execution.model_copy(update={"astra": astra.model_copy(update={"timeout_s": limit_s})})
+        sc = dataclasses.replace(sc, execution=execution)
     return sc
 
 
@@ -105,8 +119,8 @@ def overrides_of(req: ScenarioRequest) -> list[str]:
     return [*plan, *req.set]
 
 
-def scenario_of(req: ScenarioRequest) -> Scenario:
-    return own_binary(api.load_scenario(*model_and_hardware(req), overrides=overrides_of(req)))
+def scenario_of(req: ScenarioRequest, limit_s: float | None = None) -> Scenario:
+    return own_binary(api.load_scenario(*model_and_hardware(req), overrides=overrides_of(req)), limit_s)
 
 
 def _text(value: Any) -> str:

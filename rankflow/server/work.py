@@ -28,11 +28,12 @@ def listing(kind: str) -> dict[str, Any]:
     return document(kind)
 
 
-def simulate(req: SimulateRequest) -> str:
+def simulate(req: SimulateRequest, limit_s: float | None = None) -> str:
+    """(limit_s: the server's time limit, which bounds an ASTRA-sim run too.)"""
     from rankflow import api
     from reports import json_out
 
-    return json_out.dumps(api.simulate(scenario_of(req), detail=req.detail))
+    return json_out.dumps(api.simulate(scenario_of(req, limit_s), detail=req.detail))
 
 
 def memory(req: ScenarioRequest) -> str:
