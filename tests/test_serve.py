@@ -94,6 +94,11 @@ def test_a_malformed_trace_names_its_line_and_field(tmp_path, capsys):
     good.write_text("arrival_s,input_len,output_len\n0.0,100,10\n0.5,300,20\n")
     assert main([*BASE[:5], "--trace", str(good), "--json", str(tmp_path / "o.json"), "--quiet"]) == 0
     assert json.loads((tmp_path / "o.json").read_text())["requests"]["output_tokens"] == 30
+    # a request no replica can hold is named by its line, not its place after sorting by arrival
+    long = tmp_path / "l.csv"
+    long.write_text("arrival_s,input_len,output_len\n0.5,100,10\n0.1,200000,10\n")
+    assert main([*BASE[:5], "--trace", str(long), "--json", str(tmp_path / "o2.json")]) == 2
+    _one_line_error(capsys, str(long), "max_context", "line 3")
 
 
 def test_latency_png(tmp_path):

@@ -4,7 +4,7 @@ once per deployment; the simulation calls them in its hot loop, so they must be 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -14,6 +14,8 @@ class Request:
     arrival_s: float
     input_len: int      # prompt tokens
     output_len: int     # tokens to generate (the first comes out of the prefill)
+    # (trace file, line) of a request read from a trace: where to fix it, not part of what the request is
+    origin: tuple[str, int] | None = field(default=None, compare=False)
 
 
 class IterationModel(Protocol):

@@ -144,7 +144,9 @@ class _Run:
                 self.dropped.append(req)
                 return True
             fld, msg, fix = why
-            raise RankflowError(f"request {req.id} can never be served: {msg}", field=fld,
+            where = f"line {req.origin[1]}: the request" if req.origin else f"request {req.id}"
+            raise RankflowError(f"{where} can never be served: {msg}", field=fld,
+                                file=req.origin[0] if req.origin else None,
                                 fix=f"{fix} (the Python API can drop such requests: simulate(..., oversized='drop'))")
         return False
 

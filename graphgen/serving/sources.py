@@ -256,11 +256,12 @@ def parse_trace(text: str, name: str = "trace") -> TraceSource:
     parsed = []
     for line, row in rows:
         parsed.append((_field(row, "arrival_s", line, name), _field(row, "input_len", line, name),
-                       _field(row, "output_len", line, name)))
+                       _field(row, "output_len", line, name), line))
         if len(parsed) > MAX_REQUESTS:
             check_count(len(parsed), "trace")
     if not parsed:
         raise RankflowError("the trace has no requests", file=name, field="trace",
                             fix=f"give at least one line with {', '.join(TRACE_FIELDS)}")
     parsed.sort(key=lambda r: r[0])
-    return TraceSource(tuple(Request(i, a, int(n_in), int(n_out)) for i, (a, n_in, n_out) in enumerate(parsed)))
+    return TraceSource(tuple(Request(i, a, int(n_in), int(n_out), (name, line))
+                             for i, (a, n_in, n_out, line) in enumerate(parsed)))
