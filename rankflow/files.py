@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +104,25 @@ def parse_text(text: str, file: str, as_json: bool) -> Any:
         raise RankflowError(f"cannot parse: {first}", file=file, fix=fix) from None
 
 
-_READ: set[str] = set()  # real paths of the files this process has read: outputs must not replace them
+# Real paths of the files the running command has read, which its outputs must not replace (`--json
+# M.yaml` replaced the model config it had just read). Scoped to one command (rankflow.refusal), so a
+# long-lived process (the server, a test run) neither accumulates nor shares them.
+_INPUTS: ContextVar[set[str] | None] = ContextVar("rankflow_inputs_read", default=None)
+
+
+@contextmanager
+def recording_inputs() -> Iterator[None]:
+    token = _INPUTS.set(set())
+    try:
+        yield
+    finally:
+        _INPUTS.reset(token)
 
 
 def was_read(path: str | Path) -> bool:
-    """Whether this process read the file at `path` (through any spelling or link of it)."""
-    return os.path.realpath(path) in _READ
+    """Whether the running command read the file at `path` (through any spelling or link of it)."""
+    inputs = _INPUTS.get()
+    return inputs is not None and os.path.realpath(path) in inputs
 
 
 def read_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
@@ -121,7 +137,9 @@ def read_text(path: str | Path, what: str, limit: int = MAX_FILE_BYTES) -> str:
         if p.stat().st_size > limit:
             raise RankflowError(f"file is larger than {limit // 2**20} MiB", file=file, fix=f"pass a {what} file")
         text = p.read_bytes().decode("utf-8")
-        _READ.add(os.path.realpath(p))
+        inputs = _INPUTS.get()
+        if inputs is not None:
+            inputs.add(os.path.realpath(p))
         return text
     except UnicodeDecodeError:
         raise RankflowError("not UTF-8 text", file=file, fix=f"pass a text {what} file") from None

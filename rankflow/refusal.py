@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 
 from graphgen.errors import RankflowError
+from rankflow.files import recording_inputs
 
 
 def _terminated(signum, frame) -> None:
@@ -21,7 +22,8 @@ def refusing(prog: str, command: Callable[[], int]) -> int:
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main else None
     try:
-        return command()
+        with recording_inputs():
+            return command()
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return 130
