@@ -91,6 +91,8 @@ def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: flo
     only while either can happen; the inline collectives' streams are busy until the last ends."""
     if a >= b:
         return t
+    if prof.beside:
+        return _walk_beside(st, prof, t, a, b, kappa)
     streams, inline = st.streams, prof.inline
     reach = st.reach if kappa else 0.0
     if inline:
@@ -99,10 +101,8 @@ def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: flo
             if v > reach:
                 reach = v
     i = a
-    if prof.beside:
-        return _walk_beside(st, prof, t, a, b, kappa)
     if t < reach:
-        dur, comm = prof.dur, prof.stream
+        dur, comm, covered = prof.dur, prof.stream, st.covered
         while i < b and t < reach:
             x, name = dur[i], comm[i]
             if name is not None:
@@ -110,7 +110,7 @@ def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: flo
                 t = (v if v > t else t) + x
                 streams[name] = t
             elif x and kappa:
-                t += x + kappa * st.covered(t, t + x)
+                t += x + kappa * covered(t, t + x)
             else:
                 t += x
             i += 1
