@@ -83,8 +83,10 @@ def run_recommend(argv: list[str]) -> int:
     from reports import sweep_out
 
     args = _recommend_parser().parse_args(argv)
-    # --tokens becomes workload.train_tokens (at most 1e15): above that the model file was blamed, not the flag.
-    for flag, v, top in (("--tokens", args.tokens, 1e15), ("--deadline-days", args.deadline_days, 1e30),
+    # --tokens becomes workload.train_tokens (at most MAX_FLOAT): above that the model file was blamed, not the flag.
+    from graphgen.config.base import MAX_FLOAT
+
+    for flag, v, top in (("--tokens", args.tokens, MAX_FLOAT), ("--deadline-days", args.deadline_days, 1e30),
                          ("--budget-usd", args.budget_usd, 1e30)):
         if v is not None and not (0 < v <= top):
             example = {"--tokens": "1e12", "--deadline-days": "30", "--budget-usd": "2e6"}[flag]

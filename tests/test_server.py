@@ -372,12 +372,12 @@ def test_a_client_cannot_make_the_server_run_a_program_of_its_choosing(client, t
 def test_a_client_cannot_hold_a_compute_slot_with_a_long_astra_run(client):
     # An ASTRA-sim run keeps its thread (and slot) after a 504: its time limit is the server's, not the client's.
     from rankflow import api
-    from rankflow.server.inputs import own_binary
+    from rankflow.server.inputs import as_served
 
     got = client.post("/v1/simulate", json={**PLAN, "set": ["execution_backend.astra.timeout_s=86400"]})
     assert got.status_code == 422 and "execution_backend.astra.timeout_s" in got.json()["error"]
     sc = api.load_scenario(ROOT / "model_configs" / "llama2-7b.yaml",
                            api.load_hardware(ROOT / "hardware_configs" / "A100-SXM4-80GB.yaml"),
                            overrides=["execution_backend.astra.timeout_s=86400"])  # as a pasted hardware YAML may say
-    assert own_binary(sc, 60.0).execution.astra.timeout_s == 60.0
-    assert own_binary(sc).execution.astra.timeout_s == 86400
+    assert as_served(sc, 60.0).execution.astra.timeout_s == 60.0
+    assert as_served(sc).execution.astra.timeout_s == 86400

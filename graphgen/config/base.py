@@ -46,8 +46,9 @@ PosInt = Annotated[StrictInt, Field(gt=0, le=MAX_COUNT)]
 NonNegInt = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 DimInt = Annotated[StrictInt, Field(gt=0, le=MAX_DIM)]
 LayerCount = Annotated[StrictInt, Field(gt=0, le=10_000)]  # the deepest published models have ~200 layers
-PosFloat = Annotated[StrictFloat, Field(gt=0, le=1e15)]
-NonNegFloat = Annotated[StrictFloat, Field(ge=0, le=1e15)]
+MAX_FLOAT = 1e15  # the largest plain quantity a config takes (train_tokens, prices, ...)
+PosFloat = Annotated[StrictFloat, Field(gt=0, le=MAX_FLOAT)]
+NonNegFloat = Annotated[StrictFloat, Field(ge=0, le=MAX_FLOAT)]
 # Rates (peak FLOP/s, bandwidths, memory sizes) and efficiencies bounded away from zero, so that no
 # division by them can overflow to Infinity.
 Rate = Annotated[StrictFloat, Field(ge=1e-6, le=1e12)]

@@ -44,7 +44,7 @@ def _no_binary(overrides: list[str]) -> list[str]:
 Overrides = Annotated[list[str], AfterValidator(_no_binary)]
 
 
-def own_binary(sc: Scenario, limit_s: float | None = None) -> Scenario:
+def as_served(sc: Scenario, limit_s: float | None = None) -> Scenario:
     """A scenario from a client's mapping or YAML, refused when it names an ASTRA-sim binary, with any
     ASTRA-sim run it asks for bounded by the server's time limit for the request."""
     astra = sc.execution.astra
@@ -120,7 +120,7 @@ def overrides_of(req: ScenarioRequest) -> list[str]:
 
 
 def scenario_of(req: ScenarioRequest, limit_s: float | None = None) -> Scenario:
-    return own_binary(api.load_scenario(*model_and_hardware(req), overrides=overrides_of(req)), limit_s)
+    return as_served(api.load_scenario(*model_and_hardware(req), overrides=overrides_of(req)), limit_s)
 
 
 def _text(value: Any) -> str:

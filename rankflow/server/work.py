@@ -14,9 +14,9 @@ from rankflow.server.inputs import (
     SearchRequest,
     ServeRequest,
     SimulateRequest,
+    as_served,
     model_and_hardware,
     overrides_of,
-    own_binary,
     scenario_of,
     shipped,
 )
@@ -66,7 +66,7 @@ def serve(req: ServeRequest) -> dict[str, Any]:
     from graphgen.serving.simulate import simulate as run
     from rankflow import serve as serving
 
-    sc = own_binary(serving.inference_scenario(*model_and_hardware(req), None, overrides_of(req)))
+    sc = as_served(serving.inference_scenario(*model_and_hardware(req), None, overrides_of(req)))
     spec = sc.workload.inference
     lengths = serving.lengths(spec, req.input_len, req.output_len, ("input_len", "output_len"))
     work = Workload(*lengths, req.requests, req.seed)
