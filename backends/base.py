@@ -15,8 +15,9 @@ from graphgen.costs.evaluate import Costs
 from graphgen.ir import ComputeNode
 from graphgen.memory import MemoryBreakdown
 from graphgen.program import Program
+from graphgen.stragglers import independent_hosts, straggler_factor
 
-SCHEMA_VERSION = "2.3"
+SCHEMA_VERSION = "2.4"
 
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
@@ -43,10 +44,11 @@ class Breakdown:
     compute: float
     exposed_comm: dict[str, float]
     pipeline_bubble: float
+    stragglers: float = 0.0  # the expected wait for the slowest host (graphgen.stragglers)
 
     @property
     def total(self) -> float:
-        return self.compute + sum(self.exposed_comm.values()) + self.pipeline_bubble
+        return self.compute + sum(self.exposed_comm.values()) + self.pipeline_bubble + self.stragglers
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,12 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
     if cluster is not None and cluster is not program.scenario.hardware:
         program = replace(program, scenario=replace(program.scenario, hardware=cluster))
     sc = program.scenario
+    slowest = straggler_factor(sc)
+    if slowest > 1.0:  # every host's timeline stretched to the slowest one's
+        breakdown = replace(breakdown, stragglers=(slowest - 1.0) * step_time)
+        notes = (*notes, f"step time x {slowest:.3f} for the slowest of {independent_hosts(sc)} independently "
+                         f"varying hosts (stragglers.spread {sc.hardware.stragglers.spread:g} of {sc.hardware.name})")
+        step_time *= slowest
     p, w, m = sc.plan, sc.workload, sc.model
     tokens = sc.tokens_per_step
     ft = w.finetune

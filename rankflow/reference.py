@@ -29,6 +29,7 @@ from graphgen.config import (
     MoESpec,
     NodeSpec,
     ParallelPlan,
+    Stragglers,
     Workload,
 )
 
@@ -41,13 +42,13 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("efficiency.matmul_shapes", GemmTable), ("efficiency.matmul_grouped_shapes", GroupedGemmTable),
     ("efficiency.cross_entropy", CrossEntropyEfficiency), ("node", NodeSpec),
     ("node.intra and scale_out (one network dimension)", LinkSpec), ("collective_fits.<kind>", CollectiveFit),
-    ("parallelism", ParallelPlan), ("execution_backend", ExecutionBackend), ("execution_backend.astra", AstraOptions),
+    ("stragglers", Stragglers), ("parallelism", ParallelPlan), ("execution_backend", ExecutionBackend), ("execution_backend.astra", AstraOptions),
 ]
 
 INTRO = """## Config reference
 
-A model file has two sections, `model` and `workload`. A hardware file has `name`, `device`, `node` and
-`scale_out` (the cluster), and may carry a plan: `parallelism` and `execution_backend`. A plan file
+A model file has two sections, `model` and `workload`. A hardware file has `name`, `device`, `node`,
+`scale_out` and `stragglers` (the cluster), and may carry a plan: `parallelism` and `execution_backend`. A plan file
 (`--plan_config`) has `parallelism` and optionally `execution_backend`; it replaces the hardware file's plan.
 Unknown fields are errors; numbers must be finite and of their documented type (`true` is not a number).
 """

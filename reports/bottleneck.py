@@ -15,6 +15,8 @@ ADVICE = {
     "pp": "pipeline transfers are exposed: fewer pipeline stages, or stages inside a node",
     "bubble": "the pipeline bubble: more microbatches, an interleaved or zero-bubble schedule, or fewer stages",
     "memory": "memory-bound: little headroom left; activation recompute, ZeRO sharding or more GPUs",
+    "stragglers": "waiting for the slowest host: fewer data-parallel replicas across hosts, or a cluster whose hosts "
+                  "vary less (stragglers.spread)",
 }
 
 
@@ -29,7 +31,8 @@ class Bottleneck:
 def bottleneck(res, memory_headroom_limit: float = 0.05) -> Bottleneck:
     """The largest part of the critical role's step time; memory when headroom is nearly gone."""
     b, step = res.breakdown, res.step_time_s
-    parts = {"compute": b.compute, "bubble": b.pipeline_bubble, **{a: t for a, t in b.exposed_comm.items() if t > 0}}
+    parts = {"compute": b.compute, "bubble": b.pipeline_bubble, "stragglers": b.stragglers,
+             **{a: t for a, t in b.exposed_comm.items() if t > 0}}
     kind = max(parts, key=lambda k: (parts[k], k))
     room = min(m.headroom / m.capacity for m in res.memory) if res.memory else 1.0
     if room < memory_headroom_limit:
@@ -38,7 +41,8 @@ def bottleneck(res, memory_headroom_limit: float = 0.05) -> Bottleneck:
                 if room < 0 else f"{100 * room:.1f} % of device memory left on {tight.role}")
         return Bottleneck("memory", room, text, ADVICE["memory"])
     share = parts[kind] / step if step > 0 else 0.0
-    what = {"compute": "compute", "bubble": "pipeline bubble"}.get(kind, f"exposed {kind} communication")
+    what = {"compute": "compute", "bubble": "pipeline bubble", "stragglers": "waiting for the slowest host"}.get(
+        kind, f"exposed {kind} communication")
     evidence = f"{what} is {100 * share:.0f} % of the step"
     if kind == "compute":
         evidence += f" (MFU {100 * res.mfu:.0f} %)"

@@ -40,6 +40,7 @@ def result_to_dict(r: Result) -> dict[str, Any]:
             "compute": b.compute,
             "exposed_comm": dict(b.exposed_comm),
             "pipeline_bubble": b.pipeline_bubble,
+            "stragglers": b.stragglers,
             "critical_role": r.critical_role,
         },
         "roles": [{"role": t.role, "finish_s": t.finish_s, "compute_s": t.compute_s, "nodes": t.nodes}

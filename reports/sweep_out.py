@@ -7,9 +7,9 @@ import csv
 import io
 import json
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: stragglers_s per point
 POINT_FIELDS = ("point", "gpus", "step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "mfu", "scaling_efficiency",
-                "compute_s", "pipeline_bubble_s", "exposed_comm_s", "peak_memory_gib", "bottleneck", "evidence",
+                "compute_s", "pipeline_bubble_s", "exposed_comm_s", "stragglers_s", "peak_memory_gib", "bottleneck", "evidence",
                 "advice")
 
 
@@ -18,7 +18,8 @@ def _point(p) -> dict:
     return {"point": p.label, "gpus": p.gpus, "step_time_s": r.step_time_s, "tokens_per_s": r.tokens_per_s,
             "tokens_per_s_per_gpu": r.tokens_per_s_per_gpu, "mfu": r.mfu, "scaling_efficiency": p.efficiency,
             "compute_s": r.breakdown.compute, "pipeline_bubble_s": r.breakdown.pipeline_bubble,
-            "exposed_comm_s": dict(r.breakdown.exposed_comm), "peak_memory_gib": max(m.total for m in r.memory) / 2**30,
+            "exposed_comm_s": dict(r.breakdown.exposed_comm), "stragglers_s": r.breakdown.stragglers,
+            "peak_memory_gib": max(m.total for m in r.memory) / 2**30,
             "plan": dict(r.plan), "bottleneck": p.limit.kind, "evidence": p.limit.evidence, "advice": p.limit.advice}
 
 
@@ -69,12 +70,13 @@ def png(points) -> bytes:
     a2.set_ylabel("scaling efficiency (%)")
     a.set_xticks(list(x), labels, rotation=30, ha="right")
     a.set_title("throughput and efficiency")
-    parts = ["compute", "bubble", *sorted({k for p in points for k in p.result.breakdown.exposed_comm})]
+    own = {"compute": lambda d: d.compute, "bubble": lambda d: d.pipeline_bubble, "stragglers": lambda d: d.stragglers}
+    parts = ["compute", "bubble", *sorted({k for p in points for k in p.result.breakdown.exposed_comm}), "stragglers"]
     bottom = [0.0] * len(points)
     for part in parts:
-        vals = [(p.result.breakdown.compute if part == "compute" else p.result.breakdown.pipeline_bubble
-                 if part == "bubble" else p.result.breakdown.exposed_comm.get(part, 0.0)) for p in points]
-        b.bar(list(x), vals, bottom=bottom, label=part if part in ("compute", "bubble") else f"{part} comm")
+        vals = [own[part](p.result.breakdown) if part in own else p.result.breakdown.exposed_comm.get(part, 0.0)
+                for p in points]
+        b.bar(list(x), vals, bottom=bottom, label=part if part in own else f"{part} comm")
         bottom = [u + v for u, v in zip(bottom, vals, strict=True)]
     b.set_xticks(list(x), labels, rotation=30, ha="right")
     b.set_ylabel("seconds per step")

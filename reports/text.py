@@ -65,6 +65,8 @@ def summary(r: Result, layer_table: bool = False) -> str:
             continue  # an axis this plan does not use
         lines.append(f"  exposed {axis + ' comm':15} {t:10.4f} s  {_pct(t, r.step_time_s)}")
     lines.append(f"  pipeline bubble         {b.pipeline_bubble:10.4f} s  {_pct(b.pipeline_bubble, r.step_time_s)}")
+    if b.stragglers > 0:
+        lines.append(f"  slowest-host wait       {b.stragglers:10.4f} s  {_pct(b.stragglers, r.step_time_s)}")
     if r.framework:
         f = r.framework
         lines += ["", f"As {f['name']} {f['version']} would log it ({f['flop_convention']} FLOPs, "

@@ -28,6 +28,7 @@ from graphgen.config.hardware import (
     GroupedGemmTable,
     LinkSpec,
     NodeSpec,
+    Stragglers,
 )
 from graphgen.config.model import (
     LORA_TARGETS,
@@ -48,6 +49,6 @@ __all__ = [
     "CLUSTER_SECTIONS", "HARDWARE_SECTIONS", "LORA_TARGETS", "MODEL_SECTIONS", "PLAN_SECTIONS", "AstraOptions",
     "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
     "CrossEntropyEfficiency", "GemmTable", "GroupedGemmTable", "HardwareConfig", "InferenceSpec", "LinearAttentionSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
-    "PlanConfig", "Precision", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
+    "PlanConfig", "Precision", "Stragglers", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
     "parse_override", "parse_plan_config", "pydantic_error", "split_overrides",
 ]

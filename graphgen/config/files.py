@@ -22,7 +22,8 @@ class HardwareConfig(Cluster):
 
     @property
     def cluster(self) -> Cluster:
-        return Cluster(name=self.name, device=self.device, node=self.node, scale_out=self.scale_out)
+        return Cluster(name=self.name, device=self.device, node=self.node, scale_out=self.scale_out,
+                       stragglers=self.stragglers)
 
 
 class PlanConfig(Strict):

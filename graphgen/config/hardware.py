@@ -182,6 +182,17 @@ class NodeSpec(Strict):
     intra: LinkSpec = Field(description="Scale-up fabric (NVLink/NVSwitch, Infinity Fabric).")
 
 
+class Stragglers(Strict):
+    """How much hosts of one SKU differ in speed from step to step and from one another. A synchronous
+    training step waits for its slowest host, so the expected step grows with the number of hosts that
+    vary independently (graphgen.stragglers)."""
+
+    spread: Annotated[float, Field(ge=0, le=1, strict=True)] = Field(
+        0.0, description="Base straggler factor: the slowest of n independent hosts adds spread x sqrt(log2 n) "
+                         "x log2 n / (log2 n + 1) to the step (0: every host runs at the same speed).")
+    source: Str = ""
+
+
 class Cluster(Strict):
     """The machine without a plan: what a search or a sweep keeps fixed while the plan varies."""
 
@@ -189,3 +200,4 @@ class Cluster(Strict):
     device: DeviceSpec
     node: NodeSpec
     scale_out: LinkSpec = Field(description="Scale-out fabric between nodes, per GPU (its NIC).")
+    stragglers: Stragglers = Field(Stragglers(), description="Host-to-host speed variation (absent: none).")

@@ -33,6 +33,7 @@ from graphgen.search.passes import Lowered, PassProfile, lowered, optimizer_time
 from graphgen.search.walk import Run, marks, paces, run_items, shared_prefix
 from graphgen.search.walk import Stage as _Stage
 from graphgen.search.zero3 import zero3_pass
+from graphgen.stragglers import straggler_factor
 from graphgen.units import dtype_bytes
 
 STEADY_TOL = 1e-3  # the most a pace not yet reached may add to an extrapolated step
@@ -363,8 +364,9 @@ class FastStep:
 
 
 def fast_step_time(sc: Scenario, cache: dict) -> float:
-    """A plan's step time from the recurrence (cache: shared between the plans of a search)."""
-    return FastStep(sc, cache).step_time()
+    """A plan's step time from the recurrence (cache: shared between the plans of a search), with the
+    slowest-host wait that a full simulation adds (graphgen.stragglers)."""
+    return FastStep(sc, cache).step_time() * straggler_factor(sc)
 
 
 __all__ = ["FastStep", "Lowered", "fast_step_time"]
