@@ -357,3 +357,13 @@ def test_an_option_of_another_executor_is_refused(capsys, flags, flag):
     assert main(["search", "--model_config", str(GPT17), "--hardware_config", str(A100), "--gpus", "8", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"error: {flag}:" in err[0]
+
+
+def test_a_base_plans_checkpoint_interval_stays_with_full_recompute():
+    # a hardware file with recompute full every 2nd block: the search's none/selective candidates run
+    # without the interval instead of being refused
+    base = scenario(dict(TINY_LLAMA, layers=8), {"global_batch": 16}, recompute="full", recompute_every=2)
+    recs = evaluate_batch(base, [(i, dict(tp=1, sp=False, cp=1, pp=1, dp=1, ep=1, schedule="1f1b", virtual_stages=1,
+                                          zero_stage=0, recompute=rc, micro_batch=1))
+                                 for i, rc in enumerate(["none", "selective", "full"])])
+    assert [r.status for r in recs] == ["ok", "ok", "ok"], [r.reason for r in recs]

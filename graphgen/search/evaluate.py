@@ -41,7 +41,10 @@ def _scenario(base: Scenario, cand: dict, bases: dict) -> Scenario:
     sc = bases.get(mb)
     if sc is None:
         sc = bases[mb] = base if base.workload.micro_batch == mb else base.with_workload(micro_batch=mb)
-    return sc.with_plan(**{k: v for k, v in cand.items() if k != "micro_batch"})
+    plan = {k: v for k, v in cand.items() if k != "micro_batch"}
+    if plan.get("recompute", sc.plan.recompute) != "full" and sc.plan.recompute_every > 1:
+        plan["recompute_every"] = 1  # the base plan's checkpoint interval belongs to its full recompute
+    return sc.with_plan(**plan)
 
 
 def _memory(sc: Scenario, graphs: dict):
