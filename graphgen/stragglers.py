@@ -1,7 +1,7 @@
 """The expected wait for the slowest host in a synchronous training step.
 
 Hosts of one SKU do not run at one speed: manufacturing and power management leave GPUs of a cluster
-8 % apart on average, up to 22 % (Sinha et al., SC22, arXiv 2208.11035), and noise comes and goes from
+8 % apart on average, up to 22 % (Sinha et al., arXiv 2208.11035v3), and noise comes and goes from
 step to step. Every step of synchronous training ends at a collective that waits for all hosts, so the
 step takes as long as the slowest one, and the expected maximum of n independent samples grows like
 sqrt(log n). Rankflow follows SimuMax's model of it (MooreThreads/SimuMax simumax/core/perf_llm.py

@@ -11,6 +11,7 @@ from backends.analytical.scheduler import Timeline
 from graphgen.ir import CollectiveNode, ComputeNode, RecvNode, streams_of
 from graphgen.memory_timeline import memory_timeline
 from graphgen.program import Program
+from graphgen.stragglers import straggler_factor
 
 
 def lanes(prog: Program) -> list[str]:
@@ -19,7 +20,8 @@ def lanes(prog: Program) -> list[str]:
 
 
 def chrome_trace(prog: Program, tl: Timeline, ranks: list[int]) -> dict:
-    threads = {name: i for i, name in enumerate(lanes(prog))}
+    slowest = straggler_factor(prog.scenario)  # the step waits for its slowest host after this one's timeline
+    threads = {name: i for i, name in enumerate([*lanes(prog), *(["stragglers"] if slowest > 1.0 else [])])}
     events: list[dict] = []
     for rank in ranks:
         role = prog.role_of_rank(rank)
@@ -41,6 +43,10 @@ def chrome_trace(prog: Program, tl: Timeline, ranks: list[int]) -> dict:
             events.append({"ph": "X", "name": n.name, "cat": n.phase.value, "pid": rank,
                            "tid": threads[thread], "ts": round(st[i] * 1e6, 3),
                            "dur": round((fin[i] - st[i]) * 1e6, 3), "args": args})
+        if slowest > 1.0:
+            events.append({"ph": "X", "name": "slowest-host wait (expected)", "cat": "stragglers", "pid": rank,
+                           "tid": threads["stragglers"], "ts": round(tl.step_time * 1e6, 3),
+                           "dur": round((slowest - 1.0) * tl.step_time * 1e6, 3), "args": {"factor": slowest}})
         # Memory counter track: allocated bytes over the simulated step (Perfetto draws it as a graph).
         for t, b in memory_timeline(prog, st, fin, role):
             events.append({"ph": "C", "name": "memory allocated (GiB)", "pid": rank, "ts": round(t * 1e6, 3),

@@ -75,3 +75,18 @@ def test_serving_replicas_wait_for_no_one():
         "inference": {"phase": "decode", "batch": 4, "input_len": 128}}}, hardware(A100),
         overrides=[("parallelism.dp", 16)])
     assert straggler_factor(sc) == 1.0
+
+
+def test_trace_shows_the_wait_after_the_hosts_own_timeline():
+    from reports.trace import chrome_trace
+
+    sc = _scenario(dp=16)
+    prog, ev = api.evaluate(sc, detail="ops")
+    events = chrome_trace(prog, ev.timeline, [0])["traceEvents"]
+    wait = [e for e in events if e.get("cat") == "stragglers"]
+    assert len(wait) == 1
+    assert (wait[0]["ts"] + wait[0]["dur"]) / 1e6 == pytest.approx(ev.result.step_time_s, rel=1e-6)
+    assert wait[0]["dur"] / 1e6 == pytest.approx(ev.result.breakdown.stragglers, rel=1e-6)
+    one = _scenario(dp=8)
+    prog1, ev1 = api.evaluate(one, detail="ops")
+    assert not [e for e in chrome_trace(prog1, ev1.timeline, [0])["traceEvents"] if e.get("cat") == "stragglers"]
