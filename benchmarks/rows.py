@@ -39,6 +39,7 @@ class Row:
     bf16_dense: bool = False
     family: str | None = None        # "MoE" or "dense context-parallel": slices the issues set targets on
     convention: str | None = None    # the FLOP convention its TFLOP/s and MFU are compared in
+    table: str | None = None         # the publication table it comes from (the issues' "source": one table)
 
     @property
     def is_verdict(self) -> bool:

@@ -89,6 +89,18 @@ def test_summary_counts_errors_and_verdicts():
     assert set(fam) == {"MoE"}
 
 
+def test_summary_gives_each_publication_table_of_the_bf16_dense_target():
+    # the issues' per-source target is per table of a publication: two tables of one source apart, and
+    # only BF16 dense time and throughput rows count
+    rows = [Row("a", "s", "mfu", 50.0, 55.0, None, bf16_dense=True, table="T1"),
+            Row("b", "s", "mfu", 50.0, 60.0, None, bf16_dense=True, table="T2"),
+            Row("c", "s", "mem_gib_per_gpu", 10.0, 20.0, None, bf16_dense=True, table="T2"),
+            Row("d", "s", "mfu", 50.0, 100.0, None, bf16_dense=False, table="T2")]
+    tables = summarize(rows)["target_bf16_dense_by_table"]
+    assert tables["T1"]["mape_pct"] == pytest.approx(10.0) and tables["T2"]["mape_pct"] == pytest.approx(20.0)
+    assert tables["T2"]["rows"] == 1 and summarize(rows)["by_source"]["s"]["rows"] == 4
+
+
 def test_summary_says_which_way_predictions_lean():
     """Time rows count as fast when predicted shorter, throughput rows when predicted higher; memory and
     verdicts do not count; the mean is geometric, so a 4x outlier does not outweigh its source."""
