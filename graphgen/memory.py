@@ -214,7 +214,7 @@ def _activations(sc: Scenario, lg: LayerGraph, chunk_layers, chunks, stage: int,
             return 0.0  # a frozen prefix keeps nothing for a backward that never runs
         ops = lg.unit_ops(unit)
         if 0 <= unit < lg.layers:
-            return layer_activation_bytes(ops, p.recompute if unit % p.recompute_every == 0 else "none", resid)
+            return layer_activation_bytes(ops, p.recompute if unit % p.checkpoint_every == 0 else "none", resid)
         return sum(op.saved_bytes for op in ops)
 
     def for_w(unit: int) -> float:
@@ -224,7 +224,7 @@ def _activations(sc: Scenario, lg: LayerGraph, chunk_layers, chunks, stage: int,
         return sum(op.saved_bytes for op in lg.unit_ops(unit) if op.weight_params > 0 and op.trainable)
 
     def sums(units: tuple[int, ...]) -> tuple[float, float]:  # the same chunks recur across a search's plans
-        return lg.memo(("activations", units, p.recompute, p.recompute_every, resid),
+        return lg.memo(("activations", units, p.recompute, p.checkpoint_every, resid),
                        lambda: (sum(saved(u) for u in units), sum(for_w(u) for u in units)))
 
     got = {g: sums(tuple(lg.chunk_units(chunk_layers, g))) for g in chunks}

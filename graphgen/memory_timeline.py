@@ -48,7 +48,7 @@ def _delta(lg, p, n: ComputeNode, unit: int | None, resid: float) -> float:
     block_ops = lg.unit_ops(unit) if unit is not None else lg.embed + lg.head
     ops = {op.name: op for op in block_ops}
     first_layer_op = lg.unit_ops(unit)[0].name if unit is not None else None
-    full = p.recompute == "full" and unit is not None and unit % p.recompute_every == 0
+    full = p.recompute == "full" and unit is not None and unit % p.checkpoint_every == 0
 
     def kept(name: str) -> float:
         op = ops[name]

@@ -87,10 +87,6 @@ def _check_model(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> Non
     if p.recompute_every > m.layers:
         raise c.plan("parallelism.recompute_every", f"recompute_every={p.recompute_every} exceeds the {m.layers} layers",
                      f"choose a value from 1 to {m.layers}")
-    if p.recompute_every > 1 and p.recompute != "full":  # timing and memory would each read it differently
-        raise c.plan("parallelism.recompute_every", f"recompute_every={p.recompute_every} checkpoints every k-th "
-                     f"block under full recompute, but recompute is '{p.recompute}'",
-                     "set parallelism.recompute=full, or recompute_every=1")
     if m.attention_pattern and "gated_delta" in m.attention_pattern:
         if w.run_type == "inference":
             raise c.model("workload.run_type", "Gated DeltaNet layers are modelled for training only (their "

@@ -21,7 +21,7 @@ from pathlib import Path
 from backends.base import Result
 from graphgen.errors import RankflowError
 from graphgen.scenario import Scenario
-from graphgen.search.evaluate import PlanRecord
+from graphgen.search.evaluate import PlanRecord, plan_fields
 from graphgen.search.space import Constraints, candidates
 from rankflow import api
 from rankflow.executors import EXECUTORS, simulate_all
@@ -157,7 +157,7 @@ def _check(pairs: list[tuple[Evaluated, float]]) -> dict:
 def _plan_scenario(base: Scenario, plan: dict) -> Scenario:
     mb = plan["micro_batch"]
     sc = base if base.workload.micro_batch == mb else base.with_workload(micro_batch=mb)
-    return sc.with_plan(**{k: v for k, v in plan.items() if k != "micro_batch"})
+    return sc.with_plan(**plan_fields(sc, plan))
 
 
 def search(model, hardware: list[str], gpus: list[int], overrides=(), constraints: Constraints | None = None,

@@ -71,7 +71,9 @@ def png(points) -> bytes:
     a.set_xticks(list(x), labels, rotation=30, ha="right")
     a.set_title("throughput and efficiency")
     own = {"compute": lambda d: d.compute, "bubble": lambda d: d.pipeline_bubble, "stragglers": lambda d: d.stragglers}
-    parts = ["compute", "bubble", *sorted({k for p in points for k in p.result.breakdown.exposed_comm}), "stragglers"]
+    waits = any(p.result.breakdown.stragglers > 0 for p in points)
+    parts = ["compute", "bubble", *sorted({k for p in points for k in p.result.breakdown.exposed_comm}),
+             *(["stragglers"] if waits else [])]
     bottom = [0.0] * len(points)
     for part in parts:
         vals = [own[part](p.result.breakdown) if part in own else p.result.breakdown.exposed_comm.get(part, 0.0)

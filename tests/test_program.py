@@ -439,3 +439,17 @@ def test_chunks_of_the_same_kinds_share_their_lowering(model, workload, plan):
     shared, ids = pass_templates(sc, lg, chunks)
     fresh, ids2 = pass_templates(sc, lg, chunks, share=False)
     assert shared == fresh and ids == ids2
+
+
+def test_a_checkpoint_interval_without_full_recompute_is_inert_and_said_so():
+    # recompute_every belongs to full recompute: under selective (or none) the timing and the memory
+    # model both ignore it, and the result says so instead of reading it two ways
+    from rankflow import api
+
+    sel = scenario(TINY_LLAMA, {"global_batch": 2}, recompute="selective")
+    sel2 = scenario(TINY_LLAMA, {"global_batch": 2}, recompute="selective", recompute_every=2)
+    a, b = api.simulate(sel), api.simulate(sel2)
+    assert b.step_time_s == a.step_time_s
+    assert [m.activations for m in b.memory] == [m.activations for m in a.memory]
+    assert any("recompute_every=2 applies to full recompute only" in n for n in b.notes)
+    assert not any("recompute_every" in n for n in a.notes)

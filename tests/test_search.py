@@ -359,11 +359,16 @@ def test_an_option_of_another_executor_is_refused(capsys, flags, flag):
     assert len(err) == 1 and f"error: {flag}:" in err[0]
 
 
-def test_a_base_plans_checkpoint_interval_stays_with_full_recompute():
-    # a hardware file with recompute full every 2nd block: the search's none/selective candidates run
-    # without the interval instead of being refused
+def test_a_base_plans_checkpoint_interval_stays_with_full_recompute(tmp_path):
+    # a hardware file with recompute full every 2nd block: the none/selective candidates run without the
+    # interval, in the fast evaluator and in the full re-simulation of the top plans alike
     base = scenario(dict(TINY_LLAMA, layers=8), {"global_batch": 16}, recompute="full", recompute_every=2)
     recs = evaluate_batch(base, [(i, dict(tp=1, sp=False, cp=1, pp=1, dp=1, ep=1, schedule="1f1b", virtual_stages=1,
                                           zero_stage=0, recompute=rc, micro_batch=1))
                                  for i, rc in enumerate(["none", "selective", "full"])])
     assert [r.status for r in recs] == ["ok", "ok", "ok"], [r.reason for r in recs]
+    hw = tmp_path / "hw.yaml"
+    hw.write_text(A100.read_text().replace("recompute: none", "recompute: full\n  recompute_every: 2"))
+    found = search.search(GPT17, [str(hw)], [8], ["model.layers=4", "workload.global_batch=16"], top=3, check=2,
+                          workers=1, constraints=Constraints(micro_batch=(1,), zero_stage=(0,), schedules=("1f1b",)))
+    assert found.counts()["ok"] > 0 and found.check["max_rel_diff"] < 0.01

@@ -77,7 +77,7 @@ class ParallelPlan(Strict):
                     "moe_act, shared_experts, moe (the whole MoE MLP; its all-to-alls are not rerun here).")
     recompute_every: PosInt = Field(
         1, description="Under full recompute, checkpoint every k-th block only (torchtitan's layer-level "
-                       "selective AC with ac_freq=2 is full recompute with k=2).")
+                       "selective AC with ac_freq=2 is full recompute with k=2); inert otherwise, with a note.")
     bucket_mb: Rate = Field(40.0, description="Gradient-reduction bucket size, MiB of gradients.")
     grad_reduce_dtype: Literal["fp32", "bf16"] = Field(
         "fp32", description="Dtype of gradient reduction (Megatron keeps fp32 main grads for bf16).")
@@ -128,6 +128,12 @@ class ParallelPlan(Strict):
     def world(self) -> int:
         """GPUs: tp x cp x dp x pp (expert parallelism re-divides the same ranks)."""
         return self.tp * self.cp * self.dp * self.pp
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Every k-th block checkpointed: recompute_every under full recompute, which it belongs to; 1
+        otherwise (a leftover interval is inert, and the result says so)."""
+        return self.recompute_every if self.recompute == "full" else 1
 
     @property
     def edp(self) -> int:

@@ -41,10 +41,16 @@ def _scenario(base: Scenario, cand: dict, bases: dict) -> Scenario:
     sc = bases.get(mb)
     if sc is None:
         sc = bases[mb] = base if base.workload.micro_batch == mb else base.with_workload(micro_batch=mb)
+    return sc.with_plan(**plan_fields(sc, cand))
+
+
+def plan_fields(sc: Scenario, cand: dict) -> dict:
+    """A candidate's plan fields over a base scenario: a base plan's checkpoint interval stays with its
+    full recompute (a none/selective candidate would only carry it inert, with a note)."""
     plan = {k: v for k, v in cand.items() if k != "micro_batch"}
     if plan.get("recompute", sc.plan.recompute) != "full" and sc.plan.recompute_every > 1:
-        plan["recompute_every"] = 1  # the base plan's checkpoint interval belongs to its full recompute
-    return sc.with_plan(**plan)
+        plan["recompute_every"] = 1
+    return plan
 
 
 def _memory(sc: Scenario, graphs: dict):

@@ -118,7 +118,7 @@ function render(r) {
   const b = r.breakdown_s;
   const comm = Object.entries(b.exposed_comm).filter(([, v]) => v > 0).map(([k, v]) => [`${k} comm`, v]);
   bars($("breakdown"), [[b.critical_role, [["compute", b.compute], ...comm, ["bubble", b.pipeline_bubble],
-                                               ["slowest host", b.stragglers || 0]]]], "s");
+                                               ...(b.stragglers > 0 ? [["slowest host", b.stragglers]] : [])]]], "s");
   const parts = ["weights", "master_weights", "gradients", "optimizer_states", "activations", "kv_cache",
                  "transient", "comm_buffers", "allocator_slack", "reserved"];
   bars($("memory"), r.memory.roles.map((m) => [m.role, parts.map((k) => [k, m[`${k}_gib`] || 0])]), "GiB");
