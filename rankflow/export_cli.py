@@ -19,9 +19,9 @@ def _parser() -> _Parser:
                                         "LlamaFactory YAML. A plan feature the framework cannot express is an "
                                         "error naming the field.")
     ap.add_argument("--to", required=True, choices=list(TARGETS), help="the framework")
-    ap.add_argument("--model_config", "--model-config", "--model", required=True, metavar="M.yaml",
-                    help="model + workload YAML (see model_configs/)")
-    ap.add_argument("--hardware_config", "--hardware-config", "--hardware", required=True, metavar="H.yaml",
+    ap.add_argument("--model_config", "--model-config", "--model", required=True, metavar="M.yaml|NAME",
+                    help="model + workload YAML (see model_configs/), or a shipped model's name")
+    ap.add_argument("--hardware_config", "--hardware-config", "--hardware", required=True, metavar="H.yaml|NAME",
                     help="hardware YAML, optionally with the plan (see hardware_configs/)")
     ap.add_argument("--plan_config", "--plan-config", metavar="P.yaml", help="plan YAML; replaces the hardware file's")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -10,13 +10,13 @@ from rankflow import listing
 from rankflow.cli import _Parser
 
 SCHEMA = {"models": "rankflow.models", "hardware": "rankflow.hardware"}
-VERSION = "1.0"
+VERSION = "1.1"  # 1.1: schema_version beside version, as every other document has it
 
 
 def document(kind: str) -> dict:
     """The JSON both the CLI and GET /v1/<kind> return."""
     rows = listing.model_rows() if kind == "models" else listing.hardware_rows()
-    return {"schema": SCHEMA[kind], "version": VERSION, kind: rows}
+    return {"schema": SCHEMA[kind], "schema_version": VERSION, "version": VERSION, kind: rows}
 
 
 def run(kind: str, argv: list[str]) -> int:

@@ -34,14 +34,14 @@ def _ints(text: str, flag: str) -> list[int]:
     return out
 
 
-def _common(ap: argparse.ArgumentParser, hardware_many: bool = True) -> None:
+def _common(ap: argparse.ArgumentParser, hardware_many: bool = True, hardware_required: bool = True) -> None:
     ap.add_argument("--model_config", "--model-config", "--model", required=True, metavar="M.yaml|NAME")
     ap.add_argument("--hardware_config", "--hardware-config", "--hardware", nargs="+" if hardware_many else None,
-                    required=hardware_many, metavar="H.yaml|NAME")
+                    required=hardware_required, metavar="H.yaml|NAME")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override model/workload fields")
     ap.add_argument("--json", metavar="OUT.json")
     ap.add_argument("--csv", metavar="OUT.csv")
-    ap.add_argument("--png", metavar="OUT.png", help="plot (needs matplotlib: pip install -e '.[bench]')")
+    ap.add_argument("--png", metavar="OUT.png", help="plot (needs matplotlib: pip install -e '.[plots]')")
     ap.add_argument("--quiet", action="store_true")
 
 
@@ -120,7 +120,7 @@ def _png(fn):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise RankflowError("matplotlib is not installed", field="--png", fix="pip install -e '.[bench]'") from None
+            raise RankflowError("matplotlib is not installed", field="--png", fix="pip install -e '.[plots]'") from None
         return fn()
     return render
 

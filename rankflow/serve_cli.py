@@ -162,15 +162,17 @@ def run(argv: list[str]) -> int:
         text = _cheapest_text(res)
     else:
         dep = Deployment(serve.engine_model(sc), sched, args.replicas, args.router)
+        p = sc.plan
+        text = (f"Rankflow serving: {sc.model.name} on {sc.hardware.name}, {args.replicas} x tp{p.tp} pp{p.pp}"
+                f"{f' ep{p.ep}' if p.ep > 1 else ''}, {args.scheduler} ({sc.workload.precision})\n")
         if args.capacity:
             cap = max_rate(dep, work, slo)
             got["doc"] = capacity_dict(cap)
             got["result"] = simulate(dep, work.source(cap.rate_per_s))
-            text = f"highest rate meeting the SLO: {cap.rate_per_s:.3f} requests/s\n"
+            text += f"  highest rate meeting the SLO: {cap.rate_per_s:.3f} requests/s\n"
         else:
             got["result"] = simulate(dep, _source(args, spec, lengths))
             got["doc"] = to_dict(got["result"], slo)
-            text = ""
         text += _summary_text(got["doc"] if not args.capacity else to_dict(got["result"], slo))
     commit(args, outputs)
     if not args.quiet:
@@ -180,7 +182,7 @@ def run(argv: list[str]) -> int:
 
 def _summary_text(doc: dict) -> str:
     lat = doc.get("latency", {})
-    lines = ["Rankflow serving:"]
+    lines = []
     for name, st in lat.items():
         if isinstance(st, dict) and st.get("count"):
             lines.append(f"  {name.removesuffix('_s').upper():5} " + "  ".join(

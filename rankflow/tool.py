@@ -33,7 +33,9 @@ def _simulate(args: list[str]) -> int:
 
 
 def _memory(args: list[str]) -> int:
-    return _simulate([*args, "--memory-only"] if "--memory-only" not in args else args)
+    from rankflow import cli
+
+    return cli.main([*args, "--memory-only"] if "--memory-only" not in args else args, "rankflow memory")
 
 
 def _search_family(command: str) -> Callable[[list[str]], int]:

@@ -20,6 +20,9 @@ ADVICE = {
 }
 
 
+RUNNER_UP = 0.05  # a part of the step worth naming beside the largest
+
+
 @dataclass(frozen=True)
 class Bottleneck:
     kind: str          # compute, an axis (tp, cp, ep, dp, pp), bubble, or memory
@@ -41,9 +44,17 @@ def bottleneck(res, memory_headroom_limit: float = 0.05) -> Bottleneck:
                 if room < 0 else f"{100 * room:.1f} % of device memory left on {tight.role}")
         return Bottleneck("memory", room, text, ADVICE["memory"])
     share = parts[kind] / step if step > 0 else 0.0
-    what = {"compute": "compute", "bubble": "pipeline bubble", "stragglers": "waiting for the slowest host"}.get(
-        kind, f"exposed {kind} communication")
-    evidence = f"{what} is {100 * share:.0f} % of the step"
+    evidence = f"{_label(kind)} is {100 * share:.0f} % of the step"
     if kind == "compute":
         evidence += f" (MFU {100 * res.mfu:.0f} %)"
+    # What else takes a real share: where a compute-bound point loses its scaling efficiency.
+    rest = sorted(((t / step, k) for k, t in parts.items() if k != kind and step > 0 and t / step >= RUNNER_UP),
+                  reverse=True)[:2]
+    if rest:
+        evidence += "; then " + ", ".join(f"{_label(k)} {100 * x:.0f} %" for x, k in rest)
     return Bottleneck(kind, share, evidence, ADVICE.get(kind, ADVICE["compute"]))
+
+
+def _label(kind: str) -> str:
+    return {"compute": "compute", "bubble": "pipeline bubble", "stragglers": "waiting for the slowest host"}.get(
+        kind, f"exposed {kind} communication")

@@ -1,4 +1,4 @@
-"""Scaling sweeps and recommendations as text, JSON (schemas rankflow.sweep / rankflow.recommend 1.0), CSV
+"""Scaling sweeps and recommendations as text, JSON (schemas rankflow.sweep 1.1 / rankflow.recommend 1.0), CSV
 and PNG. Pure: the CLI writes what these return."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import io
 import json
 
 SCHEMA_VERSION = "1.1"  # 1.1: stragglers_s per point
+RECOMMEND_VERSION = "1.0"
 POINT_FIELDS = ("point", "gpus", "step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "mfu", "scaling_efficiency",
                 "compute_s", "pipeline_bubble_s", "exposed_comm_s", "stragglers_s", "peak_memory_gib", "bottleneck", "evidence",
                 "advice")
@@ -100,7 +101,7 @@ def _rec(r) -> dict:
 
 
 def recommend_dumps(recs) -> str:
-    return json.dumps({"schema": "rankflow.recommend", "schema_version": SCHEMA_VERSION,
+    return json.dumps({"schema": "rankflow.recommend", "schema_version": RECOMMEND_VERSION,
                        "recommendations": [_rec(r) for r in recs]}, indent=2, allow_nan=False) + "\n"
 
 

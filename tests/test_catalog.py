@@ -75,7 +75,7 @@ def test_cli_by_name(capsys):
 def test_listing_commands(capsys):
     assert tool.main(["models", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["schema"] == "rankflow.models" and len(doc["models"]) >= 40
+    assert doc["schema"] == "rankflow.models" and doc["schema_version"] == doc["version"] == "1.1" and len(doc["models"]) >= 40
     row = next(r for r in doc["models"] if r["name"] == "deepseek-v3")
     assert row["family"] == "moe+mla" and 600 < row["params_b"] < 700 and row["active_params_b"] < 50
     assert "deepseek-ai/DeepSeek-V3" in row["hf"]

@@ -119,6 +119,13 @@ def test_a_swept_key_that_is_wrong_is_named_as_the_sweeps(capsys):
     assert rc == 2 and "--over: unknown section 'foo'" in capsys.readouterr().err
 
 
+def test_a_sweep_without_hardware_is_one_line_not_a_traceback(capsys):
+    # it has no list of shipped clusters to fall back on, as recommend has
+    rc = tool.main(["sweep", "--model_config", str(LLAMA8), "--gpus", "8:16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--hardware_config" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_a_pipe_given_as_a_config_is_named_as_such(capsys, tmp_path):
     import os
 

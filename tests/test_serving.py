@@ -189,7 +189,7 @@ def test_same_seed_gives_identical_json(scheduler):
 def test_json_has_schema_units_and_no_nan():
     res = _run(ContinuousBatching(), PoissonSource(4.0, 50, FixedLength(64), FixedLength(1), seed=0))
     d = to_dict(res)
-    assert (d["schema"], d["version"]) == ("rankflow.serving", "1.0")
+    assert (d["schema"], d["schema_version"], d["version"]) == ("rankflow.serving", "1.1", "1.1")
     assert d["latency"]["tpot_s"]["p99"] is None  # one output token each: no TPOT, and null, not NaN
     assert set(d["latency"]) == {"ttft_s", "tpot_s", "itl_s", "e2e_s"}
     assert set(d["throughput"]) == {"requests_per_s", "output_tokens_per_s", "total_tokens_per_s"}

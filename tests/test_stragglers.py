@@ -90,3 +90,15 @@ def test_trace_shows_the_wait_after_the_hosts_own_timeline():
     one = _scenario(dp=8)
     prog1, ev1 = api.evaluate(one, detail="ops")
     assert not [e for e in chrome_trace(prog1, ev1.timeline, [0])["traceEvents"] if e.get("cat") == "stragglers"]
+
+
+def test_bottleneck_names_what_else_takes_a_share_of_the_step():
+    # 16 hosts: the slowest-host wait is 12.6 % of the step; beside the largest part it is named with its share
+    from reports.bottleneck import bottleneck
+
+    r = api.simulate(_scenario(dp=128))
+    limit = bottleneck(r)
+    assert limit.kind != "stragglers"
+    assert "waiting for the slowest host 13 %" in limit.evidence
+    r0 = api.simulate(_scenario(dp=128, spread=0.0))
+    assert "slowest host" not in bottleneck(r0).evidence

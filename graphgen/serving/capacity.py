@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from graphgen.errors import RankflowError
 from graphgen.serving.lengths import LengthDist
-from graphgen.serving.metrics import DEFAULT_SLO, SLO, Summary, summarize, summary_dict
+from graphgen.serving.metrics import DEFAULT_SLO, SLO, Summary, header, summarize, summary_dict
 from graphgen.serving.model import IterationModel
 from graphgen.serving.schedulers import ContinuousBatching, SchedulerConfig
 from graphgen.serving.simulate import Deployment, simulate
@@ -173,7 +173,7 @@ def cheapest(candidates: Sequence[Candidate], rate_per_s: float, workload: Workl
 
 
 def capacity_dict(result: CapacityResult) -> dict:
-    return {"schema": "rankflow.serving", "version": "1.0", "kind": "capacity",
+    return {**header("capacity"),
             "rate_per_s": result.rate_per_s, "metrics": summary_dict(result.summary),
             "next_rate_per_s": result.next_rate_per_s,
             "next_metrics": summary_dict(result.next_summary) if result.next_summary else None,
@@ -187,5 +187,5 @@ def cheapest_dict(result: CheapestResult) -> dict:
                 "usd_per_gpu_hour": c.usd_per_gpu_hour, "usd_per_hour": r.usd_per_hour,
                 "usd_per_million_output_tokens": r.usd_per_million_output_tokens,
                 "slo_met": r.summary.slo_met, "metrics": summary_dict(r.summary)}
-    return {"schema": "rankflow.serving", "version": "1.0", "kind": "cheapest", "rate_per_s": result.rate_per_s,
+    return {**header("cheapest"), "rate_per_s": result.rate_per_s,
             "best": result.best.candidate.label, "candidates": [row(r) for r in result.evaluated]}

@@ -28,7 +28,12 @@ from graphgen.errors import RankflowError
 from graphgen.serving.schedulers import model_to_dict, scheduler_to_dict
 from graphgen.serving.simulate import Deployment, RequestRecord, ServingResult
 
-SCHEMA, VERSION = "rankflow.serving", "1.0"
+SCHEMA, VERSION = "rankflow.serving", "1.1"  # 1.1: schema_version beside version, as every other document has it
+
+
+def header(kind: str) -> dict:
+    """The document's schema, its version under both keys (`version` for 1.0 readers) and its kind."""
+    return {"schema": SCHEMA, "schema_version": VERSION, "version": VERSION, "kind": kind}
 PERCENTILES = (50, 90, 99)
 
 
@@ -217,12 +222,12 @@ def deployment_dict(dep: Deployment) -> dict:
 
 
 def to_dict(result: ServingResult, slo: SLO = DEFAULT_SLO, *, include_requests: bool = False) -> dict:
-    """The run as a JSON-ready dict (schema rankflow.serving 1.0): units in keys, null for what is
+    """The run as a JSON-ready dict (schema rankflow.serving, VERSION): units in keys, null for what is
     undefined (e.g. TPOT when every request has one output token), never NaN or Infinity."""
     body = summary_dict(summarize(result, slo))
     body["requests"]["input_tokens"] = sum(r.input_len for r in result.records)
     body["requests"]["output_tokens"] = sum(r.output_len for r in result.records)
-    out = {"schema": SCHEMA, "version": VERSION, "kind": "simulation",
+    out = {**header("simulation"),
            "deployment": {**deployment_dict(result.deployment), "replica_roles": list(result.replica_roles)},
            **body,
            "iterations": {"count": len(result.iterations), "busy_s": _busy_s(result)}}
