@@ -376,7 +376,8 @@ def _print(rows: list[Row], summary: dict, quiet: bool) -> None:
     for name in ("by_metric", "by_source", "by_framework"):
         out.write(f"  {name.replace('_', ' ')}:\n")
         for k, v in summary[name].items():
-            lean = "" if v.get("too_fast_pct") is None else f", predictions {v['too_fast_pct']:+.1f} % fast"
+            x = v.get("too_fast_pct")
+            lean = "" if x is None else f", predictions {abs(x):.1f} % too {'fast' if x >= 0 else 'slow'}"
             out.write(f"    {k:28} {_fmt(v['mape_pct']):>7} %  (median {_fmt(v['median_ape_pct'])} %, {v['rows']} rows{lean})\n")
     for k, v in summary["verdicts"].items():
         out.write(f"  {k} verdict right on {_fmt(v['accuracy_pct'])} % of {v['rows']} labelled rows\n")
