@@ -54,7 +54,7 @@ def dumps(found) -> str:
 def _plan_text(p: dict) -> str:
     extra = "".join(f" {k}={p[k]}" for k in ("cp", "ep") if p.get(k, 1) > 1)
     sched = p["schedule"] + (f"/v{p['virtual_stages']}" if p["virtual_stages"] > 1 else "")
-    return f"tp{p['tp']} pp{p['pp']} dp{p['dp']}{extra} {sched} mb{p['micro_batch']} zero{p['zero_stage']} {p['recompute']}"
+    return f"tp{p['tp']} pp{p['pp']} dp{p['dp']}{extra} {sched} mb{p['micro_batch']} zero{p['zero_stage']} rc-{p['recompute']}"
 
 
 def summary(found, wall_s: float | None = None) -> str:
