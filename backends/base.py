@@ -166,7 +166,7 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
     if cluster is not None and cluster is not program.scenario.hardware:
         program = replace(program, scenario=replace(program.scenario, hardware=cluster))
     sc = program.scenario
-    if inert_checkpoint_interval(sc):
+    if sc.plan.recompute_every != sc.plan.checkpoint_every:  # an interval without the full recompute it belongs to
         notes = (*notes, f"parallelism.recompute_every={sc.plan.recompute_every} applies to full recompute only; "
                          f"ignored under recompute={sc.plan.recompute}")
     slowest = straggler_factor(sc)
@@ -203,11 +203,6 @@ def assemble_result(program: Program, backend: str, step_time: float, breakdown:
                   hardware_flops_per_step=hw_flops, peak_flops_per_gpu=peak, breakdown=breakdown,
                   critical_role=critical_role, roles=roles, memory=memory, layer_table=table,
                   notes=notes, framework=fw, inference=infer)
-
-
-def inert_checkpoint_interval(sc) -> bool:
-    """A checkpoint interval left on a plan without full recompute (graphgen ParallelPlan.checkpoint_every)."""
-    return sc.plan.recompute_every > 1 and sc.plan.recompute != "full"
 
 
 def framework_report(sc, memory, step_time: float, peak: float) -> dict[str, object]:

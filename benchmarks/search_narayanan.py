@@ -22,6 +22,7 @@ TABLE1 = [("gpt-1.7b", 32, 1, 1), ("gpt-3.6b", 64, 2, 1), ("gpt-7.5b", 128, 4, 1
 
 def main() -> None:
     from graphgen.errors import RankflowError
+    from graphgen.search.evaluate import candidate_scenario
     from graphgen.search.fast import fast_step_time
     from graphgen.search.space import Constraints
     from rankflow import api, search
@@ -40,9 +41,9 @@ def main() -> None:
         published = []
         for sched, v in (("interleaved", 2), ("1f1b", 1)):
             try:
-                sc = search._plan_scenario(base, dict(tp=t, sp=False, cp=1, pp=p, dp=gpus // (t * p), ep=1,
-                                                      schedule=sched, virtual_stages=v, zero_stage=0,
-                                                      recompute="full", micro_batch=1))
+                sc = candidate_scenario(base, dict(tp=t, sp=False, cp=1, pp=p, dp=gpus // (t * p), ep=1,
+                                                   schedule=sched, virtual_stages=v, zero_stage=0,
+                                                   recompute="full", micro_batch=1))
             except RankflowError:
                 continue
             published.append((api.simulate(sc).step_time_s, fast_step_time(sc, {})))

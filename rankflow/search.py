@@ -21,7 +21,7 @@ from pathlib import Path
 from backends.base import Result
 from graphgen.errors import RankflowError
 from graphgen.scenario import Scenario
-from graphgen.search.evaluate import PlanRecord, plan_fields
+from graphgen.search.evaluate import PlanRecord, candidate_scenario
 from graphgen.search.space import Constraints, candidates
 from rankflow import api
 from rankflow.executors import EXECUTORS, simulate_all
@@ -66,7 +66,7 @@ class SearchResult:
 
     def scenario(self, e: Evaluated) -> Scenario:
         """The full scenario of an evaluated plan (to simulate or inspect it)."""
-        return _plan_scenario(self.bases[(e.hardware, e.gpus)], e.record.plan)
+        return candidate_scenario(self.bases[(e.hardware, e.gpus)], e.record.plan)
 
     def counts(self) -> dict[str, int]:
         out = {"ok": 0, "oom": 0, "invalid": 0}
@@ -154,12 +154,6 @@ def _check(pairs: list[tuple[Evaluated, float]]) -> dict:
     return {"plans": len(pairs), "max_rel_diff": worst, "worst_plan": where}
 
 
-def _plan_scenario(base: Scenario, plan: dict) -> Scenario:
-    mb = plan["micro_batch"]
-    sc = base if base.workload.micro_batch == mb else base.with_workload(micro_batch=mb)
-    return sc.with_plan(**plan_fields(sc, plan))
-
-
 def search(model, hardware: list[str], gpus: list[int], overrides=(), constraints: Constraints | None = None,
            top: int = 10, check: int = 8, executor: str = "local", workers: int | None = None,
            address: str | None = None, quiet: bool = True, progress: Callable[[int, int], None] | None = None,
@@ -218,7 +212,7 @@ def _finish(model, bases: dict, spaces, evaluated: list[Evaluated], top: int, ch
     rest = [e for e in ok if e not in ranked[:top]]
     step = max(1, len(rest) // max(check, 1)) if check else 0
     sample = rest[::step][:check] if check else []
-    full = simulate([_plan_scenario(bases[(e.hardware, e.gpus)], e.record.plan) for e in [*ranked[:top], *sample]])
+    full = simulate([candidate_scenario(bases[(e.hardware, e.gpus)], e.record.plan) for e in [*ranked[:top], *sample]])
     tops = tuple(Top(e, r) for e, r in zip(ranked[:top], full, strict=False))
     name = next(iter(bases.values())).model.name if bases else str(model)
     tokens = next(iter(bases.values())).workload.train_tokens if bases else None

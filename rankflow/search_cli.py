@@ -34,10 +34,10 @@ def _ints(text: str, flag: str) -> list[int]:
     return out
 
 
-def _common(ap: argparse.ArgumentParser, hardware_many: bool = True, hardware_required: bool = True) -> None:
+def _common(ap: argparse.ArgumentParser, hardware_many: bool = True) -> None:
     ap.add_argument("--model_config", "--model-config", "--model", required=True, metavar="M.yaml|NAME")
     ap.add_argument("--hardware_config", "--hardware-config", "--hardware", nargs="+" if hardware_many else None,
-                    required=hardware_required, metavar="H.yaml|NAME")
+                    required=True, metavar="H.yaml|NAME")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override model/workload fields")
     ap.add_argument("--json", metavar="OUT.json")
     ap.add_argument("--csv", metavar="OUT.csv")

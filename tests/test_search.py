@@ -11,7 +11,7 @@ import time
 import pytest
 
 from graphgen.errors import RankflowError
-from graphgen.search.evaluate import evaluate_batch
+from graphgen.search.evaluate import candidate_scenario, evaluate_batch
 from graphgen.search.fast import fast_step_time
 from graphgen.search.space import Constraints, candidates
 from rankflow import api, search
@@ -136,7 +136,7 @@ def test_memory_pruning_matches_the_full_memory_model():
     for r in records[::3]:
         if r.status in fits:
             seen[r.status] += 1
-            assert api.memory(search._plan_scenario(base, r.plan)).fits is fits[r.status], r.plan
+            assert api.memory(candidate_scenario(base, r.plan)).fits is fits[r.status], r.plan
     assert seen["ok"] and seen["oom"]
 
 
@@ -159,9 +159,9 @@ def test_the_best_plan_beats_narayanan_2021s_published_plan():
     the published plan's rank among all plans is reported."""
     found = search.search(GPT17, [str(A100)], [32], [], Constraints(micro_batch=(1, 2), zero_stage=(0, 1)),
                           top=1, check=0, executor="serial")
-    published = search._plan_scenario(found.bases[("A100-SXM4-80GB", 32)],
-                                      dict(tp=1, sp=False, cp=1, pp=1, dp=32, ep=1, schedule="1f1b",
-                                           virtual_stages=1, zero_stage=0, recompute="full", micro_batch=1))
+    published = candidate_scenario(found.bases[("A100-SXM4-80GB", 32)],
+                                   dict(tp=1, sp=False, cp=1, pp=1, dp=32, ep=1, schedule="1f1b",
+                                        virtual_stages=1, zero_stage=0, recompute="full", micro_batch=1))
     paper = api.simulate(published).step_time_s
     assert found.top[0].result.step_time_s <= paper * (1 + 1e-9)
     timed = sorted(e.record.step_time_s for e in found.evaluated if e.ok)

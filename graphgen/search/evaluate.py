@@ -36,21 +36,17 @@ class PlanRecord:
     mfu: float | None = None
 
 
-def _scenario(base: Scenario, cand: dict, bases: dict) -> Scenario:
+def candidate_scenario(base: Scenario, cand: dict, bases: dict | None = None) -> Scenario:
+    """A candidate's scenario over the search's base (bases: the base at each micro-batch, shared)."""
+    bases = {} if bases is None else bases
     mb = cand["micro_batch"]
     sc = bases.get(mb)
     if sc is None:
         sc = bases[mb] = base if base.workload.micro_batch == mb else base.with_workload(micro_batch=mb)
-    return sc.with_plan(**plan_fields(sc, cand))
-
-
-def plan_fields(sc: Scenario, cand: dict) -> dict:
-    """A candidate's plan fields over a base scenario: a base plan's checkpoint interval stays with its
-    full recompute (a none/selective candidate would only carry it inert, with a note)."""
     plan = {k: v for k, v in cand.items() if k != "micro_batch"}
     if plan.get("recompute", sc.plan.recompute) != "full" and sc.plan.recompute_every > 1:
-        plan["recompute_every"] = 1
-    return plan
+        plan["recompute_every"] = 1  # a base plan's checkpoint interval stays with its full recompute
+    return sc.with_plan(**plan)
 
 
 def _memory(sc: Scenario, graphs: dict):
@@ -68,7 +64,7 @@ def _memory(sc: Scenario, graphs: dict):
 
 def evaluate_one(base: Scenario, index: int, cand: dict, caches: dict, headroom_gib: float = 0.0) -> PlanRecord:
     try:
-        sc = _scenario(base, cand, caches.setdefault("bases", {}))
+        sc = candidate_scenario(base, cand, caches.setdefault("bases", {}))
     except RankflowError as exc:
         return PlanRecord(index, cand, "invalid", exc.one_line())
     mem = _memory(sc, caches.setdefault("graphs", {}))

@@ -29,12 +29,12 @@ from graphgen.serving.schedulers import model_to_dict, scheduler_to_dict
 from graphgen.serving.simulate import Deployment, RequestRecord, ServingResult
 
 SCHEMA, VERSION = "rankflow.serving", "1.1"  # 1.1: schema_version beside version, as every other document has it
+PERCENTILES = (50, 90, 99)
 
 
 def header(kind: str) -> dict:
     """The document's schema, its version under both keys (`version` for 1.0 readers) and its kind."""
     return {"schema": SCHEMA, "schema_version": VERSION, "version": VERSION, "kind": kind}
-PERCENTILES = (50, 90, 99)
 
 
 @dataclass(frozen=True)
