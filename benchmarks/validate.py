@@ -135,6 +135,7 @@ NOTE_FACTS = (
     (r"fused ce\b|cross[- _]entropy[- _]fusion|fused cross[- ]entropy", {"workload.fused_cross_entropy": True}),
     (r"\bflash[- ]?attn\b|flash[- ]?attention", {"workload.flash_attention": True}),
     (r"torch\.compile|\bcompiled?\b", {"workload.fused_kernels": True}),
+    (r"\basync[- ]?tp\b|async tensor parallel|tp[-_ ]comm[-_ ]overlap", {"parallelism.tp_overlap": True}),
     (r"\bq-?lora\b", {"workload.finetune.method": "qlora"}),
     (r"\blora\b", {"workload.finetune.method": "lora"}),
 )

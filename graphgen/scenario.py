@@ -181,6 +181,11 @@ def _check_a2a(m: ModelSpec, p: ParallelPlan, c: _Checker) -> None:
 
 
 def _check_axes(m: ModelSpec, w: Workload, p: ParallelPlan, c: _Checker) -> None:
+    if p.tp_overlap and p.tp > 1 and not p.sp:  # Megatron-LM arguments.py @d98e8a64dd: "Tensor parallel
+        # communication/GEMM overlap can happen only when sequence parallelism is enabled"
+        raise c.plan("parallelism.tp_overlap", "TP communication/GEMM overlap splits the sequence-parallel "
+                     "all-gathers and reduce-scatters, and this plan has no sequence parallelism",
+                     "set parallelism.sp=true, or tp_overlap=false")
     _check_experts(m, p, c)
     _check_context(w, p, c)
     _check_a2a(m, p, c)

@@ -38,6 +38,11 @@ class ParallelPlan(Strict):
     moe_overlap: Bool = Field(
         False, description="Dispatch and combine overlap other compute (Megatron's overlap of expert-parallel "
                            "communication across microbatches, DeepSeek's DualPipe); false: they are exposed.")
+    tp_overlap: Bool = Field(
+        False, description="Tensor-parallel collectives overlap the GEMM beside them, chunk by chunk: the all-gather "
+                           "the GEMM after it (column-parallel) and the reduce-scatter or all-reduce the GEMM before "
+                           "it (row-parallel) that produced its input (Transformer Engine userbuffers, "
+                           "--tp-comm-overlap; torchtitan's async TP); false: they run in line.")
     cp_algorithm: Literal["ring", "allgather", "a2a"] = Field(
         "ring", description="Context-parallel attention: ring (KV chunks passed peer to peer, overlapped with "
                             "attention compute; Megatron's p2p), allgather (KV gathered before attention) or a2a "

@@ -134,6 +134,7 @@ def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers, share: bool = Tru
     # combine behind the compute beside it, here the next item of the same pass: a steady-state
     # approximation of overlapping another microbatch's compute.
     overlap = frozenset({"ep", "etp"}) if p.moe_overlap and sc.model.moe is not None else frozenset()
+    gemm = frozenset({"tp"}) if p.tp_overlap and p.tp > 1 else frozenset()  # TE userbuffers / async TP
     templates: list[Template] = []
     ids: dict[tuple[str, int], int] = {}
     # Chunks of the same layer kinds in the same places lower to the same items on other layers: the
@@ -160,7 +161,7 @@ def pass_templates(sc: Scenario, lg: LayerGraph, chunk_layers, share: bool = Tru
         for phase in ("F", "B", "Bi", "W"):
             if phase not in phases:
                 continue
-            pb = PassBuilder(lg.layers, sizes, p.recompute == "selective" and phase != "W", overlap)
+            pb = PassBuilder(lg.layers, sizes, p.recompute == "selective" and phase != "W", overlap, gemm)
             if phase == "F":
                 lower_forward(pb, stream, start, end, Phase.FORWARD)
             elif phase == "W":

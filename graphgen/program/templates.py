@@ -99,12 +99,14 @@ class PassBuilder:
     """Collects the items of one pass, fusing adjacent ops of one unit and phase."""
 
     def __init__(self, n_layers: int, sizes: dict[str, int], selective: bool,
-                 overlap_axes: frozenset[str] = frozenset()) -> None:
+                 overlap_axes: frozenset[str] = frozenset(), gemm_axes: frozenset[str] = frozenset()) -> None:
         self.n_layers, self.sizes, self.selective = n_layers, sizes, selective
         self.overlap_axes = overlap_axes  # relayouts on these axes run beside the next compute
+        self.gemm_axes = gemm_axes        # relayouts on these axes run beside the GEMM next to them
         self.items: list[Item] = []
-        self._seg: list[tuple[OpRef, str, float, float]] = []
+        self._seg: list[tuple[OpRef, str, float, float, bool]] = []  # ..., whether the op is a GEMM
         self._key: tuple[Phase, int] | None = None
+        self._awaiting: int | None = None  # a collective that overlaps the next op if that op is a GEMM
 
     def _flush(self) -> None:
         if not self._seg:
@@ -118,13 +120,20 @@ class PassBuilder:
 
     def op(self, ref: tuple[int, int], op: Op, unit: int, phase: Phase, direction: str) -> None:
         sides = [c for c in op.side_comm if _issues(c[1], op, direction)]
+        awaiting, self._awaiting = self._awaiting, None
+        gemm = op.kind is OpKind.MATMUL and not sides
+        if awaiting is not None and not gemm:  # no GEMM to hide behind: the collective stays in line
+            self.items[awaiting] = replace(self.items[awaiting], parallel=False)
         if sides:
             return self._with_sides(ref, op, unit, phase, direction, sides)
         if (phase, unit) != self._key:
             self._flush()
             self._key = (phase, unit)
         fl, by = op_work(op, direction, self.selective)
-        self._seg.append(((ref[0], ref[1], direction), op.name, fl, by))
+        self._seg.append(((ref[0], ref[1], direction), op.name, fl, by, gemm))
+        if awaiting is not None:  # the GEMM the collective overlaps is an item of its own
+            self._flush()
+            self._key = None
 
     def _with_sides(self, ref, op: Op, unit: int, phase: Phase, direction: str, sides) -> None:
         """An op with its own collectives: overlapped ones run beside it, the others before it or after
@@ -134,7 +143,7 @@ class PassBuilder:
                 self.comm(axis, kind, nbytes, phase, unit, parallel=overlapped)
         self._key = (phase, unit)
         fl, by = op_work(op, direction, self.selective)
-        self._seg.append(((ref[0], ref[1], direction), op.name, fl, by))
+        self._seg.append(((ref[0], ref[1], direction), op.name, fl, by, False))
         self._flush()
         self._key = None
         for axis, _, kind, nbytes, overlapped, after in sides:
@@ -152,8 +161,26 @@ class PassBuilder:
         """The collectives that turn src into dst, one per axis whose placement differs, each moving
         the producer's tensor as that axis sees it."""
         for axis, kind in transitions(src, dst):
-            self.comm(axis, kind, producer.comm_bytes(axis) if producer else 0.0, phase, unit,
-                      parallel=axis in self.overlap_axes)
+            nbytes = producer.comm_bytes(axis) if producer else 0.0
+            if axis in self.gemm_axes:
+                self._beside_gemm(axis, kind, nbytes, phase, unit)
+            else:
+                self.comm(axis, kind, nbytes, phase, unit, parallel=axis in self.overlap_axes)
+
+    def _beside_gemm(self, axis: str, kind: Collective, nbytes: float, phase: Phase, unit: int) -> None:
+        """A collective overlapped chunk by chunk with a GEMM (TE userbuffers, async TP): beside the GEMM
+        that produced its tensor (row-parallel, then reduce-scatter), else beside the next op if that is
+        a GEMM (all-gather, then column-parallel); the item after the GEMM waits for both."""
+        if self._seg and self._seg[-1][4]:
+            gemm, key = self._seg.pop(), self._key
+            self.comm(axis, kind, nbytes, phase, unit, parallel=True)
+            self._key = key
+            self._seg.append(gemm)
+            self._flush()
+            self._key = None
+            return
+        self.comm(axis, kind, nbytes, phase, unit, parallel=True)
+        self._awaiting = len(self.items) - 1
 
     def template(self, phase: Phase) -> Template:
         self._flush()
