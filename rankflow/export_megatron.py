@@ -123,6 +123,7 @@ def _parallel(sc: Scenario) -> Args:
     args: Args = [("--tensor-model-parallel-size", p.tp), ("--pipeline-model-parallel-size", p.pp),
                   ("--context-parallel-size", p.cp)]
     args += [("--sequence-parallel", True)] if p.sp and p.tp > 1 else []
+    args += [("--tp-comm-overlap", True)] if p.tp_overlap and p.tp > 1 else []  # TE userbuffers; needs SP
     args += [("--cp-comm-type", _CP_COMM[p.cp_algorithm])] if p.cp > 1 else []
     args += _pipeline(sc)
     if p.zero_stage == 1:

@@ -115,6 +115,8 @@ def _parallelism(sc: Scenario) -> dict[str, object]:
     if sharded:
         out["fsdp_reshard_after_forward"] = _RESHARD[p.zero_stage]
     out.update({"tensor_parallel_degree": p.tp, "context_parallel_degree": p.cp})
+    if p.tp_overlap and p.tp > 1:
+        out["enable_async_tensor_parallel"] = True  # effective only compiled: [compile] is on for it below
     if p.cp > 1:
         # PyTorch's alltoall rotation passes KV shards around the ring; allgather gathers them first
         out["context_parallel_rotate_method"] = "alltoall" if p.cp_algorithm == "ring" else "allgather"
@@ -149,7 +151,8 @@ def torchtitan(sc: Scenario) -> tuple[str, str]:
                      "mixed_precision_param": "float32" if w.precision == "fp32" else "bfloat16"},
         "parallelism": _parallelism(sc),
         "activation_checkpoint": _activation_checkpoint(sc),
-        "compile": {"enable": w.fused_kernels},  # torchtitan fuses norms, rotary and SwiGLU by compiling
+        # torchtitan fuses norms, rotary and SwiGLU by compiling, and async TP needs the compiled model
+        "compile": {"enable": w.fused_kernels or (p.tp_overlap and p.tp > 1)},
     }
     if fp8:
         fsdp = p.zero_stage >= 2

@@ -79,7 +79,8 @@ EMITTED = {
 PLANS = {
     "megatron": [(LLAMA70, {"parallelism.tp": 8, "parallelism.sp": "true", "parallelism.pp": 4, "parallelism.dp": 4,
                             "parallelism.schedule": "interleaved", "parallelism.virtual_stages": 5,
-                            "parallelism.zero_stage": 1, "parallelism.recompute": "selective"}),
+                            "parallelism.zero_stage": 1, "parallelism.recompute": "selective",
+                            "parallelism.tp_overlap": "true"}),
                  (QWEN_MOE, {"parallelism.tp": 2, "parallelism.sp": "true", "parallelism.dp": 4, "parallelism.ep": 8,
                              "parallelism.cp": 2, "parallelism.zero_stage": 3, "parallelism.recompute": "full",
                              "parallelism.moe_dispatcher": "deepep", "workload.precision": "fp8"}),
@@ -92,7 +93,8 @@ PLANS = {
     "torchtitan": [(LLAMA70, {"parallelism.tp": 8, "parallelism.sp": "true", "parallelism.pp": 4, "parallelism.dp": 4,
                               "parallelism.schedule": "interleaved", "parallelism.virtual_stages": 2,
                               "parallelism.zero_stage": 3, "parallelism.recompute": "full",
-                              "parallelism.recompute_every": 2, "parallelism.cp": 2, "workload.precision": "fp8"}),
+                              "parallelism.recompute_every": 2, "parallelism.cp": 2, "workload.precision": "fp8",
+                              "parallelism.tp_overlap": "true", "workload.fused_kernels": "false"}),
                    (QWEN_MOE, {"parallelism.dp": 8, "parallelism.ep": 8, "parallelism.zero_stage": 2})],
     "deepspeed": [(LLAMA70, {"parallelism.tp": 8, "parallelism.dp": 4, "parallelism.zero_stage": 2,
                              "parallelism.recompute": "full"}),
@@ -139,6 +141,7 @@ def test_megatron_values_follow_the_plan():
     assert flags["--global-batch-size"] == ["512"] and flags["--micro-batch-size"] == ["1"]
     assert "--use-distributed-optimizer" in flags and flags["--recompute-modules"] == ["core_attn"]
     assert flags["--normalization"] == ["RMSNorm"] and "--swiglu" in flags and "--bf16" in flags
+    assert "--tp-comm-overlap" in flags  # the plan's tp_overlap; absent without it (the MoE plan below)
 
 
 def test_megatron_moe_fsdp_fp8_and_block_recompute():
@@ -148,6 +151,7 @@ def test_megatron_moe_fsdp_fp8_and_block_recompute():
     assert flags["--context-parallel-size"] == ["2"] and flags["--cp-comm-type"] == ["p2p"]
     assert flags["--data-parallel-sharding-strategy"] == ["optim_grads_params"] and "--use-megatron-fsdp" in flags
     assert flags["--moe-token-dispatcher-type"] == ["flex"] and "--moe-enable-deepep" in flags
+    assert "--tp-comm-overlap" not in flags
     assert flags["--fp8-format"] == ["hybrid"] and flags["--recompute-method"] == ["uniform"]
     gpt = megatron_flags(export(load(GPT3, **PLANS["megatron"][2][1]), "megatron").text)
     assert gpt["--recompute-method"] == ["block"] and gpt["--recompute-num-layers"] == ["6"]  # 12 per stage / 2
@@ -168,6 +172,9 @@ def test_torchtitan_values_follow_the_plan():
     moe = tomllib.loads(export(load(QWEN_MOE, **PLANS["torchtitan"][1][1]), "torchtitan").text)
     assert moe["model"]["flavor"] == "30B-A3B" and moe["parallelism"]["expert_parallel_degree"] == 8
     assert moe["parallelism"]["fsdp_reshard_after_forward"] == "never"
+    # async TP only runs compiled: the plan's tp_overlap turns compile on even without fused kernels
+    assert par["enable_async_tensor_parallel"] is True and doc["compile"]["enable"] is True
+    assert "enable_async_tensor_parallel" not in moe["parallelism"] and moe["compile"]["enable"] is True
 
 
 def test_deepspeed_values_follow_the_plan():
