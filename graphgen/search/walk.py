@@ -134,12 +134,13 @@ class Alone:
     each compute item starts (`at`), which of them start with nothing of the pass's own in flight
     (`idle`), and after each item when its compute ends and when what runs beside it does (`ends`)."""
 
-    __slots__ = ("at", "idle", "ends")
+    __slots__ = ("at", "idle", "ends", "streams")
 
     def __init__(self) -> None:
         self.at: dict[int, float] = {}
         self.idle: set[int] = set()
         self.ends: list[tuple[float, float]] = []
+        self.streams: list[dict[str, float]] = []  # after each item: when each stream it used is free again
 
 
 def _alone(prof: PassProfile, kappa: float) -> Alone:
@@ -173,6 +174,10 @@ def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: 
                     record.idle.add(i)
             elif not pending and t >= st.reach and i in alone.idle:  # from here on, as the pass walked alone
                 end, late = alone.ends[b - 1]
+                shift = t - alone.at[i]
+                for name, free in alone.streams[b - 1].items():  # the collectives up to b keep their streams busy
+                    if free + shift > st.streams.get(name, 0.0):
+                        st.streams[name] = free + shift
                 if b < len(dur):
                     st.carry = t + late - alone.at[i] if late > end else 0.0
                     return t + end - alone.at[i]
@@ -187,6 +192,7 @@ def _walk_beside(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: 
                 t += x
         if record is not None:
             record.ends.append((t, pending))
+            record.streams.append(dict(st.streams))
     if b < len(dur):  # a cut in the pass (ZeRO-3's gates, a gradient bucket's issue point): what follows
         st.carry = pending  # the cut and waits for a collective still beside it waits there; the cut
         return t            # itself (what it issues) comes with the compute, as in the DAG
