@@ -12,6 +12,7 @@ from pydantic_core import PydanticUndefined
 
 from graphgen.config import (
     AstraOptions,
+    AttentionCurve,
     CollectiveFit,
     CrossEntropyEfficiency,
     DeviceSpec,
@@ -37,8 +38,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("model", ModelSpec), ("model.moe", MoESpec), ("model.mla", MLASpec), ("model.linear_attention", LinearAttentionSpec), ("workload", Workload), ("workload.finetune", FineTune),
     ("workload.inference", InferenceSpec), ("device", DeviceSpec),
     ("device.efficiency", Efficiency),
-    ("efficiency curve (matmul, matmul_fp8, matmul_grouped, attention, attention_kernels.*, message_efficiency)",
-     EfficiencyCurve),
+    ("efficiency curve (matmul, matmul_fp8, matmul_grouped, message_efficiency)", EfficiencyCurve),
+    ("attention curve (attention, attention_kernels.*)", AttentionCurve),
     ("efficiency.matmul_shapes", GemmTable), ("efficiency.matmul_grouped_shapes", GroupedGemmTable),
     ("efficiency.cross_entropy", CrossEntropyEfficiency), ("node", NodeSpec),
     ("node.intra and scale_out (one network dimension)", LinkSpec), ("collective_fits.<kind>", CollectiveFit),

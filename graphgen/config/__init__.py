@@ -18,6 +18,7 @@ from graphgen.config.files import (
     pydantic_error,
 )
 from graphgen.config.hardware import (
+    AttentionCurve,
     Cluster,
     CollectiveFit,
     CrossEntropyEfficiency,
@@ -47,7 +48,7 @@ from graphgen.config.plan import AstraOptions, ExecutionBackend, ParallelPlan
 
 __all__ = [
     "CLUSTER_SECTIONS", "HARDWARE_SECTIONS", "LORA_TARGETS", "MODEL_SECTIONS", "PLAN_SECTIONS", "AstraOptions",
-    "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
+    "AttentionCurve", "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
     "CrossEntropyEfficiency", "GemmTable", "GroupedGemmTable", "HardwareConfig", "InferenceSpec", "LinearAttentionSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
     "PlanConfig", "Precision", "Stragglers", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
     "parse_override", "parse_plan_config", "pydantic_error", "split_overrides",

@@ -33,6 +33,29 @@ class EfficiencyCurve(Strict):
         return self
 
 
+class AttentionCurve(EfficiencyCurve):
+    """A fused attention kernel's efficiency: `points` is the published forward + backward rate; where the
+    kernel's forward and backward rates are measured apart, `fwd_over_bwd` splits it. The split keeps a
+    training step without recompute on the published curve (backward = 2.5 x forward FLOPs, the
+    FlashAttention convention) and prices what runs one direction only: the forward that full recompute
+    reruns, a prefill."""
+
+    fwd_over_bwd: list[tuple[PosFloat, Annotated[float, Field(ge=0.25, le=4.0)]]] | None = Field(
+        None, min_length=1, max_length=1000,
+        description="[sequence length, forward rate / backward rate] pairs, interpolated in log x (default: "
+                    "both directions at the fwd+bwd rate).")
+    fwd_over_bwd_source: Str = Field("", description="Where the forward and backward rates come from.")
+
+    @model_validator(mode="after")
+    def _ratio_sorted(self) -> AttentionCurve:
+        xs = [p[0] for p in self.fwd_over_bwd or ()]
+        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ValueError("fwd_over_bwd must have strictly increasing sequence lengths")
+        if self.fwd_over_bwd and not self.fwd_over_bwd_source:
+            raise ValueError("fwd_over_bwd needs fwd_over_bwd_source: say where the two rates were measured")
+        return self
+
+
 GemmPass = Literal["fwd", "dgrad", "wgrad"]
 _Dim = Annotated[StrictInt, Field(gt=0, le=1 << 40)]
 
@@ -92,8 +115,8 @@ class Efficiency(Strict):
         None, description="Measured efficiencies of exact grouped GEMM shapes, used before the matmul_grouped curve.")
     matmul_fp8: EfficiencyCurve | None = Field(
         None, description="FP8 GEMM efficiency versus size (defaults to the matmul curve).")
-    attention: EfficiencyCurve = Field(description="Fused attention efficiency versus sequence length (tokens).")
-    attention_kernels: dict[Str, EfficiencyCurve] = Field(
+    attention: AttentionCurve = Field(description="Fused attention efficiency versus sequence length (tokens).")
+    attention_kernels: dict[Str, AttentionCurve] = Field(
         default_factory=dict, description="Other fused-attention implementations by name (workload.attention_kernel).")
     attention_fill: AttentionFill | None = Field(
         None, description="Measured share of the attention rate with few query blocks per SM, forward and backward "

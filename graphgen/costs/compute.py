@@ -13,13 +13,17 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from graphgen.config import DeviceSpec, EfficiencyCurve
+from graphgen.config import AttentionCurve, DeviceSpec, EfficiencyCurve
 from graphgen.model.ops import Op, OpKind, op_work
 from graphgen.units import GB, TERA, US, dtype_bytes
 
 
 def interpolate(curve: EfficiencyCurve, x: float) -> float:
-    pts = curve.points
+    return interpolate_points(curve.points, x)
+
+
+def interpolate_points(pts: list[tuple[float, float]], x: float) -> float:
+    """y at x along [x, y] points, linear in log x, held flat past either end."""
     if x <= pts[0][0]:
         return pts[0][1]
     if x >= pts[-1][0]:
@@ -33,6 +37,7 @@ def interpolate(curve: EfficiencyCurve, x: float) -> float:
 
 
 LOW_PRECISION = ("fp8", "fp4")
+ATTENTION_BWD_FLOPS = 2.5  # backward / forward FLOPs of fused attention, as FlashAttention's benchmarks count them
 GROUPED_M_TOLERANCE = 0.02  # rows per group: capacity padding moves them by a token or a few per expert
 
 
@@ -95,7 +100,7 @@ class ComputeModel:
         return interpolate(eff.matmul, gflop_per_kernel), False
 
     @property
-    def attention_curve(self) -> EfficiencyCurve:
+    def attention_curve(self) -> AttentionCurve:
         eff = self.device.efficiency
         return eff.attention_kernels[self.attention_kernel] if self.attention_kernel else eff.attention
 
@@ -140,6 +145,18 @@ class ComputeModel:
         x0, y0 = curve.points[0]
         return y0 * waves / x0 if waves < x0 else interpolate(curve, waves)
 
+    def attention_direction(self, seq_len: float, backward: bool) -> float:
+        """The share of the fwd+bwd rate one direction runs at, where the kernel's two rates are known
+        apart (r = forward / backward rate): with backward doing 2.5 x the forward's FLOPs, forward runs
+        at (1 + 2.5 r) / 3.5 of the combined rate and backward at that over r, so the two together still
+        take the combined curve's time."""
+        ratio = self.attention_curve.fwd_over_bwd
+        if not ratio:
+            return 1.0
+        r = interpolate_points(ratio, seq_len)
+        share = (1.0 + ATTENTION_BWD_FLOPS * r) / (1.0 + ATTENTION_BWD_FLOPS)
+        return share / r if backward else share
+
     def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0,
              blocks: float = 0.0, gemm: tuple[str, float, float, float, int] | None = None,
              backward: bool = False) -> float:
@@ -156,7 +173,7 @@ class ComputeModel:
         elif kind is OpKind.ATTENTION:
             if seq_len <= 0:
                 raise ValueError("a fused attention op needs its sequence length")
-            fill = self.attention_fill(blocks, backward)
+            fill = self.attention_fill(blocks, backward) * self.attention_direction(seq_len, backward)
             t_math = flops / (self.vector_peak * interpolate(self.attention_curve, seq_len) * fill)
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound

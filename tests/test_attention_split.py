@@ -1,0 +1,67 @@
+"""Fused attention's forward and backward rates apart (AttentionCurve.fwd_over_bwd): the split keeps a
+step without recompute on the published fwd+bwd curve and makes the forward that full recompute reruns
+cheaper than the combined rate would."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from pydantic import ValidationError
+
+from graphgen.config import AttentionCurve
+from graphgen.costs.compute import ComputeModel
+from rankflow import api
+from tests.helpers import A100, TINY_LLAMA, layer_graph, scenario
+
+MODEL = dict(TINY_LLAMA, hidden=1024, heads=8, kv_heads=8, ffn_hidden=2048)
+WORKLOAD = {"seq_len": 4096, "global_batch": 4, "micro_batch": 1}
+
+
+def _without_split(sc):
+    eff = sc.hardware.device.efficiency
+    curve = eff.attention.model_copy(update={"fwd_over_bwd": None, "fwd_over_bwd_source": ""})
+    device = sc.hardware.device.model_copy(update={"efficiency": eff.model_copy(update={"attention": curve})})
+    return dataclasses.replace(sc, hardware=sc.hardware.model_copy(update={"device": device}))
+
+
+def _attention_op(sc):
+    lg = layer_graph(sc)
+    return next(op for op in lg.unit_block(1).ops if op.name == "flash_attention")
+
+
+def test_the_shipped_a100_file_splits_its_fused_attention_curve():
+    sc = scenario(MODEL, WORKLOAD, hw_file=A100)
+    assert sc.hardware.device.efficiency.attention.fwd_over_bwd
+    assert "FlashAttention-3" in sc.hardware.device.efficiency.attention.fwd_over_bwd_source
+
+
+def test_forward_runs_faster_and_backward_slower_with_the_pair_on_the_combined_curve():
+    sc = scenario(MODEL, WORKLOAD, hw_file=A100)
+    op = _attention_op(sc)
+    split = ComputeModel(sc.hardware.device, "bf16")
+    whole = ComputeModel(_without_split(sc).hardware.device, "bf16")
+    fwd, bwd = split.op_time(op, "fwd"), split.op_time(op, "bwd")
+    fwd0, bwd0 = whole.op_time(op, "fwd"), whole.op_time(op, "bwd")
+    assert fwd < 0.95 * fwd0
+    assert bwd > 1.02 * bwd0
+    assert fwd + bwd == pytest.approx(fwd0 + bwd0, rel=1e-9)
+
+
+def test_full_recompute_gets_cheaper_while_a_step_without_it_stays_put():
+    plain = scenario(MODEL, WORKLOAD, hw_file=A100)
+    full = scenario(MODEL, WORKLOAD, hw_file=A100, recompute="full")
+    t = {name: api.simulate(sc).step_time_s for name, sc in
+         (("plain", plain), ("plain0", _without_split(plain)), ("full", full), ("full0", _without_split(full)))}
+    assert t["plain"] == pytest.approx(t["plain0"], rel=1e-9)
+    assert t["full"] < t["full0"] * (1 - 1e-3)
+
+
+@pytest.mark.parametrize("ratio, source, message", [
+    ([(2048, 1.2), (1024, 1.3)], "x", "strictly increasing"),
+    ([(1024, 1.3)], "", "fwd_over_bwd_source"),
+    ([(1024, 9.0)], "x", "less than or equal"),
+])
+def test_a_bad_split_is_refused(ratio, source, message):
+    with pytest.raises(ValidationError, match=message):
+        AttentionCurve(points=[(512, 0.3)], fwd_over_bwd=ratio, fwd_over_bwd_source=source)
