@@ -15,6 +15,9 @@ from rankflow.export_base import to_toml, unsupported
 
 VERSION = "torchtitan v0.2.2"
 
+# workload.optimizer_impl -> optimizer.implementation (torchtitan/config/job_config.py at v0.2.2)
+_OPTIMIZER_IMPL = {"fused": "fused", "foreach": "foreach", "per_tensor": "for-loop"}
+
 # (name, flavor) keyed by (layers, hidden, heads, kv_heads, routed experts or 0), from
 # torchtitan/models/llama3/__init__.py and torchtitan/models/qwen3/__init__.py at v0.2.2
 FLAVORS: dict[tuple[int, int, int, int, int], tuple[str, str]] = {
@@ -146,7 +149,7 @@ def torchtitan(sc: Scenario) -> tuple[str, str]:
     sections: dict[str, dict[str, object]] = {
         "job": {"description": f"{sc.model.name} on {sc.world} GPUs (rankflow export)"},
         "model": {"name": name, "flavor": flavor} | ({"converters": ["quantize.linear.float8"]} if fp8 else {}),
-        "optimizer": {"name": "AdamW"},
+        "optimizer": {"name": "AdamW", "implementation": _OPTIMIZER_IMPL[w.optimizer_impl]},
         "training": {"local_batch_size": local, "global_batch_size": sc.global_batch, "seq_len": w.seq_len,
                      "mixed_precision_param": "float32" if w.precision == "fp32" else "bfloat16"},
         "parallelism": _parallelism(sc),

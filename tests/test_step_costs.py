@@ -72,6 +72,29 @@ def test_gradient_buffer_passes_add_traffic_over_the_unsharded_buffer(dp, presca
 
 
 
+@pytest.mark.parametrize("impl,extra", [("foreach", 60), ("per_tensor", 68)])
+def test_an_unfused_adamw_moves_its_intermediates_per_parameter(impl, extra):
+    base = scenario(TINY_LLAMA, {"global_batch": 8}, dp=4, zero_stage=1)
+    sc = scenario(TINY_LLAMA, {"global_batch": 8, "optimizer_impl": impl}, dp=4, zero_stage=1)
+    lg = layer_graph(base)
+    chunk = (tuple(range(lg.layers)),)
+    before, after = optimizer_item(base, lg, chunk, (0,)), optimizer_item(sc, lg, chunk, (0,))
+    local = sum(lg.unit_trainable(u) for u in lg.chunk_units(chunk, 0)) / 4  # ZeRO-1 updates its shard
+    assert after.bytes - before.bytes == pytest.approx(extra * local, rel=1e-9)
+    sgd = scenario(TINY_LLAMA, {"global_batch": 8, "optimizer": "sgd", "optimizer_impl": impl}, dp=4, zero_stage=1)
+    plain = scenario(TINY_LLAMA, {"global_batch": 8, "optimizer": "sgd"}, dp=4, zero_stage=1)
+    assert optimizer_item(sgd, lg, chunk, (0,)).bytes == optimizer_item(plain, lg, chunk, (0,)).bytes
+
+
+def test_framework_profiles_name_their_optimizer_implementation():
+    from rankflow import api
+
+    assert api.load_scenario({"model": dict(TINY_LLAMA), "workload": {"seq_len": 256, "global_batch": 8,
+                              "framework": "composer"}}, scenario(TINY_LLAMA).hardware).workload.optimizer_impl \
+        == "per_tensor"
+    assert scenario(TINY_LLAMA).workload.optimizer_impl == "fused"
+
+
 TINY_MOE = dict(TINY_LLAMA, layers=4, kv_heads=8,
                 moe={"experts": 8, "top_k": 2, "expert_ffn_hidden": 256, "shared_experts": 1})
 

@@ -294,6 +294,11 @@ class Workload(Strict):
     optimizer: Literal["adamw", "adam8bit", "sgd", "adafactor"] = Field(
         "adamw", description="adamw: fp32 m and v; adam8bit: 8-bit m and v (bitsandbytes); sgd: fp32 "
                              "momentum; adafactor: factored second moment, no momentum.")
+    optimizer_impl: Literal["fused", "foreach", "per_tensor"] = Field(
+        "fused", description="How the update runs: fused (one kernel: apex/TE FusedAdam, torch fused=True), foreach "
+                             "(torch's default multi-tensor AdamW, one pass per element-wise op) or per_tensor (a "
+                             "Python loop, every op a kernel per tensor: composer's DecoupledAdamW); the unfused "
+                             "forms move more HBM bytes per parameter (graphgen.model.optimizers).")
     fused_cross_entropy: Bool = Field(
         True, description="Loss fused with the LM head's softmax (no fp32 copy of the logits).")
     expert_imbalance: Annotated[float, Field(ge=1, le=1000, strict=True)] = Field(

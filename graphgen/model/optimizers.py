@@ -26,8 +26,41 @@ class Optimizer:
         return 4 + 8 + 2 * state + (2 if low_precision_copy else 0) + 4
 
 
+@dataclass(frozen=True)
+class OptimizerImpl:
+    """How a framework runs the update: the HBM bytes per parameter it moves beyond the one fused kernel of
+    Optimizer.step_bytes (each element-wise op its own kernel writes and rereads its intermediate, and a
+    clip that always rescales the gradients reads and writes them again). An optimizer it does not list
+    moves the fused kernel's bytes."""
+
+    name: str
+    extra_bytes: tuple[tuple[str, float], ...]
+    source: str
+
+    def extra(self, optimizer: str) -> float:
+        return dict(self.extra_bytes).get(optimizer, 0.0)
+
+
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
 OPTIMIZERS.add("adamw", Optimizer("adamw", 8.0))        # m and v in fp32
 OPTIMIZERS.add("adam8bit", Optimizer("adam8bit", 2.0))  # m and v in 8 bits (Dettmers et al. 2022), scales < 1 %
 OPTIMIZERS.add("sgd", Optimizer("sgd", 4.0))            # momentum in fp32
 OPTIMIZERS.add("adafactor", Optimizer("adafactor", 4.0, factored=True))  # fp32 row/column second moments
+
+OPTIMIZER_IMPLS: Registry[OptimizerImpl] = Registry("optimizer implementation")
+OPTIMIZER_IMPLS.add("fused", OptimizerImpl(
+    "fused", (), "one kernel over the parameters: apex / Transformer Engine FusedAdam (Megatron-LM, NeMo, "
+                 "DeepSpeed), torch.optim.AdamW(fused=True)"))
+# torch/optim/adamw.py _multi_tensor_adamw: mul_ (decay) 8, lerp_ 12, mul_ 8, addcmul_ 12, sqrt 8, div_ 8, add_ 8,
+# addcdiv_ 16 = 80 B, plus clip_grad_norm_(foreach=True): norm 4 + mul_ 8, plus the bf16 copy 2 = 94 = 34 + 60.
+OPTIMIZER_IMPLS.add("foreach", OptimizerImpl(
+    "foreach", (("adamw", 60.0),),
+    "pytorch/pytorch torch/optim/adamw.py _multi_tensor_adamw (the default on CUDA when neither fused nor foreach "
+    "is given): eight multi-tensor element-wise passes; torch.nn.utils.clip_grad_norm_ rescales every gradient"))
+# mosaicml/composer composer/optim/decoupled_weight_decay.py DecoupledAdamW.adamw: per parameter mul_ 8, mul_ 8,
+# add_ 12, mul_ 8, addcmul_ 12, sqrt 8, / 8, add_ 8, addcdiv_ 16 = 88 B, plus clip 12 and the bf16 copy 2 = 34 + 68.
+OPTIMIZER_IMPLS.add("per_tensor", OptimizerImpl(
+    "per_tensor", (("adamw", 68.0),),
+    "mosaicml/composer composer/optim/decoupled_weight_decay.py @v0.16.4 DecoupledAdamW.adamw: a Python loop over "
+    "the parameters, each element-wise op its own kernel (nine per tensor); FSDP clip_grad_norm_ rescales every "
+    "gradient"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from graphgen.ir import ComputeNode, Phase, Role, Work
 from graphgen.model.layer_graph import LayerGraph
 from graphgen.model.ops import OpKind
-from graphgen.model.optimizers import OPTIMIZERS
+from graphgen.model.optimizers import OPTIMIZER_IMPLS, OPTIMIZERS
 from graphgen.model.shape import activation_bytes
 from graphgen.parallel.pipeline import PipelineEmitter
 from graphgen.parallel.zero import DataParallelEmitter
@@ -46,7 +46,8 @@ def optimizer_item(sc: Scenario, lg: LayerGraph, chunk_layers, chunks) -> Item:
     experts = sum(lg.unit_trainable(u, True) for u in units) if sc.model.moe else 0.0
     local = dense / (p.dp * p.cp if shard else 1) + experts / (p.edp if shard else 1)
     opt = OPTIMIZERS[w.optimizer]
-    per_param = opt.step_bytes(low_precision_copy=w.precision != "fp32")
+    per_param = opt.step_bytes(low_precision_copy=w.precision != "fp32") \
+        + OPTIMIZER_IMPLS[w.optimizer_impl].extra(w.optimizer)
     # Framework passes over the whole gradient buffer (zeroing, NaN check, the 1/dp pre-scaling), which
     # every rank holds unsharded below ZeRO-2.
     passes = p.grad_buffer_passes + (2.0 if p.grad_prescale and p.dp * p.cp > 1 else 0.0)
