@@ -27,6 +27,7 @@ from graphgen.config.hardware import (
     EfficiencyCurve,
     GemmTable,
     GroupedGemmTable,
+    HeadDimCurve,
     LinkSpec,
     NodeSpec,
     Stragglers,
@@ -49,7 +50,7 @@ from graphgen.config.plan import AstraOptions, ExecutionBackend, ParallelPlan
 __all__ = [
     "CLUSTER_SECTIONS", "HARDWARE_SECTIONS", "LORA_TARGETS", "MODEL_SECTIONS", "PLAN_SECTIONS", "AstraOptions",
     "AttentionCurve", "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
-    "CrossEntropyEfficiency", "GemmTable", "GroupedGemmTable", "HardwareConfig", "InferenceSpec", "LinearAttentionSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
+    "CrossEntropyEfficiency", "GemmTable", "GroupedGemmTable", "HeadDimCurve", "HardwareConfig", "InferenceSpec", "LinearAttentionSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
     "PlanConfig", "Precision", "Stragglers", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
     "parse_override", "parse_plan_config", "pydantic_error", "split_overrides",
 ]

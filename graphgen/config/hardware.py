@@ -33,6 +33,22 @@ class EfficiencyCurve(Strict):
         return self
 
 
+class HeadDimCurve(Strict):
+    """The same kernel's [sequence length, fraction of peak] points at another head dimension."""
+
+    head_dim: Annotated[StrictInt, Field(gt=0, le=1024)] = Field(description="Head dimension these points were measured at.")
+    points: list[tuple[PosFloat, Fraction]] = Field(min_length=1, max_length=10_000,
+                                                    description="[sequence length, fraction of peak] pairs.")
+    source: Str = Field(min_length=1, description="Where the measurements come from.")
+
+    @model_validator(mode="after")
+    def _sorted(self) -> HeadDimCurve:
+        xs = [p[0] for p in self.points]
+        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ValueError("points must have strictly increasing sequence lengths")
+        return self
+
+
 class AttentionCurve(EfficiencyCurve):
     """A fused attention kernel's efficiency: `points` is the published forward + backward rate; where the
     kernel's forward and backward rates are measured apart, `fwd_over_bwd` splits it. The split keeps a
@@ -45,6 +61,12 @@ class AttentionCurve(EfficiencyCurve):
         description="[sequence length, forward rate / backward rate] pairs, interpolated in log x (default: "
                     "both directions at the fwd+bwd rate).")
     fwd_over_bwd_source: Str = Field("", description="Where the forward and backward rates come from.")
+    head_dim: Annotated[StrictInt, Field(gt=0, le=1024)] = Field(
+        128, description="Head dimension `points` were measured at (FlashAttention's benchmarks: 128).")
+    other_head_dims: list[HeadDimCurve] = Field(
+        default_factory=list, max_length=16,
+        description="The kernel measured at other head dimensions; a head dimension between two measured ones "
+                    "interpolates in log head dimension, one outside them takes the nearest.")
 
     @model_validator(mode="after")
     def _ratio_sorted(self) -> AttentionCurve:
@@ -53,6 +75,9 @@ class AttentionCurve(EfficiencyCurve):
             raise ValueError("fwd_over_bwd must have strictly increasing sequence lengths")
         if self.fwd_over_bwd and not self.fwd_over_bwd_source:
             raise ValueError("fwd_over_bwd needs fwd_over_bwd_source: say where the two rates were measured")
+        dims = [self.head_dim, *(c.head_dim for c in self.other_head_dims)]
+        if len(set(dims)) != len(dims):
+            raise ValueError(f"head dimensions must differ from each other and from head_dim: {dims}")
         return self
 
 

@@ -145,6 +145,22 @@ class ComputeModel:
         x0, y0 = curve.points[0]
         return y0 * waves / x0 if waves < x0 else interpolate(curve, waves)
 
+    def attention_efficiency(self, seq_len: float, head_dim: float = 0.0) -> float:
+        """The kernel's fwd+bwd fraction of peak at this sequence length and head dimension: between two
+        measured head dimensions the rate interpolates in log head dimension, outside them the nearest holds
+        (no head dimension given: the curve's own)."""
+        curve = self.attention_curve
+        if not curve.other_head_dims or head_dim <= 0:
+            return interpolate(curve, seq_len)
+        measured = sorted([(curve.head_dim, curve.points), *((c.head_dim, c.points) for c in curve.other_head_dims)])
+        if head_dim <= measured[0][0]:
+            return interpolate_points(measured[0][1], seq_len)
+        for (h0, p0), (h1, p1) in zip(measured, measured[1:], strict=False):
+            if head_dim <= h1:
+                f = math.log(head_dim / h0) / math.log(h1 / h0)
+                return (1 - f) * interpolate_points(p0, seq_len) + f * interpolate_points(p1, seq_len)
+        return interpolate_points(measured[-1][1], seq_len)
+
     def attention_direction(self, seq_len: float, backward: bool) -> float:
         """The share of the fwd+bwd rate one direction runs at, where the kernel's two rates are known
         apart (r = forward / backward rate): with backward doing 2.5 x the forward's FLOPs, forward runs
@@ -159,7 +175,7 @@ class ComputeModel:
 
     def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0,
              blocks: float = 0.0, gemm: tuple[str, float, float, float, int] | None = None,
-             backward: bool = False) -> float:
+             backward: bool = False, head_dim: float = 0.0) -> float:
         """Seconds for `kernels` launches that together do `flops` and move `nbytes`; a fused attention
         kernel also needs its key/value length `seq_len`, its parallel query `blocks` and whether it is
         the backward kernel, and a GEMM may name its (pass, m, k, n, groups) to use a measured shape
@@ -174,7 +190,7 @@ class ComputeModel:
             if seq_len <= 0:
                 raise ValueError("a fused attention op needs its sequence length")
             fill = self.attention_fill(blocks, backward) * self.attention_direction(seq_len, backward)
-            t_math = flops / (self.vector_peak * interpolate(self.attention_curve, seq_len) * fill)
+            t_math = flops / (self.vector_peak * self.attention_efficiency(seq_len, head_dim) * fill)
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
         return max(t_math, self.memory_time(nbytes, kind)) + launch
@@ -214,7 +230,8 @@ class ComputeModel:
     def _op_time(self, op: Op, direction: str, selective: bool) -> float:
         k = op.gemm_kernels
         if direction == "fwd":
-            return self.time(op.kind, op.flops, op.bytes, k, op.seq_len, op.attention_blocks, gemm_shape(op, "fwd"))
+            return self.time(op.kind, op.flops, op.bytes, k, op.seq_len, op.attention_blocks, gemm_shape(op, "fwd"),
+                             head_dim=op.head_dim)
         bf, bb = op_work(op, "bwd")
         if op.kind is OpKind.MATMUL and bf:
             n = max(1, round(op.bwd_flops_factor))
@@ -226,7 +243,8 @@ class ComputeModel:
         elif direction == "bwd_w":
             t = 0.0
         else:
-            t = self.time(op.kind, bf, bb, k, op.seq_len, op.attention_blocks, backward=True) if (bf or bb) else 0.0
+            t = self.time(op.kind, bf, bb, k, op.seq_len, op.attention_blocks, backward=True,
+                          head_dim=op.head_dim) if (bf or bb) else 0.0
         if selective and op.recompute_selective and direction != "bwd_w":
             t += self.op_time(op, "fwd")
         return t

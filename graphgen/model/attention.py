@@ -93,7 +93,8 @@ def fused_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
                out_layout=sh.heads, out_bytes=e * T * a * d.v,
                saved_bytes=e * T * (a * d.qk + d.kv_heads * (d.qk + d.v)) / t + 4 * b * a * s / t / sh.cp,
                bwd_flops_factor=2.5, bwd_bytes_factor=2.5, seq_len=min(window, w.attention_len),
-               attention_blocks=b * (a / t) * math.ceil(s / sh.cp / 128), local_out_bytes=e * T * a * d.v / t,
+               attention_blocks=b * (a / t) * math.ceil(s / sh.cp / 128), head_dim=max(d.qk, d.v),
+               local_out_bytes=e * T * a * d.v / t,
                side_comm=_cp_comm(sh, d)),)
 
 

@@ -50,6 +50,7 @@ class Op:
     weight_bytes: float | None = None  # bytes per weight when not the compute dtype (NF4 base weights)
     seq_len: float = 0.0            # key/value length a fused attention kernel walks (sets its efficiency)
     attention_blocks: float = 0.0   # 128-row query blocks a fused attention call runs in parallel
+    head_dim: float = 0.0           # a fused attention kernel's head dimension (its tiles, hence its rate)
     local_out_bytes: float = 0.0    # this rank's share of the output (largest transient backward buffer)
     expert: bool = False            # routed-expert weights: sharded over ep/etp, gradients reduced over edp
     axis_bytes: tuple[tuple[str, float], ...] = ()  # bytes a collective on an axis moves, where not out_bytes

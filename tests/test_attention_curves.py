@@ -1,6 +1,6 @@
-"""Fused attention's forward and backward rates apart (AttentionCurve.fwd_over_bwd): the split keeps a
+"""Fused attention curves: the forward and backward rates apart (AttentionCurve.fwd_over_bwd), which keeps a
 step without recompute on the published fwd+bwd curve and makes the forward that full recompute reruns
-cheaper than the combined rate would."""
+cheaper than the combined rate would; and the kernel's rate at other head dimensions (other_head_dims)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from graphgen.config import AttentionCurve
-from graphgen.costs.compute import ComputeModel
+from graphgen.costs.compute import ComputeModel, interpolate_points
 from rankflow import api
 from tests.helpers import A100, TINY_LLAMA, layer_graph, scenario
 
@@ -65,3 +65,32 @@ def test_full_recompute_gets_cheaper_while_a_step_without_it_stays_put():
 def test_a_bad_split_is_refused(ratio, source, message):
     with pytest.raises(ValidationError, match=message):
         AttentionCurve(points=[(512, 0.3)], fwd_over_bwd=ratio, fwd_over_bwd_source=source)
+
+
+def test_the_head_dimension_picks_its_measured_curve_and_interpolates_between_them():
+    sc = scenario(MODEL, WORKLOAD, hw_file=A100)
+    cm = ComputeModel(sc.hardware.device, "bf16")
+    curve = sc.hardware.device.efficiency.attention
+    hd64 = next(c for c in curve.other_head_dims if c.head_dim == 64).points
+    at64, at128 = interpolate_points(hd64, 2048), interpolate_points(curve.points, 2048)
+    assert at64 < at128  # FlashAttention-2 on A100: 140 vs 155 TFLOP/s at 2k tokens
+    assert cm.attention_efficiency(2048, 64) == at64
+    assert cm.attention_efficiency(2048, 32) == at64
+    assert cm.attention_efficiency(2048, 128) == at128
+    assert cm.attention_efficiency(2048, 256) == at128
+    assert cm.attention_efficiency(2048, 0) == at128
+    assert cm.attention_efficiency(2048, 96) == pytest.approx(at64 + 0.585 * (at128 - at64), rel=1e-3)
+
+
+def test_an_attention_op_carries_its_head_dimension_into_its_time():
+    small = scenario(dict(MODEL, hidden=512), WORKLOAD, hw_file=A100)  # 8 heads of 64
+    op = _attention_op(small)
+    assert op.head_dim == 64
+    cm = ComputeModel(small.hardware.device, "bf16")
+    as128 = dataclasses.replace(op, head_dim=128)
+    assert cm.op_time(op, "fwd") > cm.op_time(as128, "fwd") * 1.05
+
+
+def test_repeated_head_dimensions_are_refused():
+    with pytest.raises(ValidationError, match="head dimensions must differ"):
+        AttentionCurve(points=[(512, 0.3)], other_head_dims=[{"head_dim": 128, "points": [(512, 0.2)], "source": "x"}])
