@@ -89,8 +89,22 @@ def test_an_attention_op_carries_its_head_dimension_into_its_time():
     cm = ComputeModel(small.hardware.device, "bf16")
     as128 = dataclasses.replace(op, head_dim=128)
     assert cm.op_time(op, "fwd") > cm.op_time(as128, "fwd") * 1.05
+    assert cm.op_time(op, "bwd") > cm.op_time(as128, "bwd") * 1.05
 
 
 def test_repeated_head_dimensions_are_refused():
     with pytest.raises(ValidationError, match="head dimensions must differ"):
         AttentionCurve(points=[(512, 0.3)], other_head_dims=[{"head_dim": 128, "points": [(512, 0.2)], "source": "x"}])
+
+
+def test_a_split_that_would_run_a_direction_above_peak_is_refused():
+    with pytest.raises(ValidationError, match="x peak"):
+        AttentionCurve(points=[(512, 0.5), (16384, 0.6)], fwd_over_bwd=[(512, 4.0)], fwd_over_bwd_source="x")
+    with pytest.raises(ValidationError, match="come together"):
+        AttentionCurve(points=[(512, 0.5)], fwd_over_bwd_source="x")
+
+
+@pytest.mark.parametrize("algorithm, keys", [("ring", 4096 / 4), ("a2a", 4096), ("allgather", 4096)])
+def test_ring_context_parallelism_times_each_kernel_call_over_its_own_chunk_of_keys(algorithm, keys):
+    sc = scenario(MODEL, WORKLOAD, hw_file=A100, cp=4, cp_algorithm=algorithm)
+    assert _attention_op(sc).seq_len == keys

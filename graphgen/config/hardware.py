@@ -8,6 +8,7 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 
 from graphgen.config.base import DimInt, Fraction, NonNegFloat, PosFloat, Rate, Str, Strict
 from graphgen.costs.algorithms import ALGORITHMS
+from graphgen.interp import direction_shares, interpolate_points
 
 
 class EfficiencyCurve(Strict):
@@ -70,15 +71,34 @@ class AttentionCurve(EfficiencyCurve):
 
     @model_validator(mode="after")
     def _ratio_sorted(self) -> AttentionCurve:
-        xs = [p[0] for p in self.fwd_over_bwd or ()]
+        ratio = self.fwd_over_bwd or []
+        xs = [p[0] for p in ratio]
         if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
             raise ValueError("fwd_over_bwd must have strictly increasing sequence lengths")
-        if self.fwd_over_bwd and not self.fwd_over_bwd_source:
-            raise ValueError("fwd_over_bwd needs fwd_over_bwd_source: say where the two rates were measured")
+        if bool(ratio) != bool(self.fwd_over_bwd_source):
+            raise ValueError("fwd_over_bwd and fwd_over_bwd_source come together: the ratios and where the two "
+                             "rates were measured")
         dims = [self.head_dim, *(c.head_dim for c in self.other_head_dims)]
         if len(set(dims)) != len(dims):
             raise ValueError(f"head dimensions must differ from each other and from head_dim: {dims}")
+        for points in (self.points, *(c.points for c in self.other_head_dims)):
+            _check_directions_below_peak(points, ratio)
         return self
+
+
+def _check_directions_below_peak(points: list[tuple[float, float]], ratio: list[tuple[float, float]]) -> None:
+    """Neither direction may run above peak once the fwd+bwd rate is split. The product of two curves
+    linear in log x can peak between their bends, so each piece is sampled as well."""
+    if not ratio:
+        return
+    bends = sorted({p[0] for p in points} | {p[0] for p in ratio})
+    inner = [a * (b / a) ** (k / 8) for a, b in zip(bends, bends[1:], strict=False) for k in range(1, 8)]
+    for x in [*bends, *inner]:
+        rate = interpolate_points(points, x)
+        faster = max(direction_shares(interpolate_points(ratio, x)))
+        if rate * faster > 1.0:
+            raise ValueError(f"fwd_over_bwd {interpolate_points(ratio, x):g} at sequence length {x:g} puts one "
+                             f"direction at {rate * faster:.2f} x peak (the fwd+bwd rate there is {rate:g})")
 
 
 GemmPass = Literal["fwd", "dgrad", "wgrad"]

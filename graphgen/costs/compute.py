@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from graphgen.config import AttentionCurve, DeviceSpec, EfficiencyCurve
+from graphgen.interp import direction_shares, interpolate_points
 from graphgen.model.ops import Op, OpKind, op_work
 from graphgen.units import GB, TERA, US, dtype_bytes
 
@@ -22,22 +23,7 @@ def interpolate(curve: EfficiencyCurve, x: float) -> float:
     return interpolate_points(curve.points, x)
 
 
-def interpolate_points(pts: list[tuple[float, float]], x: float) -> float:
-    """y at x along [x, y] points, linear in log x, held flat past either end."""
-    if x <= pts[0][0]:
-        return pts[0][1]
-    if x >= pts[-1][0]:
-        return pts[-1][1]
-    lx = math.log(x)
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        if x <= x1:
-            f = (lx - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return y0 + f * (y1 - y0)
-    return pts[-1][1]
-
-
 LOW_PRECISION = ("fp8", "fp4")
-ATTENTION_BWD_FLOPS = 2.5  # backward / forward FLOPs of fused attention, as FlashAttention's benchmarks count them
 GROUPED_M_TOLERANCE = 0.02  # rows per group: capacity padding moves them by a token or a few per expert
 
 
@@ -169,9 +155,8 @@ class ComputeModel:
         ratio = self.attention_curve.fwd_over_bwd
         if not ratio:
             return 1.0
-        r = interpolate_points(ratio, seq_len)
-        share = (1.0 + ATTENTION_BWD_FLOPS * r) / (1.0 + ATTENTION_BWD_FLOPS)
-        return share / r if backward else share
+        forward, back = direction_shares(interpolate_points(ratio, seq_len))
+        return back if backward else forward
 
     def time(self, kind: OpKind, flops: float, nbytes: float, kernels: int = 1, seq_len: float = 0.0,
              blocks: float = 0.0, gemm: tuple[str, float, float, float, int] | None = None,
