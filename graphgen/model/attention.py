@@ -80,6 +80,14 @@ def _cp_comm(sh: BlockShape, d: Dims) -> tuple:
     return (("cp", "fwd", AG, kv, False, False), ("cp", "bwd", RS, kv, False, True))
 
 
+def _kernel_keys(sh: BlockShape, window: int) -> float:
+    """How far one kernel call's query blocks walk along the keys, which sets its rate: ring context
+    parallelism calls the kernel once per key/value chunk it receives (s / cp keys), all-gather and
+    all-to-all CP call it over the whole sequence."""
+    keys = min(window, sh.workload.attention_len)
+    return min(keys, sh.workload.seq_len / sh.cp) if sh.cp > 1 and sh.cp_algorithm == "ring" else keys
+
+
 @ATTENTION_KERNELS.register("fused")
 def fused_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
     """Flash attention: no s x s matrix; backward runs 5 products to forward's 2. A sliding window
@@ -92,7 +100,7 @@ def fused_core(sh: BlockShape, window: int) -> tuple[Op, ...]:
                bytes=e * T * (a * d.qk + d.kv_heads * (d.qk + d.v) + a * d.v) / t, in_layout=sh.heads,
                out_layout=sh.heads, out_bytes=e * T * a * d.v,
                saved_bytes=e * T * (a * d.qk + d.kv_heads * (d.qk + d.v)) / t + 4 * b * a * s / t / sh.cp,
-               bwd_flops_factor=2.5, bwd_bytes_factor=2.5, seq_len=min(window, w.attention_len),
+               bwd_flops_factor=2.5, bwd_bytes_factor=2.5, seq_len=_kernel_keys(sh, window),
                attention_blocks=b * (a / t) * math.ceil(s / sh.cp / 128), head_dim=max(d.qk, d.v),
                local_out_bytes=e * T * a * d.v / t,
                side_comm=_cp_comm(sh, d)),)
