@@ -163,6 +163,9 @@ def _training(sc: Scenario) -> Args:
     if w.optimizer not in _OPTIMIZER:
         raise _refuse(sc, "workload.optimizer", f"--optimizer takes adam or sgd, not {w.optimizer}",
                       "set workload.optimizer=adamw or sgd")
+    if w.optimizer_impl != "fused":
+        raise _refuse(sc, "workload.optimizer_impl", f"Megatron-LM's Adam and SGD are fused kernels (apex or "
+                      f"Transformer Engine), not {w.optimizer_impl}", "set workload.optimizer_impl=fused")
     if w.finetune.method != "full":
         raise _refuse(sc, "workload.finetune.method", f"pretrain_gpt.py trains every weight; {w.finetune.method} "
                       "has no argument", "set workload.finetune.method=full, or export to llamafactory")

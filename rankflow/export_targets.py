@@ -16,6 +16,8 @@ from rankflow.export_base import HF_LINEARS, LORA_ORDER, grad_bucket_elements, t
 DEEPSPEED_VERSION = "DeepSpeed 0.16.5"
 _DS_OPTIMIZER = {"adamw": "AdamW", "sgd": "SGD"}  # SGD: DeepSpeed falls back to torch.optim by name
 _HF_OPTIM = {"adamw": "adamw_torch", "adam8bit": "adamw_bnb_8bit", "sgd": "sgd", "adafactor": "adafactor"}
+# transformers TrainingArguments.optim: adamw_torch_fused is torch's fused AdamW, adamw_torch its default (foreach)
+_HF_ADAMW = {"fused": "adamw_torch_fused", "foreach": "adamw_torch"}
 
 
 def _check_deepspeed(sc: Scenario) -> None:
@@ -46,6 +48,9 @@ def _check_deepspeed(sc: Scenario) -> None:
     if w.optimizer not in _DS_OPTIMIZER:
         raise unsupported(sc, ds, "workload.optimizer", f"no built-in optimizer type for {w.optimizer}",
                           "set workload.optimizer=adamw or sgd (or build it in code)")
+    if w.optimizer_impl == "per_tensor":
+        raise unsupported(sc, ds, "workload.optimizer_impl", "its optimizers are FusedAdam or, with torch_adam, "
+                          "torch's AdamW (foreach); a per-tensor loop is built in code", "use fused or foreach")
 
 
 def _zero(sc: Scenario) -> dict[str, object]:
@@ -58,12 +63,19 @@ def _zero(sc: Scenario) -> dict[str, object]:
     return zero
 
 
+def _ds_params(sc: Scenario) -> dict[str, object]:
+    """deepspeed/runtime/engine.py @v0.16.5 _configure_basic_optimizer: Adam/AdamW run FusedAdam unless
+    torch_adam asks for torch.optim.AdamW (its foreach path)."""
+    w = sc.workload
+    return {"torch_adam": True} if w.optimizer == "adamw" and w.optimizer_impl == "foreach" else {}
+
+
 def deepspeed_config(sc: Scenario) -> dict[str, object]:
     _check_deepspeed(sc)
     p, w = sc.plan, sc.workload
     cfg: dict[str, object] = {"train_batch_size": sc.global_batch, "train_micro_batch_size_per_gpu": w.micro_batch,
                               "gradient_accumulation_steps": sc.microbatches,
-                              "optimizer": {"type": _DS_OPTIMIZER[w.optimizer], "params": {}}}
+                              "optimizer": {"type": _DS_OPTIMIZER[w.optimizer], "params": _ds_params(sc)}}
     if w.precision == "bf16":
         cfg["bf16"] = {"enabled": True}
     elif w.precision == "fp16":
@@ -100,6 +112,17 @@ def _check_llamafactory(sc: Scenario) -> None:
                           "use recompute=full with recompute_every=1, or none")
 
 
+def _hf_optim(sc: Scenario) -> str:
+    w = sc.workload
+    if w.optimizer != "adamw":
+        return _HF_OPTIM[w.optimizer]
+    if w.optimizer_impl not in _HF_ADAMW:
+        raise unsupported(sc, "LlamaFactory", "workload.optimizer_impl", "the Trainer's AdamW is torch's, fused "
+                          "(adamw_torch_fused) or foreach (adamw_torch); a per-tensor loop is not an optim name",
+                          "use fused or foreach")
+    return _HF_ADAMW[w.optimizer_impl]
+
+
 def _finetune(sc: Scenario) -> dict[str, object]:
     ft = sc.workload.finetune
     if ft.method == "full":
@@ -131,7 +154,7 @@ def llamafactory_args(sc: Scenario, model_id: str | None = None) -> dict[str, ob
     args.update({"dataset": "c4_demo" if pretrain else "alpaca_en_demo", "template": "default",
                  "cutoff_len": w.seq_len, "output_dir": "saves/rankflow-export",
                  "per_device_train_batch_size": w.micro_batch, "gradient_accumulation_steps": sc.microbatches,
-                 "optim": _HF_OPTIM[w.optimizer]})
+                 "optim": _hf_optim(sc)})
     if w.precision in ("bf16", "fp8"):
         args["bf16"] = True
     elif w.precision == "fp16":

@@ -293,3 +293,24 @@ def test_cli_plan_config_and_bad_set(tmp_path, capsys):
     assert tomllib.loads(capsys.readouterr().out)["parallelism"]["tensor_parallel_degree"] == 2
     assert export_cli.run(["--to", "torchtitan", *BASE, "--set", "parallelism.tp=3"]) == 2
     assert "parallelism.tp" in _one_error(capsys)
+
+
+LLAMA8 = str(ROOT / "model_configs" / "llama3.1-8b.yaml")
+
+
+@pytest.mark.parametrize("impl, written", [("fused", "fused"), ("foreach", "foreach"), ("per_tensor", "for-loop")])
+def test_the_optimizer_implementation_is_written_as_each_target_names_it(impl, written):
+    sc = load(LLAMA8, **{"workload.optimizer_impl": impl, "parallelism.dp": 8})
+    assert tomllib.loads(export(sc, "torchtitan").text)["optimizer"]["implementation"] == written
+    if impl == "per_tensor":
+        for target in ("deepspeed", "llamafactory", "megatron"):
+            with pytest.raises(RankflowError, match="optimizer_impl"):
+                export(sc, target)
+        return
+    ds = json.loads(export(sc, "deepspeed").text)["optimizer"]["params"]
+    assert ds.get("torch_adam", False) is (impl == "foreach")
+    optim = yaml.safe_load(export(sc, "llamafactory").text)["optim"]
+    assert optim == {"fused": "adamw_torch_fused", "foreach": "adamw_torch"}[impl]
+    if impl == "foreach":
+        with pytest.raises(RankflowError, match="optimizer_impl"):
+            export(sc, "megatron")

@@ -72,7 +72,7 @@ def test_gradient_buffer_passes_add_traffic_over_the_unsharded_buffer(dp, presca
 
 
 
-@pytest.mark.parametrize("impl,extra", [("foreach", 60), ("per_tensor", 68)])
+@pytest.mark.parametrize("impl,extra", [("foreach", 52), ("per_tensor", 60)])
 def test_an_unfused_adamw_moves_its_intermediates_per_parameter(impl, extra):
     base = scenario(TINY_LLAMA, {"global_batch": 8}, dp=4, zero_stage=1)
     sc = scenario(TINY_LLAMA, {"global_batch": 8, "optimizer_impl": impl}, dp=4, zero_stage=1)
@@ -86,13 +86,32 @@ def test_an_unfused_adamw_moves_its_intermediates_per_parameter(impl, extra):
     assert optimizer_item(sgd, lg, chunk, (0,)).bytes == optimizer_item(plain, lg, chunk, (0,)).bytes
 
 
-def test_framework_profiles_name_their_optimizer_implementation():
+@pytest.mark.parametrize("framework, version, impl, rescale", [
+    ("composer", None, "per_tensor", True), ("torchtitan", "2024.08", "foreach", True),
+    ("torchtitan", "2024.12", "foreach", True), ("torchtitan", "2025.02", "fused", True),
+    ("hf-trainer", None, "foreach", True), ("megatron-lm", None, "fused", False), (None, None, "fused", False)])
+def test_framework_profiles_name_their_optimizer_implementation_and_clip(framework, version, impl, rescale):
     from rankflow import api
 
-    assert api.load_scenario({"model": dict(TINY_LLAMA), "workload": {"seq_len": 256, "global_batch": 8,
-                              "framework": "composer"}}, scenario(TINY_LLAMA).hardware).workload.optimizer_impl \
-        == "per_tensor"
-    assert scenario(TINY_LLAMA).workload.optimizer_impl == "fused"
+    workload = {"seq_len": 256, "global_batch": 8}
+    if framework:
+        workload["framework"] = framework
+    if version:
+        workload["framework_version"] = version
+    w = api.load_scenario({"model": dict(TINY_LLAMA), "workload": workload}, scenario(TINY_LLAMA).hardware).workload
+    assert (w.optimizer_impl, w.grad_clip_rescale) == (impl, rescale)
+
+
+@pytest.mark.parametrize("zero", [0, 3])
+def test_a_clip_that_always_rescales_reads_and_writes_every_gradient_it_holds(zero):
+    base = scenario(TINY_LLAMA, {"global_batch": 8}, dp=4, zero_stage=zero)
+    sc = scenario(TINY_LLAMA, {"global_batch": 8, "grad_clip_rescale": True}, dp=4, zero_stage=zero)
+    lg = layer_graph(base)
+    chunk = (tuple(range(lg.layers)),)
+    params = sum(lg.unit_trainable(u) for u in lg.chunk_units(chunk, 0))
+    held = params / 4 if zero >= 2 else params
+    grown = optimizer_item(sc, lg, chunk, (0,)).bytes - optimizer_item(base, lg, chunk, (0,)).bytes
+    assert grown == pytest.approx(2 * held * 4, rel=1e-9)  # fp32 gradients
 
 
 TINY_MOE = dict(TINY_LLAMA, layers=4, kv_heads=8,

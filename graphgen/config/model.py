@@ -299,6 +299,10 @@ class Workload(Strict):
                              "(torch's default multi-tensor AdamW, one pass per element-wise op) or per_tensor (a "
                              "Python loop, every op a kernel per tensor: composer's DecoupledAdamW); the unfused "
                              "forms move more HBM bytes per parameter (graphgen.model.optimizers).")
+    grad_clip_rescale: Bool = Field(
+        False, description="The gradient clip multiplies every gradient every step (torch.nn.utils.clip_grad_norm_ and "
+                           "FSDP's clip_grad_norm_ scale by min(1, max_norm / norm) to avoid a host sync); false: "
+                           "only when the norm exceeds the threshold (Megatron-LM), a pass that rarely runs.")
     fused_cross_entropy: Bool = Field(
         True, description="Loss fused with the LM head's softmax (no fp32 copy of the logits).")
     expert_imbalance: Annotated[float, Field(ge=1, le=1000, strict=True)] = Field(

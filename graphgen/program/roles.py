@@ -51,6 +51,7 @@ def optimizer_item(sc: Scenario, lg: LayerGraph, chunk_layers, chunks) -> Item:
     # Framework passes over the whole gradient buffer (zeroing, NaN check, the 1/dp pre-scaling), which
     # every rank holds unsharded below ZeRO-2.
     passes = p.grad_buffer_passes + (2.0 if p.grad_prescale and p.dp * p.cp > 1 else 0.0)
+    passes += 2.0 if w.grad_clip_rescale else 0.0  # read and write every gradient once more
     held = local if p.zero_stage >= 2 else dense + experts  # ZeRO-2/3 shard gradients as the optimizer states
     grad_bytes = passes * held * dtype_bytes(p.grad_reduce_dtype)
     return Item(False, "optimizer_step", Phase.OPTIMIZER, -3, (-1, -1), op_names=("optimizer",),
