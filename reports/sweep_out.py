@@ -42,11 +42,12 @@ def to_csv(points) -> str:
 
 
 def summary(points) -> str:
+    width = max([5, *(len(p.label) for p in points)])  # labels are field=value: cutting them can merge rows
     lines = [f"Rankflow sweep: {points[0].result.model}" if points else "Rankflow sweep: no points",
-             f"  {'point':24} {'GPUs':>6} {'step s':>9} {'tok/s/GPU':>10} {'MFU':>6} {'eff':>6}  bottleneck"]
+             f"  {'point':{width}} {'GPUs':>6} {'step s':>9} {'tok/s/GPU':>10} {'MFU':>6} {'eff':>6}  bottleneck"]
     for p in points:
         r = p.result
-        lines.append(f"  {p.label[:24]:24} {p.gpus:>6} {r.step_time_s:9.4f} {r.tokens_per_s_per_gpu:10.1f} "
+        lines.append(f"  {p.label:{width}} {p.gpus:>6} {r.step_time_s:9.4f} {r.tokens_per_s_per_gpu:10.1f} "
                      f"{100 * r.mfu:5.1f}% {100 * p.efficiency:5.1f}%  {p.limit.evidence}")
     kinds = {p.limit.kind for p in points}
     if points:

@@ -198,6 +198,16 @@ def test_sweep_reports_efficiency_and_the_bottleneck():
     assert all(p.limit.kind and p.limit.advice for p in pts)
 
 
+def test_sweep_summary_keeps_whole_labels_that_share_a_long_prefix():
+    from rankflow import sweep
+    from reports.sweep_out import summary
+
+    over = [(f"workload.optimizer_impl={v}", None, ["workload.global_batch=64", f"workload.optimizer_impl={v}"])
+            for v in ("fused", "per_tensor")]
+    text = summary(sweep.sweep(GPT17, str(A100), over))
+    assert "workload.optimizer_impl=fused " in text and "workload.optimizer_impl=per_tensor " in text
+
+
 def test_a_sweep_bounds_the_work_of_all_its_points():
     """Each point may be near the replay limit; 64 of them would run for many minutes."""
     from rankflow import sweep
