@@ -101,3 +101,18 @@ def test_a_kernel_the_device_has_no_curve_for_keeps_the_default_with_a_note():
         pytest.skip("B200 lists a triton curve")
     assert sc.workload.attention_kernel is None
     assert any("triton" in n for n in run(sc, "coarse").notes)
+
+
+@pytest.mark.parametrize("name", ["nemo"])
+def test_recipe_profiles_run_an_moe_model_with_tensor_parallelism(name):
+    """Megatron-Core requires sequence parallelism for MoE layers under TP. NeMo's recipes turn it on with TP
+    (its 8B recipe leaves it off at TP 1, where it does nothing); a profile reading only that one would
+    refuse every such plan. (Megatron-LM's own default is off: its profile refuses, as Megatron asserts.)"""
+    import yaml
+
+    qwen = ROOT / "model_configs" / "qwen3-30b-a3b.yaml"
+    for version in yaml.safe_load((ROOT / "framework_configs" / f"{name}.yaml").read_text())["versions"]:
+        sc = api.load_scenario(qwen, ROOT / "hardware_configs" / "H100-SXM5-80GB.yaml", overrides=[
+            f"workload.framework={name}", f"workload.framework_version='{version}'", "parallelism.tp=2",
+            "parallelism.dp=4", "parallelism.ep=4", "workload.global_batch=32", "workload.seq_len=4096"])
+        assert sc.plan.sp, (name, version)
