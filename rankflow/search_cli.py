@@ -108,9 +108,13 @@ def outputs_of(args, render: dict):
     return outputs
 
 
-def commit(args, outputs) -> None:
+def commit(args, outputs, report: str) -> None:
+    """Write the files, then the report and what was written: the files first, so that one that cannot be
+    written stops the command before it prints a report, and the report first on screen, so that the
+    paths are its last lines."""
     outputs.commit()
     if not args.quiet:
+        sys.stdout.write(report)
         for path in outputs.paths():
             sys.stdout.write(f"wrote {path}\n")
 
@@ -150,9 +154,7 @@ def run_search(argv: list[str]) -> int:
                                  constraints_of(args), args.top, args.check, args.executor, args.workers,
                                  args.ray_address, quiet=args.quiet)
     wall = time.perf_counter() - t0
-    commit(args, outputs)
-    if not args.quiet:
-        sys.stdout.write(search_out.summary(got["found"], wall))
+    commit(args, outputs, "" if args.quiet else search_out.summary(got["found"], wall))
     return 0
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from graphgen.errors import RankflowError
 from rankflow.cli import _Parser
@@ -174,9 +173,7 @@ def run(argv: list[str]) -> int:
             got["result"] = simulate(dep, _source(args, spec, lengths))
             got["doc"] = to_dict(got["result"], slo)
         text += _summary_text(got["doc"] if not args.capacity else to_dict(got["result"], slo))
-    commit(args, outputs)
-    if not args.quiet:
-        sys.stdout.write(text)
+    commit(args, outputs, text)
     return 0
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from graphgen.errors import RankflowError
 from rankflow.cli import _Parser
 from rankflow.search_cli import _common, _ints, _png, commit, outputs_of
@@ -53,9 +51,7 @@ def run_sweep(argv: list[str]) -> int:
         if key and exc.field == "--set" and f"'{key}=" in exc.message:  # the swept key, not a --set of the user's
             raise RankflowError(exc.message, file=exc.file, field="--over", fix=exc.fix) from None
         raise
-    commit(args, outputs)
-    if not args.quiet:
-        sys.stdout.write(sweep_out.summary(got["p"]))
+    commit(args, outputs, "" if args.quiet else sweep_out.summary(got["p"]))
     return 0
 
 
@@ -102,9 +98,7 @@ def run_recommend(argv: list[str]) -> int:
     got["r"] = sweep.recommend(args.model_config, args.hardware_config, _ints(args.gpus, "--gpus"),
                                [*args.set, f"workload.train_tokens={args.tokens!r}"], args.deadline_days,
                                args.budget_usd, args.top, cons, workers=args.workers)
-    commit(args, outputs)
-    if not args.quiet:
-        sys.stdout.write(sweep_out.recommend_summary(got["r"]))
+    commit(args, outputs, "" if args.quiet else sweep_out.recommend_summary(got["r"]))
     return 0
 
 
