@@ -61,6 +61,7 @@ class FastStep:
         any_sync = p.dp * p.cp > 1 or (sc.model.moe is not None and p.edp > 1)
         self._zero3 = p.zero_stage == 3 and any_sync
         self._every_mb = grads_every_microbatch(p.zero_stage)
+        self._overlap_reduce = p.overlap_grad_reduce
         self._stage_memo: list[dict] = [{} for _ in range(p.pp)]  # per stage: pass layouts, shared by replays
 
     def _coll(self, grp: GradGroup, kind, nbytes: float, purpose: str = "") -> float:
@@ -110,24 +111,17 @@ class FastStep:
         Collectives before its first compute item and after its last run on their own streams, as the
         DAG's leading and trailing collective nodes do: the former from the input's arrival, over the
         previous pass's compute; the latter beside the next pass's."""
-        p = self.sc.plan
-        grads_here = phase in ("B", "W")
-        reduce_now = grads_here and (self._every_mb or (last_grad and p.overlap_grad_reduce))
-        prof = self.low.profiles[tpl_id]
+        reduce_now = (phase == "B" or phase == "W") and (self._every_mb or (last_grad and self._overlap_reduce))
         if self._zero3 and phase != "W":
-            return zero3_pass(self, st, prof, tpl_id, g, reduce_now, input_ready)
-        after, mids = self._layout(st, tpl_id, g, reduce_now)
+            return zero3_pass(self, st, self.low.profiles[tpl_id], tpl_id, g, reduce_now, input_ready)
+        key = (tpl_id, g, reduce_now)
+        prof, after, mids = st.memo.get(key) or self._layout(st, key)
         t = input_ready
         for i in range(prof.lead):
             t = self._comm_item(st, prof, i, t, after)
         start = st.free if st.free > t else t
         if st.gate and phase == "F":
-            shift = 0.0
-            for u, idx in prof.template.first_use.items():
-                done = st.gate.pop(u, None)
-                if done is not None:
-                    shift = max(shift, done - (start + prof.start[idx] - prof.start[prof.lead]))
-            start += shift
+            start = self._gated(st, prof, start)
         t, ai, kappa = start, prof.lead, self.kappa
         for idx in mids:
             t = run_items(st, prof, t, ai, idx + 1, kappa)
@@ -135,22 +129,32 @@ class FastStep:
             for name, dur in after[idx]:
                 st.stream(name, t, dur)
         core_end = t = run_items(st, prof, t, ai, prof.trail, kappa)
-        t, st.carry = max(t, st.carry), 0.0  # the trailing collectives wait for one still beside the compute
-        for i in range(prof.trail, len(prof.start)):
-            t = self._comm_item(st, prof, i, t, after)
+        if st.carry:  # the trailing collectives wait for one still beside the compute
+            t, st.carry = max(t, st.carry), 0.0
+        if prof.trail < len(prof.start):
+            for i in range(prof.trail, len(prof.start)):
+                t = self._comm_item(st, prof, i, t, after)
         return core_end, t
 
-    def _layout(self, st: _Stage, tpl_id: int, g: int, reduce_now: bool) -> tuple[dict, list[int]]:
-        """The gradient buckets a pass issues, by the item after which it issues them, and those items
-        between its first and last compute item in order (cached per stage)."""
-        key = (tpl_id, g, reduce_now)
-        got = st.memo.get(key)
-        if got is None:
-            prof = self.low.profiles[tpl_id]
-            after: dict[int, list[tuple[str, float]]] = {}
-            for idx, name, dur in (self.syncs(st, tpl_id, g) if reduce_now else ()):
-                after.setdefault(idx, []).append((name, dur))
-            got = st.memo[key] = (after, sorted(i for i in after if prof.lead <= i < prof.trail))
+    @staticmethod
+    def _gated(st: _Stage, prof: PassProfile, start: float) -> float:
+        """A forward pass's start, held until the step-start gathers of the units it uses are done."""
+        shift = 0.0
+        for u, idx in prof.template.first_use.items():
+            done = st.gate.pop(u, None)
+            if done is not None:
+                shift = max(shift, done - (start + prof.start[idx] - prof.start[prof.lead]))
+        return start + shift
+
+    def _layout(self, st: _Stage, key: tuple[int, int, bool]) -> tuple[PassProfile, dict, list[int]]:
+        """A pass's profile, the gradient buckets it issues by the item after which it issues them, and
+        those items between its first and last compute item in order (cached per stage)."""
+        tpl_id, g, reduce_now = key
+        prof = self.low.profiles[tpl_id]
+        after: dict[int, list[tuple[str, float]]] = {}
+        for idx, name, dur in (self.syncs(st, tpl_id, g) if reduce_now else ()):
+            after.setdefault(idx, []).append((name, dur))
+        got = st.memo[key] = (prof, after, sorted(i for i in after if prof.lead <= i < prof.trail))
         return got
 
     def _comm_item(self, st: _Stage, prof: PassProfile, i: int, ready: float, after: dict) -> float:

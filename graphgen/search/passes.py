@@ -40,6 +40,8 @@ class PassProfile:
     dur: tuple[float, ...] = ()                  # end - start per item (what the fast walk adds up)
     stream: tuple[str | None, ...] = ()          # a collective's stream, None for compute
     beside: tuple[bool, ...] = ()                # a collective running beside the next item (the walk times it)
+    stop: tuple[float, ...] = ()                 # start with the duration after it: where items a..b-1 end
+    lasts: tuple[tuple[tuple[str, int], ...], ...] = ()  # last_inline(b) for every b, read once per run of items
     _lasts: dict = field(default_factory=dict, compare=False, repr=False)
     _alone: dict = field(default_factory=dict, compare=False, repr=False)  # kappa -> the pass walked alone
 
@@ -105,8 +107,9 @@ def profile(coster: Coster, tpl: Template) -> PassProfile:
     dur = tuple(e - s for s, e in zip(start, end, strict=True))
     streams = tuple(comm_stream(it.axis) if it.is_comm else None for it in tpl.items)
     beside_flags = tuple(it.is_comm and it.parallel for it in tpl.items)
-    return PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0, lead, trail, inline, dur, streams,
-                       beside_flags if any(beside_flags) else ())
+    got = PassProfile(tpl, tuple(start), tuple(end), compute / t if t > 0 else 1.0, lead, trail, inline, dur, streams,
+                      beside_flags if any(beside_flags) else (), (*start, end[-1] if end else 0.0))
+    return replace(got, lasts=tuple(tuple(got.last_inline(b)) for b in range(len(start) + 1)))
 
 
 def _key(sc: Scenario) -> tuple:

@@ -102,31 +102,53 @@ def run_items(st: Stage, prof: PassProfile, t: float, a: int, b: int, kappa: flo
                 reach = v
     i = a
     if t < reach:
-        dur, comm, covered = prof.dur, prof.stream, st.covered
-        while i < b and t < reach:
-            x, name = dur[i], comm[i]
-            if name is not None:
-                v = streams.get(name, 0.0)
-                t = (v if v > t else t) + x
-                streams[name] = t
-            elif x and kappa:
-                t += x + kappa * covered(t, t + x)
-            else:
-                t += x
-            i += 1
+        i, t = _walk(st, prof, t, a, b, kappa, reach)
         if i >= b:
             return t
-    start = prof.start
-    base = t - start[i]
-    t = base + (start[b] if b < len(start) else prof.duration)
+    base = t - prof.start[i]
+    t = base + prof.stop[b]
     if inline:
         end = prof.end
-        for name, k in prof.last_inline(b):
+        for name, k in prof.lasts[b]:
             if k >= i:
                 v = base + end[k]
                 if v > streams.get(name, 0.0):
                     streams[name] = v
     return t
+
+
+def _walk(st: Stage, prof: PassProfile, t: float, i: int, b: int, kappa: float, reach: float) -> tuple[int, float]:
+    """Items from i one by one while t is before reach: (the first item not walked, when it starts).
+    Stage.covered inlined: the intervals that ended by t are dropped once, at the end (the compute
+    only moves forward and nothing adds an interval meanwhile), with the same sums in the same order."""
+    dur, comm, streams = prof.dur, prof.stream, st.streams
+    lo, hi = st.lo, st.hi
+    n, k0, gone = len(hi), 0, False  # intervals [k0, n) have not ended by the last covered() point
+    while i < b and t < reach:
+        x, name = dur[i], comm[i]
+        if name is not None:
+            v = streams.get(name, 0.0)
+            t = (v if v > t else t) + x
+            streams[name] = t
+        elif x and kappa:
+            while k0 < n and hi[k0] <= t:
+                k0 += 1
+            gone = True
+            e_ = t + x
+            total = 0.0
+            for k in range(k0, n):
+                s = lo[k]
+                if s >= e_:
+                    break
+                e = hi[k]
+                total += (e_ if e > e_ else e) - (t if s < t else s)
+            t += x + kappa * total
+        else:
+            t += x
+        i += 1
+    if gone and k0:
+        del lo[:k0], hi[:k0]
+    return i, t
 
 
 class Alone:

@@ -46,21 +46,17 @@ def zero3_pass(fs: FastStep, st: Stage, prof: PassProfile, tpl_id: int, g: int, 
                input_ready: float) -> tuple[float, float]:
     """Units' parameters gathered one unit ahead (the k-th waits for the (k-2)-th span), buckets
     reduce-scattered as they become final; (compute free, pass done), as _run_pass."""
-    firsts, after, order = _zero3_layout(fs, st, tpl_id, g, reduce_now)
-    gates: dict[int, float] = {}
+    key = ("z3", tpl_id, g, reduce_now)
+    firsts, after, order = st.memo.get(key) or _zero3_layout(fs, st, key, prof.trail)
+    gates: dict[int, float] = {}  # item -> when the gathers it waits for are done
     stream = st.stream
-
-    def issue(name: str, at: float, dur: float, gated: int | None) -> None:
-        done = stream(name, at, dur)
-        if gated is not None and done > gates.get(gated, 0.0):
-            gates[gated] = done
     for name, dur, f in firsts:  # the first two wait only for the pass's input, not the stage
-        issue(name, input_ready, dur, f)
+        done = stream(name, input_ready, dur)
+        if done > gates.get(f, 0.0):
+            gates[f] = done
     ai, kappa, trail = 0, fs.kappa, prof.trail  # the next item to run; where the compute ends
     t = st.free if st.free > input_ready else input_ready
     for i in order:
-        if i >= trail:
-            break
         t = run_items(st, prof, t, ai, i, kappa)
         gate = gates.get(i)
         if gate is not None and gate > t:
@@ -68,35 +64,38 @@ def zero3_pass(fs: FastStep, st: Stage, prof: PassProfile, tpl_id: int, g: int, 
         t = run_items(st, prof, t, i, i + 1, kappa)
         ai = i + 1
         for name, dur, gated in after.get(i, ()):
-            issue(name, t, dur, gated)
+            done = stream(name, t, dur)
+            if gated is not None and done > gates.get(gated, 0.0):
+                gates[gated] = done
     core = t = run_items(st, prof, t, ai, trail, kappa)
-    t, st.carry = max(t, st.carry), 0.0
+    if st.carry:
+        t, st.carry = max(t, st.carry), 0.0
     for i in range(trail, len(prof.start)):  # trailing collectives on their own streams
         ready = max(t, gates.get(i, 0.0))
         t = stream(comm_stream(prof.template.items[i].axis), ready, prof.end[i] - prof.start[i])
         for name, dur, gated in after.get(i, ()):
-            issue(name, t, dur, gated)
+            done = stream(name, t, dur)
+            if gated is not None and done > gates.get(gated, 0.0):
+                gates[gated] = done
     return core, t
 
 
-def _zero3_layout(fs: FastStep, st: Stage, tpl_id: int, g: int, reduce_now: bool) -> tuple[list, dict, list[int]]:
+def _zero3_layout(fs: FastStep, st: Stage, key: tuple, trail: int) -> tuple[list, dict, list[int]]:
     """A ZeRO-3 pass's issues, cached per stage: the gathers at its input's arrival (stream, seconds,
     the item they gate), the collectives issued after each item (gathers first, then the buckets
-    it makes final), and the items where something is gated or issued, in order."""
-    key = ("z3", tpl_id, g, reduce_now)
-    got = st.memo.get(key)
-    if got is None:
-        spans = _spans(fs, st, tpl_id)
-        firsts: list[tuple[str, float, int]] = []
-        after: dict[int, list] = defaultdict(list)
-        for name, points in spans:
-            for k in range(len(points)):
-                if k < 2:
-                    firsts.append((name, points[k][2], points[k][0]))
-                else:
-                    after[points[k - 2][1]].append((name, points[k][2], points[k][0]))
-        for idx, name, dur in (fs.syncs(st, tpl_id, g) if reduce_now else ()):
-            after[idx].append((name, dur, None))
-        order = sorted({*(f for _, _, f in firsts), *(f for _, pts in spans for f, _, _ in pts[2:]), *after})
-        got = st.memo[key] = (firsts, dict(after), order)
+    it makes final), and the items before the trail where something is gated or issued, in order."""
+    _, tpl_id, g, reduce_now = key
+    spans = _spans(fs, st, tpl_id)
+    firsts: list[tuple[str, float, int]] = []
+    after: dict[int, list] = defaultdict(list)
+    for name, points in spans:
+        for k in range(len(points)):
+            if k < 2:
+                firsts.append((name, points[k][2], points[k][0]))
+            else:
+                after[points[k - 2][1]].append((name, points[k][2], points[k][0]))
+    for idx, name, dur in (fs.syncs(st, tpl_id, g) if reduce_now else ()):
+        after[idx].append((name, dur, None))
+    order = sorted({*(f for _, _, f in firsts), *(f for _, pts in spans for f, _, _ in pts[2:]), *after})
+    got = st.memo[key] = (firsts, dict(after), [i for i in order if i < trail])
     return got
