@@ -48,6 +48,9 @@ class Stage:
             if not hi or s > hi[-1]:  # the usual case: after everything still pending
                 self.lo.append(s)
                 hi.append(e)
+            elif s >= self.lo[-1]:  # the next usual one: it joins the last (intervals never touch)
+                if e > hi[-1]:
+                    hi[-1] = e
             else:
                 self._busy(s, e)
             if e > self.reach:
@@ -125,7 +128,8 @@ def _walk(st: Stage, prof: PassProfile, t: float, i: int, b: int, kappa: float, 
     lo, hi = st.lo, st.hi
     n, k0, gone = len(hi), 0, False  # intervals [k0, n) have not ended by the last covered() point
     while i < b and t < reach:
-        x, name = dur[i], comm[i]
+        name = comm[i]
+        x = dur[i]
         if name is not None:
             v = streams.get(name, 0.0)
             t = (v if v > t else t) + x
@@ -135,14 +139,18 @@ def _walk(st: Stage, prof: PassProfile, t: float, i: int, b: int, kappa: float, 
                 k0 += 1
             gone = True
             e_ = t + x
-            total = 0.0
-            for k in range(k0, n):
-                s = lo[k]
-                if s >= e_:
-                    break
-                e = hi[k]
-                total += (e_ if e > e_ else e) - (t if s < t else s)
-            t += x + kappa * total
+            if k0 == n or lo[k0] >= e_:  # nothing busy beside it: no slowdown (x + kappa * 0.0 is x)
+                t = e_
+            else:
+                total, k = 0.0, k0
+                while k < n:
+                    s = lo[k]
+                    if s >= e_:
+                        break
+                    e = hi[k]
+                    total += (e_ if e > e_ else e) - (t if s < t else s)
+                    k += 1
+                t += x + kappa * total
         else:
             t += x
         i += 1

@@ -57,7 +57,8 @@ def zero3_pass(fs: FastStep, st: Stage, prof: PassProfile, tpl_id: int, g: int, 
     ai, kappa, trail = 0, fs.kappa, prof.trail  # the next item to run; where the compute ends
     t = st.free if st.free > input_ready else input_ready
     for i in order:
-        t = run_items(st, prof, t, ai, i, kappa)
+        if ai < i:
+            t = run_items(st, prof, t, ai, i, kappa)
         gate = gates.get(i)
         if gate is not None and gate > t:
             t = gate
