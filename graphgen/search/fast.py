@@ -63,6 +63,7 @@ class FastStep:
         self._every_mb = grads_every_microbatch(p.zero_stage)
         self._overlap_reduce = p.overlap_grad_reduce
         self._stage_memo: list[dict] = [{} for _ in range(p.pp)]  # per stage: pass layouts, shared by replays
+        self._resume: Run | None = None  # a probe that was not steady, at its cooldown (step_time)
 
     def _coll(self, grp: GradGroup, kind, nbytes: float, purpose: str = "") -> float:
         return self.coster.collective_time(kind, nbytes, grp.axis, purpose)
@@ -177,16 +178,18 @@ class FastStep:
             if got is not None:
                 return got
             m1, m2 = 2 * m1, 2 * m1 + m2 - m1
-        return self.replay(M)
+        return self._drive(self._resumed(M))
 
     def _extrapolate(self, m1: int, m2: int, M: int) -> float | None:
         """The step at M from replays of m1 and m2 microbatches, or None when some stage or stream in
         them moved faster or slower than the line through them, by more than STEADY_TOL of the step by M."""
         # The probes run the same passes until the shorter one's cooldown: replay that shared
         # prefix once and carry on from it with each count.
-        run2 = self._start(m2)
+        run2 = self._resumed(m2)
         orders1 = [self._plan_steps(s, st, m1) for s, st in enumerate(run2.stages)]
         cut = shared_prefix(orders1, run2.orders)
+        if any(a > b for a, b in zip(run2.ptr, cut, strict=True)):
+            run2 = self._start(m2)
         self._drive(run2, cut)
         before = marks(run2)
         t1 = self._drive(run2.fork(orders1))
@@ -194,6 +197,7 @@ class FastStep:
         later = [c + len(b) - len(a) for c, a, b in zip(cut, orders1, run2.orders, strict=True)]
         if not self._drive_to(run2, later):
             return None
+        self._resume = run2.fork(run2.orders)  # where a longer replay carries on if this one is not steady
         slow, fast = paces(before, marks(run2), m2 - m1)
         t2 = self._drive(run2)
         slope = (t2 - t1) / (m2 - m1)
@@ -216,6 +220,17 @@ class FastStep:
 
     def replay(self, M: int) -> float:
         return self._drive(self._start(M))
+
+    def _resumed(self, M: int) -> Run:
+        """A replay of M microbatches carried on from where the last probe stopped, at its cooldown,
+        when every step it ran is also one of this replay's shared prefix (then the state is the same
+        as if replayed from the start, and so is every time after it); else from the start."""
+        run = self._start(M)
+        got, self._resume = self._resume, None
+        if got is not None and all(a <= b for a, b in zip(got.ptr, shared_prefix(got.orders, run.orders), strict=True)):
+            got.orders = run.orders
+            return got
+        return run
 
     def _start(self, M: int) -> Run:
         p = self.sc.plan
