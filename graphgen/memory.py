@@ -158,6 +158,18 @@ def _adafactor_elems(lg: LayerGraph, unit: int) -> float:
     return lg.block_sum(unit, ("adafactor",), elems)
 
 
+def _step_temporary(sc: Scenario, weight_bytes: float, optimizer_states: float) -> float:
+    """What the step allocates once the activations are gone: ZeRO-1/2's post-step parameter all-gather
+    copies, or torch's foreach AdamW's sqrt(v), one fp32 value per parameter the rank updates
+    (torch/optim/adamw.py _multi_tensor_adamw: exp_avg_sq_sqrt = torch._foreach_sqrt(exp_avg_sqs))."""
+    p, w = sc.plan, sc.workload
+    gather = weight_bytes * (p.param_gather_copies + 1 / p.dp) \
+        if p.zero_stage in (1, 2) and p.param_gather_copies and p.dp > 1 else 0.0
+    opt = OPTIMIZERS[w.optimizer]
+    sqrt_v = optimizer_states * 4 / opt.state_bytes if w.optimizer_impl == "foreach" and w.optimizer == "adamw" else 0.0
+    return max(gather, sqrt_v)
+
+
 def _transient(lg: LayerGraph, sc: Scenario, e: float, last_stage: bool, layers) -> float:
     """Largest extra working set on top of the saved activations.
 
@@ -332,9 +344,7 @@ def role_memory_of(sc: Scenario, lg: LayerGraph, chunk_layers, role_chunks) -> t
         transient = _transient(lg, sc, e, any(g % len(chunk_layers) == len(chunk_layers) - 1 for g in chunks), layers or (0,))
         # The post-step parameter all-gather runs when activations are gone: it competes with the
         # activation peak rather than adding to it.
-        step = 0.0
-        if p.zero_stage in (1, 2) and p.param_gather_copies and p.dp > 1:
-            step = weight_bytes * (p.param_gather_copies + 1 / p.dp)
+        step = _step_temporary(sc, weight_bytes, states.optimizer)
         if step > acts + transient:
             acts, transient = 0.0, step
         buffers = _buffers(sc, lg, layers, states.grads, pbytes, resid)

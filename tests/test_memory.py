@@ -166,3 +166,13 @@ def test_the_loss_holds_only_this_context_parallel_ranks_logits():
     logits = 2 * 4096 * 65536  # bf16, the whole sequence
     assert scenario_memory(one)[0].transient == pytest.approx(logits)
     assert scenario_memory(four)[0].transient == pytest.approx(logits / 4)
+
+
+def test_torch_foreach_adamw_allocates_sqrt_v_for_its_step_after_the_activations_are_gone():
+    work = {"seq_len": 64, "global_batch": 8}
+    fused = scenario_memory(scenario(TINY_LLAMA, work))[0]
+    foreach = scenario_memory(scenario(TINY_LLAMA, {**work, "optimizer_impl": "foreach"}))[0]
+    assert foreach.optimizer_states == fused.optimizer_states
+    assert fused.activations + fused.transient < foreach.optimizer_states / 2  # a tiny batch: the step is the peak
+    assert foreach.transient == pytest.approx(foreach.optimizer_states / 2)  # one fp32 value per parameter
+    assert foreach.activations == 0.0 and foreach.allocated > fused.allocated
