@@ -114,7 +114,9 @@ def test_context_parallel_ring_overlaps_what_allgather_exposes():
     ring_comm, gather_comm = collectives(ring, "cp"), collectives(gather, "cp")
     assert ring_comm and gather_comm
     assert {n.kind for n in gather_comm} == {Collective.ALL_GATHER, Collective.REDUCE_SCATTER}
-    assert run(ring).step_time_s <= run(gather).step_time_s
+    # ring hides half of what all-gather exposes; its kernels walk s/cp keys per call, all-gather's the whole
+    # sequence, so its attention runs lower on the curve and the step need not be shorter
+    assert run(ring).breakdown.exposed_comm["cp"] < 0.75 * run(gather).breakdown.exposed_comm["cp"]
     # Each rank holds seq/cp tokens of activations.
     base = api.load_scenario(MIXTRAL, H100, overrides=[*SMALL, "workload.seq_len=16384", "workload.global_batch=8",
                                                        "parallelism.dp=8"])
