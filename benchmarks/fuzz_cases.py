@@ -7,6 +7,7 @@ finite numbers in its outputs, or exit 2 with one line on stderr and no output f
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -55,7 +56,7 @@ def _mutated(base: dict, rng: random.Random) -> dict:
         path = rng.choice(_leaves(data))
         roll = rng.random()
         if roll < 0.75 and path:
-            _set(data, path, rng.choice(ODD_VALUES))
+            _set(data, path, copy.deepcopy(rng.choice(ODD_VALUES)))
         elif roll < 0.85 and path:
             _set(data, (*path[:-1], path[-1] + "_typo"), 1)
         elif path and len(path) > 1:
