@@ -123,6 +123,20 @@ def test_group_over_two_nodes_bottlenecked_by_nics(kind, coef):
     assert m.collective_time(kind, S, 4, 2) == pytest.approx(coef * S / bw, rel=1e-12)
 
 
+@pytest.mark.parametrize("per_node, nodes", [(4, 2), (8, 4), (2, 8)])
+def test_an_all_to_all_over_nodes_sends_each_ranks_remote_share_through_its_own_nic(per_node, nodes):
+    """Not a ring: each rank's (n - m)/n of its buffer leaves through its own NIC while (m - 1)/n goes to
+    its node's peers, so m NICs do not add up for one rank (nccl-tests' multi-node alltoall bus bandwidth
+    sits near one NIC's rate); a ring collective over the same group does use all m."""
+    m = net(**{"node.intra.latency_us": 0, "scale_out.latency_us": 0})
+    n = per_node * nodes
+    expected = max((per_node - 1) / n * S / NV_BW, (n - per_node) / n * S / IB_BW)
+    assert m.collective_time(Collective.ALL_TO_ALL, S, per_node, nodes) == pytest.approx(expected, rel=1e-12)
+    ring = m.collective_time(Collective.ALL_GATHER, S, per_node, nodes)
+    assert ring == pytest.approx((n - 1) / n * S / min(NV_BW, per_node * IB_BW), rel=1e-12)
+    assert m.collective_time(Collective.ALL_TO_ALL, S, per_node, nodes) > ring
+
+
 def test_group_over_nodes_bottlenecked_by_nvlink_when_nics_are_fast():
     # 8 NICs x 50 GB/s = 400 GB/s > NVLink 234 GB/s: NVLink is the slowest dimension.
     m = net(**{"scale_out.bandwidth_gbs": 50, "scale_out.efficiency": 1.0,

@@ -4,8 +4,11 @@ Bus-bandwidth model, as NCCL reports and SimAI uses: a collective over N ranks m
 coef(N) x S bytes through each rank's slowest dimension, where coef is 2(N-1)/N for an
 all-reduce, (N-1)/N for an all-gather, reduce-scatter or all-to-all, and S the full buffer.
 A group with m members in each of k nodes drains its scale-out traffic through the m NICs of
-its members in a node, so the scale-out dimension offers m x NIC bandwidth (rail-optimised,
-one NIC per GPU). Latency: a ring over both dimensions is NCCL's flat ring, whose N-1 steps
+its members in a node, so for a ring the scale-out dimension offers m x NIC bandwidth (rail-optimised,
+one NIC per GPU). An all-to-all is no ring: each rank sends the (N - m) / N of its buffer bound for
+other nodes through its own NIC, while the (m - 1) / N for its node's peers crosses the scale-up
+network; the slower of the two sets its time (nccl-tests' multi-node alltoall bus bandwidth sits near
+one NIC's rate). Latency: a ring over both dimensions is NCCL's flat ring, whose N-1 steps
 (2(N-1) for an all-reduce) are network hops between nodes and NVLink hops within them; other
 algorithms add each dimension's own steps at that dimension's per-step latency.
 """
@@ -84,6 +87,11 @@ class NetworkModel:
             dims.append(dim)
         if nodes > 1:
             dim = _dim(inter, kind, nbytes, nodes, implementation)
+            if kind is Collective.ALL_TO_ALL:
+                # Each rank sends its own (n - per_node) / n of the buffer to other nodes through its own
+                # NIC: the members' NICs serve their own traffic, not one shared ring's.
+                on_node = nbytes * (per_node - 1) / n / dims[0].bandwidth if per_node > 1 else 0.0
+                return max(on_node, nbytes * (n - per_node) / n / dim.bandwidth) + self._latency(kind, [*dims, dim])
             dims.append(dataclasses.replace(dim, bandwidth=dim.bandwidth * per_node))
         bw = min(d.bandwidth for d in dims)
         return bus_coefficient(kind, n) * nbytes / bw + self._latency(kind, dims)
