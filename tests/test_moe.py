@@ -197,3 +197,15 @@ def test_a2a_context_parallelism_trades_the_sequence_shard_for_heads_around_the_
         api.load_scenario(MIXTRAL, H100, overrides=[*SMALL, "workload.seq_len=32768", "workload.global_batch=16",
                                                     "parallelism.cp=16", "parallelism.cp_algorithm=a2a"])
     assert err.value.field == "parallelism.cp_algorithm"
+
+
+def test_deepep_over_nodes_sends_a_token_once_per_node_and_the_plain_all_to_all_does_not():
+    """Qwen3-30B-A3B's 128 experts over ep=16 ranks on 2 nodes: top-8 copies, but DeepEP crosses to the
+    other node once per token that has an expert there; within one node the two dispatchers cost the same."""
+    def ep_time(dispatcher: str, ep: int) -> float:
+        sc = moe(f"parallelism.ep={ep}", f"parallelism.dp={ep}", "workload.global_batch=32",
+                 f"parallelism.moe_dispatcher={dispatcher}", model=ROOT / "model_configs" / "qwen3-30b-a3b.yaml")
+        return run(sc).breakdown.exposed_comm["ep"]
+
+    assert ep_time("deepep", 16) < 0.8 * ep_time("alltoall", 16)
+    assert ep_time("deepep", 8) == pytest.approx(ep_time("alltoall", 8), rel=1e-9)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphgen.config import parse_hardware_config
-from graphgen.costs.network import NetworkModel, bus_coefficient, link_bandwidth
+from graphgen.costs.network import NetworkModel, bus_coefficient, deepep_remote_share, link_bandwidth
 from graphgen.parallel.layout import Collective
 
 # Copied from hardware_configs/A100-SXM4-80GB.yaml (commit 9d8080e) without the message-size curves,
@@ -135,6 +135,23 @@ def test_an_all_to_all_over_nodes_sends_each_ranks_remote_share_through_its_own_
     ring = m.collective_time(Collective.ALL_GATHER, S, per_node, nodes)
     assert ring == pytest.approx((n - 1) / n * S / min(NV_BW, per_node * IB_BW), rel=1e-12)
     assert m.collective_time(Collective.ALL_TO_ALL, S, per_node, nodes) > ring
+
+
+def test_deepep_sends_one_copy_per_remote_node_holding_an_expert():
+    # 4 experts on 2 nodes: a top-1 token leaves its node half the time; a top-2 token's two experts both
+    # stay home with probability (2/4)(1/3), and its two copies cross once at most
+    assert deepep_remote_share(4, 1, 2) == pytest.approx(0.5)
+    assert deepep_remote_share(4, 2, 2) == pytest.approx((1 - 1 / 6) / 2)
+    assert deepep_remote_share(512, 10, 1) == 0.0
+    # top-10 of 512 over 4 nodes: ~2.8 remote nodes per token against 7.5 remote copies for a plain all-to-all
+    assert deepep_remote_share(512, 10, 4) * 10 == pytest.approx(3 * (1 - math.prod((384 - i) / (512 - i)
+                                                                                    for i in range(10))))
+    m = net(**{"node.intra.latency_us": 0, "scale_out.latency_us": 0})
+    share = deepep_remote_share(512, 10, 4)
+    plain = m.collective_time(Collective.ALL_TO_ALL, S, 8, 4)
+    deduplicated = m.collective_time(Collective.ALL_TO_ALL, S, 8, 4, "deepep", share)
+    assert deduplicated == pytest.approx(max(7 / 32 * S / NV_BW, share * S / IB_BW), rel=1e-12)
+    assert deduplicated < plain
 
 
 def test_group_over_nodes_bottlenecked_by_nvlink_when_nics_are_fast():

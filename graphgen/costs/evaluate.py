@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from graphgen.config import Cluster
 from graphgen.costs.compute import LOW_PRECISION, ComputeModel
-from graphgen.costs.network import NetworkModel, bus_coefficient
+from graphgen.costs.network import NetworkModel, bus_coefficient, deepep_remote_share
 from graphgen.ir import CollectiveNode, ComputeNode, SendNode, Work, comm_stream
 from graphgen.parallel.layout import Collective
 from graphgen.parallel.zero import ZERO3_GATHER
@@ -95,8 +95,11 @@ class Coster:
         t = self._coll.get(key)
         if t is None:
             per_node, nodes = self.prog.axis_span(axis, self.cluster.node.gpus_per_node)
-            deepep = axis == "ep" and self.prog.scenario.plan.moe_dispatcher == "deepep"
-            t = self.net.collective_time(kind, nbytes, per_node, nodes, "deepep" if deepep else "")
+            sc = self.prog.scenario
+            deepep = axis == "ep" and sc.plan.moe_dispatcher == "deepep" and sc.model.moe is not None
+            share = deepep_remote_share(sc.model.moe.experts, sc.model.moe.top_k, nodes) \
+                if deepep and kind is Collective.ALL_TO_ALL and nodes > 1 else None
+            t = self.net.collective_time(kind, nbytes, per_node, nodes, "deepep" if deepep else "", share)
             cap = self.prog.scenario.plan.zero3_gather_gbs
             if purpose == ZERO3_GATHER and cap is not None:
                 # A host-limited gather implementation moves data no faster than its own rate.

@@ -70,9 +70,11 @@ class NetworkModel:
     hardware: Cluster
 
     def collective_time(self, kind: Collective, nbytes: float, per_node: int, nodes: int,
-                        implementation: str = "") -> float:
+                        implementation: str = "", remote_share: float | None = None) -> float:
         """Seconds for a collective of `nbytes` (full buffer) over per_node x nodes ranks; an
-        implementation (e.g. "deepep") uses its own fit on a link that lists one."""
+        implementation (e.g. "deepep") uses its own fit on a link that lists one. An all-to-all that
+        sends less than the uniform (n - per_node)/n of its buffer to other nodes says so in
+        remote_share (DeepEP: one copy per node, see deepep_remote_share)."""
         n = per_node * nodes
         if n <= 1 or nbytes <= 0:
             return 0.0
@@ -91,7 +93,8 @@ class NetworkModel:
                 # Each rank sends its own (n - per_node) / n of the buffer to other nodes through its own
                 # NIC: the members' NICs serve their own traffic, not one shared ring's.
                 on_node = nbytes * (per_node - 1) / n / dims[0].bandwidth if per_node > 1 else 0.0
-                return max(on_node, nbytes * (n - per_node) / n / dim.bandwidth) + self._latency(kind, [*dims, dim])
+                remote = (n - per_node) / n if remote_share is None else remote_share
+                return max(on_node, nbytes * remote / dim.bandwidth) + self._latency(kind, [*dims, dim])
             dims.append(dataclasses.replace(dim, bandwidth=dim.bandwidth * per_node))
         bw = min(d.bandwidth for d in dims)
         return bus_coefficient(kind, n) * nbytes / bw + self._latency(kind, dims)
@@ -112,3 +115,18 @@ class NetworkModel:
     def p2p_time(self, nbytes: float, same_node: bool) -> float:
         link = self.hardware.node.intra if same_node else self.hardware.scale_out
         return link.latency_us * US + nbytes / link_bandwidth(link, nbytes)
+
+
+def deepep_remote_share(experts: int, top_k: int, nodes: int) -> float:
+    """The share of an all-to-all dispatch buffer (top_k copies of each token) that DeepEP sends over the
+    network: one copy to each other node holding at least one of the token's experts, forwarded there
+    over NVLink (deepseek-ai/DeepEP tests/test_internode.py @ebfe47e: RDMA traffic counts a token once per
+    RDMA rank it has an expert on). With the top_k experts uniform over `experts` spread evenly over
+    `nodes`, another node holds none of them with probability C(E - E/N, k) / C(E, k)."""
+    if nodes <= 1:
+        return 0.0
+    per_node = experts / nodes
+    none = 1.0
+    for i in range(top_k):
+        none *= max(0.0, experts - per_node - i) / (experts - i)
+    return (nodes - 1) * (1.0 - none) / top_k
