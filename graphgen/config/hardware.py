@@ -28,10 +28,14 @@ class EfficiencyCurve(Strict):
 
     @model_validator(mode="after")
     def _sorted(self) -> EfficiencyCurve:
-        xs = [p[0] for p in self.points]
-        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
-            raise ValueError("points must have strictly increasing x values (one efficiency per x)")
+        _increasing(self.points, "points must have strictly increasing x values (one efficiency per x)")
         return self
+
+
+def _increasing(points: list[tuple[float, float]], message: str) -> None:
+    xs = [p[0] for p in points]
+    if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+        raise ValueError(message)
 
 
 class HeadDimCurve(Strict):
@@ -44,9 +48,7 @@ class HeadDimCurve(Strict):
 
     @model_validator(mode="after")
     def _sorted(self) -> HeadDimCurve:
-        xs = [p[0] for p in self.points]
-        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
-            raise ValueError("points must have strictly increasing sequence lengths")
+        _increasing(self.points, "points must have strictly increasing sequence lengths")
         return self
 
 
@@ -72,9 +74,7 @@ class AttentionCurve(EfficiencyCurve):
     @model_validator(mode="after")
     def _ratio_sorted(self) -> AttentionCurve:
         ratio = self.fwd_over_bwd or []
-        xs = [p[0] for p in ratio]
-        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
-            raise ValueError("fwd_over_bwd must have strictly increasing sequence lengths")
+        _increasing(ratio, "fwd_over_bwd must have strictly increasing sequence lengths")
         if bool(ratio) != bool(self.fwd_over_bwd_source):
             raise ValueError("fwd_over_bwd and fwd_over_bwd_source come together: the ratios and where the two "
                              "rates were measured")
