@@ -228,10 +228,13 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
     scoring = r.text("scoring_func", "softmax")
     if scoring not in ("softmax", "sigmoid"):
         raise r.bad("scoring_func", f"router score '{scoring}' is not modelled", "use softmax or sigmoid")
+    # group_limited_greedy (V2) and noaux_tc (V3) pick topk_group of n_group expert groups first
+    groups = r.int("n_group", 1) if r.text("topk_method", "greedy") in ("group_limited_greedy", "noaux_tc") else 1
+    grouped = {"expert_groups": groups, "groups_per_token": r.int("topk_group", groups)} if groups > 1 else {}
     return {"experts": r.int("n_routed_experts"), "top_k": r.int("num_experts_per_tok"),
             "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": r.int("n_shared_experts", 0, minimum=0),
             "first_dense_layers": r.int("first_k_dense_replace", 0, minimum=0), "every": r.int("moe_layer_freq", 1),
-            "router": scoring}
+            "router": scoring, **grouped}
 
 
 def _qwen3_next(r: _Reader, name: str) -> dict[str, Any]:

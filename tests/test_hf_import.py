@@ -209,3 +209,10 @@ def test_qwen3_next_imports_its_gated_deltanet_layers_as_the_shipped_config_has_
     listed = {**QWEN3_NEXT, "layer_types": ["linear_attention", "full_attention"] * 24}
     assert load_model(write(tmp_path, listed)).model.attention_pattern == ["gated_delta", "full"]
     refused(tmp_path, {**QWEN3_NEXT, "layer_types": ["sliding_attention"] * 48}, "layer_types")
+
+
+def test_deepseek_group_limited_routing_imports_its_groups():
+    v3 = load_model(HF / "deepseek_v3.json").model.moe  # topk_method noaux_tc, n_group 8, topk_group 4
+    assert (v3.expert_groups, v3.groups_per_token) == (8, 4)
+    v2 = load_model(HF / "deepseek_v2.json").model.moe  # topk_method greedy: groups do not limit routing
+    assert (v2.expert_groups, v2.groups_per_token) == (1, None)

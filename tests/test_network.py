@@ -146,6 +146,10 @@ def test_deepep_sends_one_copy_per_remote_node_holding_an_expert():
     # top-10 of 512 over 4 nodes: ~2.8 remote nodes per token against 7.5 remote copies for a plain all-to-all
     assert deepep_remote_share(512, 10, 4) * 10 == pytest.approx(3 * (1 - math.prod((384 - i) / (512 - i)
                                                                                     for i in range(10))))
+    # DeepSeek-V3 over 8 nodes, one of its 8 groups per node, 4 groups per token: 4 of 8 nodes are
+    # reached, the token's own among them half the time, so 3.5 of its 8 copies cross
+    assert deepep_remote_share(256, 8, 8, 8, 4) * 8 == pytest.approx(7 * (1 - 35 / 70))
+    assert deepep_remote_share(256, 8, 8, 8, 4) < deepep_remote_share(256, 8, 8)
     m = net(**{"node.intra.latency_us": 0, "scale_out.latency_us": 0})
     share = deepep_remote_share(512, 10, 4)
     plain = m.collective_time(Collective.ALL_TO_ALL, S, 8, 4)

@@ -38,11 +38,23 @@ class MoESpec(Strict):
         "softmax", description="Router score function (DeepSeek-V3 uses sigmoid); its cost is the same.")
     capacity_factor: PosFloat | None = Field(
         None, description="Tokens an expert takes at most, as a multiple of the balanced share; unset: dropless.")
+    expert_groups: PosInt = Field(
+        1, description="Experts fall into this many equal groups (DeepSeek n_group), which group-limited routing "
+                       "picks from.")
+    groups_per_token: PosInt | None = Field(
+        None, description="A token's experts come from at most this many groups (DeepSeek topk_group; with a "
+                          "group per node, DeepSeek-V3's node-limited routing); unset: from any.")
 
     @model_validator(mode="after")
     def _check(self) -> MoESpec:
         if self.top_k > self.experts:
             raise ValueError(f"top_k ({self.top_k}) exceeds the number of experts ({self.experts})")
+        if self.experts % self.expert_groups:
+            raise ValueError(f"{self.experts} experts do not split into {self.expert_groups} equal groups")
+        g = self.groups_per_token
+        if g is not None and (g > self.expert_groups or self.top_k > g * self.experts // self.expert_groups):
+            raise ValueError(f"groups_per_token {g} must be at most expert_groups ({self.expert_groups}) and hold "
+                             f"the token's top_k ({self.top_k}) experts")
         return self
 
     @property

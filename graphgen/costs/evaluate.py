@@ -97,7 +97,8 @@ class Coster:
             per_node, nodes = self.prog.axis_span(axis, self.cluster.node.gpus_per_node)
             sc = self.prog.scenario
             deepep = axis == "ep" and sc.plan.moe_dispatcher == "deepep" and sc.model.moe is not None
-            share = deepep_remote_share(sc.model.moe.experts, sc.model.moe.top_k, nodes) \
+            moe = sc.model.moe
+            share = deepep_remote_share(moe.experts, moe.top_k, nodes, moe.expert_groups, moe.groups_per_token) \
                 if deepep and kind is Collective.ALL_TO_ALL and nodes > 1 else None
             t = self.net.collective_time(kind, nbytes, per_node, nodes, "deepep" if deepep else "", share)
             cap = self.prog.scenario.plan.zero3_gather_gbs

@@ -117,16 +117,30 @@ class NetworkModel:
         return link.latency_us * US + nbytes / link_bandwidth(link, nbytes)
 
 
-def deepep_remote_share(experts: int, top_k: int, nodes: int) -> float:
+def deepep_remote_share(experts: int, top_k: int, nodes: int, groups: int = 1,
+                        groups_per_token: int | None = None) -> float:
     """The share of an all-to-all dispatch buffer (top_k copies of each token) that DeepEP sends over the
     network: one copy to each other node holding at least one of the token's experts, forwarded there
     over NVLink (deepseek-ai/DeepEP tests/test_internode.py @ebfe47e: RDMA traffic counts a token once per
-    RDMA rank it has an expert on). With the top_k experts uniform over `experts` spread evenly over
-    `nodes`, another node holds none of them with probability C(E - E/N, k) / C(E, k)."""
+    RDMA rank it has an expert on). The experts are taken uniform over `experts` spread evenly over
+    `nodes`; under group-limited routing (DeepSeek's topk_group of n_group) they come from
+    `groups_per_token` groups, each taken to hold at least one of them."""
     if nodes <= 1:
         return 0.0
-    per_node = experts / nodes
+    reached = 1.0 - _none_picked(experts, experts / nodes, top_k)
+    if groups_per_token is not None and groups > 1:
+        g = groups_per_token
+        if groups % nodes == 0:  # a node holds whole groups: it is reached when one of its groups is picked
+            reached = 1.0 - _none_picked(groups, groups / nodes, g)
+        elif nodes % groups == 0:  # a group spans nodes: its node must be picked, then hold one of the experts
+            pool = g * experts / groups
+            reached = g / groups * (1.0 - _none_picked(pool, experts / nodes, top_k))
+    return (nodes - 1) * reached / top_k
+
+
+def _none_picked(total: float, held: float, picks: int) -> float:
+    """The chance that `picks` draws without replacement from `total` miss all `held` of them."""
     none = 1.0
-    for i in range(top_k):
-        none *= max(0.0, experts - per_node - i) / (experts - i)
-    return (nodes - 1) * (1.0 - none) / top_k
+    for i in range(picks):
+        none *= max(0.0, total - held - i) / (total - i)
+    return none
