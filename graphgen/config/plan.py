@@ -34,7 +34,7 @@ class ParallelPlan(Strict):
         "alltoall", description="Token dispatcher: all-to-all over ep (Megatron alltoall), all-gather and "
                                 "reduce-scatter (Megatron allgather), or DeepEP-style all-to-all at the link's "
                                 "measured DeepEP rate (a link's collective_fits.deepep_all_to_all; without one, the link's "
-                                "all-to-all).")
+                                "all-to-all) that sends a token once to each other node holding one of its experts.")
     moe_overlap: Bool = Field(
         False, description="Dispatch and combine overlap other compute (Megatron's overlap of expert-parallel "
                            "communication across microbatches, DeepSeek's DualPipe); false: they are exposed.")
