@@ -138,7 +138,7 @@ class ComputeModel:
         curve = self.attention_curve
         if not curve.other_head_dims or head_dim <= 0:
             return interpolate(curve, seq_len)
-        measured = sorted([(curve.head_dim, curve.points), *((c.head_dim, c.points) for c in curve.other_head_dims)])
+        measured = self._head_dim_curves
         if head_dim <= measured[0][0]:
             return interpolate_points(measured[0][1], seq_len)
         for (h0, p0), (h1, p1) in zip(measured, measured[1:], strict=False):
@@ -146,6 +146,12 @@ class ComputeModel:
                 f = math.log(head_dim / h0) / math.log(h1 / h0)
                 return (1 - f) * interpolate_points(p0, seq_len) + f * interpolate_points(p1, seq_len)
         return interpolate_points(measured[-1][1], seq_len)
+
+    @cached_property
+    def _head_dim_curves(self) -> list[tuple[int, list[tuple[float, float]]]]:
+        """The attention curve's measurements by head dimension, smallest first (read per attention op)."""
+        curve = self.attention_curve
+        return sorted([(curve.head_dim, curve.points), *((c.head_dim, c.points) for c in curve.other_head_dims)])
 
     def attention_direction(self, seq_len: float, backward: bool) -> float:
         """The share of the fwd+bwd rate one direction runs at, where the kernel's two rates are known
