@@ -8,7 +8,7 @@ The expected groups come from an independent re-implementation of Megatron-LM's
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphgen.parallel.mesh import AXES, Mesh, span
@@ -220,11 +220,16 @@ def test_span_covers_group(mesh, gpn, axis, data):
     assert set(counts.values()) == {per_node}
 
 
+# the (tp, GPUs per node) pairs where a tp group fits a node and tiles it, drawn directly: filtering the
+# full product with assume() discarded most draws and tripped hypothesis's filter health check at random
+_TILING = [(tp, gpn) for gpn in (1, 2, 4, 8, 16) for tp in range(1, 9) if tp <= gpn and gpn % tp == 0]
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 8), st.integers(1, 4), st.integers(1, 4), st.sampled_from([1, 2, 4, 8, 16]))
-def test_tp_groups_stay_in_one_node(tp, dp, pp, gpn):
+@given(st.sampled_from(_TILING), st.integers(1, 4), st.integers(1, 4))
+def test_tp_groups_stay_in_one_node(tiling, dp, pp):
     """tp innermost: a tp group that fits a node (and tiles it) never crosses a node boundary."""
-    assume(tp <= gpn and gpn % tp == 0)
+    tp, gpn = tiling
     mesh = Mesh(tp=tp, dp=dp, pp=pp)
     for g in mesh.groups("tp"):
         assert span(g, gpn) == (tp, 1)
