@@ -116,3 +116,19 @@ def test_recipe_profiles_run_an_moe_model_with_tensor_parallelism(name):
             f"workload.framework={name}", f"workload.framework_version='{version}'", "parallelism.tp=2",
             "parallelism.dp=4", "parallelism.ep=4", "workload.global_batch=32", "workload.seq_len=4096"])
         assert sc.plan.sp, (name, version)
+
+
+SM90_AND_LATER = ["H100-SXM5-80GB", "H100-SXM5-96GB", "H100-PCIe", "H200-SXM-141GB", "H800", "H20", "GH200", "B200",
+                  "GB200", "GB300"]
+
+
+@pytest.mark.parametrize("part", SM90_AND_LATER)
+def test_every_hopper_and_blackwell_part_runs_the_cudnn_kernel_te_selects(part):
+    """Transformer Engine prefers its cuDNN FusedAttention on sm90 and later, and the 2025 profiles select it: a part
+    without a cuDNN curve would quietly fall back to FlashAttention-2's rate, 1.5-3x slower there."""
+    sc = load("workload.framework=megatron-lm", "workload.framework_version='2025.05'",
+              hw=ROOT / "hardware_configs" / f"{part}.yaml")
+    assert sc.workload.attention_kernel == "cudnn"
+    eff = sc.hardware.device.efficiency
+    assert eff.attention_kernels["cudnn"].points[-1][1] > eff.attention.points[-1][1]
+    assert not any("cudnn" in n for n in run(sc, "coarse").notes)
