@@ -109,3 +109,22 @@ def test_a_measured_grouped_call_pays_one_launch_not_one_per_group():
     peak = device.peak_tflops["bf16"] * 1e12
     launch = device.launch_overhead_us * 1e-6
     assert ComputeModel(device, "bf16").op_time(fc1, "fwd") == pytest.approx(fc1.flops / (peak * 0.5) + launch)
+
+
+def test_a_weight_gradient_shape_matches_on_its_tokens_which_cublas_sees_as_the_inner_dimension():
+    # wgrad is (out, tokens, in) as cuBLAS sees it: routing moves the inner dimension, so that one is
+    # matched within the tolerance (an exact match left every routed wgrad on the curve).
+    from graphgen.costs.compute import ComputeModel
+
+    sc = scenario(TINY_MOE, {"seq_len": 512, "global_batch": 2}, dp=2, ep=2)
+    fc1 = _moe_layer_op(sc, "expert_fc1")
+    groups, (d_in, d_out) = fc1.gemm_kernels, fc1.shape
+    tokens = fc1.flops / (2 * d_in * d_out * groups)
+
+    def bwd_time(tokens_listed):
+        table = GroupedGemmTable(entries=[(groups, round(d_out), tokens_listed, round(d_in), "wgrad", 0.01)])
+        return ComputeModel(_with_efficiency(sc, matmul_grouped_shapes=table).hardware.device, "bf16").op_time(fc1, "bwd")
+    plain = ComputeModel(sc.hardware.device, "bf16").op_time(fc1, "bwd")
+    near, far = bwd_time(round(tokens * 1.01)), bwd_time(round(tokens * 1.05))
+    assert near >= fc1.flops / (sc.hardware.device.peak_tflops["bf16"] * 1e12 * 0.01)
+    assert far == plain  # 5 % more tokens is another shape: the curve prices it

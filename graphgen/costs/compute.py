@@ -24,7 +24,7 @@ def interpolate(curve: EfficiencyCurve, x: float) -> float:
 
 
 LOW_PRECISION = ("fp8", "fp4")
-GROUPED_M_TOLERANCE = 0.02  # rows per group: capacity padding moves them by a token or a few per expert
+GROUPED_M_TOLERANCE = 0.02  # tokens per group: routing and capacity padding move them by a token or a few
 
 
 @dataclass(frozen=True)
@@ -50,23 +50,28 @@ class ComputeModel:
 
     @cached_property
     def grouped_shapes(self) -> dict[tuple[str, int, int, int], list[tuple[int, float]]]:
-        """(pass, groups, k, n) -> [(m, measured efficiency)], for 16-bit grouped GEMMs."""
+        """(pass, groups, the two weight dimensions as cuBLAS sees them) -> [(tokens per group, measured
+        efficiency)], for 16-bit grouped GEMMs."""
         table = self.device.efficiency.matmul_grouped_shapes
         got: dict[tuple[str, int, int, int], list[tuple[int, float]]] = {}
         if table is not None and self.precision in ("bf16", "fp16"):
             for g, m, k, n, p, eff in table.entries:
-                got.setdefault((p, g, k, n), []).append((m, eff))
+                tokens, fixed = _grouped_split(p, m, k, n)
+                got.setdefault((p, g, *fixed), []).append((tokens, eff))
         return got
 
     def _measured(self, gemm: tuple) -> float | None:
-        """A listed shape's efficiency. A grouped GEMM's rows per group vary with routing (capacity padding
-        rounds them up), so the listed row count nearest its own within GROUPED_M_TOLERANCE counts as its."""
+        """A listed shape's efficiency. A grouped GEMM's tokens per group vary with routing (capacity padding
+        rounds them up), so the listed token count nearest its own within GROUPED_M_TOLERANCE counts as its:
+        the rows of a forward or input-gradient GEMM, the inner dimension of a weight-gradient one."""
         p, m, k, n, groups = gemm
         if not groups:
             return self.gemm_shapes.get((p, round(m), round(k), round(n)))
-        if m <= 0:
+        tokens, fixed = _grouped_split(p, m, k, n)
+        if tokens <= 0:
             return None
-        near = [(abs(mm / m - 1), eff) for mm, eff in self.grouped_shapes.get((p, groups, round(k), round(n)), ())]
+        near = [(abs(mm / tokens - 1), eff)
+                for mm, eff in self.grouped_shapes.get((p, groups, *(round(x) for x in fixed)), ())]
         near = [x for x in near if x[0] <= GROUPED_M_TOLERANCE]
         return min(near)[1] if near else None
 
@@ -239,6 +244,12 @@ class ComputeModel:
         if selective and op.recompute_selective and direction != "bwd_w":
             t += self.op_time(op, "fwd")
         return t
+
+
+def _grouped_split(gemm_pass: str, m: float, k: float, n: float) -> tuple[float, tuple[float, float]]:
+    """A grouped GEMM's tokens per group and its two weight dimensions, in gemm_shape's layout: tokens are
+    the rows (m) of the forward and input-gradient GEMMs and the inner dimension (k) of the weight gradient."""
+    return (k, (m, n)) if gemm_pass == "wgrad" else (m, (k, n))
 
 
 def gemm_shape(op: Op, gemm_pass: str) -> tuple[str, float, float, float, int] | None:
