@@ -51,3 +51,36 @@ def test_reduction_arithmetic_and_refusals():
         rates(table(GB200_CUDNN_FE, "cudnn_fe"), "pyt_cudnn")
     with pytest.raises(ValueError, match="8192"):
         reshaped({4096: 0.3}, {4096: 1.2}, ({4096: 0.4}, {4096: 1.3}), 8192)
+
+
+# MooreThreads/SimuMax configs/system/b200_bf16_ceperm.json @4dcaae5, sdp_fwd / sdp_bwd rows with q/k 192, v 128
+# (MLA), as many kv heads as query heads, contiguous q/k/v: (seq, heads) -> (fwd, bwd) efficiency over full FLOPs.
+SIMUMAX_B200_MLA = {(4096, 128): (0.8306, 0.6426), (4096, 64): (0.8853, 0.6086), (4096, 16): (0.6368, 0.5929),
+                    (32768, 64): (0.8122, 0.6489), (131072, 64): (0.6839, 0.658)}
+
+
+def _simumax_config(rows: dict) -> dict:
+    key = "batch=1, seq_len={s}, head_num={h}, kv_head_num={h}, qk_head_dim=192, v_head_dim=128, qkv_contiguous={c}"
+    tables = {"sdp_fwd": {}, "sdp_bwd": {}}
+    for (s, h), (f, b) in rows.items():
+        tables["sdp_fwd"][key.format(s=s, h=h, c=True)], tables["sdp_bwd"][key.format(s=s, h=h, c=True)] = f, b
+        tables["sdp_fwd"][key.format(s=s, h=h, c=False)] = tables["sdp_bwd"][key.format(s=s, h=h, c=False)] = 9.0
+    return {"accelerator": {"op": {k: {"accurate_efficient_factor": v} for k, v in tables.items()}}}
+
+
+def test_b200_mla_head_dim_curve_is_the_reduction_of_simumax_rows():
+    from benchmarks.simumax_attention_table import curve as simumax_curve
+
+    points, ratios = simumax_curve(_simumax_config(SIMUMAX_B200_MLA), 192)
+    # 16 heads at 4k is 512 query blocks, below full fill: dropped (attention_fill prices that); so are the
+    # non-contiguous rows
+    assert [s for s, _ in points] == [4096, 32768, 131072]
+    f, b = (0.8306 + 0.8853) / 4, (0.6426 + 0.6086) / 4
+    assert dict(points)[4096] == pytest.approx(3.5 / (1 / f + 2.5 / b), abs=1e-3)
+    eff = yaml.safe_load((ROOT / "hardware_configs" / "B200.yaml").read_text())["device"]["efficiency"]
+    mla = next(c for c in eff["attention_kernels"]["cudnn"]["other_head_dims"] if c["head_dim"] == 192)
+    listed = dict(map(tuple, mla["points"]))
+    assert {s: listed[s] for s, _ in points} == pytest.approx(dict(points), abs=1.5e-3)
+    # below the measured lengths: the head-dim-128 shape scaled by the 4k ratio
+    ratio = listed[4096] / cudnn_points("B200")[4096]
+    assert listed[2048] == pytest.approx(cudnn_points("B200")[2048] * ratio, abs=1.5e-3)
