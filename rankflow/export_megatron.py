@@ -96,6 +96,7 @@ def _moe(sc: Scenario, m: ModelSpec) -> Args:
     args += [("--moe-shared-expert-intermediate-size", moe.shared_width)] if moe.shared_width else []
     args += [("--moe-expert-capacity-factor", moe.capacity_factor)] if moe.capacity_factor else []
     args += [("--overlap-moe-expert-parallel-comm", True)] if p.moe_overlap else []
+    args += [("--moe-permute-fusion", True)] if p.moe_permute_fusion else []
     return args
 
 

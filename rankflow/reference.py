@@ -31,6 +31,7 @@ from graphgen.config import (
     MoESpec,
     NodeSpec,
     ParallelPlan,
+    PermuteEfficiency,
     Stragglers,
     Workload,
 )
@@ -43,7 +44,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("attention curve (attention, attention_kernels.*)", AttentionCurve),
     ("attention curve .other_head_dims[]", HeadDimCurve),
     ("efficiency.matmul_shapes", GemmTable), ("efficiency.matmul_grouped_shapes", GroupedGemmTable),
-    ("efficiency.cross_entropy", CrossEntropyEfficiency), ("node", NodeSpec),
+    ("efficiency.cross_entropy", CrossEntropyEfficiency), ("efficiency.moe_permute", PermuteEfficiency),
+    ("node", NodeSpec),
     ("node.intra and scale_out (one network dimension)", LinkSpec), ("collective_fits.<kind>", CollectiveFit),
     ("stragglers", Stragglers), ("parallelism", ParallelPlan), ("execution_backend", ExecutionBackend), ("execution_backend.astra", AstraOptions),
 ]

@@ -69,7 +69,7 @@ def _simumax_config(rows: dict) -> dict:
 
 
 def test_b200_mla_head_dim_curve_is_the_reduction_of_simumax_rows():
-    from benchmarks.simumax_attention_table import curve as simumax_curve
+    from benchmarks.simumax_kernel_rates import curve as simumax_curve
 
     points, ratios = simumax_curve(_simumax_config(SIMUMAX_B200_MLA), 192)
     # 16 heads at 4k is 512 query blocks, below full fill: dropped (attention_fill prices that); so are the

@@ -83,7 +83,8 @@ PLANS = {
                             "parallelism.tp_overlap": "true"}),
                  (QWEN_MOE, {"parallelism.tp": 2, "parallelism.sp": "true", "parallelism.dp": 4, "parallelism.ep": 8,
                              "parallelism.cp": 2, "parallelism.zero_stage": 3, "parallelism.recompute": "full",
-                             "parallelism.moe_dispatcher": "deepep", "workload.precision": "fp8"}),
+                             "parallelism.moe_dispatcher": "deepep", "parallelism.moe_permute_fusion": "true",
+                             "workload.precision": "fp8"}),
                  (GPT3, {"parallelism.tp": 8, "parallelism.pp": 8, "parallelism.dp": 2,
                          "parallelism.recompute": "full", "parallelism.recompute_every": 2}),
                  (LLAMA70, {"parallelism.tp": 8, "parallelism.sp": "true", "parallelism.pp": 2, "parallelism.dp": 4,
@@ -151,6 +152,7 @@ def test_megatron_moe_fsdp_fp8_and_block_recompute():
     assert flags["--context-parallel-size"] == ["2"] and flags["--cp-comm-type"] == ["p2p"]
     assert flags["--data-parallel-sharding-strategy"] == ["optim_grads_params"] and "--use-megatron-fsdp" in flags
     assert flags["--moe-token-dispatcher-type"] == ["flex"] and "--moe-enable-deepep" in flags
+    assert "--moe-permute-fusion" in flags  # the plan's moe_permute_fusion
     assert "--tp-comm-overlap" not in flags
     assert flags["--fp8-format"] == ["hybrid"] and flags["--recompute-method"] == ["uniform"]
     gpt = megatron_flags(export(load(GPT3, **PLANS["megatron"][2][1]), "megatron").text)

@@ -178,3 +178,38 @@ def test_attention_with_few_query_blocks_per_sm_runs_below_its_curve():
     bare = b200.model_copy(update={"efficiency": b200.efficiency.model_copy(update={"attention_fill": None})})
     plain = ComputeModel(bare, "bf16")
     assert plain.attention_fill(256) == 1.0 and plain.attention_fill(0.5 * sms) == pytest.approx(0.5)
+
+
+def test_a_fused_permutation_takes_its_measured_rate_for_its_own_bytes_only():
+    from graphgen.config import PermuteEfficiency
+
+    sc = scenario(TINY_MOE, {"seq_len": 256, "global_batch": 8}, dp=8, ep=2)  # 4 local experts: sorted too
+    eff = sc.hardware.device.efficiency
+    rates = PermuteEfficiency(fwd=eff.memory_bound / 5, bwd=eff.memory_bound / 3, source="test")
+    device = sc.hardware.device.model_copy(update={"efficiency": eff.model_copy(update={"moe_permute": rates})})
+    hbm = device.hbm_bandwidth_gbs * 1e9
+    plain, fused = ComputeModel(device, "bf16"), ComputeModel(device, "bf16", fused_permute=True)
+    for name in ("permute", "unpermute"):
+        op = _moe_op(sc, name)
+        pf, pb = op.permute_bytes
+        assert 0 < pf < op.bytes and 0 < pb < op.bytes * op.bwd_bytes_factor  # the local sort is not its
+        for direction, nbytes, slower in (("fwd", pf, 5), ("bwd", pb, 3)):
+            extra = fused.op_time(op, direction) - plain.op_time(op, direction)
+            assert extra == pytest.approx((slower - 1) * nbytes / (hbm * eff.memory_bound))
+        assert fused.op_time(op, "bwd_w") == plain.op_time(op, "bwd_w")
+    # a device without the measurement, or a plan without the fusion, keeps the memory-bound rate
+    bare = ComputeModel(sc.hardware.device, "bf16", fused_permute=True)
+    assert bare.op_time(_moe_op(sc, "permute"), "fwd") == ComputeModel(sc.hardware.device, "bf16").op_time(
+        _moe_op(sc, "permute"), "fwd")
+
+
+def test_the_plan_flag_reaches_the_costs_of_a_whole_step():
+    from graphgen.config import PermuteEfficiency
+    from rankflow import api
+
+    sc = scenario(TINY_MOE, {"seq_len": 256, "global_batch": 8}, dp=8, ep=2)
+    eff = sc.hardware.device.efficiency
+    rates = PermuteEfficiency(fwd=eff.memory_bound / 10, bwd=eff.memory_bound / 10, source="test")
+    device = sc.hardware.device.model_copy(update={"efficiency": eff.model_copy(update={"moe_permute": rates})})
+    sc = dataclasses.replace(sc, hardware=sc.hardware.model_copy(update={"device": device}))
+    assert api.simulate(_plan(sc, moe_permute_fusion=True)).step_time_s > api.simulate(sc).step_time_s

@@ -30,6 +30,7 @@ from graphgen.config.hardware import (
     HeadDimCurve,
     LinkSpec,
     NodeSpec,
+    PermuteEfficiency,
     Stragglers,
 )
 from graphgen.config.model import (
@@ -51,6 +52,7 @@ __all__ = [
     "CLUSTER_SECTIONS", "HARDWARE_SECTIONS", "LORA_TARGETS", "MODEL_SECTIONS", "PLAN_SECTIONS", "AstraOptions",
     "AttentionCurve", "Cluster", "CollectiveFit", "DeviceSpec", "Efficiency", "EfficiencyCurve", "ExecutionBackend", "FineTune",
     "CrossEntropyEfficiency", "GemmTable", "GroupedGemmTable", "HeadDimCurve", "HardwareConfig", "InferenceSpec", "LinearAttentionSpec", "LinkSpec", "MLASpec", "ModelConfig", "ModelSpec", "MoESpec", "NodeSpec", "Override", "ParallelPlan",
+    "PermuteEfficiency",
     "PlanConfig", "Precision", "Stragglers", "Workload", "apply_overrides", "parse", "parse_hardware_config", "parse_model_config",
     "parse_override", "parse_plan_config", "pydantic_error", "split_overrides",
 ]

@@ -140,6 +140,16 @@ class CrossEntropyEfficiency(Strict):
     source: Str = ""
 
 
+class PermuteEfficiency(Strict):
+    """Fractions of HBM bandwidth Transformer Engine's fused MoE token permutation reaches (moe_permute_with_probs
+    and moe_unpermute, Megatron --moe-permute-fusion), over the bytes Rankflow counts for permutation 1 and
+    unpermutation 1 (graphgen.model.mlp); the local-expert sort beside them stays at memory_bound."""
+
+    fwd: Fraction = Field(description="Forward: the permute and unpermute kernels.")
+    bwd: Fraction = Field(description="Backward: their gradients.")
+    source: Str = Field(min_length=1, description="Where the rates were measured.")
+
+
 class AttentionFill(Strict):
     """The share of the attention curve's rate a fused attention call reaches with its query blocks spread
     thin over the SMs: x is 128-row query blocks per SM (batch x heads x query blocks / SM count), the
@@ -171,6 +181,9 @@ class Efficiency(Strict):
     memory_bound_source: Str = ""
     cross_entropy: CrossEntropyEfficiency | None = Field(
         None, description="Measured HBM-bandwidth fractions of the cross-entropy kernels (default: memory_bound).")
+    moe_permute: PermuteEfficiency | None = Field(
+        None, description="Measured HBM-bandwidth fractions of the fused MoE token permutation, used when the plan "
+                          "sets moe_permute_fusion (default: memory_bound).")
 
 
 DeviceDtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "fp4"]

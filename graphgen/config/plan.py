@@ -35,6 +35,10 @@ class ParallelPlan(Strict):
                                 "reduce-scatter (Megatron allgather), or DeepEP-style all-to-all at the link's "
                                 "measured DeepEP rate (a link's collective_fits.deepep_all_to_all; without one, the link's "
                                 "all-to-all) that sends a token once to each other node holding one of its experts.")
+    moe_permute_fusion: Bool = Field(
+        False, description="Tokens are permuted by Transformer Engine's fused kernels (Megatron --moe-permute-fusion), "
+                           "at the device's measured efficiency.moe_permute where it lists one; false: PyTorch's "
+                           "gather and scatter, priced at the memory-bound rate.")
     moe_overlap: Bool = Field(
         False, description="Dispatch and combine overlap other compute (Megatron's overlap of expert-parallel "
                            "communication across microbatches, DeepSeek's DualPipe); false: they are exposed.")

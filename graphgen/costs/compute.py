@@ -39,6 +39,7 @@ class ComputeModel:
     # torchao's float8 casts the same tensors. Inference engines fuse the quantisation into the kernel before.
     casts: bool = False
     fused_loss: bool = False  # the workload's cross-entropy runs as one fused kernel
+    fused_permute: bool = False  # MoE tokens are permuted by Transformer Engine's fused kernels
 
     @cached_property
     def gemm_shapes(self) -> dict[tuple[str, int, int, int], float]:
@@ -197,7 +198,8 @@ class ComputeModel:
         lists no 16-bit peak)."""
         pk = self.device.peak_tflops
         sixteen = next((d for d in ("bf16", "fp16") if d in pk), None)
-        return ComputeModel(self.device, sixteen, self.attention_kernel, fused_loss=self.fused_loss) if sixteen else self
+        return ComputeModel(self.device, sixteen, self.attention_kernel, fused_loss=self.fused_loss,
+                            fused_permute=self.fused_permute) if sixteen else self
 
     def cast_time(self, op: Op, direction: str) -> float:
         """One cast-and-transpose kernel: the GEMM's 16-bit input (forward) or output gradient (backward)
@@ -223,7 +225,21 @@ class ComputeModel:
             t += self.cast_time(op, direction)
         return t
 
+    def _permute_extra(self, op: Op, direction: str) -> float:
+        """What the fused permutation's measured rate adds over the memory-bound rate for its share of the op."""
+        rates = self.device.efficiency.moe_permute
+        nbytes = op.permute_bytes[direction != "fwd"]
+        if not (self.fused_permute and rates and nbytes) or direction == "bwd_w":
+            return 0.0
+        frac = rates.fwd if direction == "fwd" else rates.bwd
+        return nbytes / (self.hbm * frac) - self.memory_time(nbytes)
+
     def _op_time(self, op: Op, direction: str, selective: bool) -> float:
+        if op.permute_bytes[0]:
+            return self._plain_op_time(op, direction, selective) + self._permute_extra(op, direction)
+        return self._plain_op_time(op, direction, selective)
+
+    def _plain_op_time(self, op: Op, direction: str, selective: bool) -> float:
         k = op.gemm_kernels
         if direction == "fwd":
             return self.time(op.kind, op.flops, op.bytes, k, op.seq_len, op.attention_blocks, gemm_shape(op, "fwd"),

@@ -71,7 +71,7 @@ class Coster:
         w = sc.workload
         self.cm = ComputeModel(self.cluster.device, w.precision, w.attention_kernel,
                                casts=w.precision in LOW_PRECISION and w.run_type == "training",
-                               fused_loss=w.fused_cross_entropy)
+                               fused_loss=w.fused_cross_entropy, fused_permute=sc.plan.moe_permute_fusion)
         self.net = NetworkModel(self.cluster)
         self.override = comm_override or {}
         self.selective = sc.plan.recompute == "selective"

@@ -126,7 +126,7 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
            out_layout=sh.resid, weight_params=h * E, saved_bytes=e * Tl * h + 4 * Tl * E, shape=(h, E),
            out_bytes=e * Tl * h, high_precision=True),
         Op("permute", OpKind.ELEMENTWISE, flops=0.0, **_with_local_sort(sh, 2 * e * Tl * k * h, G, local_experts),
-           in_layout=sh.resid, out_layout=sh.resid,
+           permute_bytes=(2 * e * Tl * k * h, 4 * e * Tl * k * h), in_layout=sh.resid, out_layout=sh.resid,
            out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h), ("ep", ep_bytes)), local_out_bytes=e * routed * h),
         Op("expert_fc1", OpKind.MATMUL, flops=2 * G * h * up / etp, bytes=e * (G * h + touched * h * up / etp + G * up / etp),
            in_layout=expert_in, out_layout=hidden, shards_input=frozenset({"etp"}) if etp > 1 else frozenset(),
@@ -142,6 +142,7 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
            local_out_bytes=e * G * h),
         Op("unpermute", OpKind.ELEMENTWISE, flops=Tl * k * h,
            **_with_local_sort(sh, e * (Tl * k * h + Tl * h), G, local_experts), in_layout=sh.resid,
+           permute_bytes=(e * (Tl * k * h + Tl * h), 2 * e * (Tl * k * h + Tl * h)),
            out_layout=sh.resid, out_bytes=e * sh.tokens * h, saved_bytes=4 * Tl * k, local_out_bytes=e * Tl * h),
     ]
     if moe.shared_width:

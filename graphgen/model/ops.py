@@ -66,6 +66,9 @@ class Op:
     # The input comes straight from a norm: Transformer Engine fuses them (LayerNormLinear, LayerNormMLP),
     # the norm kernel writing its output in fp8 itself, so an fp8 recipe adds only the transpose.
     norm_input: bool = False
+    # (forward, backward) bytes of it that Transformer Engine's fused token permutation moves, when the plan
+    # fuses it (the rest of a dispatcher op: Megatron's local-expert sort, at the memory-bound rate)
+    permute_bytes: tuple[float, float] = (0.0, 0.0)
 
     def comm_bytes(self, axis: str) -> float:
         """Bytes of the collective that relayouts this op's output on one axis."""

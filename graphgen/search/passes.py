@@ -119,7 +119,7 @@ def _key(sc: Scenario) -> tuple:
     return (id(sc.model), id(sc.workload), id(sc.hardware), shape, p.pp, p.virtual_stages, p.schedule,
             p.stage_split, p.first_stage_layers, p.last_stage_layers, p.split_accounts_embedding,
             p.split_accounts_loss, p.recompute, p.recompute_every, p.moe_overlap, p.tp_overlap, p.moe_dispatcher,
-            p.zero3_gather_gbs)
+            p.moe_permute_fusion, p.zero3_gather_gbs)
 
 
 def lowered(sc: Scenario, cache: dict) -> Lowered:
