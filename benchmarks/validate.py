@@ -177,7 +177,7 @@ def row_scenario(r: dict, models: dict[str, dict]):
     if vpp > 1:
         plan.update(schedule="interleaved", virtual_stages=vpp)
     elif "interleaved" in r["notes"].lower() and pp > 1 and (gb // (mb * dp)) % pp == 0:
-        plan.update(schedule="interleaved", virtual_stages=2)  # chunks per stage not stated: Megatron's 2
+        plan.update(schedule="interleaved", virtual_stages=_chunks_per_stage(arch["layers"] // pp))
     if _stated(r["sequence_parallel"]) is not None:
         plan["sp"] = _stated(r["sequence_parallel"])
     plan.update(_expert_plan(r, arch, tp))
@@ -187,6 +187,14 @@ def row_scenario(r: dict, models: dict[str, dict]):
         workload.update(framework=src["framework"], framework_version=src["version"])
     stated = {**src["set"], **note_facts(r["notes"])}
     return row_scenario_from(arch, workload, hardware_file(r["gpu"]), plan, list(stated.items()))
+
+
+def _chunks_per_stage(layers_per_stage: int) -> int:
+    """Model chunks per stage for an interleaved run that does not state them: the fewest above one that
+    divide the stage's layers (2 when it does), as Megatron builds them: the virtual size is layers per stage
+    // --num-layers-per-virtual-pipeline-stage and each chunk holds layers per stage // virtual size
+    (NVIDIA/Megatron-LM @48a5e0d, 2021-04, megatron/arguments.py and megatron/model/transformer.py)."""
+    return next((v for v in range(2, layers_per_stage + 1) if layers_per_stage % v == 0), 1)
 
 
 def _expert_plan(r: dict, arch: dict, tp: int) -> dict:

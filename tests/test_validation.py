@@ -45,6 +45,17 @@ def test_llm_foundry_attention_kernel_follows_the_table_that_ran_it():
     assert row_source({"source": "NVIDIA/NeMo docs", "notes": "", "model": "Llama"})["framework"] == "nemo"
 
 
+def test_an_interleaved_run_without_its_chunk_count_gets_one_megatron_could_build():
+    # 2 chunks when they divide the stage's layers; else the fewest that do (3 layers per stage: 3 chunks)
+    row = {**ROW, "source": "Someone's paper", "model": "GPT-x", "num_gpus": "16", "dp": "1",
+           "zero_stage": "0", "notes": "interleaved 1F1B", "global_batch": "64"}
+    got = {}
+    for pp, layers in ((4, "32"), (4, "12"), (8, "40")):
+        plan = row_scenario({**row, "pp": str(pp), "tp": str(16 // pp), "layers": layers}, {}).plan
+        got[(pp, layers)] = (plan.schedule, plan.virtual_stages)
+    assert got == {(4, "32"): ("interleaved", 2), (4, "12"): ("interleaved", 3), (8, "40"): ("interleaved", 5)}
+
+
 def test_an_unseen_source_runs_without_a_framework_and_states_its_facts():
     row = {**ROW, "source": "Someone's blog 2026", "model": "MPT-7b", "notes": "bf16; fused CE; torch.compile"}
     sc = row_scenario(row, {})
