@@ -82,8 +82,9 @@ def _kind(r: _Reader) -> str:
                     f"use one of {', '.join(SUPPORTED)} or write a Rankflow model YAML")
     moe = [k for k in _MOE_KEYS if r.data.get(k)]
     if moe and kind not in _MOE:
-        raise r.bad(moe[0], f"mixture-of-experts keys on model_type '{kind}'",
-                    "this version simulates dense models only; write a dense Rankflow model YAML")
+        raise r.bad(moe[0], f"mixture-of-experts keys on model_type '{kind}', whose HF modeling code has no "
+                            "experts", f"set model_type to the MoE type it is ({', '.join(sorted(_MOE))}), or "
+                                       "write a Rankflow model YAML with a moe section")
     return kind
 
 
@@ -219,9 +220,11 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
                 "expert_ffn_hidden": r.int("intermediate_size")}
     if kind in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
         shared = r.int("shared_expert_intermediate_size", 0, minimum=0)
+        step = r.int("decoder_sparse_step", 1)
+        # Qwen2MoeDecoderLayer: MoE where (layer_idx + 1) % decoder_sparse_step == 0, i.e. from layer step - 1
         return {"experts": r.int("num_experts"), "top_k": r.int("num_experts_per_tok"),
                 "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": 1 if shared else 0,
-                **({"shared_ffn_hidden": shared} if shared else {}), "every": r.int("decoder_sparse_step", 1),
+                **({"shared_ffn_hidden": shared} if shared else {}), "first_dense_layers": step - 1, "every": step,
                 # Qwen2MoeSparseMoeBlock / Qwen3NextSparseMoeBlock: shared_expert_gate = nn.Linear(hidden, 1)
                 "shared_gate": bool(shared) and kind != "qwen3_moe",
                 "dense_layers": _dense_layers(r, layers)}
@@ -231,10 +234,11 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
     # group_limited_greedy (V2) and noaux_tc (V3) pick topk_group of n_group expert groups first
     groups = r.int("n_group", 1) if r.text("topk_method", "greedy") in ("group_limited_greedy", "noaux_tc") else 1
     grouped = {"expert_groups": groups, "groups_per_token": r.int("topk_group", groups)} if groups > 1 else {}
+    # DeepseekV2DecoderLayer: MoE where layer_idx >= first_k_dense_replace and layer_idx % moe_layer_freq == 0
+    first, freq = r.int("first_k_dense_replace", 0, minimum=0), r.int("moe_layer_freq", 1)
     return {"experts": r.int("n_routed_experts"), "top_k": r.int("num_experts_per_tok"),
             "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": r.int("n_shared_experts", 0, minimum=0),
-            "first_dense_layers": r.int("first_k_dense_replace", 0, minimum=0), "every": r.int("moe_layer_freq", 1),
-            "router": scoring, **grouped}
+            "first_dense_layers": -(-first // freq) * freq, "every": freq, "router": scoring, **grouped}
 
 
 def _qwen3_next(r: _Reader, name: str) -> dict[str, Any]:

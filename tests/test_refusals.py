@@ -40,6 +40,14 @@ def test_impossible_or_unsafe_model_settings_are_refused(capsys, tmp_path, setti
     assert rc == 2 and field in err
 
 
+def test_a_check_across_fields_names_the_fix_not_the_whole_section(capsys, tmp_path):
+    out = tmp_path / "r.json"
+    rc, _, err = cli(capsys, "--hardware_config", H100, "--model_config", MIXTRAL, *MOE, "--set", "model.moe.top_k=9",
+                     "--json", out)
+    assert_contract(rc, err, [out])
+    assert "top_k (9) exceeds the number of experts (8)" in err and "{'experts'" not in err
+
+
 def test_expert_load_on_a_dense_model_is_refused(capsys, tmp_path):
     rc, _, err = cli(capsys, "--hardware_config", H100, "--model_config", LLAMA8, "--set", "workload.expert_load=[1]")
     assert rc == 2 and "no experts" in err

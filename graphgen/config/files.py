@@ -52,6 +52,9 @@ def pydantic_error(exc: ValidationError, file: str) -> RankflowError:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if isinstance(err.get("input"), dict):  # a check across the section's fields: the message names them
+        return RankflowError(msg, file=file, field=loc, fix="change the fields it names so that they agree "
+                                                            "(see README config reference)")
     shown = repr(err.get("input"))
     if len(shown) > 60:
         shown = shown[:57] + "..."

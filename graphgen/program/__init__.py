@@ -95,12 +95,13 @@ class Program:
 
 def expert_imbalance(sc: Scenario) -> float:
     """Routed tokens on the busiest expert-parallel rank over the balanced share: from the per-expert
-    load when given (experts placed contiguously, E/ep per rank), else the stated factor; a capacity
-    factor drops what exceeds it."""
+    load when given (experts placed contiguously, E/ep per rank), else the stated factor, which no rank
+    can exceed beyond holding every token (ep x its share; none at ep = 1); a capacity factor drops what
+    exceeds it."""
     m, w, p = sc.model, sc.workload, sc.plan
     if m.moe is None:
         return 1.0
-    factor = w.expert_imbalance
+    factor = min(w.expert_imbalance, p.ep)
     if w.expert_load:
         per = m.moe.experts // p.ep
         total = sum(w.expert_load)
