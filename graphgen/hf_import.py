@@ -217,7 +217,7 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
     shared expert, sparse step and MLP-only layers; DeepSeek's routed and shared experts and dense prefix."""
     if kind == "mixtral":
         return {"experts": r.int("num_local_experts"), "top_k": r.int("num_experts_per_tok"),
-                "expert_ffn_hidden": r.int("intermediate_size")}
+                "expert_ffn_hidden": r.int("intermediate_size"), "aux_loss": _aux(r, "router_aux_loss_coef")}
     if kind in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
         shared = r.int("shared_expert_intermediate_size", 0, minimum=0)
         step = r.int("decoder_sparse_step", 1)
@@ -226,7 +226,7 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
                 "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": 1 if shared else 0,
                 **({"shared_ffn_hidden": shared} if shared else {}), "first_dense_layers": step - 1, "every": step,
                 # Qwen2MoeSparseMoeBlock / Qwen3NextSparseMoeBlock: shared_expert_gate = nn.Linear(hidden, 1)
-                "shared_gate": bool(shared) and kind != "qwen3_moe",
+                "shared_gate": bool(shared) and kind != "qwen3_moe", "aux_loss": _aux(r, "router_aux_loss_coef"),
                 "dense_layers": _dense_layers(r, layers)}
     scoring = r.text("scoring_func", "softmax")
     if scoring not in ("softmax", "sigmoid"):
@@ -238,7 +238,17 @@ def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
     first, freq = r.int("first_k_dense_replace", 0, minimum=0), r.int("moe_layer_freq", 1)
     return {"experts": r.int("n_routed_experts"), "top_k": r.int("num_experts_per_tok"),
             "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": r.int("n_shared_experts", 0, minimum=0),
-            "first_dense_layers": -(-first // freq) * freq, "every": freq, "router": scoring, **grouped}
+            "first_dense_layers": -(-first // freq) * freq, "every": freq, "router": scoring,
+            "aux_loss": _aux(r, "aux_loss_alpha"), **grouped}
+
+
+def _aux(r: _Reader, key: str) -> bool:
+    """Whether training adds the load-balancing loss: its coefficient is positive (HF's defaults where the
+    config leaves it out: MixtralConfig and Qwen2MoeConfig router_aux_loss_coef 0.001, DeepseekV2Config
+    aux_loss_alpha 0.001)."""
+    if r.data.get(key) == 0:
+        return False
+    return r.number(key, 0.001) > 0
 
 
 def _qwen3_next(r: _Reader, name: str) -> dict[str, Any]:

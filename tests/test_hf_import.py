@@ -231,3 +231,16 @@ def test_moe_layers_sit_where_the_hf_modeling_code_puts_them(tmp_path, name, key
     data.pop("mlp_only_layers", None)
     model = load_model(write(tmp_path, data)).model
     assert [i for i in range(layers) if model.is_moe(i)] == expected
+
+
+@pytest.mark.parametrize("name, key", [("mixtral.json", "router_aux_loss_coef"), ("qwen2_moe.json", "router_aux_loss_coef"),
+                                       ("deepseek_v2.json", "aux_loss_alpha")])
+def test_a_zero_load_balancing_coefficient_drops_the_aux_loss_from_training(tmp_path, name, key):
+    data = {**json.loads((HF / name).read_text()), "num_hidden_layers": 4}
+    with_aux = load_model(write(tmp_path, data)).model
+    (tmp_path / "z").mkdir()
+    without = load_model(write(tmp_path / "z", {**data, key: 0})).model
+    assert with_aux.moe.aux_loss and not without.moe.aux_loss
+    step = [run(scenario(m.model_dump(), {"global_batch": 8, "seq_len": 512}, dp=8)).step_time_s
+            for m in (with_aux, without)]
+    assert step[0] > step[1]

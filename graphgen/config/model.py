@@ -36,6 +36,10 @@ class MoESpec(Strict):
         default_factory=list, max_length=10_000, description="Further layers with a dense MLP (Qwen mlp_only_layers).")
     router: Literal["softmax", "sigmoid"] = Field(
         "softmax", description="Router score function (DeepSeek-V3 uses sigmoid); its cost is the same.")
+    aux_loss: Bool = Field(
+        True, description="Training computes a load-balancing loss on the router's scores (Switch/GShard, "
+                          "per batch or per sequence: Megatron --moe-aux-loss-coeff > 0, HF router_aux_loss_coef "
+                          "or aux_loss_alpha); false for routing without one (Megatron's default coefficient 0).")
     capacity_factor: PosFloat | None = Field(
         None, description="Tokens an expert takes at most, as a multiple of the balanced share; unset: dropless.")
     expert_groups: PosInt = Field(

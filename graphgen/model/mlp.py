@@ -90,6 +90,17 @@ def _with_local_sort(sh: BlockShape, nbytes: float, routed: float, local_experts
     return {"bytes": nbytes + sort, "bwd_bytes_factor": (2 * nbytes + sort) / (nbytes + sort)}
 
 
+def _router_aux(sh: BlockShape, tokens: float, experts: int) -> Op:
+    """The load-balancing loss: Megatron-Core recomputes the routing scores and map for it, counts tokens per
+    expert and reduces scores x counts (megatron/core/transformer/moe/router.py compute_routing_scores_for_aux_loss,
+    moe_utils.py switch_load_balancing_loss_func): fp32 passes over the tokens x experts scores, a few kernels
+    each way; its gradient is one more write of them."""
+    scores = 4 * tokens * experts
+    return Op("router_aux", OpKind.ELEMENTWISE, flops=6 * tokens * experts, bytes=2.25 * scores, in_layout=sh.resid,
+              out_layout=sh.resid, out_bytes=sh.e * tokens * sh.model.hidden, gemm_kernels=6, bwd_bytes_factor=2 / 2.25,
+              saved_bytes=scores, local_out_bytes=scores)
+
+
 @MLP_BLOCKS.register("moe")
 def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
     """Router, dispatch, routed experts (grouped GEMMs over this rank's experts), combine, then the
@@ -125,6 +136,7 @@ def moe_mlp(sh: BlockShape) -> tuple[Op, ...]:
         Op("router", OpKind.MATMUL, flops=2 * Tl * h * E, bytes=e * (Tl * h + h * E + Tl * E), in_layout=sh.resid,
            out_layout=sh.resid, weight_params=h * E, saved_bytes=e * Tl * h + 4 * Tl * E, shape=(h, E),
            out_bytes=e * Tl * h, high_precision=True),
+        *((_router_aux(sh, Tl, E),) if moe.aux_loss and sh.workload.run_type == "training" else ()),
         Op("permute", OpKind.ELEMENTWISE, flops=0.0, **_with_local_sort(sh, 2 * e * Tl * k * h, G, local_experts),
            permute_bytes=(2 * e * Tl * k * h, 4 * e * Tl * k * h), in_layout=sh.resid, out_layout=sh.resid,
            out_bytes=e * routed * h, axis_bytes=(("etp", e * G * h), ("ep", ep_bytes)), local_out_bytes=e * routed * h),

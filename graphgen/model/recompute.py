@@ -23,7 +23,7 @@ MODULES: dict[str, frozenset[str]] = {
     "mlp": frozenset({"fc1", "swiglu", "fc2"}),
     "moe_act": frozenset({"expert_act"}),
     "shared_experts": frozenset({"shared_fc1", "shared_act", "shared_fc2"}),
-    "moe": frozenset({"router", "permute", "expert_fc1", "expert_act", "expert_fc2", "unpermute",
+    "moe": frozenset({"router", "router_aux", "permute", "expert_fc1", "expert_act", "expert_fc2", "unpermute",
                       "shared_fc1", "shared_act", "shared_fc2"}),
 }
 DEFAULT_MODULES = ("core_attn",)
