@@ -17,7 +17,7 @@ from graphgen.memory import MemoryBreakdown
 from graphgen.program import Program
 from graphgen.stragglers import independent_hosts, straggler_factor
 
-SCHEMA_VERSION = "2.4"
+SCHEMA_VERSION = "2.5"
 
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "
@@ -142,16 +142,25 @@ def role_timings(program: Program, costs: Costs, finishes: list[float]) -> tuple
 
 
 def layer_table(program: Program) -> tuple[dict[str, object], ...]:
-    """Per-op times and FLOPs of the first layer, for one microbatch on one GPU."""
+    """Per-op times and FLOPs of each kind of layer the model has (dense and MoE, full and sliding or linear
+    attention), at its first layer, for one microbatch on one GPU."""
     from graphgen.costs.evaluate import Coster
     from graphgen.model.ops import op_work
 
     coster = Coster(program)
     lg, selective = program.layer_graph, program.scenario.plan.recompute == "selective"
-    block = lg.unit_block(0)
-    return tuple({"op": op.name, "kind": op.kind.value, "fwd_ms": coster.op_time(block.id, i, "fwd") * 1e3,
-                  "bwd_ms": coster.op_time(block.id, i, "bwd") * 1e3, "fwd_gflop": op.flops / 1e9,
-                  "bwd_gflop": op_work(op, "bwd", selective)[0] / 1e9} for i, op in enumerate(block.ops))
+    rows: list[dict[str, object]] = []
+    seen: set[int] = set()
+    for layer in range(lg.layers):
+        block = lg.unit_block(layer)
+        if block.id in seen:
+            continue
+        seen.add(block.id)
+        rows += [{"layer": layer, "op": op.name, "kind": op.kind.value,
+                  "fwd_ms": coster.op_time(block.id, i, "fwd") * 1e3, "bwd_ms": coster.op_time(block.id, i, "bwd") * 1e3,
+                  "fwd_gflop": op.flops / 1e9, "bwd_gflop": op_work(op, "bwd", selective)[0] / 1e9}
+                 for i, op in enumerate(block.ops)]
+    return tuple(rows)
 
 
 def assemble_result(program: Program, backend: str, step_time: float, breakdown: Breakdown,

@@ -83,9 +83,11 @@ def summary(r: Result, layer_table: bool = False) -> str:
                       f"sequences ({i['kv_blocks']:,} blocks of {i['block_size']} tokens)"]
     lines += ["", memory_table(r.memory)]
     if layer_table:
-        lines += ["", "One transformer layer, one microbatch, one GPU:",
-                  f"  {'op':16} {'kind':12} {'fwd ms':>9} {'bwd ms':>9} {'fwd GFLOP':>10}"]
-        for row in r.layer_table:
+        lines += ["", "Each kind of transformer layer, at its first layer, one microbatch, one GPU:"]
+        for i, row in enumerate(r.layer_table):
+            if i == 0 or row["layer"] != r.layer_table[i - 1]["layer"]:
+                lines += [f" layer {row['layer']}:",
+                          f"  {'op':16} {'kind':12} {'fwd ms':>9} {'bwd ms':>9} {'fwd GFLOP':>10}"]
             lines.append(f"  {row['op']:16} {row['kind']:12} {row['fwd_ms']:9.3f} {row['bwd_ms']:9.3f} "
                          f"{row['fwd_gflop']:10.2f}")
     lines += ["", "Definitions:", f"  {INFERENCE_MFU_DEFINITION if r.inference else MFU_DEFINITION}.", f"  {HFU_DEFINITION}."]

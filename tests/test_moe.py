@@ -212,3 +212,13 @@ def test_deepep_over_nodes_sends_a_token_once_per_node_and_the_plain_all_to_all_
 
     assert ep_time("deepep", 16) < 0.8 * ep_time("alltoall", 16)
     assert ep_time("deepep", 8) == pytest.approx(ep_time("alltoall", 8), rel=1e-9)
+
+
+def test_the_layer_table_shows_each_kind_of_layer_a_dense_prefix_model_has():
+    sc = moe(model=ROOT / "model_configs" / "deepseek-v2-lite.yaml")
+    table = run(sc).layer_table
+    layers = sorted({row["layer"] for row in table})
+    assert layers == [0, 1]  # the dense first layer, then the first MoE layer
+    ops = {layer: {row["op"] for row in table if row["layer"] == layer} for layer in layers}
+    assert "fc1" in ops[0] and "expert_fc1" not in ops[0]
+    assert {"router", "permute", "expert_fc1", "unpermute"} <= ops[1]
