@@ -45,6 +45,12 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ("gpt3-175b 1024xA100 tp8 pp8 dp16", "A100-SXM4-80GB.yaml", "gpt3-175b.yaml",
      ["parallelism.tp=8", "parallelism.pp=8", "parallelism.dp=16", "parallelism.sp=true",
       "workload.global_batch=128", "workload.micro_batch=1"]),
+    # MoE: the expert all-to-alls (dispatch and combine) inside one node and across two
+    ("deepseek-v2-lite 8xH100 ep8 dp8", "H100-SXM5-80GB.yaml", "deepseek-v2-lite.yaml",
+     ["parallelism.dp=8", "parallelism.ep=8", "workload.global_batch=16", "workload.seq_len=2048", "model.layers=4"]),
+    ("mixtral-8x7b 16xH100 ep8 dp16", "H100-SXM5-80GB.yaml", "mixtral-8x7b.yaml",
+     ["parallelism.dp=16", "parallelism.ep=8", "workload.global_batch=32", "workload.seq_len=2048", "model.layers=4",
+      "parallelism.zero_stage=1"]),
 ]
 
 
