@@ -9,63 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphgen.errors import RankflowError
+from graphgen.hf_moe import moe_section
+from graphgen.hf_reader import Reader as _Reader
 
 _LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3"}
 _MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "deepseek_v2", "deepseek_v3"}
 SUPPORTED = sorted(_LLAMA_LIKE | _MOE | {"gpt_neox", "mpt", "gpt2"})
 _MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size", "num_experts_per_tok")
-_MISSING = object()
 
 
 def is_hf_config(data: dict[str, Any]) -> bool:
     return "model_type" in data or "architectures" in data
-
-
-class _Reader:
-    def __init__(self, data: dict[str, Any], file: str, prefix: str = "") -> None:
-        self.data, self.file, self.prefix = data, file, prefix  # prefix: a nested mapping's path, for errors
-
-    def bad(self, key: str, msg: str, fix: str) -> RankflowError:
-        return RankflowError(msg, file=self.file, field=self.prefix + key, fix=fix)
-
-    def nested(self, key: str) -> _Reader:
-        return _Reader(self.mapping(key), self.file, f"{self.prefix}{key}.")
-
-    def int(self, key: str, default: Any = _MISSING, minimum: int = 1) -> int:
-        value = self.data.get(key, default)
-        if value is _MISSING:
-            raise self.bad(key, "Hugging Face config lacks a required key", "use a complete config.json for this "
-                                                                              "model type")
-        if value is None and default is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.bad(key, f"must be an integer >= {minimum}, got {value!r}", "correct the config.json")
-        return value
-
-    def number(self, key: str, default: float) -> float:
-        value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e6:
-            raise self.bad(key, f"must be a positive number, got {value!r}", "correct the config.json")
-        return float(value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.bad(key, f"must be true or false, got {value!r}", "correct the config.json")
-        return value
-
-    def text(self, key: str, default: str | None) -> str | None:
-        value = self.data.get(key, default)
-        if value is not None and not isinstance(value, str):
-            raise self.bad(key, f"must be a string, got {value!r}", "correct the config.json")
-        return value
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        value = self.data.get(key) or {}
-        if not isinstance(value, dict):
-            raise self.bad(key, f"must be a mapping, got {type(value).__name__}", "correct the config.json")
-        return value
 
 
 def _kind(r: _Reader) -> str:
@@ -204,53 +158,6 @@ def _llama_core(r: _Reader, name: str) -> dict[str, Any]:
     return out
 
 
-def _dense_layers(r: _Reader, layers: int) -> list[int]:
-    value = r.data.get("mlp_only_layers") or []
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < layers
-                                              for v in value):
-        raise r.bad("mlp_only_layers", f"must be a list of layer indices, got {value!r}", "correct the config.json")
-    return value
-
-
-def _moe(r: _Reader, kind: str, layers: int) -> dict[str, Any]:
-    """The moe section: Mixtral's num_local_experts (every layer, no shared expert); Qwen's experts,
-    shared expert, sparse step and MLP-only layers; DeepSeek's routed and shared experts and dense prefix."""
-    if kind == "mixtral":
-        return {"experts": r.int("num_local_experts"), "top_k": r.int("num_experts_per_tok"),
-                "expert_ffn_hidden": r.int("intermediate_size"), "aux_loss": _aux(r, "router_aux_loss_coef")}
-    if kind in ("qwen2_moe", "qwen3_moe", "qwen3_next"):
-        shared = r.int("shared_expert_intermediate_size", 0, minimum=0)
-        step = r.int("decoder_sparse_step", 1)
-        # Qwen2MoeDecoderLayer: MoE where (layer_idx + 1) % decoder_sparse_step == 0, i.e. from layer step - 1
-        return {"experts": r.int("num_experts"), "top_k": r.int("num_experts_per_tok"),
-                "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": 1 if shared else 0,
-                **({"shared_ffn_hidden": shared} if shared else {}), "first_dense_layers": step - 1, "every": step,
-                # Qwen2MoeSparseMoeBlock / Qwen3NextSparseMoeBlock: shared_expert_gate = nn.Linear(hidden, 1)
-                "shared_gate": bool(shared) and kind != "qwen3_moe", "aux_loss": _aux(r, "router_aux_loss_coef"),
-                "dense_layers": _dense_layers(r, layers)}
-    scoring = r.text("scoring_func", "softmax")
-    if scoring not in ("softmax", "sigmoid"):
-        raise r.bad("scoring_func", f"router score '{scoring}' is not modelled", "use softmax or sigmoid")
-    # group_limited_greedy (V2) and noaux_tc (V3) pick topk_group of n_group expert groups first
-    groups = r.int("n_group", 1) if r.text("topk_method", "greedy") in ("group_limited_greedy", "noaux_tc") else 1
-    grouped = {"expert_groups": groups, "groups_per_token": r.int("topk_group", groups)} if groups > 1 else {}
-    # DeepseekV2DecoderLayer: MoE where layer_idx >= first_k_dense_replace and layer_idx % moe_layer_freq == 0
-    first, freq = r.int("first_k_dense_replace", 0, minimum=0), r.int("moe_layer_freq", 1)
-    return {"experts": r.int("n_routed_experts"), "top_k": r.int("num_experts_per_tok"),
-            "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": r.int("n_shared_experts", 0, minimum=0),
-            "first_dense_layers": -(-first // freq) * freq, "every": freq, "router": scoring,
-            "aux_loss": _aux(r, "aux_loss_alpha"), **grouped}
-
-
-def _aux(r: _Reader, key: str) -> bool:
-    """Whether training adds the load-balancing loss: its coefficient is positive (HF's defaults where the
-    config leaves it out: MixtralConfig and Qwen2MoeConfig router_aux_loss_coef 0.001, DeepseekV2Config
-    aux_loss_alpha 0.001)."""
-    if r.data.get(key) == 0:
-        return False
-    return r.number(key, 0.001) > 0
-
-
 def _qwen3_next(r: _Reader, name: str) -> dict[str, Any]:
     """Qwen3-Next: Qwen3-MoE's layers with Gated DeltaNet in place of attention on all but every
     full_attention_interval-th layer (or as layer_types lists them), and gated softmax attention
@@ -270,7 +177,7 @@ def _qwen3_next(r: _Reader, name: str) -> dict[str, Any]:
               "conv_kernel": r.int("linear_conv_kernel_dim", 4)}
     return {**_llama_core(r, name), "attention_pattern": _period(kinds), "linear_attention": linear,
             "attention_output_gate": True,
-            "moe": _moe(r, "qwen3_next", layers)}
+            "moe": moe_section(r, "qwen3_next", layers)}
 
 
 def _deepseek(r: _Reader, kind: str, name: str) -> dict[str, Any]:
@@ -283,7 +190,7 @@ def _deepseek(r: _Reader, kind: str, name: str) -> dict[str, Any]:
         "ffn_hidden": r.int("intermediate_size"), "vocab": r.int("vocab_size"),
         "activation": _activation(r, "silu", gated=True), "norm": "rmsnorm",
         "tied_embeddings": r.flag("tie_word_embeddings", False), "position_encoding": "rope",
-        "max_position": r.int("max_position_embeddings", None), "moe": _moe(r, kind, layers),
+        "max_position": r.int("max_position_embeddings", None), "moe": moe_section(r, kind, layers),
         "mla": {"q_lora_rank": r.int("q_lora_rank", None), "kv_lora_rank": r.int("kv_lora_rank"),
                 "qk_nope_head_dim": r.int("qk_nope_head_dim"), "qk_rope_head_dim": r.int("qk_rope_head_dim"),
                 "v_head_dim": r.int("v_head_dim")},
@@ -402,7 +309,7 @@ def model_from_hf(data: dict[str, Any], file: str) -> dict[str, Any]:
     elif kind == "qwen3_next":
         out = _qwen3_next(r, name)
     elif kind in _MOE:
-        out = {**_llama_like(r, kind, name), "moe": _moe(r, kind, r.int("num_hidden_layers"))}
+        out = {**_llama_like(r, kind, name), "moe": moe_section(r, kind, r.int("num_hidden_layers"))}
     elif kind == "gpt_neox":
         out = _gpt_neox(r, name)
     elif kind == "mpt":
