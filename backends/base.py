@@ -17,7 +17,7 @@ from graphgen.memory import MemoryBreakdown
 from graphgen.program import Program
 from graphgen.stragglers import independent_hosts, straggler_factor
 
-SCHEMA_VERSION = "2.5"
+SCHEMA_VERSION = "3.0"
 
 MFU_DEFINITION = (
     "MFU = model FLOPs per step / (step time x GPUs x dense peak of the workload precision); model FLOPs "

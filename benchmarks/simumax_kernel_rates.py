@@ -29,7 +29,11 @@ import math
 import re
 import sys
 from collections import defaultdict
+from pathlib import Path
 
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
 FULL_FILL_BLOCKS = 2048
 BACKWARD_FLOPS = 2.5  # backward FLOPs per forward FLOP (the FlashAttention convention SimuMax also uses)
 GIB = 1024 ** 3
@@ -97,13 +101,15 @@ def main() -> None:
         config = json.loads(open(args[1]).read())
         if args[0] == "attention":
             points, ratios = curve(config, int(args[2]) if len(args) == 3 else 192)
+            if not points:
+                raise ValueError(f"no sdp rows at qk_head_dim {args[2] if len(args) == 3 else 192} with full fill")
             print("points: " + json.dumps([list(p) for p in points]))
             print("fwd_over_bwd: " + json.dumps([list(r) for r in ratios]))
-        else:
-            # B200's HBM (8,000 GB/s) and launch cost (2 us), as hardware_configs/B200.yaml lists them
-            fwd, bwd = permute_rates(config, 8000.0, 2.0)
+        else:  # over the HBM bandwidth and launch cost the device's own file lists
+            device = yaml.safe_load((ROOT / "hardware_configs" / "B200.yaml").read_text())["device"]
+            fwd, bwd = permute_rates(config, device["hbm_bandwidth_gbs"], device["launch_overhead_us"])
             print(f"moe_permute: {{fwd: {fwd}, bwd: {bwd}}}")
-    except (OSError, ValueError, KeyError, ZeroDivisionError) as exc:
+    except (OSError, ValueError, KeyError, ZeroDivisionError, yaml.YAMLError) as exc:
         print(f"{args[1]}: cannot read SimuMax's {args[0]} tables ({exc}); give a SimuMax configs/system/*.json "
               "(and an integer head dimension)", file=sys.stderr)
         raise SystemExit(2) from None

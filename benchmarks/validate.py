@@ -190,10 +190,8 @@ def row_scenario(r: dict, models: dict[str, dict]):
 
 
 def _chunks_per_stage(layers_per_stage: int) -> int:
-    """Model chunks per stage for an interleaved run that does not state them: the fewest above one that
-    divide the stage's layers (2 when it does), as Megatron builds them: the virtual size is layers per stage
-    // --num-layers-per-virtual-pipeline-stage and each chunk holds layers per stage // virtual size
-    (NVIDIA/Megatron-LM @48a5e0d, 2021-04, megatron/arguments.py and megatron/model/transformer.py)."""
+    """The fewest chunks above one that divide a stage's layers, as Megatron builds interleaving (NVIDIA/
+    Megatron-LM @48a5e0d, 2021-04, megatron/arguments.py, megatron/model/transformer.py): 2 when it can."""
     return next((v for v in range(2, layers_per_stage + 1) if layers_per_stage % v == 0), 1)
 
 

@@ -38,7 +38,9 @@ def moe_section(r: Reader, kind: str, layers: int) -> dict[str, Any]:
     # group_limited_greedy (V2) and noaux_tc (V3) pick topk_group of n_group expert groups first
     groups = r.int("n_group", 1) if r.text("topk_method", "greedy") in ("group_limited_greedy", "noaux_tc") else 1
     grouped = {"expert_groups": groups, "groups_per_token": r.int("topk_group", groups)} if groups > 1 else {}
-    # DeepseekV2DecoderLayer: MoE where layer_idx >= first_k_dense_replace and layer_idx % moe_layer_freq == 0
+    # DeepSeek's own modeling_deepseek.py on the Hub (trust_remote_code; vLLM and SGLang follow it): MoE where
+    # layer_idx >= first_k_dense_replace and layer_idx % moe_layer_freq == 0. transformers' native DeepseekV2/V3
+    # layers ignore moe_layer_freq; every released checkpoint has 1, where the two agree.
     first, freq = r.int("first_k_dense_replace", 0, minimum=0), r.int("moe_layer_freq", 1)
     return {"experts": r.int("n_routed_experts"), "top_k": r.int("num_experts_per_tok"),
             "expert_ffn_hidden": r.int("moe_intermediate_size"), "shared_experts": r.int("n_shared_experts", 0, minimum=0),

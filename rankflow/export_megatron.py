@@ -97,6 +97,9 @@ def _moe(sc: Scenario, m: ModelSpec) -> Args:
     args += [("--moe-expert-capacity-factor", moe.capacity_factor)] if moe.capacity_factor else []
     args += [("--overlap-moe-expert-parallel-comm", True)] if p.moe_overlap else []
     args += [("--moe-permute-fusion", True)] if p.moe_permute_fusion else []
+    # Megatron's default coefficient 0.0 skips the load-balancing loss Rankflow prices (moe.aux_loss):
+    # give its help text's recommended starting value, or turn balancing off as the model says
+    args += [("--moe-aux-loss-coeff", 1e-2)] if moe.aux_loss else [("--moe-router-load-balancing-type", "none")]
     return args
 
 

@@ -153,6 +153,7 @@ def test_megatron_moe_fsdp_fp8_and_block_recompute():
     assert flags["--data-parallel-sharding-strategy"] == ["optim_grads_params"] and "--use-megatron-fsdp" in flags
     assert flags["--moe-token-dispatcher-type"] == ["flex"] and "--moe-enable-deepep" in flags
     assert "--moe-permute-fusion" in flags  # the plan's moe_permute_fusion
+    assert flags["--moe-aux-loss-coeff"] == ["0.01"]  # the load-balancing loss Rankflow prices (moe.aux_loss)
     assert "--tp-comm-overlap" not in flags
     assert flags["--fp8-format"] == ["hybrid"] and flags["--recompute-method"] == ["uniform"]
     gpt = megatron_flags(export(load(GPT3, **PLANS["megatron"][2][1]), "megatron").text)

@@ -222,11 +222,11 @@ def test_deepseek_group_limited_routing_imports_its_groups():
     # Qwen2MoeDecoderLayer: MoE where (layer_idx + 1) % decoder_sparse_step == 0 (and not in mlp_only_layers)
     ("qwen2_moe.json", "decoder_sparse_step", 2, 25, [i for i in range(25) if (i + 1) % 2 == 0]),
     ("qwen2_moe.json", "decoder_sparse_step", 3, 12, [2, 5, 8, 11]),
-    # DeepseekV2DecoderLayer: MoE where layer_idx >= first_k_dense_replace and layer_idx % moe_layer_freq == 0
+    # DeepSeek's Hub modeling_deepseek.py: MoE where layer_idx >= first_k_dense_replace and layer_idx % moe_layer_freq == 0
     ("deepseek_v2.json", "moe_layer_freq", 2, 28, [i for i in range(28) if i >= 1 and i % 2 == 0]),
     ("deepseek_v2.json", "moe_layer_freq", 3, 12, [3, 6, 9]),
 ])
-def test_moe_layers_sit_where_the_hf_modeling_code_puts_them(tmp_path, name, key, step, layers, expected):
+def test_moe_layers_sit_where_each_family_modeling_code_puts_them(tmp_path, name, key, step, layers, expected):
     data = {**json.loads((HF / name).read_text()), key: step, "num_hidden_layers": layers}
     data.pop("mlp_only_layers", None)
     model = load_model(write(tmp_path, data)).model

@@ -126,7 +126,7 @@ def test_tensor_parallel_decode_all_reduces_and_reports_its_block():
     from reports.json_out import result_to_dict
 
     doc = result_to_dict(res)
-    assert doc["schema_version"] == "2.5" and doc["inference"]["phase"] == "decode"
+    assert doc["schema_version"] == "3.0" and doc["inference"]["phase"] == "decode"
     assert doc["inference"]["max_sequences_at_context"] > 32 and doc["memory"]["roles"][0]["kv_cache_gib"] > 0
 
 

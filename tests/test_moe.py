@@ -82,8 +82,10 @@ def test_load_imbalance_slows_the_step_and_a_per_expert_load_sets_it():
 
     assert expert_imbalance(moe("parallelism.ep=8", load)) == pytest.approx(3.0)
     assert expert_imbalance(moe("parallelism.ep=4", load)) == pytest.approx(2.0)
-    # no rank holds more than every token: the factor stops at ep, and means nothing at ep = 1
+    # no rank takes more than every copy its experts can get: min(ep, E/k) shares (Mixtral: 8 experts, top-2),
+    # and the factor means nothing at ep = 1
     assert expert_imbalance(moe("parallelism.ep=2", "workload.expert_imbalance=10")) == 2.0
+    assert expert_imbalance(moe("parallelism.ep=8", "workload.expert_imbalance=8")) == 4.0
     assert run(moe("parallelism.ep=1", "workload.expert_imbalance=3")).step_time_s == run(moe("parallelism.ep=1")).step_time_s
 
 

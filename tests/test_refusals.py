@@ -48,6 +48,17 @@ def test_a_check_across_fields_names_the_fix_not_the_whole_section(capsys, tmp_p
     assert "top_k (9) exceeds the number of experts (8)" in err and "{'experts'" not in err
 
 
+def test_a_mapping_given_for_a_number_is_a_type_error_not_a_disagreement():
+    from pydantic import ValidationError
+
+    from graphgen.config import ParallelPlan, pydantic_error
+
+    with pytest.raises(ValidationError) as exc:
+        ParallelPlan.model_validate({"tp": {"a": 1}})
+    text = str(pydantic_error(exc.value, "plan.yaml"))
+    assert "agree" not in text and "valid integer" in text
+
+
 def test_expert_load_on_a_dense_model_is_refused(capsys, tmp_path):
     rc, _, err = cli(capsys, "--hardware_config", H100, "--model_config", LLAMA8, "--set", "workload.expert_load=[1]")
     assert rc == 2 and "no experts" in err

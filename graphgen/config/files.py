@@ -52,7 +52,7 @@ def pydantic_error(exc: ValidationError, file: str) -> RankflowError:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if isinstance(err.get("input"), dict):  # a check across the section's fields: the message names them
+    if kind == "value_error" and isinstance(err.get("input"), dict):  # a check across the section's fields
         return RankflowError(msg, file=file, field=loc, fix="change the fields it names so that they agree "
                                                             "(see README config reference)")
     shown = repr(err.get("input"))

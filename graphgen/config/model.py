@@ -324,7 +324,8 @@ class Workload(Strict):
     expert_imbalance: Annotated[float, Field(ge=1, le=1000, strict=True)] = Field(
         1.0, description="Tokens the busiest expert-parallel rank processes, as a multiple of the balanced share "
                          "(1: balanced, as forced-balance benchmarks run). The slowest rank sets the step. At most "
-                         "ep, one rank receiving every token: a larger value is taken as ep (no effect at ep = 1).")
+                         "min(ep, experts / top_k), one rank receiving every copy its experts can take: a larger "
+                         "value is taken at that bound (no effect at ep = 1).")
     expert_load: list[Annotated[float, Field(ge=0, le=1, strict=True)]] | None = Field(
         None, max_length=100_000, description="Fraction of routed tokens each expert receives (one per expert); "
                                               "when given, it sets the busiest rank's share instead of "

@@ -91,14 +91,16 @@ def _with_local_sort(sh: BlockShape, nbytes: float, routed: float, local_experts
 
 
 def _router_aux(sh: BlockShape, tokens: float, experts: int) -> Op:
-    """The load-balancing loss: Megatron-Core recomputes the routing scores and map for it, counts tokens per
-    expert and reduces scores x counts (megatron/core/transformer/moe/router.py compute_routing_scores_for_aux_loss,
-    moe_utils.py switch_load_balancing_loss_func): fp32 passes over the tokens x experts scores, a few kernels
-    each way; its gradient is one more write of them."""
-    scores = 4 * tokens * experts
-    return Op("router_aux", OpKind.ELEMENTWISE, flops=6 * tokens * experts, bytes=2.25 * scores, in_layout=sh.resid,
-              out_layout=sh.resid, out_bytes=sh.e * tokens * sh.model.hidden, gemm_kernels=6, bwd_bytes_factor=2 / 2.25,
-              saved_bytes=scores, local_out_bytes=scores)
+    """The load-balancing loss, in training: Megatron-Core recomputes the routing scores and map for it
+    (megatron/core/transformer/moe/router.py compute_routing_scores_for_aux_loss), counts tokens per expert
+    and reduces scores x counts (moe_utils.py switch_load_balancing_loss_func). Per token and expert,
+    unfused: softmax reads and writes the fp32 scores (8 B), top-k reads them (4), the routing map is zeroed,
+    scattered and summed (3), the scores summed (4): 19 B over 8 kernels; backward writes the scores'
+    gradient through the sum and the softmax (16 B)."""
+    pairs = tokens * experts
+    return Op("router_aux", OpKind.ELEMENTWISE, flops=6 * pairs, bytes=19 * pairs, in_layout=sh.resid,
+              out_layout=sh.resid, out_bytes=sh.e * tokens * sh.model.hidden, gemm_kernels=8,
+              bwd_bytes_factor=16 / 19, saved_bytes=4 * pairs, local_out_bytes=4 * pairs)
 
 
 @MLP_BLOCKS.register("moe")

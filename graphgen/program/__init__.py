@@ -95,13 +95,15 @@ class Program:
 
 def expert_imbalance(sc: Scenario) -> float:
     """Routed tokens on the busiest expert-parallel rank over the balanced share: from the per-expert
-    load when given (experts placed contiguously, E/ep per rank), else the stated factor, which no rank
-    can exceed beyond holding every token (ep x its share; none at ep = 1); a capacity factor drops what
+    load when given (experts placed contiguously, E/ep per rank), else the stated factor up to what a rank
+    can receive at most: every token's copies to the experts it holds, min(k, E/ep) of its k, from all ep
+    ranks, i.e. min(ep, E/k) shares (1 at ep = 1). A plan search varies ep under one stated factor, so a
+    factor above that bound is taken at the bound rather than refused. A capacity factor drops what
     exceeds it."""
     m, w, p = sc.model, sc.workload, sc.plan
     if m.moe is None:
         return 1.0
-    factor = min(w.expert_imbalance, p.ep)
+    factor = min(w.expert_imbalance, p.ep * min(m.moe.top_k, m.moe.experts // p.ep) / m.moe.top_k)
     if w.expert_load:
         per = m.moe.experts // p.ep
         total = sum(w.expert_load)
