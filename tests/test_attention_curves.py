@@ -92,6 +92,23 @@ def test_an_attention_op_carries_its_head_dimension_into_its_time():
     assert cm.op_time(op, "bwd") > cm.op_time(as128, "bwd") * 1.05
 
 
+def test_a_head_dimension_measured_apart_splits_forward_and_backward_by_its_own_ratio():
+    from graphgen.costs.compute import direction_shares
+
+    curve = AttentionCurve(points=[(512, 0.3), (8192, 0.4)], fwd_over_bwd=[(512, 1.5)], fwd_over_bwd_source="x",
+                           other_head_dims=[{"head_dim": 192, "points": [(512, 0.3)], "source": "x",
+                                             "fwd_over_bwd": [(512, 1.0)], "fwd_over_bwd_source": "x"},
+                                            {"head_dim": 64, "points": [(512, 0.3)], "source": "x"}])
+    sc = scenario(MODEL, WORKLOAD, hw_file=A100)
+    eff = sc.hardware.device.efficiency.model_copy(update={"attention": curve})
+    cm = ComputeModel(sc.hardware.device.model_copy(update={"efficiency": eff}), "bf16")
+    kernel, own = direction_shares(1.5), direction_shares(1.0)
+    assert cm.attention_direction(4096, False, 128) == kernel[0]
+    assert cm.attention_direction(4096, True, 176) == own[1]  # nearest measured: 192, with its own ratio
+    assert cm.attention_direction(4096, False, 64) == kernel[0]  # measured without a ratio: the kernel's
+    assert own[0] != kernel[0]
+
+
 def test_repeated_head_dimensions_are_refused():
     with pytest.raises(ValidationError, match="head dimensions must differ"):
         AttentionCurve(points=[(512, 0.3)], other_head_dims=[{"head_dim": 128, "points": [(512, 0.2)], "source": "x"}])

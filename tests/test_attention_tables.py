@@ -81,6 +81,7 @@ def test_b200_mla_head_dim_curve_is_the_reduction_of_simumax_rows():
     mla = next(c for c in eff["attention_kernels"]["cudnn"]["other_head_dims"] if c["head_dim"] == 192)
     listed = dict(map(tuple, mla["points"]))
     assert {s: listed[s] for s, _ in points} == pytest.approx(dict(points), abs=1.5e-3)
+    assert dict(map(tuple, mla["fwd_over_bwd"])) == pytest.approx(dict(ratios), abs=5e-3)
     # below the measured lengths: the head-dim-128 shape scaled by the 4k ratio
     ratio = listed[4096] / cudnn_points("B200")[4096]
     assert listed[2048] == pytest.approx(cudnn_points("B200")[2048] * ratio, abs=1.5e-3)

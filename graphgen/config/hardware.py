@@ -38,17 +38,28 @@ def _increasing(points: list[tuple[float, float]], message: str) -> None:
         raise ValueError(message)
 
 
+Ratio = Annotated[float, Field(ge=0.25, le=4.0)]
+
+
 class HeadDimCurve(Strict):
-    """The same kernel's [sequence length, fraction of peak] points at another head dimension."""
+    """The same kernel's [sequence length, fraction of peak] points at another head dimension, and its forward
+    over backward rate there where measured apart (else the kernel's)."""
 
     head_dim: Annotated[StrictInt, Field(gt=0, le=1024)] = Field(description="Head dimension these points were measured at.")
     points: list[tuple[PosFloat, Fraction]] = Field(min_length=1, max_length=10_000,
                                                     description="[sequence length, fraction of peak] pairs.")
     source: Str = Field(min_length=1, description="Where the measurements come from.")
+    fwd_over_bwd: list[tuple[PosFloat, Ratio]] | None = Field(
+        None, min_length=1, max_length=1000,
+        description="[sequence length, forward rate / backward rate] at this head dimension (default: the kernel's).")
+    fwd_over_bwd_source: Str = Field("", description="Where these forward and backward rates come from.")
 
     @model_validator(mode="after")
     def _sorted(self) -> HeadDimCurve:
         _increasing(self.points, "points must have strictly increasing sequence lengths")
+        _increasing(self.fwd_over_bwd or [], "fwd_over_bwd must have strictly increasing sequence lengths")
+        if bool(self.fwd_over_bwd) != bool(self.fwd_over_bwd_source):
+            raise ValueError("fwd_over_bwd and fwd_over_bwd_source come together")
         return self
 
 
@@ -59,7 +70,7 @@ class AttentionCurve(EfficiencyCurve):
     FlashAttention convention) and prices what runs one direction only: the forward that full recompute
     reruns, a prefill."""
 
-    fwd_over_bwd: list[tuple[PosFloat, Annotated[float, Field(ge=0.25, le=4.0)]]] | None = Field(
+    fwd_over_bwd: list[tuple[PosFloat, Ratio]] | None = Field(
         None, min_length=1, max_length=1000,
         description="[sequence length, forward rate / backward rate] pairs, interpolated in log x (default: "
                     "both directions at the fwd+bwd rate).")
@@ -81,8 +92,9 @@ class AttentionCurve(EfficiencyCurve):
         dims = [self.head_dim, *(c.head_dim for c in self.other_head_dims)]
         if len(set(dims)) != len(dims):
             raise ValueError(f"head dimensions must differ from each other and from head_dim: {dims}")
-        for points in (self.points, *(c.points for c in self.other_head_dims)):
-            _check_directions_below_peak(points, ratio)
+        _check_directions_below_peak(self.points, ratio)
+        for c in self.other_head_dims:
+            _check_directions_below_peak(c.points, c.fwd_over_bwd or ratio)
         return self
 
 

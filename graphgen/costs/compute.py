@@ -159,12 +159,19 @@ class ComputeModel:
         curve = self.attention_curve
         return sorted([(curve.head_dim, curve.points), *((c.head_dim, c.points) for c in curve.other_head_dims)])
 
-    def attention_direction(self, seq_len: float, backward: bool) -> float:
+    def attention_direction(self, seq_len: float, backward: bool, head_dim: float = 0.0) -> float:
         """The share of the fwd+bwd rate one direction runs at, where the kernel's two rates are known
         apart (r = forward / backward rate): with backward doing 2.5 x the forward's FLOPs, forward runs
         at (1 + 2.5 r) / 3.5 of the combined rate and backward at that over r, so the two together still
-        take the combined curve's time."""
-        ratio = self.attention_curve.fwd_over_bwd
+        take the combined curve's time. The ratio is that of the measured head dimension nearest the op's
+        (in log head dimension) where that one was measured apart, else the kernel's."""
+        curve = self.attention_curve
+        ratio = curve.fwd_over_bwd
+        if head_dim > 0 and curve.other_head_dims:
+            near = min([(abs(math.log(head_dim / curve.head_dim)), ratio),
+                        *((abs(math.log(head_dim / c.head_dim)), c.fwd_over_bwd or ratio) for c in curve.other_head_dims)],
+                       key=lambda x: x[0])
+            ratio = near[1]
         if not ratio:
             return 1.0
         forward, back = direction_shares(interpolate_points(ratio, seq_len))
@@ -186,7 +193,7 @@ class ComputeModel:
         elif kind is OpKind.ATTENTION:
             if seq_len <= 0:
                 raise ValueError("a fused attention op needs its sequence length")
-            fill = self.attention_fill(blocks, backward) * self.attention_direction(seq_len, backward)
+            fill = self.attention_fill(blocks, backward) * self.attention_direction(seq_len, backward, head_dim)
             t_math = flops / (self.vector_peak * self.attention_efficiency(seq_len, head_dim) * fill)
         else:
             t_math = 0.0  # norms, element-wise ops, lookups and the loss are bandwidth-bound
