@@ -85,3 +85,19 @@ def test_b200_mla_head_dim_curve_is_the_reduction_of_simumax_rows():
     # below the measured lengths: the head-dim-128 shape scaled by the 4k ratio
     ratio = listed[4096] / cudnn_points("B200")[4096]
     assert listed[2048] == pytest.approx(cudnn_points("B200")[2048] * ratio, abs=1.5e-3)
+
+
+@pytest.mark.parametrize("part", ["GB200", "GB300"])
+def test_grace_blackwell_mla_curves_are_their_own_curve_times_b200s_measured_ratio(part):
+    def cudnn(name):
+        return yaml.safe_load((ROOT / "hardware_configs" / f"{name}.yaml").read_text())["device"]["efficiency"][
+            "attention_kernels"]["cudnn"]
+
+    def mla(curve):
+        return next(c for c in curve["other_head_dims"] if c["head_dim"] == 192)
+
+    b200, own = cudnn("B200"), cudnn(part)
+    b128, b192 = dict(map(tuple, b200["points"])), dict(map(tuple, mla(b200)["points"]))
+    expected = {s: dict(map(tuple, own["points"]))[s] * b192[s] / b128[s] for s in b192}
+    assert dict(map(tuple, mla(own)["points"])) == pytest.approx(expected, abs=1.5e-3)
+    assert mla(own)["fwd_over_bwd"] == mla(b200)["fwd_over_bwd"]
