@@ -84,7 +84,7 @@ def test_the_report_adds_the_step_as_the_framework_logs_it():
     # Its convention counts the masked half of attention that Rankflow's standard leaves out.
     assert fw["tflops_per_gpu"] > res.model_tflops_per_gpu
     megatron = run(load("workload.framework=megatron-lm", "workload.framework_version='2025.05'"), "coarse")
-    assert megatron.framework["flop_convention"] == "causal"
+    assert megatron.framework["flop_convention"] == "megatron_core"
     assert megatron.framework["mfu"] == pytest.approx(megatron.mfu)  # both count causal attention
     older = run(load("workload.framework=megatron-lm", "workload.framework_version='2024.08'"), "coarse")
     assert older.framework["flop_convention"] == "palm" and older.framework["mfu"] > older.mfu
@@ -132,3 +132,19 @@ def test_every_hopper_and_blackwell_part_runs_the_cudnn_kernel_te_selects(part):
     eff = sc.hardware.device.efficiency
     assert eff.attention_kernels["cudnn"].points[-1][1] > eff.attention.points[-1][1]
     assert not any("cudnn" in n for n in run(sc, "coarse").notes)
+
+
+@pytest.mark.parametrize("name, left_out", [
+    ("mixtral-8x7b", lambda m: m.layers * m.hidden * m.moe.experts),  # the router
+    ("qwen3-next-80b-a3b", lambda m: sum(m.hidden * (m.moe.experts + 1) for _ in range(m.layers))  # router, shared gate
+     + sum(m.hidden * m.heads * m.d_head for i in range(m.layers) if m.attention_kind(i) != "gated_delta")),
+])
+def test_megatron_core_counts_what_its_formula_has_terms_for(name, left_out):
+    # megatron/training/training.py num_floating_point_operations (core_v0.12.0 .. 2025-10) has no term for the
+    # router GEMM, the shared-expert gate or the attention output gate's half of the query projection
+    from graphgen.model.flop_conventions import FLOP_CONVENTIONS
+    from rankflow.api import load_model
+
+    m = load_model(ROOT / "model_configs" / f"{name}.yaml").model
+    causal, core = (FLOP_CONVENTIONS[c].flops_per_token(m, 4096, "none", None) for c in ("causal", "megatron_core"))
+    assert causal - core == pytest.approx(6.0 * left_out(m))

@@ -52,6 +52,19 @@ def _standard(m: ModelSpec, s: int, recompute: str, stated: float | None) -> flo
     return model_flops_per_token(m, s)
 
 
+def _megatron_core(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
+    """Megatron-Core's own count (megatron/training/training.py num_floating_point_operations @bbc762d5,
+    2025-10): the causal count without the GEMMs its formula has no term for, the MoE router (hidden x
+    experts), the shared-expert gate and the attention output gate's half of the query projection."""
+    left_out = 0.0
+    for layer in range(m.layers):
+        if m.moe is not None and m.is_moe(layer):
+            left_out += m.hidden * (m.moe.experts + (1 if m.moe.shared_gate and m.moe.shared_width else 0))
+        if m.attention_output_gate and m.mla is None and m.attention_kind(layer) != "gated_delta":
+            left_out += m.hidden * m.heads * m.d_head
+    return model_flops_per_token(m, s) - 6.0 * left_out
+
+
 def _megatron_hfu(m: ModelSpec, s: int, recompute: str, stated: float | None) -> float:
     h, L, V = m.hidden, m.layers, m.vocab
     f = 72.0 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
@@ -75,6 +88,9 @@ for _c in (
                    "the method computes it", _standard, finetune=True),
     # NeMo counts fine-tuning by its method: its 24.07 performance summary (NVIDIA/NeMo docs/source/performance/
     # performance_summary.md @070a0bb) logs LoRA at 2/3 of the model TFLOP per token of SFT on the same model.
+    FlopConvention("megatron_core", "Megatron-Core's num_floating_point_operations (2025): the causal count "
+                   "without the MoE router, the shared-expert gate and the attention output gate, which its "
+                   "formula has no term for; fine-tuning as the method computes it", _megatron_core, finetune=True),
     FlopConvention("palm", "6 x matmul parameters + 12 x layers x heads x head_dim x seq (non-causal attention, "
                    "PaLM App. B), recompute not counted; fine-tuning as the method computes it (frozen weights "
                    "without weight gradients, as NeMo logs LoRA)", _palm, finetune=True),
