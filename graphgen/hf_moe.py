@@ -54,4 +54,5 @@ def _aux(r: Reader, key: str) -> bool:
     aux_loss_alpha 0.001)."""
     if r.data.get(key) == 0:
         return False
-    return r.number(key, 0.001) > 0
+    r.number(key, 0.001)  # refuses a negative or non-numeric coefficient
+    return True
